@@ -1,0 +1,628 @@
+//! Runs one step attempt in a fresh wasmtime sandbox.
+//!
+//! The [`Executor`] is long-lived: it owns the wasmtime `Engine` (pooling
+//! allocator, epoch interruption, fuel), the `Linker` with WASI preview 2 and
+//! weir's imports, an epoch ticker thread, and the components loaded so far
+//! (as `InstancePre`s). Each attempt gets a new `Store` and instance, so no
+//! state leaks between steps.
+//!
+//! The sandbox denies by default: no environment, no arguments, no stdin,
+//! no network (sockets and name lookup are linked but refuse everything), no
+//! preopens but `/in/<name>` (read-only) per input and `/out/<name>`
+//! (read-write) per output. The wall clock is fixed at 2020-01-01T00:00:00Z,
+//! the monotonic clock advances 1 µs per read, and all randomness is seeded
+//! from the step's cache key, so equal keys see equal sandboxes.
+
+use crate::bindings::{self, Step, StepPre};
+use crate::digest::Digest;
+use crate::limits::Limits;
+use crate::records::{LogLine, Metric};
+use anyhow::{Context as _, anyhow};
+use rand_chacha::ChaCha12Rng;
+use rand_chacha::rand_core::SeedableRng;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch ticks; a spinning guest notices its deadline within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The fixed wall-clock time steps see: 2020-01-01T00:00:00Z.
+pub const SANDBOX_WALL_CLOCK_SECS: u64 = 1_577_836_800;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Steps that may run at once (sizes the instance pool).
+    pub max_concurrent: u32,
+    /// Count fuel so steps can have a fuel budget (costs some speed).
+    pub fuel: bool,
+    /// Use the pooling instance allocator (falls back to on-demand if the
+    /// host refuses the address-space reservation).
+    pub pooling: bool,
+}
+
+/// A component ready to instantiate.
+pub struct LoadedComponent {
+    /// blake3 of the component's wasm bytes.
+    pub digest: Digest,
+    pre: StepPre<HostState>,
+}
+
+/// Everything one attempt needs.
+pub struct AttemptSpec<'a> {
+    /// Step name (passed to the guest and used in messages).
+    pub step: &'a str,
+    /// The component.
+    pub component: &'a LoadedComponent,
+    /// Canonical JSON params.
+    pub params_json: String,
+    /// Input name to host folder (mounted read-only at `/in/<name>`).
+    pub inputs: Vec<(String, PathBuf)>,
+    /// Output name to empty host folder (mounted read-write at `/out/<name>`).
+    pub outputs: Vec<(String, PathBuf)>,
+    /// Limits.
+    pub limits: Limits,
+    /// Seed for the sandbox's randomness (the cache key).
+    pub seed: Digest,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// How an attempt ended, with what it logged.
+pub struct AttemptResult {
+    /// `Ok` if `run` returned success.
+    pub outcome: Result<(), StepFailure>,
+    /// Log lines, then stdout and stderr lines.
+    pub logs: Vec<LogLine>,
+    /// Metrics in call order.
+    pub metrics: Vec<Metric>,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepFailure {
+    /// The step returned an error.
+    #[error("the step returned an error: {0}")]
+    Returned(String),
+    /// The guest trapped (panic, abort, unreachable, ...).
+    #[error("the step trapped: {0}")]
+    Trapped(String),
+    /// Over the wall-clock limit.
+    #[error("the step exceeded its timeout of {0:?} and was stopped")]
+    Timeout(Duration),
+    /// Over the memory limit.
+    #[error("the step exceeded its memory limit of {limit} bytes (it asked for {wanted} bytes) and was stopped")]
+    Memory {
+        /// The cap.
+        limit: u64,
+        /// What it tried to grow to.
+        wanted: u64,
+    },
+    /// Out of fuel.
+    #[error("the step used up its fuel budget of {0} and was stopped")]
+    Fuel(u64),
+    /// The sandbox could not be set up (host problem, not the guest's).
+    #[error("the sandbox could not be set up: {0}")]
+    Setup(String),
+}
+
+/// Per-store host state.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    logs: Vec<LogLine>,
+    log_cap: usize,
+    logs_dropped: u64,
+    metrics: Vec<Metric>,
+    deadline: Instant,
+    timed_out: bool,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::types::Host for HostState {}
+
+impl bindings::log::Host for HostState {
+    fn write(&mut self, level: bindings::log::Level, message: String) {
+        use bindings::log::Level;
+        if self.logs.len() >= self.log_cap {
+            self.logs_dropped += 1;
+            return;
+        }
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.logs.push(LogLine {
+            level: level.to_string(),
+            message: truncate(message, 64 << 10),
+        });
+    }
+}
+
+impl bindings::metrics::Host for HostState {
+    fn emit(&mut self, name: String, value: f64) {
+        if self.metrics.len() >= self.log_cap {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.metrics.push(Metric {
+            name: truncate(name, 256),
+            value,
+        });
+    }
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" [truncated]");
+    }
+    s
+}
+
+/// Caps the total linear memory of one instance and remembers a refusal.
+struct MemoryLimiter {
+    limit: u64,
+    used: u64,
+    refused: Option<u64>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = (desired - current.min(desired)) as u64;
+        if self.used + grow > self.limit {
+            self.refused = Some(self.used + grow);
+            return Ok(false);
+        }
+        self.used += grow;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Captured stdout or stderr: keeps the first `cap` bytes, counts the rest.
+#[derive(Clone)]
+struct Capture {
+    inner: Arc<Mutex<(Vec<u8>, u64)>>,
+    cap: usize,
+}
+
+impl Capture {
+    fn new(cap: u64) -> Capture {
+        Capture {
+            inner: Arc::new(Mutex::new((Vec::new(), 0))),
+            cap: cap as usize,
+        }
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.cap.saturating_sub(g.0.len());
+        let take = room.min(bytes.len());
+        g.0.extend_from_slice(&bytes[..take]);
+        g.1 += (bytes.len() - take) as u64;
+    }
+
+    fn lines(&self, level: &str, out: &mut Vec<LogLine>) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&g.0);
+        for line in text.lines() {
+            out.push(LogLine {
+                level: level.to_string(),
+                message: line.to_string(),
+            });
+        }
+        if g.1 > 0 {
+            out.push(LogLine {
+                level: level.to_string(),
+                message: format!("[{} more bytes not kept]", g.1),
+            });
+        }
+    }
+}
+
+impl IsTerminal for Capture {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Capture {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for Capture {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.push(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+struct FixedWallClock;
+
+impl wasmtime_wasi::HostWallClock for FixedWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(SANDBOX_WALL_CLOCK_SECS)
+    }
+}
+
+struct VirtualMonotonicClock(AtomicU64);
+
+impl wasmtime_wasi::HostMonotonicClock for VirtualMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.0.fetch_add(1_000, Ordering::Relaxed)
+    }
+}
+
+/// The long-lived engine that runs step attempts.
+pub struct Executor {
+    engine: Engine,
+    linker: Linker<HostState>,
+    engine_tag: String,
+    compiled_dir: PathBuf,
+    loaded: Mutex<HashMap<Digest, Arc<LoadedComponent>>>,
+    stop_ticker: Arc<AtomicBool>,
+    fuel: bool,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wasmtime_config(cfg: &EngineConfig, pooling: bool) -> wasmtime::Config {
+    let mut c = wasmtime::Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.consume_fuel(cfg.fuel);
+    c.parallel_compilation(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let n = cfg.max_concurrent.max(1) + 2;
+        let mut p = wasmtime::PoolingAllocationConfig::new();
+        p.total_component_instances(n * 2)
+            .total_core_instances(n * 32)
+            .total_memories(n * 4)
+            .total_tables(n * 32)
+            .total_stacks(n * 2)
+            .max_memories_per_component(4)
+            .max_core_instances_per_component(32)
+            .max_tables_per_component(32)
+            .max_memory_size(crate::limits::MAX_MEMORY_BYTES as usize)
+            .table_elements(1_000_000);
+        c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
+    }
+    c
+}
+
+/// A `Hasher` feeding blake3, for stable engine-configuration tags.
+struct Blake3Hasher(blake3::Hasher);
+
+impl std::hash::Hasher for Blake3Hasher {
+    fn finish(&self) -> u64 {
+        let b = self.0.finalize();
+        u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl Executor {
+    /// Builds the engine and linker; compiled components are cached in `compiled_dir`.
+    pub fn new(cfg: &EngineConfig, compiled_dir: &Path) -> anyhow::Result<Executor> {
+        let engine = if cfg.pooling {
+            match Engine::new(&wasmtime_config(cfg, true)) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                    Engine::new(&wasmtime_config(cfg, false)).map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
+                }
+            }
+        } else {
+            Engine::new(&wasmtime_config(cfg, false)).map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
+        };
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("linking WASI: {e}"))?;
+        Step::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("linking weir imports: {e}"))?;
+        let engine_tag = {
+            use std::hash::Hash;
+            let mut h = Blake3Hasher(blake3::Hasher::new());
+            engine.precompile_compatibility_hash().hash(&mut h);
+            let bytes = h.0.finalize();
+            bytes.to_hex()[..16].to_string()
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("weir-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .context("starting the epoch ticker thread")?;
+        }
+        std::fs::create_dir_all(compiled_dir)?;
+        Ok(Executor {
+            engine,
+            linker,
+            engine_tag,
+            compiled_dir: compiled_dir.to_path_buf(),
+            loaded: Mutex::new(HashMap::new()),
+            stop_ticker,
+            fuel: cfg.fuel,
+        })
+    }
+
+    /// Whether fuel budgets can be enforced.
+    pub fn fuel_enabled(&self) -> bool {
+        self.fuel
+    }
+
+    /// Loads a component file: from memory if seen before, else from the
+    /// on-disk compile cache, else compiles it (and caches the result).
+    /// Errors say whether the file is not wasm, a core module rather than a
+    /// component, or a component of another world.
+    pub fn load(&self, path: &Path) -> anyhow::Result<Arc<LoadedComponent>> {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))?;
+        self.load_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Like [`Executor::load`], from bytes; `what` names them in errors.
+    pub fn load_bytes(&self, bytes: &[u8], what: &str) -> anyhow::Result<Arc<LoadedComponent>> {
+        let digest = Digest::of(bytes);
+        if let Some(c) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+            return Ok(c.clone());
+        }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => anyhow::bail!(
+                "{what} is a core WebAssembly module, not a component; build steps for the wasm32-wasip2 target (`weir build`) so they come out as components"
+            ),
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
+            _ => anyhow::bail!("{what} is not a WebAssembly component (it does not start with the wasm magic bytes)"),
+        }
+        let cached = self.compiled_dir.join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_tag));
+        let component = match cached.exists() {
+            // SAFETY: files in the compile cache are written only by `Component::serialize`
+            // below, by this engine configuration (the tag in the name), via rename.
+            true => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("ignoring unusable compile cache entry {}: {e}", cached.display());
+                    None
+                }
+            },
+            false => None,
+        };
+        let component = match component {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| anyhow!("{what} is not a valid component: {e:#}"))?;
+                if let Ok(ser) = c.serialize() {
+                    let tmp = self.compiled_dir.join(format!(".tmp-{}-{}", std::process::id(), digest.to_hex()));
+                    if std::fs::write(&tmp, ser).is_ok() {
+                        let _ = std::fs::rename(&tmp, &cached);
+                    }
+                }
+                c
+            }
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow!("{what} cannot run in the weir sandbox: {e:#} (a step may import only WASI preview 2 and weir:step interfaces)")
+        })?;
+        let pre = StepPre::new(pre).map_err(|e| {
+            anyhow!("{what} does not implement the weir step world ({}): {e:#}; build it with weir-sdk's `step!` macro", crate::cache::STEP_WORLD)
+        })?;
+        let loaded = Arc::new(LoadedComponent { digest, pre });
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Runs one attempt to completion, failure or timeout.
+    pub async fn run(&self, spec: AttemptSpec<'_>) -> AttemptResult {
+        let stdout = Capture::new(spec.limits.stdio_bytes);
+        let stderr = Capture::new(spec.limits.stdio_bytes);
+        let mut result = self.run_inner(&spec, &stdout, &stderr).await;
+        stdout.lines("stdout", &mut result.logs);
+        stderr.lines("stderr", &mut result.logs);
+        result
+    }
+
+    fn wasi_ctx(spec: &AttemptSpec<'_>, stdout: &Capture, stderr: &Capture) -> anyhow::Result<WasiCtx> {
+        let seed = *spec.seed.as_bytes();
+        let derive = |what: &str| -> [u8; 32] { *blake3::keyed_hash(&seed, what.as_bytes()).as_bytes() };
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .wall_clock(FixedWallClock)
+            .monotonic_clock(VirtualMonotonicClock(AtomicU64::new(0)))
+            .secure_random(ChaCha12Rng::from_seed(derive("secure")))
+            .insecure_random(ChaCha12Rng::from_seed(derive("insecure")))
+            .insecure_random_seed(u128::from_le_bytes(derive("seed")[..16].try_into().unwrap_or([0; 16])))
+            .max_random_size(16 << 20);
+        for (name, dir) in &spec.inputs {
+            b.preopened_dir(dir, format!("/in/{name}"), FsPerms::ReadOnly)
+                .map_err(|e| anyhow!("mounting input '{name}' from {}: {e}", dir.display()))?;
+        }
+        for (name, dir) in &spec.outputs {
+            b.preopened_dir(dir, format!("/out/{name}"), FsPerms::ReadWrite)
+                .map_err(|e| anyhow!("mounting output '{name}' at {}: {e}", dir.display()))?;
+        }
+        Ok(b.build())
+    }
+
+    async fn run_inner(&self, spec: &AttemptSpec<'_>, stdout: &Capture, stderr: &Capture) -> AttemptResult {
+        let fail = |f: StepFailure| AttemptResult {
+            outcome: Err(f),
+            logs: Vec::new(),
+            metrics: Vec::new(),
+        };
+        let wasi = match Self::wasi_ctx(spec, stdout, stderr) {
+            Ok(w) => w,
+            Err(e) => return fail(StepFailure::Setup(format!("{e:#}"))),
+        };
+        let timeout = spec.limits.timeout();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: spec.limits.memory_bytes,
+                used: 0,
+                refused: None,
+            },
+            logs: Vec::new(),
+            log_cap: spec.limits.log_lines as usize,
+            logs_dropped: 0,
+            metrics: Vec::new(),
+            deadline: Instant::now() + timeout,
+            timed_out: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel {
+            if let Err(e) = store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX)) {
+                return fail(StepFailure::Setup(e.to_string()));
+            }
+        }
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            if Instant::now() >= s.deadline {
+                s.timed_out = true;
+                return Err(Trap::Interrupt.into());
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        let invocation = bindings::types::Invocation {
+            step: spec.step.to_string(),
+            params: spec.params_json.clone(),
+            inputs: spec
+                .inputs
+                .iter()
+                .map(|(n, _)| bindings::types::Input {
+                    name: n.clone(),
+                    path: format!("/in/{n}"),
+                })
+                .collect(),
+            outputs: spec
+                .outputs
+                .iter()
+                .map(|(n, _)| bindings::types::Output {
+                    name: n.clone(),
+                    path: format!("/out/{n}"),
+                })
+                .collect(),
+            attempt: spec.attempt,
+        };
+        let pre = &spec.component.pre;
+        let call = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_run(&mut store, &invocation).await
+        };
+        // The outer timeout also stops a guest that is blocked in a host call
+        // (where epoch checks cannot run); the grace lets the epoch check fire first.
+        let outcome = match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
+            Err(_) => Err(StepFailure::Timeout(timeout)),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(msg))) => Err(StepFailure::Returned(msg)),
+            Ok(Err(e)) => {
+                let s = store.data();
+                Err(if s.timed_out {
+                    StepFailure::Timeout(timeout)
+                } else if let Some(wanted) = s.limiter.refused {
+                    StepFailure::Memory {
+                        limit: s.limiter.limit,
+                        wanted,
+                    }
+                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+                    StepFailure::Fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+                } else {
+                    StepFailure::Trapped(trap_message(&e))
+                })
+            }
+        };
+        let s = store.into_data();
+        let mut logs = s.logs;
+        if s.logs_dropped > 0 {
+            logs.push(LogLine {
+                level: "warn".into(),
+                message: format!("[{} log lines or metrics over the limit were dropped]", s.logs_dropped),
+            });
+        }
+        AttemptResult {
+            outcome,
+            logs,
+            metrics: s.metrics,
+        }
+    }
+}
+
+/// The reason of a trap in one paragraph: the trap kind, then the guest backtrace.
+fn trap_message(e: &wasmtime::Error) -> String {
+    let mut msg = match e.downcast_ref::<Trap>() {
+        Some(t) => t.to_string(),
+        None => format!("{e}"),
+    };
+    let chain = format!("{e:?}");
+    if let Some(bt) = chain.lines().skip_while(|l| !l.contains("wasm backtrace")).nth(1) {
+        msg.push_str(&format!(" (at {})", bt.trim()));
+    }
+    msg
+}

@@ -1,0 +1,27 @@
+//! weir's engine: runs a [`Plan`] of WebAssembly component steps in sandboxes,
+//! names every artifact by its content, skips steps whose [`CacheKey`] was
+//! seen before, and records runs in a database.
+//!
+//! Entry points: build a [`Runtime`] from a [`Config`], then
+//! [`Runtime::run`] a plan. The CLI and the DSL are thin users of this crate.
+#![deny(missing_docs)]
+
+mod bindings;
+pub mod builder;
+pub mod cache;
+pub mod digest;
+pub mod executor;
+pub mod limits;
+pub mod names;
+pub mod plan;
+pub mod records;
+pub mod run;
+pub mod store;
+pub mod tree;
+
+pub use cache::{CacheKey, cache_key};
+pub use digest::Digest;
+pub use limits::Limits;
+pub use plan::{ComponentSource, InputSource, Plan, StepPlan};
+pub use records::{RunId, RunState, StepState};
+pub use run::{Config, RunEvent, RunOptions, RunReport, Runtime};

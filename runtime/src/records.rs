@@ -1,0 +1,489 @@
+//! Run records: runs, step attempts, cache entries, logs and metrics.
+//!
+//! Callers use the [`Records`] trait; [`SqliteRecords`] is the embedded
+//! backend (one SQLite file in WAL mode, `weir.db` in the store). Another
+//! backend (PostgreSQL, say) implements the same trait. Writes arrive in
+//! batches ([`Records::commit`]), one transaction each, so the per-step cost
+//! is shared by every step that finished meanwhile.
+
+use crate::digest::Digest;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A run's number in its store (1, 2, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+macro_rules! state_enum {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vm])* $v),* }
+        impl $name {
+            /// The name stored in records and shown to users.
+            pub fn as_str(self) -> &'static str { match self { $($name::$v => $s),* } }
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Option<$name> { match s { $($s => Some($name::$v),)* _ => None } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+state_enum! {
+    /// The state of a run.
+    RunState {
+        /// Steps are running.
+        Running = "running",
+        /// Every step succeeded or was a cache hit.
+        Succeeded = "succeeded",
+        /// A step failed.
+        Failed = "failed",
+        /// Stopped by the user.
+        Cancelled = "cancelled",
+    }
+}
+
+state_enum! {
+    /// The state of a step in a run.
+    StepState {
+        /// Waiting for its inputs.
+        Pending = "pending",
+        /// An attempt is running.
+        Running = "running",
+        /// Ran and succeeded.
+        Succeeded = "succeeded",
+        /// Outputs reused from the cache; nothing ran.
+        Cached = "cached",
+        /// Failed (after any retries).
+        Failed = "failed",
+        /// Not run because an upstream step failed.
+        Skipped = "skipped",
+        /// Stopped by the user.
+        Cancelled = "cancelled",
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// One log line from a step (a `log` call, or a line of stdout/stderr).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn`, `error`, `stdout` or `stderr`.
+    pub level: String,
+    /// The text.
+    pub message: String,
+}
+
+/// One metric value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// Metric name.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// The record of one finished step (attempt or cache hit), written in a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The run.
+    pub run: RunId,
+    /// Step name.
+    pub step: String,
+    /// Final state of this step in this run.
+    pub state: StepState,
+    /// Attempt number (0 for cache hits and skipped steps).
+    pub attempt: u32,
+    /// The cache key, when it was computed.
+    pub cache_key: Option<Digest>,
+    /// Component digest, when known.
+    pub component: Option<Digest>,
+    /// Start and end, ms since the epoch.
+    pub started_ms: i64,
+    /// End, ms since the epoch.
+    pub ended_ms: i64,
+    /// Error message of a failed step, or why a step was skipped.
+    pub error: Option<String>,
+    /// Output name to artifact digest.
+    pub outputs: BTreeMap<String, Digest>,
+    /// Input name to artifact digest.
+    pub inputs: BTreeMap<String, Digest>,
+    /// Metrics recorded by the step.
+    pub metrics: Vec<Metric>,
+    /// Log lines, stdout and stderr.
+    pub logs: Vec<LogLine>,
+}
+
+/// A write to the records.
+#[derive(Debug, Clone)]
+pub enum RecordOp {
+    /// A step finished (any final state).
+    Step(Box<StepRecord>),
+    /// A cache entry for a successful execution.
+    Cache {
+        /// The key.
+        key: Digest,
+        /// Output digests.
+        outputs: BTreeMap<String, Digest>,
+        /// Who produced it.
+        run: RunId,
+        /// The producing step.
+        step: String,
+    },
+    /// The run ended.
+    RunEnded {
+        /// The run.
+        run: RunId,
+        /// Final state.
+        state: RunState,
+        /// A one-line summary of what failed, if anything.
+        error: Option<String>,
+    },
+}
+
+/// A row of `weir runs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Run number.
+    pub id: RunId,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Digest of the plan that ran.
+    pub plan_digest: Digest,
+    /// State.
+    pub state: RunState,
+    /// Start, ms since the epoch.
+    pub started_ms: i64,
+    /// End, if ended.
+    pub ended_ms: Option<i64>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// A step of `weir show`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Step name.
+    pub step: String,
+    /// State.
+    pub state: StepState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Cache key.
+    pub cache_key: Option<Digest>,
+    /// Component digest.
+    pub component: Option<Digest>,
+    /// Start.
+    pub started_ms: i64,
+    /// End.
+    pub ended_ms: i64,
+    /// Error or skip reason.
+    pub error: Option<String>,
+    /// Outputs.
+    pub outputs: BTreeMap<String, Digest>,
+    /// Last value of each metric.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Storage for run records. Implementations must make each
+/// [`commit`](Records::commit) atomic.
+pub trait Records: Send + Sync {
+    /// Starts a run and returns its number.
+    fn begin_run(&self, pipeline: &str, plan_digest: &Digest, plan_json: &str) -> anyhow::Result<RunId>;
+    /// Applies a batch of writes atomically.
+    fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()>;
+    /// The outputs cached under `key`, if any.
+    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<BTreeMap<String, Digest>>>;
+    /// Drops a cache entry whose objects turned out missing or corrupt.
+    fn cache_forget(&self, key: &Digest) -> anyhow::Result<()>;
+    /// The newest runs first.
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>>;
+    /// One run.
+    fn run(&self, id: RunId) -> anyhow::Result<Option<RunSummary>>;
+    /// The steps of a run, in the order they finished.
+    fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>>;
+    /// The log lines of every attempt of a step, with attempt numbers.
+    fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>>;
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    pipeline TEXT NOT NULL,
+    plan_digest TEXT NOT NULL,
+    plan_json TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER,
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    step TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    cache_key TEXT,
+    component TEXT,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    error TEXT,
+    inputs TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, step);
+CREATE TABLE IF NOT EXISTS logs (
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_step ON logs (run_id, step);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    outputs TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+"#;
+
+/// The embedded SQLite backend.
+pub struct SqliteRecords {
+    conn: Mutex<Connection>,
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding the lock leaves SQLite itself consistent
+    // (transactions roll back), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteRecords {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteRecords> {
+        let conn = Connection::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            anyhow::bail!(
+                "run records {} have schema version {version}, newer than this weir's {SCHEMA_VERSION}; upgrade weir",
+                path.display()
+            );
+        }
+        conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(SqliteRecords {
+            conn: Mutex::new(conn),
+        })
+    }
+}
+
+fn digest_col(s: Option<String>) -> Option<Digest> {
+    s.and_then(|s| s.parse().ok())
+}
+
+fn json_map(s: &str) -> BTreeMap<String, Digest> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    let state: String = r.get(4)?;
+    Ok(RunSummary {
+        id: RunId(r.get(0)?),
+        pipeline: r.get(1)?,
+        plan_digest: digest_col(r.get(2)?).unwrap_or_else(|| Digest::from_bytes([0; 32])),
+        state: RunState::parse(&state).unwrap_or(RunState::Failed),
+        started_ms: r.get(5)?,
+        ended_ms: r.get(6)?,
+        error: r.get(7)?,
+    })
+}
+
+impl Records for SqliteRecords {
+    fn begin_run(&self, pipeline: &str, plan_digest: &Digest, plan_json: &str) -> anyhow::Result<RunId> {
+        let c = lock(&self.conn);
+        c.execute(
+            "INSERT INTO runs (pipeline, plan_digest, plan_json, state, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![pipeline, plan_digest.to_hex(), plan_json, RunState::Running.as_str(), now_ms()],
+        )?;
+        Ok(RunId(c.last_insert_rowid()))
+    }
+
+    fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()> {
+        let mut c = lock(&self.conn);
+        let tx = c.transaction()?;
+        for op in ops {
+            match op {
+                RecordOp::Step(s) => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )?
+                    .execute(params![
+                        s.run.0,
+                        s.step,
+                        s.state.as_str(),
+                        s.attempt,
+                        s.cache_key.map(|k| k.to_hex()),
+                        s.component.map(|k| k.to_hex()),
+                        s.started_ms,
+                        s.ended_ms,
+                        s.error,
+                        serde_json::to_string(&s.inputs)?,
+                        serde_json::to_string(&s.outputs)?,
+                    ])?;
+                    let mut m = tx.prepare_cached(
+                        "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for (i, metric) in s.metrics.iter().enumerate() {
+                        m.execute(params![s.run.0, s.step, i as i64, metric.name, metric.value])?;
+                    }
+                    let mut l = tx.prepare_cached(
+                        "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for (i, line) in s.logs.iter().enumerate() {
+                        l.execute(params![s.run.0, s.step, s.attempt, i as i64, line.level, line.message])?;
+                    }
+                }
+                RecordOp::Cache {
+                    key,
+                    outputs,
+                    run,
+                    step,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO cache (key, outputs, run_id, step, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![key.to_hex(), serde_json::to_string(outputs)?, run.0, step, now_ms()])?;
+                }
+                RecordOp::RunEnded { run, state, error } => {
+                    tx.prepare_cached("UPDATE runs SET state = ?2, ended_ms = ?3, error = ?4 WHERE id = ?1")?
+                        .execute(params![run.0, state.as_str(), now_ms(), error])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+        let c = lock(&self.conn);
+        let row: Option<String> = c
+            .prepare_cached("SELECT outputs FROM cache WHERE key = ?1")?
+            .query_row([key.to_hex()], |r| r.get(0))
+            .optional()?;
+        Ok(row.map(|s| json_map(&s)))
+    }
+
+    fn cache_forget(&self, key: &Digest) -> anyhow::Result<()> {
+        let c = lock(&self.conn);
+        c.execute("DELETE FROM cache WHERE key = ?1", [key.to_hex()])?;
+        Ok(())
+    }
+
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
+        let c = lock(&self.conn);
+        let mut st = c.prepare(
+            "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], run_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn run(&self, id: RunId) -> anyhow::Result<Option<RunSummary>> {
+        let c = lock(&self.conn);
+        Ok(c
+            .query_row(
+                "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
+                [id.0],
+                run_row,
+            )
+            .optional()?)
+    }
+
+    fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>> {
+        let c = lock(&self.conn);
+        let mut st = c.prepare(
+            "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
+        )?;
+        let mut steps: Vec<StepSummary> = st
+            .query_map([id.0], |r| {
+                let state: String = r.get(1)?;
+                let outputs: String = r.get(8)?;
+                Ok(StepSummary {
+                    step: r.get(0)?,
+                    state: StepState::parse(&state).unwrap_or(StepState::Failed),
+                    attempts: r.get(2)?,
+                    cache_key: digest_col(r.get(3)?),
+                    component: digest_col(r.get(4)?),
+                    started_ms: r.get(5)?,
+                    ended_ms: r.get(6)?,
+                    error: r.get(7)?,
+                    outputs: json_map(&outputs),
+                    metrics: BTreeMap::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut mt = c.prepare("SELECT step, name, value FROM metrics WHERE run_id = ?1 ORDER BY step, seq")?;
+        let rows = mt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?)))?;
+        for row in rows {
+            let (step, name, value) = row?;
+            if let Some(s) = steps.iter_mut().find(|s| s.step == step) {
+                s.metrics.insert(name, value);
+            }
+        }
+        Ok(steps)
+    }
+
+    fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {
+        let c = lock(&self.conn);
+        let mut st = c.prepare(
+            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq",
+        )?;
+        let rows = st.query_map(params![id.0, step], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                LogLine {
+                    level: r.get(1)?,
+                    message: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

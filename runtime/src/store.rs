@@ -1,0 +1,668 @@
+//! The content-addressed store: objects named by blake3, folders as trees.
+//!
+//! Layout under the store root (default `.weir/` beside the pipeline):
+//!
+//! - `objects/<2 hex>/<64 hex>`: blobs and tree objects, read-only files whose
+//!   name is the blake3 of their bytes;
+//! - `views/<tree digest>/`: a folder artifact laid out as a real folder of
+//!   hard links to its objects, mounted read-only into steps that read it;
+//! - `compiled/`: components compiled by Cranelift, keyed by wasm digest and
+//!   engine configuration;
+//! - `tmp/`: staging for objects being written and for step outputs;
+//! - `weir.db`: the run records (see [`crate::records`]).
+//!
+//! Objects become visible only by `rename` (or `link`) of a complete file in
+//! the same filesystem, so no half-written object is ever seen under its
+//! name. Durability is batched: [`Store::sync`] flushes the filesystem once
+//! for many objects, and the records that reference them are committed only
+//! after it (see [`crate::run`]). A crash can therefore lose an object that
+//! no record references yet, never one that a record does. Objects are
+//! checked before use: a file whose bytes do not hash to its name is moved to
+//! `corrupt/` and treated as missing, never handed to a step.
+
+use crate::digest::Digest;
+use crate::tree::{Entry, EntryKind, Tree, check_entry_name};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Files at least this big are hashed with memory mapping on all cores.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// Stat facts that change when a file's bytes are rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Fingerprint {
+    fn of(m: &fs::Metadata) -> Fingerprint {
+        Fingerprint {
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        }
+    }
+}
+
+/// An error while ingesting a step's output folder, naming the offending path.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Something that is not a regular file or folder.
+    #[error("output path '{path}' is a {kind}; outputs may hold only regular files and folders")]
+    SpecialFile {
+        /// Path relative to the outputs' root.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A name that cannot be stored.
+    #[error("output path '{path}' has an unusable name: {reason}")]
+    BadName {
+        /// Path relative to the outputs' root.
+        path: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Over the output quota.
+    #[error("outputs exceed the {what} limit of {limit} (at '{path}')")]
+    Quota {
+        /// "size" or "file count".
+        what: &'static str,
+        /// The limit, formatted.
+        limit: String,
+        /// Where the limit was crossed.
+        path: String,
+    },
+    /// An I/O failure.
+    #[error("cannot store output '{path}': {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The failure.
+        source: io::Error,
+    },
+}
+
+/// Caps applied while ingesting an output folder.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    /// Total file bytes.
+    pub bytes: u64,
+    /// Files plus folders.
+    pub files: u64,
+}
+
+/// The content-addressed store. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Store {
+    root: PathBuf,
+    objects: PathBuf,
+    views: PathBuf,
+    tmp: PathBuf,
+    verified: Mutex<HashMap<Digest, Fingerprint>>,
+    counter: AtomicU64,
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
+        let root = root.into();
+        let store = Store {
+            objects: root.join("objects"),
+            views: root.join("views"),
+            tmp: root.join("tmp"),
+            root,
+            verified: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        };
+        for d in [&store.root, &store.objects, &store.views, &store.tmp] {
+            fs::create_dir_all(d).map_err(io_at(d))?;
+        }
+        fs::create_dir_all(store.compiled_dir()).map_err(io_at(&store.root))?;
+        Ok(store)
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where compiled components are cached.
+    pub fn compiled_dir(&self) -> PathBuf {
+        self.root.join("compiled")
+    }
+
+    /// Where an object lives (whether or not it exists).
+    pub fn object_path(&self, d: &Digest) -> PathBuf {
+        let hex = d.to_hex();
+        self.objects.join(&hex[..2]).join(hex)
+    }
+
+    /// A fresh, unique path under `tmp/` (nothing is created).
+    pub fn temp_path(&self, what: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// Removes leftovers in `tmp/` from processes that are no longer running.
+    pub fn clean_tmp(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for e in fs::read_dir(&self.tmp)? {
+            let e = e?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let pid: Option<u32> = name.split('-').nth(1).and_then(|p| p.parse().ok());
+            let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                let p = e.path();
+                let r = if e.file_type()?.is_dir() {
+                    make_writable(&p);
+                    fs::remove_dir_all(&p)
+                } else {
+                    fs::remove_file(&p)
+                };
+                if r.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Flushes everything written to the store's filesystem to disk (one
+    /// `syncfs`), so that records referencing new objects can be committed.
+    pub fn sync(&self) -> io::Result<()> {
+        let dir = fs::File::open(&self.objects)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Stores `bytes` as an object and returns its digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.is_valid(&d)? {
+            return Ok(d);
+        }
+        let tmp = self.temp_path("obj");
+        {
+            let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+            f.write_all(bytes).map_err(io_at(&tmp))?;
+        }
+        self.commit_file(&tmp, d, true)?;
+        Ok(d)
+    }
+
+    /// Makes the complete file at `src` (in the store's filesystem) the object
+    /// `d`, by link or rename. With `consume`, `src` is removed afterwards.
+    fn commit_file(&self, src: &Path, d: Digest, consume: bool) -> io::Result<()> {
+        let dst = self.object_path(&d);
+        fs::set_permissions(src, fs::Permissions::from_mode(0o444)).map_err(io_at(src))?;
+        let parent = dst.parent().unwrap_or(&self.objects);
+        let linked = match fs::hard_link(src, &dst) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(parent).map_err(io_at(parent))?;
+                match fs::hard_link(src, &dst) {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(io_at(&dst)(e)),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(io_at(&dst)(e)),
+        };
+        if !linked && !self.is_valid(&d)? {
+            // The existing object was corrupt and has been quarantined: retry once.
+            fs::hard_link(src, &dst).map_err(io_at(&dst))?;
+        }
+        if let Ok(m) = fs::metadata(&dst) {
+            self.remember(d, &m);
+        }
+        if consume {
+            fs::remove_file(src).map_err(io_at(src))?;
+        }
+        Ok(())
+    }
+
+    fn remember(&self, d: Digest, m: &fs::Metadata) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(d, Fingerprint::of(m));
+        }
+    }
+
+    /// Whether object `d` is present with bytes that hash to `d`. A present
+    /// but corrupt object is quarantined (moved to `corrupt/`), and every
+    /// view is dropped, since views may link to it; the result is `false`.
+    pub fn is_valid(&self, d: &Digest) -> io::Result<bool> {
+        let path = self.object_path(d);
+        let m = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let fp = Fingerprint::of(&m);
+        if self
+            .verified
+            .lock()
+            .map(|v| v.get(d) == Some(&fp))
+            .unwrap_or(false)
+        {
+            return Ok(true);
+        }
+        if m.file_type().is_file() && hash_file(&path, m.len())? == *d {
+            self.remember(*d, &m);
+            return Ok(true);
+        }
+        self.quarantine(d, &path)?;
+        Ok(false)
+    }
+
+    fn quarantine(&self, d: &Digest, path: &Path) -> io::Result<()> {
+        tracing::warn!(object = %d, "store object is corrupt; moving it to corrupt/ and recomputing");
+        let dir = self.root.join("corrupt");
+        fs::create_dir_all(&dir)?;
+        let _ = fs::rename(path, dir.join(format!("{}-{}", d.to_hex(), std::process::id())));
+        if let Ok(mut v) = self.verified.lock() {
+            v.remove(d);
+        }
+        // Views hard-link objects, so one may show the corrupt bytes: drop them all.
+        let trash = self.temp_path("views-trash");
+        if fs::rename(&self.views, &trash).is_ok() {
+            fs::create_dir_all(&self.views)?;
+            make_writable(&trash);
+            let _ = fs::remove_dir_all(&trash);
+        }
+        Ok(())
+    }
+
+    /// Reads a whole object, verifying it.
+    pub fn read_object(&self, d: &Digest) -> io::Result<Vec<u8>> {
+        let path = self.object_path(d);
+        let bytes = fs::read(&path).map_err(io_at(&path))?;
+        if Digest::of(&bytes) != *d {
+            self.quarantine(d, &path)?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {d} is corrupt (its bytes hash differently); it was quarantined"),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Reads and parses a tree object.
+    pub fn read_tree(&self, d: &Digest) -> io::Result<Tree> {
+        let bytes = self.read_object(d)?;
+        Tree::decode(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{d}: {e}")))
+    }
+
+    /// Whether the tree `d` and every object below it are present and valid.
+    pub fn is_valid_tree(&self, d: &Digest) -> io::Result<bool> {
+        if !self.is_valid(d)? {
+            return Ok(false);
+        }
+        let tree = match self.read_tree(d) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for e in &tree.entries {
+            let ok = match e.kind {
+                EntryKind::File => self.is_valid(&e.digest)?,
+                EntryKind::Folder => self.is_valid_tree(&e.digest)?,
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Copies a host file or folder into the store and returns the digest of
+    /// the folder artifact holding it: a file `data.csv` becomes a folder with
+    /// one entry `data.csv`; a folder becomes itself. Symlinks and special
+    /// files are refused.
+    pub fn ingest_path(&self, path: &Path) -> io::Result<Digest> {
+        let m = fs::symlink_metadata(path).map_err(io_at(path))?;
+        if m.file_type().is_dir() {
+            return self.ingest_copy_dir(path);
+        }
+        if !m.file_type().is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file or folder", path.display()),
+            ));
+        }
+        let name = file_name(path)?;
+        let (digest, bytes) = self.ingest_copy_file(path)?;
+        let tree = Tree {
+            entries: vec![Entry {
+                name,
+                kind: EntryKind::File,
+                digest,
+                bytes,
+            }],
+        };
+        self.put_bytes(&tree.encode())
+    }
+
+    fn ingest_copy_file(&self, path: &Path) -> io::Result<(Digest, u64)> {
+        let mut src = fs::File::open(path).map_err(io_at(path))?;
+        let tmp = self.temp_path("in");
+        let mut dst = fs::File::create(&tmp).map_err(io_at(&tmp))?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n_total = 0u64;
+        loop {
+            let n = src.read(&mut buf).map_err(io_at(path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            dst.write_all(&buf[..n]).map_err(io_at(&tmp))?;
+            n_total += n as u64;
+        }
+        drop(dst);
+        let d = Digest::from(hasher.finalize());
+        if self.is_valid(&d)? {
+            fs::remove_file(&tmp).map_err(io_at(&tmp))?;
+        } else {
+            self.commit_file(&tmp, d, true)?;
+        }
+        Ok((d, n_total))
+    }
+
+    fn ingest_copy_dir(&self, dir: &Path) -> io::Result<Digest> {
+        let mut tree = Tree::default();
+        for e in fs::read_dir(dir).map_err(io_at(dir))? {
+            let e = e.map_err(io_at(dir))?;
+            let p = e.path();
+            let name = file_name(&p)?;
+            let ft = e.file_type().map_err(io_at(&p))?;
+            if ft.is_dir() {
+                let d = self.ingest_copy_dir(&p)?;
+                let bytes = self.read_tree(&d)?.bytes();
+                tree.entries.push(Entry {
+                    name,
+                    kind: EntryKind::Folder,
+                    digest: d,
+                    bytes,
+                });
+            } else if ft.is_file() {
+                let (d, bytes) = self.ingest_copy_file(&p)?;
+                tree.entries.push(Entry {
+                    name,
+                    kind: EntryKind::File,
+                    digest: d,
+                    bytes,
+                });
+            } else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is a symlink or special file; inputs may hold only regular files and folders", p.display()),
+                ));
+            }
+        }
+        tree.sort();
+        self.put_bytes(&tree.encode())
+    }
+
+    /// Turns a step's finished output folder (in `tmp/`) into a folder
+    /// artifact without copying: files are hashed and linked into `objects/`,
+    /// and the folder itself becomes the artifact's view. Refuses symlinks and
+    /// special files, and enforces `quota`.
+    pub fn ingest_output(&self, dir: &Path, quota: Quota) -> Result<Digest, IngestError> {
+        let mut used = (0u64, 0u64);
+        let d = self.ingest_output_dir(dir, "", quota, &mut used)?;
+        let view = self.views.join(d.to_hex());
+        let io_err = |e: io::Error| IngestError::Io {
+            path: String::from("."),
+            source: e,
+        };
+        if view.exists() {
+            make_writable(dir);
+            fs::remove_dir_all(dir).map_err(io_err)?;
+        } else {
+            make_read_only_dirs(dir);
+            if let Err(e) = fs::rename(dir, &view) {
+                make_writable(dir);
+                // Another writer may have made the same view meanwhile.
+                if !view.exists() {
+                    return Err(io_err(e));
+                }
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+        Ok(d)
+    }
+
+    fn ingest_output_dir(
+        &self,
+        dir: &Path,
+        rel: &str,
+        quota: Quota,
+        used: &mut (u64, u64),
+    ) -> Result<Digest, IngestError> {
+        let io_err = |path: &str| {
+            let path = if path.is_empty() { ".".to_string() } else { path.to_string() };
+            move |source| IngestError::Io { path, source }
+        };
+        let mut tree = Tree::default();
+        for e in fs::read_dir(dir).map_err(io_err(rel))? {
+            let e = e.map_err(io_err(rel))?;
+            let os_name = e.file_name();
+            let shown = format!("{rel}{}", os_name.to_string_lossy());
+            let name = os_name.into_string().map_err(|_| IngestError::BadName {
+                path: shown.clone(),
+                reason: "file names must be UTF-8",
+            })?;
+            check_entry_name(&name).map_err(|reason| IngestError::BadName {
+                path: shown.clone(),
+                reason,
+            })?;
+            used.1 += 1;
+            if used.1 > quota.files {
+                return Err(IngestError::Quota {
+                    what: "file count",
+                    limit: quota.files.to_string(),
+                    path: shown,
+                });
+            }
+            let ft = e.file_type().map_err(io_err(&shown))?;
+            let p = e.path();
+            if ft.is_dir() {
+                let d = self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
+                let bytes = self.read_tree(&d).map_err(io_err(&shown))?.bytes();
+                tree.entries.push(Entry {
+                    name,
+                    kind: EntryKind::Folder,
+                    digest: d,
+                    bytes,
+                });
+            } else if ft.is_file() {
+                let len = e.metadata().map_err(io_err(&shown))?.len();
+                used.0 += len;
+                if used.0 > quota.bytes {
+                    return Err(IngestError::Quota {
+                        what: "size",
+                        limit: format!("{} bytes", quota.bytes),
+                        path: shown,
+                    });
+                }
+                let d = hash_file(&p, len).map_err(io_err(&shown))?;
+                self.commit_file(&p, d, false).map_err(io_err(&shown))?;
+                tree.entries.push(Entry {
+                    name,
+                    kind: EntryKind::File,
+                    digest: d,
+                    bytes: len,
+                });
+            } else {
+                let kind = if ft.is_symlink() {
+                    "symlink"
+                } else {
+                    use std::os::unix::fs::FileTypeExt;
+                    if ft.is_fifo() {
+                        "FIFO"
+                    } else if ft.is_socket() {
+                        "socket"
+                    } else {
+                        "device"
+                    }
+                };
+                return Err(IngestError::SpecialFile { path: shown, kind });
+            }
+        }
+        tree.sort();
+        self.put_bytes(&tree.encode()).map_err(io_err(rel))
+    }
+
+    /// The folder where tree `d` is laid out, creating it (as hard links to
+    /// its objects) if needed. Callers check the tree's validity first.
+    pub fn view(&self, d: &Digest) -> io::Result<PathBuf> {
+        let view = self.views.join(d.to_hex());
+        if view.is_dir() {
+            return Ok(view);
+        }
+        let tmp = self.temp_path("view");
+        self.lay_out(d, &tmp)?;
+        make_read_only_dirs(&tmp);
+        match fs::rename(&tmp, &view) {
+            Ok(()) => Ok(view),
+            Err(_) if view.is_dir() => {
+                make_writable(&tmp);
+                let _ = fs::remove_dir_all(&tmp);
+                Ok(view)
+            }
+            Err(e) => Err(io_at(&view)(e)),
+        }
+    }
+
+    fn lay_out(&self, d: &Digest, at: &Path) -> io::Result<()> {
+        fs::create_dir(at).map_err(io_at(at))?;
+        for e in self.read_tree(d)?.entries {
+            let p = at.join(&e.name);
+            match e.kind {
+                EntryKind::File => fs::hard_link(self.object_path(&e.digest), &p).map_err(io_at(&p))?,
+                EntryKind::Folder => self.lay_out(&e.digest, &p)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(p: &Path) -> io::Result<String> {
+    let name = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a UTF-8 file name", p.display())))?;
+    check_entry_name(name).map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {r}", p.display())))?;
+    Ok(name.to_string())
+}
+
+/// blake3 of a file, on all cores for big files.
+pub fn hash_file(path: &Path, len: u64) -> io::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    if len >= MMAP_THRESHOLD {
+        h.update_mmap_rayon(path)?;
+    } else {
+        let bytes = fs::read(path)?;
+        h.update(&bytes);
+    }
+    Ok(h.finalize().into())
+}
+
+fn make_read_only_dirs(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_read_only_dirs(&e.path());
+            }
+        }
+    }
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o555));
+}
+
+/// Restores write permission on folders so they can be deleted.
+pub(crate) fn make_writable(dir: &Path) {
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_writable(&e.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_view_and_corruption() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("s")).unwrap();
+        let src = tmp.path().join("data.csv");
+        fs::write(&src, "a,b\n1,2\n").unwrap();
+        let d = store.ingest_path(&src).unwrap();
+        assert!(store.is_valid_tree(&d).unwrap());
+        let view = store.view(&d).unwrap();
+        assert_eq!(fs::read_to_string(view.join("data.csv")).unwrap(), "a,b\n1,2\n");
+        let blob = Digest::of(b"a,b\n1,2\n");
+        // Corrupt the blob behind the store's back: detected, quarantined, views dropped.
+        let p = store.object_path(&blob);
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&p, "a,b\n9,9\n").unwrap();
+        assert!(!store.is_valid_tree(&d).unwrap());
+        assert!(!p.exists());
+        assert!(!view.exists());
+        // Ingesting again repairs it.
+        assert_eq!(store.ingest_path(&src).unwrap(), d);
+        assert!(store.is_valid_tree(&d).unwrap());
+    }
+
+    #[test]
+    fn output_ingest_refuses_symlinks_and_quota() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("s")).unwrap();
+        let out = store.temp_path("out");
+        fs::create_dir_all(out.join("sub")).unwrap();
+        fs::write(out.join("sub/x.txt"), "hello").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", out.join("link")).unwrap();
+        let e = store
+            .ingest_output(&out, Quota { bytes: 100, files: 100 })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'link' is a symlink"), "{e}");
+        fs::remove_file(out.join("link")).unwrap();
+        let e = store
+            .ingest_output(&out, Quota { bytes: 3, files: 100 })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("size limit") && e.contains("sub/x.txt"), "{e}");
+        let d = store
+            .ingest_output(&out, Quota { bytes: 100, files: 100 })
+            .unwrap();
+        assert!(!out.exists());
+        assert_eq!(
+            fs::read_to_string(store.view(&d).unwrap().join("sub/x.txt")).unwrap(),
+            "hello"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! `weir build PATH`: compile a step crate and put it in the compile cache.
+
+use crate::StoreArg;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use weir_runtime::executor::{EngineConfig, Executor};
+
+/// Arguments of `weir build`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The step crate folder
+    path: PathBuf,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Runs `weir build`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let wasm = weir_runtime::builder::build_crate(&args.path)?;
+    let store = weir_runtime::store::Store::open(args.store.resolve())?;
+    let executor = Executor::new(
+        &EngineConfig {
+            max_concurrent: 1,
+            fuel: true,
+            pooling: false,
+        },
+        &store.compiled_dir(),
+    )?;
+    let c = executor.load(&wasm)?;
+    println!("{} {}", c.digest, wasm.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,35 @@
+//! `weir runs`: the newest runs first.
+
+use crate::StoreArg;
+use std::process::ExitCode;
+use weir_runtime::records::Records;
+
+/// Arguments of `weir runs`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many runs to list
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Runs `weir runs`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let records = super::open_records(&args.store.resolve())?;
+    let runs = records.runs(args.limit)?;
+    println!("{:>5}  {:<20} {:<10} {:>9}  {:<12}  error", "run", "pipeline", "state", "duration", "plan");
+    for r in runs {
+        let dur = r.ended_ms.map(|e| super::fmt_ms(e - r.started_ms)).unwrap_or_else(|| "-".into());
+        println!(
+            "{:>5}  {:<20} {:<10} {:>9}  {:<12}  {}",
+            r.id,
+            r.pipeline,
+            r.state,
+            dur,
+            r.plan_digest.short(),
+            r.error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

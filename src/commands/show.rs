@@ -1,0 +1,53 @@
+//! `weir show RUN`: the step table of one run.
+
+use crate::StoreArg;
+use std::process::ExitCode;
+use weir_runtime::records::Records;
+
+/// Arguments of `weir show`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run number (see `weir runs`)
+    run: String,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Runs `weir show`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let records = super::open_records(&args.store.resolve())?;
+    let id = super::parse_run(&args.run)?;
+    let r = super::need_run(&records, id)?;
+    let steps = records.steps(id)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": r, "steps": steps }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("run {} of pipeline {}: {} (plan {})", r.id, r.pipeline, r.state, r.plan_digest.short());
+    if let Some(e) = &r.error {
+        println!("error: {e}");
+    }
+    println!("{:<20} {:<10} {:>8} {:>9}  {:<12}  outputs", "step", "state", "attempts", "duration", "cache key");
+    for s in steps {
+        let outs: Vec<String> = s.outputs.iter().map(|(n, d)| format!("{n}={}", d.short())).collect();
+        println!(
+            "{:<20} {:<10} {:>8} {:>9}  {:<12}  {}",
+            s.step,
+            s.state,
+            s.attempts,
+            super::fmt_ms(s.ended_ms - s.started_ms),
+            s.cache_key.map(|k| k.short()).unwrap_or_default(),
+            outs.join(" ")
+        );
+        for (name, v) in &s.metrics {
+            println!("{:<20}   {name} = {v}", "");
+        }
+        if let Some(e) = &s.error {
+            println!("{:<20}   error: {}", "", e.replace('\n', "\n                         "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,85 @@
+//! `weir`: the command-line front end of the weir runtime.
+//!
+//! Each subcommand lives in its own module under `commands/`; all of them
+//! are thin users of `weir-runtime` and `weir-dsl`.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// weir: ML pipelines as Rhai scripts, steps as sandboxed WebAssembly components,
+/// results cached by content.
+#[derive(Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the store is, for commands that read records.
+#[derive(clap::Args, Clone)]
+struct StoreArg {
+    /// Store folder [default: $WEIR_STORE, else .weir in the current folder]
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    fn resolve(&self) -> PathBuf {
+        self.store
+            .clone()
+            .or_else(|| std::env::var_os("WEIR_STORE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".weir"))
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline script
+    Run(commands::run::Args),
+    /// Check a pipeline script and print its plan as JSON, without running it
+    Plan(commands::plan::Args),
+    /// Build a step crate into a component (wasm32-wasip2)
+    Build(commands::build::Args),
+    /// Create something new
+    #[command(subcommand)]
+    New(commands::new::What),
+    /// List recent runs
+    Runs(commands::runs::Args),
+    /// Show a run's steps, outputs and metrics
+    Show(commands::show::Args),
+    /// Print the logs of a step in a run
+    Logs(commands::logs::Args),
+    /// Print an artifact: a folder's listing, or a file inside it
+    Cat(commands::cat::Args),
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Plan(a) => commands::plan::run(a),
+        Command::Build(a) => commands::build::run(a),
+        Command::New(w) => commands::new::run(w),
+        Command::Runs(a) => commands::runs::run(a),
+        Command::Show(a) => commands::show::run(a),
+        Command::Logs(a) => commands::logs::run(a),
+        Command::Cat(a) => commands::cat::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
