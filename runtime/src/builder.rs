@@ -41,10 +41,12 @@ pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
             .as_str()
             .and_then(|p| Path::new(p).canonicalize().ok())
             .is_some_and(|p| p == manifest);
-        let cdylib = msg["target"]["kind"]
+        // A step is a cdylib; a bin is accepted too so that loading it can
+        // say which world it implements instead.
+        let component = msg["target"]["kind"]
             .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "cdylib"));
-        if same && cdylib {
+            .is_some_and(|k| k.iter().any(|k| k == "cdylib" || k == "bin"));
+        if same && component {
             wasm = msg["filenames"]
                 .as_array()
                 .and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")))

@@ -1,0 +1,57 @@
+//! Writes what it was given and what the sandbox shows it, so tests can check
+//! determinism and caching: params, input files, random bytes, clocks.
+//! Params: `fail` (return that error), `panic` (panic), `random` (write
+//! 32 random bytes), `note` (any value).
+
+use std::fmt::Write as _;
+use weir_sdk::serde_json::Value;
+use weir_sdk::{Context, Result, bail};
+
+fn list(dir: &std::path::Path, prefix: &str, out: &mut String) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        if e.file_type()?.is_dir() {
+            list(&e.path(), &format!("{name}/"), out)?;
+        } else {
+            writeln!(out, "{name}: {}", std::fs::read_to_string(e.path()).unwrap_or_default().trim())?;
+        }
+    }
+    Ok(())
+}
+
+fn run(ctx: &mut Context<Value>) -> Result<()> {
+    let p = ctx.params().clone();
+    if let Some(msg) = p.get("fail").and_then(Value::as_str) {
+        bail!("asked to fail: {msg}");
+    }
+    if p.get("panic").and_then(Value::as_bool) == Some(true) {
+        panic!("asked to panic");
+    }
+    let out = ctx.output("out")?.to_path_buf();
+    std::fs::write(out.join("params.json"), weir_sdk::serde_json::to_string(&p)?)?;
+    let mut inputs = String::new();
+    for name in ["a", "b", "data"] {
+        if let Ok(dir) = ctx.input(name) {
+            list(dir, &format!("{name}/"), &mut inputs)?;
+        }
+    }
+    std::fs::write(out.join("inputs.txt"), inputs)?;
+    if p.get("random").and_then(Value::as_bool) == Some(true) {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| weir_sdk::anyhow!("random: {e}"))?;
+        std::fs::write(out.join("random.bin"), random)?;
+    }
+    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let t0 = std::time::Instant::now();
+    let mono = t0.elapsed().as_nanos();
+    std::fs::create_dir_all(out.join("sub"))?;
+    std::fs::write(out.join("sub/clock.txt"), format!("wall={wall} mono_elapsed={mono}"))?;
+    println!("echo wrote {} bytes of inputs listing", std::fs::metadata(out.join("inputs.txt"))?.len());
+    ctx.info("echo done");
+    ctx.metric("input_count", ctx.params().as_object().map(|m| m.len()).unwrap_or(0) as f64);
+    Ok(())
+}
+
+weir_sdk::step!(run);
