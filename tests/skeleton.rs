@@ -24,7 +24,11 @@ p.step("report", "{h}/steps/write_report").input("stats", stats.out("stats")).ou
 }
 
 fn states(report: &weir_runtime::RunReport) -> Vec<(String, StepState)> {
-    report.steps.iter().map(|s| (s.name.clone(), s.state)).collect()
+    report
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.state))
+        .collect()
 }
 
 #[test]
@@ -46,7 +50,12 @@ fn hello_runs_then_is_fully_cached_and_a_param_change_reruns_only_its_step() {
     assert_eq!(second.state, RunState::Succeeded);
     let recorded = rt.records().steps(second.run).unwrap();
     assert_eq!(recorded.len(), 3);
-    assert!(recorded.iter().all(|s| s.state == StepState::Cached && s.attempts == 0), "{recorded:?}");
+    assert!(
+        recorded
+            .iter()
+            .all(|s| s.state == StepState::Cached && s.attempts == 0),
+        "{recorded:?}"
+    );
     for (a, b) in first.steps.iter().zip(&second.steps) {
         assert_eq!(a.outputs, b.outputs);
         assert_eq!(a.cache_key, b.cache_key);
@@ -63,7 +72,10 @@ fn hello_runs_then_is_fully_cached_and_a_param_change_reruns_only_its_step() {
             ("report".to_string(), StepState::Succeeded)
         ]
     );
-    assert_ne!(third.step("report").unwrap().outputs, first.step("report").unwrap().outputs);
+    assert_ne!(
+        third.step("report").unwrap().outputs,
+        first.step("report").unwrap().outputs
+    );
 }
 
 #[test]
@@ -84,10 +96,24 @@ fn changed_component_bytes_rerun_that_step_and_identical_outputs_cut_off_downstr
     std::fs::write(&changed, &bytes).unwrap();
     let p2 = plan(tmp.path(), vec![step("a", &changed), b.clone()]);
     let second = run(&rt, &p2);
-    assert_eq!(second.step("a").unwrap().state, StepState::Succeeded, "a's code changed");
-    assert_ne!(second.step("a").unwrap().cache_key, first.step("a").unwrap().cache_key);
-    assert_eq!(second.step("a").unwrap().outputs, first.step("a").unwrap().outputs);
-    assert_eq!(second.step("b").unwrap().state, StepState::Cached, "a's outputs are unchanged");
+    assert_eq!(
+        second.step("a").unwrap().state,
+        StepState::Succeeded,
+        "a's code changed"
+    );
+    assert_ne!(
+        second.step("a").unwrap().cache_key,
+        first.step("a").unwrap().cache_key
+    );
+    assert_eq!(
+        second.step("a").unwrap().outputs,
+        first.step("a").unwrap().outputs
+    );
+    assert_eq!(
+        second.step("b").unwrap().state,
+        StepState::Cached,
+        "a's outputs are unchanged"
+    );
 
     // A changed param changes a's outputs, so b re-runs too.
     let mut a = step("a", &echo);
@@ -127,7 +153,12 @@ fn the_same_pipeline_gives_identical_digests_in_two_clean_stores() {
         let random = std::fs::read(view.join("random.bin")).unwrap();
         assert_eq!(random.len(), 32);
         assert_ne!(random, [0u8; 32]);
-        digests.push(r.steps.iter().map(|s| s.outputs.clone()).collect::<Vec<_>>());
+        digests.push(
+            r.steps
+                .iter()
+                .map(|s| s.outputs.clone())
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(digests[0], digests[1]);
 }
@@ -140,7 +171,11 @@ fn a_corrupted_store_object_is_detected_and_recomputed() {
     let first = run(&rt, &p);
     let out = first.step("a").unwrap().outputs["out"];
     let tree = rt.store().read_tree(&out).unwrap();
-    let params = tree.entries.iter().find(|e| e.name == "params.json").unwrap();
+    let params = tree
+        .entries
+        .iter()
+        .find(|e| e.name == "params.json")
+        .unwrap();
     let obj = rt.store().object_path(&params.digest);
     drop(rt);
 
@@ -150,8 +185,16 @@ fn a_corrupted_store_object_is_detected_and_recomputed() {
 
     let rt = runtime(tmp.path());
     let second = run(&rt, &p);
-    assert_eq!(second.step("a").unwrap().state, StepState::Succeeded, "the corrupt hit must be a miss");
-    assert_eq!(second.step("a").unwrap().outputs["out"], out, "recomputed to the same digest");
+    assert_eq!(
+        second.step("a").unwrap().state,
+        StepState::Succeeded,
+        "the corrupt hit must be a miss"
+    );
+    assert_eq!(
+        second.step("a").unwrap().outputs["out"],
+        out,
+        "recomputed to the same digest"
+    );
     assert_eq!(std::fs::read(&obj).unwrap(), b"{}");
     assert!(tmp.path().join(".weir/corrupt").read_dir().unwrap().count() >= 1);
     let third = run(&rt, &p);
@@ -195,7 +238,10 @@ fn a_guest_allocating_past_its_memory_limit_is_stopped() {
     let r = run(&rt, &plan(tmp.path(), vec![s]));
     assert_eq!(r.state, RunState::Failed);
     let err = r.step("bomb").unwrap().error.clone().unwrap();
-    assert!(err.contains("exceeded its memory limit of 67108864 bytes"), "{err}");
+    assert!(
+        err.contains("exceeded its memory limit of 67108864 bytes"),
+        "{err}"
+    );
 
     // Under the limit it succeeds.
     let mut s = step("small", &fixture("membomb"));
@@ -213,7 +259,10 @@ fn a_guest_cannot_reach_outside_its_sandbox() {
     std::fs::write(&input, "x\n1\n").unwrap();
     let rt = runtime(tmp.path());
     let mut s = step("escape", &fixture("escape"));
-    s.inputs.insert("data".into(), weir_runtime::InputSource::Path(input.clone()));
+    s.inputs.insert(
+        "data".into(),
+        weir_runtime::InputSource::Path(input.clone()),
+    );
     let r = run(&rt, &plan(tmp.path(), vec![s]));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
     let view = r.output_path(rt.store(), "escape", "out").unwrap();
@@ -221,7 +270,10 @@ fn a_guest_cannot_reach_outside_its_sandbox() {
     let lines: Vec<&str> = report.lines().collect();
     assert!(lines.len() >= 20, "{report}");
     for line in &lines {
-        assert!(line.contains(": DENIED"), "sandbox escape: {line}\n{report}");
+        assert!(
+            line.contains(": DENIED"),
+            "sandbox escape: {line}\n{report}"
+        );
         eprintln!("{line}");
     }
     // Nothing outside changed, and the stored input is byte-identical.
@@ -229,7 +281,11 @@ fn a_guest_cannot_reach_outside_its_sandbox() {
     assert_eq!(std::fs::read_to_string(&input).unwrap(), "x\n1\n");
     let in_digest = weir_runtime::Digest::of(b"x\n1\n");
     assert!(rt.store().is_valid(&in_digest).unwrap());
-    assert_eq!(view.read_dir().unwrap().count(), 1, "only report.txt left in the output");
+    assert_eq!(
+        view.read_dir().unwrap().count(),
+        1,
+        "only report.txt left in the output"
+    );
 }
 
 #[test]
@@ -239,13 +295,17 @@ fn a_symlink_left_in_an_output_fails_the_step_and_stores_nothing() {
     std::fs::write(&input, "x\n1\n").unwrap();
     let rt = runtime(tmp.path());
     let mut s = step("escape", &fixture("escape"));
-    s.inputs.insert("data".into(), weir_runtime::InputSource::Path(input));
+    s.inputs
+        .insert("data".into(), weir_runtime::InputSource::Path(input));
     s.params = serde_json::json!({"symlink": true});
     let r = run(&rt, &plan(tmp.path(), vec![s]));
     assert_eq!(r.state, RunState::Failed);
     let err = r.step("escape").unwrap().error.clone().unwrap();
     // (the fixture removes the links it tried before leaving this one)
-    assert_eq!(err, "output 'out': output path 'inner-link' is a symlink; outputs may hold only regular files and folders");
+    assert_eq!(
+        err,
+        "output 'out': output path 'inner-link' is a symlink; outputs may hold only regular files and folders"
+    );
     let leftovers: Vec<_> = tmp.path().join(".weir/tmp").read_dir().unwrap().collect();
     assert!(leftovers.is_empty(), "staging not cleaned: {leftovers:?}");
 }
@@ -273,16 +333,30 @@ fn a_failing_step_skips_its_dependants_and_lets_independent_steps_finish() {
     let trap = r.step("panics").unwrap().error.clone().unwrap();
     assert!(trap.starts_with("the step trapped"), "{trap}");
     assert_eq!(r.step("fine").unwrap().state, StepState::Succeeded);
-    assert!(r.error.as_deref().unwrap().starts_with("step '"), "{:?}", r.error);
+    assert!(
+        r.error.as_deref().unwrap().starts_with("step '"),
+        "{:?}",
+        r.error
+    );
     // The panic message is kept with the attempt's logs.
     let logs = rt.records().logs(r.run, "panics").unwrap();
-    assert!(logs.iter().any(|(_, l)| l.level == "stderr" && l.message.contains("asked to panic")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|(_, l)| l.level == "stderr" && l.message.contains("asked to panic")),
+        "{logs:?}"
+    );
     // Failed steps leave no cache entry: a re-run tries them again.
-    let again = run(&rt, &plan(tmp.path(), vec![{
-        let mut b = step("bad", &echo);
-        b.params = serde_json::json!({"fail": "no good"});
-        b
-    }]));
+    let again = run(
+        &rt,
+        &plan(
+            tmp.path(),
+            vec![{
+                let mut b = step("bad", &echo);
+                b.params = serde_json::json!({"fail": "no good"});
+                b
+            }],
+        ),
+    );
     assert_eq!(again.step("bad").unwrap().state, StepState::Failed);
 }
 
@@ -297,7 +371,10 @@ fn components_that_are_not_steps_are_refused_before_anything_is_recorded() {
     let cases = [
         (core, "is a core WebAssembly module, not a component"),
         (junk, "is not a WebAssembly component"),
-        (fixture("wrong_world"), "does not implement the weir step world"),
+        (
+            fixture("wrong_world"),
+            "does not implement the weir step world",
+        ),
     ];
     for (wasm, expected) in cases {
         let err = try_run(&rt, &plan(tmp.path(), vec![step("s", &wasm)])).unwrap_err();
@@ -305,7 +382,10 @@ fn components_that_are_not_steps_are_refused_before_anything_is_recorded() {
         assert!(msg.starts_with("step 's': "), "{msg}");
         assert!(msg.contains(expected), "{msg}");
     }
-    assert!(rt.records().runs(10).unwrap().is_empty(), "no run may be recorded");
+    assert!(
+        rt.records().runs(10).unwrap().is_empty(),
+        "no run may be recorded"
+    );
 }
 
 #[test]
@@ -323,7 +403,11 @@ fn a_step_crate_that_does_not_compile_is_a_clear_error() {
     .unwrap();
     std::fs::write(dir.join("src/lib.rs"), "fn run( {").unwrap();
     let script = tmp.path().join("p.rhai");
-    std::fs::write(&script, "let p = pipeline(\"p\");\np.step(\"b\", \"broken\");\n").unwrap();
+    std::fs::write(
+        &script,
+        "let p = pipeline(\"p\");\np.step(\"b\", \"broken\");\n",
+    )
+    .unwrap();
     let out = weir()
         .arg("run")
         .arg(&script)
@@ -353,13 +437,24 @@ fn bad_scripts_and_missing_inputs_are_clear_errors_and_record_nothing() {
     let out = weir().arg("run").arg(&script).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("step 'a' (") && err.contains("input 'data' cannot be read"), "{err}");
+    assert!(
+        err.contains("step 'a' (") && err.contains("input 'data' cannot be read"),
+        "{err}"
+    );
     assert!(err.contains("missing.csv"), "{err}");
-    let out = weir().args(["runs", "--store"]).arg(tmp.path().join(".weir")).output().unwrap();
+    let out = weir()
+        .args(["runs", "--store"])
+        .arg(tmp.path().join(".weir"))
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
     assert_eq!(listing.lines().count(), 1, "only the header: {listing}");
 
-    std::fs::write(&script, "let p = pipeline(\"p\");\np.step(\"a\", \"x\").nonsense();\n").unwrap();
+    std::fs::write(
+        &script,
+        "let p = pipeline(\"p\");\np.step(\"a\", \"x\").nonsense();\n",
+    )
+    .unwrap();
     let out = weir().arg("run").arg(&script).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -373,19 +468,45 @@ fn the_cli_runs_shows_logs_and_cats_a_pipeline() {
     let script = hello_script(tmp.path(), "CLI");
     let out = weir().arg("run").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("run 1 succeeded: 3 steps, 3 executed, 0 cached"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("run 1 succeeded: 3 steps, 3 executed, 0 cached"),
+        "{stdout}"
+    );
     let store = tmp.path().join(".weir");
-    let out = weir().args(["show", "1", "--store"]).arg(&store).output().unwrap();
+    let out = weir()
+        .args(["show", "1", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("rows = 150"), "{shown}");
-    let out = weir().args(["logs", "1", "load", "--store"]).arg(&store).output().unwrap();
+    let out = weir()
+        .args(["logs", "1", "load", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     let logs = String::from_utf8_lossy(&out.stdout);
-    assert!(logs.contains("read 151 rows x 5 columns from /in/raw/flowers.csv"), "{logs}");
-    let out = weir().args(["logs", "1", "lod", "--store"]).arg(&store).output().unwrap();
+    assert!(
+        logs.contains("read 151 rows x 5 columns from /in/raw/flowers.csv"),
+        "{logs}"
+    );
+    let out = weir()
+        .args(["logs", "1", "lod", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean 'load'?"));
 
-    let out = weir().args(["show", "1", "--json", "--store"]).arg(&store).output().unwrap();
+    let out = weir()
+        .args(["show", "1", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest = v["steps"]
         .as_array()
@@ -396,19 +517,34 @@ fn the_cli_runs_shows_logs_and_cats_a_pipeline() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = weir().args(["cat", &digest, "report.md", "--store"]).arg(&store).output().unwrap();
+    let out = weir()
+        .args(["cat", &digest, "report.md", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("# CLI"));
 
     let out = weir().arg("run").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("run 2 succeeded: 3 steps, 0 executed, 3 cached"), "{stdout}");
+    assert!(
+        stdout.starts_with("run 2 succeeded: 3 steps, 0 executed, 3 cached"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn weir_new_step_scaffolds_a_crate_that_builds_and_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = weir().args(["new", "step", "greet", "--dir"]).arg(tmp.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir()
+        .args(["new", "step", "greet", "--dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let target = repo().join("tests/guests/target");
     let out = weir()
         .args(["build"])
@@ -418,13 +554,63 @@ fn weir_new_step_scaffolds_a_crate_that_builds_and_runs() {
         .env("CARGO_TARGET_DIR", &target)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let script = tmp.path().join("p.rhai");
     std::fs::write(
         &script,
         "let p = pipeline(\"g\");\np.step(\"greet\", \"greet\").output(\"out\").params(#{ greeting: \"hi there\" });\n",
     )
     .unwrap();
-    let out = weir().arg("run").arg(&script).env("CARGO_TARGET_DIR", &target).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weir()
+        .arg("run")
+        .arg(&script)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_chain_and_a_fan_out_of_noop_steps_run_in_order_then_hit_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let noop = fixture("noop");
+    // Distinct params: identical no-op steps would share one cache key.
+    let numbered = |name: String, i: usize| {
+        let mut s = step(&name, &noop);
+        s.params = serde_json::json!({ "i": i });
+        s
+    };
+    let mut steps = vec![numbered("s0".into(), 0)];
+    for i in 1..20 {
+        let mut s = numbered(format!("s{i}"), i);
+        wire(&mut s, "prev", &format!("s{}", i - 1), "out");
+        steps.push(s);
+    }
+    for i in 0..20 {
+        let mut s = numbered(format!("fan{i}"), 100 + i);
+        wire(&mut s, "root", "s0", "out");
+        steps.push(s);
+    }
+    let p = plan(tmp.path(), steps);
+    let first = run(&rt, &p);
+    assert_eq!(first.state, RunState::Succeeded, "{:?}", first.error);
+    assert!(first.steps.iter().all(|s| s.state == StepState::Succeeded));
+    let recorded = rt.records().steps(first.run).unwrap();
+    assert_eq!(recorded.len(), 40);
+    let pos = |n: &str| recorded.iter().position(|s| s.step == n).unwrap();
+    for i in 1..20 {
+        assert!(pos(&format!("s{}", i - 1)) < pos(&format!("s{i}")), "chain order");
+        assert!(pos("s0") < pos(&format!("fan{i}")), "fan-out after its root");
+    }
+    let second = run(&rt, &p);
+    assert!(second.steps.iter().all(|s| s.state == StepState::Cached));
 }

@@ -57,12 +57,19 @@ struct OutputRef {
 }
 
 fn err<T>(msg: impl Into<String>, pos: Position) -> RhaiResult<T> {
-    Err(Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(msg.into()), pos)))
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(msg.into()),
+        pos,
+    )))
 }
 
 impl StepHandle {
     fn with<T>(&self, f: impl FnOnce(&mut StepPlan) -> T) -> T {
-        let mut st = self.pipeline.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self
+            .pipeline
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         f(&mut st.pipelines[self.pipeline.index].steps[self.step])
     }
 
@@ -87,11 +94,20 @@ fn parse_size(v: &Dynamic) -> Result<u64, String> {
     let s = v
         .clone()
         .try_cast::<rhai::ImmutableString>()
-        .ok_or_else(|| format!("expected a size such as \"256MiB\", found {}", v.type_name()))?;
+        .ok_or_else(|| {
+            format!(
+                "expected a size such as \"256MiB\", found {}",
+                v.type_name()
+            )
+        })?;
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("expected a size such as \"256MiB\", found {t:?}"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as \"256MiB\", found {t:?}"))?;
     let mult: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "KiB" => 1024.0,
@@ -100,7 +116,11 @@ fn parse_size(v: &Dynamic) -> Result<u64, String> {
         "KB" | "kB" => 1e3,
         "MB" => 1e6,
         "GB" => 1e9,
-        u => return Err(format!("unknown size unit {u:?} in {t:?} (use B, KiB, MiB, GiB, KB, MB or GB)")),
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {t:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -121,17 +141,30 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
     let s = v
         .clone()
         .try_cast::<rhai::ImmutableString>()
-        .ok_or_else(|| format!("expected a duration such as \"30s\", found {}", v.type_name()))?;
+        .ok_or_else(|| {
+            format!(
+                "expected a duration such as \"30s\", found {}",
+                v.type_name()
+            )
+        })?;
     let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("expected a duration such as \"30s\", found {t:?}"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as \"30s\", found {t:?}"))?;
     let mult = match unit.trim() {
         "ms" => 1.0,
         "" | "s" => 1000.0,
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
-        u => return Err(format!("unknown duration unit {u:?} in {t:?} (use ms, s, m or h)")),
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} in {t:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Ok((n * mult) as u64)
 }
@@ -158,23 +191,30 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     {
         let state = state.clone();
         let file = file.clone();
-        e.register_fn("pipeline", move |ctx: NativeCallContext, name: &str| -> RhaiResult<PipelineHandle> {
-            if let Err(m) = weir_runtime::names::check_name("pipeline", name) {
-                return err(m.to_string(), ctx.call_position());
-            }
-            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
-            st.pipelines.push(Plan::new(name, base_dir.clone()));
-            Ok(PipelineHandle {
-                state: state.clone(),
-                index: st.pipelines.len() - 1,
-                file: file.clone(),
-            })
-        });
+        e.register_fn(
+            "pipeline",
+            move |ctx: NativeCallContext, name: &str| -> RhaiResult<PipelineHandle> {
+                if let Err(m) = weir_runtime::names::check_name("pipeline", name) {
+                    return err(m.to_string(), ctx.call_position());
+                }
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                st.pipelines.push(Plan::new(name, base_dir.clone()));
+                Ok(PipelineHandle {
+                    state: state.clone(),
+                    index: st.pipelines.len() - 1,
+                    file: file.clone(),
+                })
+            },
+        );
     }
 
     e.register_fn(
         "step",
-        |ctx: NativeCallContext, p: &mut PipelineHandle, name: &str, component: &str| -> RhaiResult<StepHandle> {
+        |ctx: NativeCallContext,
+         p: &mut PipelineHandle,
+         name: &str,
+         component: &str|
+         -> RhaiResult<StepHandle> {
             let pos = ctx.call_position();
             if let Err(m) = weir_runtime::names::check_name("step", name) {
                 return err(m.to_string(), pos);
@@ -269,10 +309,19 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "params",
         |ctx: NativeCallContext, s: &mut StepHandle, map: rhai::Map| -> RhaiResult<StepHandle> {
-            let v: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(map))
-                .or_else(|e| err(format!("step '{}': params cannot be expressed as JSON: {e}", s.name()), ctx.call_position()))?;
+            let v: serde_json::Value =
+                rhai::serde::from_dynamic(&Dynamic::from_map(map)).or_else(|e| {
+                    err(
+                        format!(
+                            "step '{}': params cannot be expressed as JSON: {e}",
+                            s.name()
+                        ),
+                        ctx.call_position(),
+                    )
+                })?;
             s.with(|st| {
-                if let (Some(dst), serde_json::Value::Object(src)) = (st.params.as_object_mut(), v) {
+                if let (Some(dst), serde_json::Value::Object(src)) = (st.params.as_object_mut(), v)
+                {
                     dst.extend(src);
                 }
             });
@@ -283,7 +332,12 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "timeout",
         |ctx: NativeCallContext, s: &mut StepHandle, d: Dynamic| -> RhaiResult<StepHandle> {
-            let ms = parse_duration_ms(&d).or_else(|m| err(format!("step '{}': timeout: {m}", s.name()), ctx.call_position()))?;
+            let ms = parse_duration_ms(&d).or_else(|m| {
+                err(
+                    format!("step '{}': timeout: {m}", s.name()),
+                    ctx.call_position(),
+                )
+            })?;
             s.with(|st| st.limits.timeout_ms = ms);
             Ok(s.clone())
         },
@@ -292,7 +346,12 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "memory",
         |ctx: NativeCallContext, s: &mut StepHandle, d: Dynamic| -> RhaiResult<StepHandle> {
-            let b = parse_size(&d).or_else(|m| err(format!("step '{}': memory: {m}", s.name()), ctx.call_position()))?;
+            let b = parse_size(&d).or_else(|m| {
+                err(
+                    format!("step '{}': memory: {m}", s.name()),
+                    ctx.call_position(),
+                )
+            })?;
             s.with(|st| st.limits.memory_bytes = b);
             Ok(s.clone())
         },
@@ -301,7 +360,12 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "output_limit",
         |ctx: NativeCallContext, s: &mut StepHandle, d: Dynamic| -> RhaiResult<StepHandle> {
-            let b = parse_size(&d).or_else(|m| err(format!("step '{}': output_limit: {m}", s.name()), ctx.call_position()))?;
+            let b = parse_size(&d).or_else(|m| {
+                err(
+                    format!("step '{}': output_limit: {m}", s.name()),
+                    ctx.call_position(),
+                )
+            })?;
             s.with(|st| st.limits.output_bytes = b);
             Ok(s.clone())
         },
@@ -311,7 +375,10 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
         "fuel",
         |ctx: NativeCallContext, s: &mut StepHandle, n: i64| -> RhaiResult<StepHandle> {
             let Ok(n) = u64::try_from(n) else {
-                return err(format!("step '{}': fuel must be positive, found {n}", s.name()), ctx.call_position());
+                return err(
+                    format!("step '{}': fuel must be positive, found {n}", s.name()),
+                    ctx.call_position(),
+                );
             };
             s.with(|st| st.limits.fuel = Some(n));
             Ok(s.clone())
@@ -353,7 +420,11 @@ pub fn compile_str(source: &str, file: &str, base_dir: &Path) -> Result<Plan, Ds
     let engine = engine(state.clone(), file.clone(), base_dir.to_path_buf());
     let ast = engine.compile(source).map_err(|e| {
         let pos = e.position();
-        DslError(format!("{}: syntax error: {}", origin(&file, pos), strip_position(&e.to_string())))
+        DslError(format!(
+            "{}: syntax error: {}",
+            origin(&file, pos),
+            strip_position(&e.to_string())
+        ))
     })?;
     engine
         .run_ast(&ast)
@@ -362,21 +433,31 @@ pub fn compile_str(source: &str, file: &str, base_dir: &Path) -> Result<Plan, Ds
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     let mut plans = std::mem::take(&mut st.pipelines);
     match plans.len() {
-        0 => Err(DslError(format!("{file}: the script declares no pipeline; start with `let p = pipeline(\"name\");`"))),
+        0 => Err(DslError(format!(
+            "{file}: the script declares no pipeline; start with `let p = pipeline(\"name\");`"
+        ))),
         1 => {
             let plan = plans.remove(0);
-            plan.validate().map_err(|e| DslError(format!("{file}: {e}")))?;
+            plan.validate()
+                .map_err(|e| DslError(format!("{file}: {e}")))?;
             Ok(plan)
         }
-        n => Err(DslError(format!("{file}: the script declares {n} pipelines; a script declares exactly one"))),
+        n => Err(DslError(format!(
+            "{file}: the script declares {n} pipelines; a script declares exactly one"
+        ))),
     }
 }
 
 /// Compiles the script at `path`; relative paths resolve against its folder.
 pub fn compile_file(path: &Path) -> Result<Plan, DslError> {
-    let source = std::fs::read_to_string(path).map_err(|e| DslError(format!("cannot read {}: {e}", path.display())))?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| DslError(format!("cannot read {}: {e}", path.display())))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     let base = base.canonicalize().unwrap_or(base);
     compile_str(&source, &path.display().to_string(), &base)
 }
@@ -401,9 +482,15 @@ mod tests {
         .unwrap();
         assert_eq!(plan.name, "demo");
         assert_eq!(plan.steps.len(), 2);
-        assert_eq!(plan.steps[0].params, serde_json::json!({"n": 3, "f": 0.5, "s": "t"}));
+        assert_eq!(
+            plan.steps[0].params,
+            serde_json::json!({"n": 3, "f": 0.5, "s": "t"})
+        );
         assert_eq!(plan.steps[0].origin.as_deref(), Some("p.rhai:3:23"));
-        assert_eq!(plan.steps[1].component, ComponentSource::Wasm("b.wasm".into()));
+        assert_eq!(
+            plan.steps[1].component,
+            ComponentSource::Wasm("b.wasm".into())
+        );
         assert_eq!(plan.steps[1].limits.timeout_ms, 30_000);
         assert_eq!(plan.steps[1].limits.memory_bytes, 64 << 20);
         assert_eq!(plan.steps[1].limits.fuel, Some(1000));
@@ -412,7 +499,10 @@ mod tests {
     #[test]
     fn errors_name_the_position() {
         let e = compile("let p = pipeline(\"demo\");\np.step(\"a/b\", \"x\");").unwrap_err();
-        assert!(e.starts_with("p.rhai:2:3: invalid step name \"a/b\""), "{e}");
+        assert!(
+            e.starts_with("p.rhai:2:3: invalid step name \"a/b\""),
+            "{e}"
+        );
         let e = compile("let p = pipeline(\"demo\");\nlet a = p.step(\"a\", \"x\").output(\"tabel\");\np.step(\"b\", \"y\").input(\"t\", a.out(\"table\"));").unwrap_err();
         assert!(e.starts_with("p.rhai:3:"), "{e}");
         assert!(e.contains("did you mean 'tabel'?"), "{e}");

@@ -22,13 +22,27 @@ pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = manifest
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", manifest.display()))?;
+    ensure_target(crate_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
-        .args(["build", "--release", "--target", STEP_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            STEP_TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("cannot run cargo ({}) to build {}", cargo.to_string_lossy(), crate_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot run cargo ({}) to build {}",
+                cargo.to_string_lossy(),
+                crate_dir.display()
+            )
+        })?;
     let mut wasm = None;
     for line in out.stdout.split(|b| *b == b'\n') {
         let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
@@ -49,20 +63,32 @@ pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
         if same && component {
             wasm = msg["filenames"]
                 .as_array()
-                .and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")))
+                .and_then(|f| {
+                    f.iter()
+                        .filter_map(|f| f.as_str())
+                        .find(|f| f.ends_with(".wasm"))
+                })
                 .map(PathBuf::from);
         }
     }
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim_start().starts_with("Compiling")).collect();
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("Compiling"))
+            .collect();
         let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-        let hint = if stderr.contains("target may not be installed") || stderr.contains("can't find crate for `std`") {
+        let hint = if stderr.contains("target may not be installed")
+            || stderr.contains("can't find crate for `std`")
+        {
             format!("\nhint: install the target with `rustup target add {STEP_TARGET}`")
         } else {
             String::new()
         };
-        bail!("step crate {} does not compile:\n{tail}{hint}", crate_dir.display());
+        bail!(
+            "step crate {} does not compile:\n{tail}{hint}",
+            crate_dir.display()
+        );
     }
     wasm.ok_or_else(|| {
         anyhow!(
@@ -70,4 +96,26 @@ pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
             crate_dir.display()
         )
     })
+}
+
+/// Installs the step target with rustup when the toolchain that will build
+/// `crate_dir` lacks it (a fresh rustup toolchain has only the host target).
+/// Without rustup this does nothing and cargo's own error explains.
+fn ensure_target(crate_dir: &Path) {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(crate_dir)
+        .stderr(Stdio::null())
+        .output();
+    let Ok(sysroot) = sysroot else { return };
+    let root = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if root.join("lib/rustlib").join(STEP_TARGET).is_dir() {
+        return;
+    }
+    eprintln!("weir: installing the {STEP_TARGET} target (rustup target add {STEP_TARGET})");
+    let _ = Command::new("rustup")
+        .args(["target", "add", STEP_TARGET])
+        .current_dir(crate_dir)
+        .stdin(Stdio::null())
+        .status();
 }

@@ -138,7 +138,10 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys() {
-        assert_eq!(canonical_json(&json!({"b": 1, "a": {"d": [1, "x"], "c": null}})), r#"{"a":{"c":null,"d":[1,"x"]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "a": {"d": [1, "x"], "c": null}})),
+            r#"{"a":{"c":null,"d":[1,"x"]},"b":1}"#
+        );
     }
 
     #[test]

@@ -98,7 +98,9 @@ pub enum StepFailure {
     #[error("the step exceeded its timeout of {0:?} and was stopped")]
     Timeout(Duration),
     /// Over the memory limit.
-    #[error("the step exceeded its memory limit of {limit} bytes (it asked for {wanted} bytes) and was stopped")]
+    #[error(
+        "the step exceeded its memory limit of {limit} bytes (it asked for {wanted} bytes) and was stopped"
+    )]
     Memory {
         /// The cap.
         limit: u64,
@@ -191,7 +193,12 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let grow = (desired - current.min(desired)) as u64;
         if self.used + grow > self.limit {
             self.refused = Some(self.used + grow);
@@ -201,7 +208,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -268,10 +280,16 @@ impl tokio::io::AsyncWrite for Capture {
         self.push(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }
@@ -360,15 +378,20 @@ impl Executor {
             match Engine::new(&wasmtime_config(cfg, true)) {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
-                    Engine::new(&wasmtime_config(cfg, false)).map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
+                    tracing::warn!(
+                        "pooling allocator unavailable ({e}); using on-demand allocation"
+                    );
+                    Engine::new(&wasmtime_config(cfg, false))
+                        .map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
                 }
             }
         } else {
-            Engine::new(&wasmtime_config(cfg, false)).map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
+            Engine::new(&wasmtime_config(cfg, false))
+                .map_err(|e| anyhow!("cannot create the wasm engine: {e}"))?
         };
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("linking WASI: {e}"))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow!("linking WASI: {e}"))?;
         Step::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("linking weir imports: {e}"))?;
         let engine_tag = {
@@ -414,14 +437,20 @@ impl Executor {
     /// Errors say whether the file is not wasm, a core module rather than a
     /// component, or a component of another world.
     pub fn load(&self, path: &Path) -> anyhow::Result<Arc<LoadedComponent>> {
-        let bytes = std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read component {}", path.display()))?;
         self.load_bytes(&bytes, &path.display().to_string())
     }
 
     /// Like [`Executor::load`], from bytes; `what` names them in errors.
     pub fn load_bytes(&self, bytes: &[u8], what: &str) -> anyhow::Result<Arc<LoadedComponent>> {
         let digest = Digest::of(bytes);
-        if let Some(c) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
+        if let Some(c) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
             return Ok(c.clone());
         }
         match bytes.get(..8) {
@@ -429,16 +458,23 @@ impl Executor {
                 "{what} is a core WebAssembly module, not a component; build steps for the wasm32-wasip2 target (`weir build`) so they come out as components"
             ),
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => anyhow::bail!("{what} is not a WebAssembly component (it does not start with the wasm magic bytes)"),
+            _ => anyhow::bail!(
+                "{what} is not a WebAssembly component (it does not start with the wasm magic bytes)"
+            ),
         }
-        let cached = self.compiled_dir.join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_tag));
+        let cached =
+            self.compiled_dir
+                .join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_tag));
         let component = match cached.exists() {
             // SAFETY: files in the compile cache are written only by `Component::serialize`
             // below, by this engine configuration (the tag in the name), via rename.
             true => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    tracing::warn!("ignoring unusable compile cache entry {}: {e}", cached.display());
+                    tracing::warn!(
+                        "ignoring unusable compile cache entry {}: {e}",
+                        cached.display()
+                    );
                     None
                 }
             },
@@ -447,9 +483,14 @@ impl Executor {
         let component = match component {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| anyhow!("{what} is not a valid component: {e:#}"))?;
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| anyhow!("{what} is not a valid component: {e:#}"))?;
                 if let Ok(ser) = c.serialize() {
-                    let tmp = self.compiled_dir.join(format!(".tmp-{}-{}", std::process::id(), digest.to_hex()));
+                    let tmp = self.compiled_dir.join(format!(
+                        ".tmp-{}-{}",
+                        std::process::id(),
+                        digest.to_hex()
+                    ));
                     if std::fs::write(&tmp, ser).is_ok() {
                         let _ = std::fs::rename(&tmp, &cached);
                     }
@@ -481,9 +522,14 @@ impl Executor {
         result
     }
 
-    fn wasi_ctx(spec: &AttemptSpec<'_>, stdout: &Capture, stderr: &Capture) -> anyhow::Result<WasiCtx> {
+    fn wasi_ctx(
+        spec: &AttemptSpec<'_>,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> anyhow::Result<WasiCtx> {
         let seed = *spec.seed.as_bytes();
-        let derive = |what: &str| -> [u8; 32] { *blake3::keyed_hash(&seed, what.as_bytes()).as_bytes() };
+        let derive =
+            |what: &str| -> [u8; 32] { *blake3::keyed_hash(&seed, what.as_bytes()).as_bytes() };
         let mut b = WasiCtxBuilder::new();
         b.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -495,7 +541,9 @@ impl Executor {
             .monotonic_clock(VirtualMonotonicClock(AtomicU64::new(0)))
             .secure_random(ChaCha12Rng::from_seed(derive("secure")))
             .insecure_random(ChaCha12Rng::from_seed(derive("insecure")))
-            .insecure_random_seed(u128::from_le_bytes(derive("seed")[..16].try_into().unwrap_or([0; 16])))
+            .insecure_random_seed(u128::from_le_bytes(
+                derive("seed")[..16].try_into().unwrap_or([0; 16]),
+            ))
             .max_random_size(16 << 20);
         for (name, dir) in &spec.inputs {
             b.preopened_dir(dir, format!("/in/{name}"), FsPerms::ReadOnly)
@@ -508,7 +556,12 @@ impl Executor {
         Ok(b.build())
     }
 
-    async fn run_inner(&self, spec: &AttemptSpec<'_>, stdout: &Capture, stderr: &Capture) -> AttemptResult {
+    async fn run_inner(
+        &self,
+        spec: &AttemptSpec<'_>,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> AttemptResult {
         let fail = |f: StepFailure| AttemptResult {
             outcome: Err(f),
             logs: Vec::new(),
@@ -536,10 +589,10 @@ impl Executor {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        if self.fuel {
-            if let Err(e) = store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX)) {
-                return fail(StepFailure::Setup(e.to_string()));
-            }
+        if self.fuel
+            && let Err(e) = store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+        {
+            return fail(StepFailure::Setup(e.to_string()));
         }
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
@@ -603,7 +656,10 @@ impl Executor {
         if s.logs_dropped > 0 {
             logs.push(LogLine {
                 level: "warn".into(),
-                message: format!("[{} log lines or metrics over the limit were dropped]", s.logs_dropped),
+                message: format!(
+                    "[{} log lines or metrics over the limit were dropped]",
+                    s.logs_dropped
+                ),
             });
         }
         AttemptResult {
@@ -621,7 +677,11 @@ fn trap_message(e: &wasmtime::Error) -> String {
         None => format!("{e}"),
     };
     let chain = format!("{e:?}");
-    if let Some(bt) = chain.lines().skip_while(|l| !l.contains("wasm backtrace")).nth(1) {
+    if let Some(bt) = chain
+        .lines()
+        .skip_while(|l| !l.contains("wasm backtrace"))
+        .nth(1)
+    {
         msg.push_str(&format!(" (at {})", bt.trim()));
     }
     msg

@@ -21,7 +21,10 @@ pub struct NameError {
 pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
     let err = |reason| NameError {
         what,
-        shown: format!("{:?}", name.chars().take(MAX_NAME_LEN + 8).collect::<String>()),
+        shown: format!(
+            "{:?}",
+            name.chars().take(MAX_NAME_LEN + 8).collect::<String>()
+        ),
         reason,
     };
     if name.is_empty() {
@@ -55,7 +58,18 @@ mod tests {
 
     #[test]
     fn rejects_hostile_names() {
-        for n in ["", "..", "a/b", "a\0b", "a\nb", " a", "1abc", "é", &"x".repeat(65), "a.b"] {
+        for n in [
+            "",
+            "..",
+            "a/b",
+            "a\0b",
+            "a\nb",
+            " a",
+            "1abc",
+            "é",
+            &"x".repeat(65),
+            "a.b",
+        ] {
             let e = check_name("step", n).unwrap_err().to_string();
             assert!(e.starts_with("invalid step name"), "{e}");
         }

@@ -162,7 +162,11 @@ impl Plan {
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, s) in self.steps.iter().enumerate() {
             check_name("step", &s.name).map_err(|source| PlanError::Name {
-                at: s.origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default(),
+                at: s
+                    .origin
+                    .as_ref()
+                    .map(|o| format!("{o}: "))
+                    .unwrap_or_default(),
                 source,
             })?;
             if index.insert(&s.name, i).is_some() {
@@ -292,7 +296,11 @@ fn topo_order(steps: &[StepPlan], deps: &[Vec<usize>]) -> Result<Vec<usize>, Pla
             .unwrap_or(at);
     }
     let start = seen.iter().position(|&s| s == at).unwrap_or(0);
-    let mut cycle: Vec<&str> = seen[start..].iter().rev().map(|&i| steps[i].name.as_str()).collect();
+    let mut cycle: Vec<&str> = seen[start..]
+        .iter()
+        .rev()
+        .map(|&i| steps[i].name.as_str())
+        .collect();
     cycle.push(cycle[0]);
     Err(PlanError::Cycle(cycle.join(" -> ")))
 }
@@ -345,7 +353,11 @@ mod tests {
     #[test]
     fn orders_a_dag() {
         let mut p = Plan::new("p", ".");
-        p.steps = vec![step("c", &[("b", "out")]), step("a", &[]), step("b", &[("a", "out")])];
+        p.steps = vec![
+            step("c", &[("b", "out")]),
+            step("a", &[]),
+            step("b", &[("a", "out")]),
+        ];
         let order = p.validate().unwrap();
         let names: Vec<&str> = order.iter().map(|&i| p.steps[i].name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);

@@ -208,7 +208,12 @@ pub struct StepSummary {
 /// [`commit`](Records::commit) atomic.
 pub trait Records: Send + Sync {
     /// Starts a run and returns its number.
-    fn begin_run(&self, pipeline: &str, plan_digest: &Digest, plan_json: &str) -> anyhow::Result<RunId>;
+    fn begin_run(
+        &self,
+        pipeline: &str,
+        plan_digest: &Digest,
+        plan_json: &str,
+    ) -> anyhow::Result<RunId>;
     /// Applies a batch of writes atomically.
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()>;
     /// The outputs cached under `key`, if any.
@@ -335,7 +340,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
 }
 
 impl Records for SqliteRecords {
-    fn begin_run(&self, pipeline: &str, plan_digest: &Digest, plan_json: &str) -> anyhow::Result<RunId> {
+    fn begin_run(
+        &self,
+        pipeline: &str,
+        plan_digest: &Digest,
+        plan_json: &str,
+    ) -> anyhow::Result<RunId> {
         let c = lock(&self.conn);
         c.execute(
             "INSERT INTO runs (pipeline, plan_digest, plan_json, state, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -371,13 +381,26 @@ impl Records for SqliteRecords {
                         "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?;
                     for (i, metric) in s.metrics.iter().enumerate() {
-                        m.execute(params![s.run.0, s.step, i as i64, metric.name, metric.value])?;
+                        m.execute(params![
+                            s.run.0,
+                            s.step,
+                            i as i64,
+                            metric.name,
+                            metric.value
+                        ])?;
                     }
                     let mut l = tx.prepare_cached(
                         "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     for (i, line) in s.logs.iter().enumerate() {
-                        l.execute(params![s.run.0, s.step, s.attempt, i as i64, line.level, line.message])?;
+                        l.execute(params![
+                            s.run.0,
+                            s.step,
+                            s.attempt,
+                            i as i64,
+                            line.level,
+                            line.message
+                        ])?;
                     }
                 }
                 RecordOp::Cache {
@@ -392,8 +415,15 @@ impl Records for SqliteRecords {
                     .execute(params![key.to_hex(), serde_json::to_string(outputs)?, run.0, step, now_ms()])?;
                 }
                 RecordOp::RunEnded { run, state, error } => {
-                    tx.prepare_cached("UPDATE runs SET state = ?2, ended_ms = ?3, error = ?4 WHERE id = ?1")?
-                        .execute(params![run.0, state.as_str(), now_ms(), error])?;
+                    tx.prepare_cached(
+                        "UPDATE runs SET state = ?2, ended_ms = ?3, error = ?4 WHERE id = ?1",
+                    )?
+                    .execute(params![
+                        run.0,
+                        state.as_str(),
+                        now_ms(),
+                        error
+                    ])?;
                 }
             }
         }
@@ -459,8 +489,16 @@ impl Records for SqliteRecords {
                 })
             })?
             .collect::<Result<_, _>>()?;
-        let mut mt = c.prepare("SELECT step, name, value FROM metrics WHERE run_id = ?1 ORDER BY step, seq")?;
-        let rows = mt.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, f64>(2)?)))?;
+        let mut mt = c.prepare(
+            "SELECT step, name, value FROM metrics WHERE run_id = ?1 ORDER BY step, seq",
+        )?;
+        let rows = mt.query_map([id.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, f64>(2)?,
+            ))
+        })?;
         for row in rows {
             let (step, name, value) = row?;
             if let Some(s) = steps.iter_mut().find(|s| s.step == step) {

@@ -41,7 +41,9 @@ impl Config {
     pub fn new(store_dir: impl Into<PathBuf>) -> Config {
         Config {
             store_dir: store_dir.into(),
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             fuel: true,
             pooling: true,
         }
@@ -87,11 +89,14 @@ pub enum RunEvent {
     },
 }
 
+/// A callback that receives [`RunEvent`]s.
+pub type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;
+
 /// Per-run options.
 #[derive(Clone, Default)]
 pub struct RunOptions {
     /// Called for every [`RunEvent`], from the scheduler's task.
-    pub on_event: Option<Arc<dyn Fn(&RunEvent) + Send + Sync>>,
+    pub on_event: Option<EventSink>,
 }
 
 /// What one step did in a run.
@@ -194,8 +199,18 @@ impl Runtime {
     }
 
     /// Builds (if a crate) and loads the component of a source, resolved against `base`.
-    pub fn load_component(&self, source: &ComponentSource, base: &Path) -> anyhow::Result<Arc<LoadedComponent>> {
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    pub fn load_component(
+        &self,
+        source: &ComponentSource,
+        base: &Path,
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let wasm = match source {
             ComponentSource::Crate(dir) => crate::builder::build_crate(&resolve(dir))?,
             ComponentSource::Wasm(p) => resolve(p),
@@ -231,16 +246,20 @@ impl Runtime {
                     let this = self.clone();
                     let source = s.component.clone();
                     let base = plan.base_dir.clone();
-                    let c = tokio::task::spawn_blocking(move || this.load_component(&source, &base))
-                        .await
-                        .map_err(|e| anyhow!("component loader panicked: {e}"))?
-                        .with_context(|| step_at(s))?;
+                    let c =
+                        tokio::task::spawn_blocking(move || this.load_component(&source, &base))
+                            .await
+                            .map_err(|e| anyhow!("component loader panicked: {e}"))?
+                            .with_context(|| step_at(s))?;
                     by_source.insert(&s.component, c.clone());
                     c
                 }
             };
             if s.limits.fuel.is_some() && !self.inner.executor.fuel_enabled() {
-                anyhow::bail!("{}a fuel budget is set but this runtime counts no fuel (Config::fuel)", step_at(s));
+                anyhow::bail!(
+                    "{}a fuel budget is set but this runtime counts no fuel (Config::fuel)",
+                    step_at(s)
+                );
             }
             components.push(c);
         }
@@ -267,7 +286,10 @@ impl Runtime {
                     }
                     InputSource::Artifact(d) => {
                         if !self.inner.store.is_valid_tree(d)? {
-                            anyhow::bail!("{}input '{name}' names artifact {d}, which is not in the store (or is corrupt)", step_at(s));
+                            anyhow::bail!(
+                                "{}input '{name}' names artifact {d}, which is not in the store (or is corrupt)",
+                                step_at(s)
+                            );
                         }
                         input_digests[i].insert(name.clone(), *d);
                     }
@@ -286,7 +308,10 @@ impl Runtime {
         };
         let records = self.inner.records.clone();
         let run_id = records.begin_run(&plan.name, &plan_digest, &plan.to_json())?;
-        emit(RunEvent::RunStarted { run: run_id, steps: n });
+        emit(RunEvent::RunStarted {
+            run: run_id,
+            steps: n,
+        });
 
         // Committer: batches of finished steps, one sync and one transaction each.
         let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<RecordOp>)>();
@@ -304,7 +329,10 @@ impl Runtime {
                             ops.extend(more);
                         }
                         if needs_sync {
-                            this.inner.store.sync().context("flushing the store to disk")?;
+                            this.inner
+                                .store
+                                .sync()
+                                .context("flushing the store to disk")?;
                         }
                         first = false;
                         this.inner.records.commit(&ops)?;
@@ -326,7 +354,8 @@ impl Runtime {
         for (pos, &i) in order.iter().enumerate() {
             position[i] = pos;
         }
-        let mut ready: VecDeque<usize> = order.iter().copied().filter(|&i| waiting[i] == 0).collect();
+        let mut ready: VecDeque<usize> =
+            order.iter().copied().filter(|&i| waiting[i] == 0).collect();
         let mut reports: Vec<Option<StepReport>> = vec![None; n];
         let mut outputs: Vec<Option<BTreeMap<String, Digest>>> = vec![None; n];
         let mut first_error: Option<String> = None;
@@ -342,12 +371,17 @@ impl Runtime {
                 for (name, src) in &s.inputs {
                     if let InputSource::Step { step, output } = src {
                         let up = plan.steps.iter().position(|x| &x.name == step);
-                        if let Some(d) = up.and_then(|u| outputs[u].as_ref()).and_then(|o| o.get(output)) {
+                        if let Some(d) = up
+                            .and_then(|u| outputs[u].as_ref())
+                            .and_then(|o| o.get(output))
+                        {
                             input_digests[i].insert(name.clone(), *d);
                         }
                     }
                 }
-                emit(RunEvent::StepStarted { step: s.name.clone() });
+                emit(RunEvent::StepStarted {
+                    step: s.name.clone(),
+                });
                 let job = StepJob {
                     rt: self.clone(),
                     plan: plan.clone(),
@@ -359,7 +393,9 @@ impl Runtime {
                 };
                 tasks.spawn(async move { (i, job.execute().await) });
             }
-            let Some(joined) = tasks.join_next().await else { break };
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
             let (i, report) = joined.map_err(|e| anyhow!("a step task panicked: {e}"))?;
             emit(RunEvent::StepFinished {
                 step: report.name.clone(),
@@ -500,7 +536,6 @@ impl StepJob {
         let started = std::time::Instant::now();
         let started_ms = now_ms();
         let s = &self.plan.steps[self.index];
-        let inner = &self.rt.inner;
         let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
         let key = cache::cache_key(&KeyInputs {
             component: &self.component.digest,
@@ -535,7 +570,9 @@ impl StepJob {
                 return self.finish(record, None, started);
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(step = %s.name, "cache lookup failed, running the step: {e:#}"),
+            Err(e) => {
+                tracing::warn!(step = %s.name, "cache lookup failed, running the step: {e:#}")
+            }
         }
 
         record.attempt = 1;
@@ -558,17 +595,20 @@ impl StepJob {
             run: self.run,
             step: s.name.clone(),
         });
-        let _ = inner; // keep borrow scope explicit
-        let report = self.finish_with(record, cache_op, new_objects, started);
-        report
+        self.finish_with(record, cache_op, new_objects, started)
     }
 
-    fn cached_outputs(&self, key: &CacheKey, outs: &[&str]) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+    fn cached_outputs(
+        &self,
+        key: &CacheKey,
+        outs: &[&str],
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
         let inner = &self.rt.inner;
         let Some(outputs) = inner.records.cache_lookup(key)? else {
             return Ok(None);
         };
-        let names_match = outputs.len() == outs.len() && outs.iter().all(|o| outputs.contains_key(*o));
+        let names_match =
+            outputs.len() == outs.len() && outs.iter().all(|o| outputs.contains_key(*o));
         let mut valid = names_match;
         if valid {
             for d in outputs.values() {
@@ -586,7 +626,11 @@ impl StepJob {
     }
 
     /// One attempt; on success the output digests, else the error text.
-    async fn attempt(&self, key: &CacheKey, record: &mut StepRecord) -> Result<BTreeMap<String, Digest>, String> {
+    async fn attempt(
+        &self,
+        key: &CacheKey,
+        record: &mut StepRecord,
+    ) -> Result<BTreeMap<String, Digest>, String> {
         let s = &self.plan.steps[self.index];
         let store = &self.rt.inner.store;
         let mut views = Vec::with_capacity(self.inputs.len());
@@ -599,7 +643,8 @@ impl StepJob {
         let mut staging = Vec::with_capacity(s.outputs.len());
         for name in &s.outputs {
             let dir = store.temp_path(&format!("out-{}-{name}", s.name));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
             staging.push((name.clone(), dir));
         }
         let result = self
@@ -653,7 +698,12 @@ impl StepJob {
         Ok(outputs)
     }
 
-    fn finish(&self, record: StepRecord, cache_op: Option<RecordOp>, started: std::time::Instant) -> StepReport {
+    fn finish(
+        &self,
+        record: StepRecord,
+        cache_op: Option<RecordOp>,
+        started: std::time::Instant,
+    ) -> StepReport {
         self.finish_with(record, cache_op, false, started)
     }
 

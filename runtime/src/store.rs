@@ -277,7 +277,10 @@ impl Store {
         tracing::warn!(object = %d, "store object is corrupt; moving it to corrupt/ and recomputing");
         let dir = self.root.join("corrupt");
         fs::create_dir_all(&dir)?;
-        let _ = fs::rename(path, dir.join(format!("{}-{}", d.to_hex(), std::process::id())));
+        let _ = fs::rename(
+            path,
+            dir.join(format!("{}-{}", d.to_hex(), std::process::id())),
+        );
         if let Ok(mut v) = self.verified.lock() {
             v.remove(d);
         }
@@ -308,7 +311,8 @@ impl Store {
     /// Reads and parses a tree object.
     pub fn read_tree(&self, d: &Digest) -> io::Result<Tree> {
         let bytes = self.read_object(d)?;
-        Tree::decode(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{d}: {e}")))
+        Tree::decode(&bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{d}: {e}")))
     }
 
     /// Whether the tree `d` and every object below it are present and valid.
@@ -414,7 +418,10 @@ impl Store {
             } else {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("{} is a symlink or special file; inputs may hold only regular files and folders", p.display()),
+                    format!(
+                        "{} is a symlink or special file; inputs may hold only regular files and folders",
+                        p.display()
+                    ),
                 ));
             }
         }
@@ -459,7 +466,11 @@ impl Store {
         used: &mut (u64, u64),
     ) -> Result<Digest, IngestError> {
         let io_err = |path: &str| {
-            let path = if path.is_empty() { ".".to_string() } else { path.to_string() };
+            let path = if path.is_empty() {
+                ".".to_string()
+            } else {
+                path.to_string()
+            };
             move |source| IngestError::Io { path, source }
         };
         let mut tree = Tree::default();
@@ -558,7 +569,9 @@ impl Store {
         for e in self.read_tree(d)?.entries {
             let p = at.join(&e.name);
             match e.kind {
-                EntryKind::File => fs::hard_link(self.object_path(&e.digest), &p).map_err(io_at(&p))?,
+                EntryKind::File => {
+                    fs::hard_link(self.object_path(&e.digest), &p).map_err(io_at(&p))?
+                }
                 EntryKind::Folder => self.lay_out(&e.digest, &p)?,
             }
         }
@@ -567,11 +580,15 @@ impl Store {
 }
 
 fn file_name(p: &Path) -> io::Result<String> {
-    let name = p
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a UTF-8 file name", p.display())))?;
-    check_entry_name(name).map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {r}", p.display())))?;
+    let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: not a UTF-8 file name", p.display()),
+        )
+    })?;
+    check_entry_name(name).map_err(|r| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{}: {r}", p.display()))
+    })?;
     Ok(name.to_string())
 }
 
@@ -623,7 +640,10 @@ mod tests {
         let d = store.ingest_path(&src).unwrap();
         assert!(store.is_valid_tree(&d).unwrap());
         let view = store.view(&d).unwrap();
-        assert_eq!(fs::read_to_string(view.join("data.csv")).unwrap(), "a,b\n1,2\n");
+        assert_eq!(
+            fs::read_to_string(view.join("data.csv")).unwrap(),
+            "a,b\n1,2\n"
+        );
         let blob = Digest::of(b"a,b\n1,2\n");
         // Corrupt the blob behind the store's back: detected, quarantined, views dropped.
         let p = store.object_path(&blob);
@@ -646,18 +666,36 @@ mod tests {
         fs::write(out.join("sub/x.txt"), "hello").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", out.join("link")).unwrap();
         let e = store
-            .ingest_output(&out, Quota { bytes: 100, files: 100 })
+            .ingest_output(
+                &out,
+                Quota {
+                    bytes: 100,
+                    files: 100,
+                },
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("'link' is a symlink"), "{e}");
         fs::remove_file(out.join("link")).unwrap();
         let e = store
-            .ingest_output(&out, Quota { bytes: 3, files: 100 })
+            .ingest_output(
+                &out,
+                Quota {
+                    bytes: 3,
+                    files: 100,
+                },
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("size limit") && e.contains("sub/x.txt"), "{e}");
         let d = store
-            .ingest_output(&out, Quota { bytes: 100, files: 100 })
+            .ingest_output(
+                &out,
+                Quota {
+                    bytes: 100,
+                    files: 100,
+                },
+            )
             .unwrap();
         assert!(!out.exists());
         assert_eq!(

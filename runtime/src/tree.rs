@@ -79,7 +79,8 @@ impl Tree {
 
     /// Parses a tree object, rejecting anything not in canonical form.
     pub fn decode(bytes: &[u8]) -> Result<Tree, String> {
-        let text = std::str::from_utf8(bytes).map_err(|_| "tree object is not UTF-8".to_string())?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| "tree object is not UTF-8".to_string())?;
         let body = text
             .strip_prefix(HEADER)
             .ok_or_else(|| "object is not a tree (missing 'weir-tree-v1' header)".to_string())?;

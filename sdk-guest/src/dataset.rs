@@ -42,7 +42,8 @@ impl Table {
     /// Writes the table as CSV with a header row.
     pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut w = csv::Writer::from_path(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         w.write_record(&self.columns)?;
         for row in &self.rows {
             w.write_record(row)?;
@@ -66,7 +67,9 @@ impl Table {
         self.rows
             .iter()
             .enumerate()
-            .map(|(r, row)| parse_cell(&row[i]).with_context(|| format!("column '{name}', data row {}", r + 1)))
+            .map(|(r, row)| {
+                parse_cell(&row[i]).with_context(|| format!("column '{name}', data row {}", r + 1))
+            })
             .collect()
     }
 }

@@ -41,6 +41,7 @@ pub use serde_json;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
@@ -146,7 +147,11 @@ impl<P> Context<P> {
 
 fn names<'a>(it: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<&str> = it.map(String::as_str).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 #[doc(hidden)]
@@ -154,14 +159,26 @@ pub fn __run<P: serde::de::DeserializeOwned>(
     inv: wit::weir::step::types::Invocation,
     f: fn(&mut Context<P>) -> Result<()>,
 ) -> std::result::Result<(), String> {
-    let params: P = serde_json::from_str(&inv.params)
-        .map_err(|e| format!("step '{}': params do not fit the step's params type: {e} (params were {})", inv.step, inv.params))?;
+    let params: P = serde_json::from_str(&inv.params).map_err(|e| {
+        format!(
+            "step '{}': params do not fit the step's params type: {e} (params were {})",
+            inv.step, inv.params
+        )
+    })?;
     let mut ctx = Context {
         step: inv.step,
         attempt: inv.attempt,
         params,
-        inputs: inv.inputs.into_iter().map(|i| (i.name, PathBuf::from(i.path))).collect(),
-        outputs: inv.outputs.into_iter().map(|o| (o.name, PathBuf::from(o.path))).collect(),
+        inputs: inv
+            .inputs
+            .into_iter()
+            .map(|i| (i.name, PathBuf::from(i.path)))
+            .collect(),
+        outputs: inv
+            .outputs
+            .into_iter()
+            .map(|o| (o.name, PathBuf::from(o.path)))
+            .collect(),
     };
     f(&mut ctx).map_err(|e| format!("{e:#}"))
 }

@@ -29,8 +29,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let Some(path) = args.path else {
         for e in &tree.entries {
-            let kind = if e.kind == EntryKind::Folder { "folder" } else { "file" };
-            println!("{:<6} {} {:>12} {}", kind, e.digest.short(), e.bytes, e.name);
+            let kind = if e.kind == EntryKind::Folder {
+                "folder"
+            } else {
+                "file"
+            };
+            println!(
+                "{:<6} {} {:>12} {}",
+                kind,
+                e.digest.short(),
+                e.bytes,
+                e.name
+            );
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -38,7 +48,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (i, part) in parts.iter().enumerate() {
         let Some(e) = tree.entries.iter().find(|e| e.name == *part).cloned() else {
             let names: Vec<&str> = tree.entries.iter().map(|e| e.name.as_str()).collect();
-            anyhow::bail!("artifact {} has no '{path}' (it holds: {})", d.short(), names.join(", "));
+            anyhow::bail!(
+                "artifact {} has no '{path}' (it holds: {})",
+                d.short(),
+                names.join(", ")
+            );
         };
         let last = i + 1 == parts.len();
         match (e.kind, last) {
@@ -47,7 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             (EntryKind::Folder, _) => tree = store.read_tree(&e.digest)?,
-            (EntryKind::File, false) => anyhow::bail!("'{part}' in '{path}' is a file, not a folder"),
+            (EntryKind::File, false) => {
+                anyhow::bail!("'{part}' in '{path}' is a file, not a folder")
+            }
         }
     }
     for e in &tree.entries {

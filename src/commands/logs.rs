@@ -35,7 +35,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let msg: String = line
             .message
             .chars()
-            .flat_map(|c| if c.is_control() && c != '\t' { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+            .flat_map(|c| {
+                if c.is_control() && c != '\t' {
+                    c.escape_default().collect::<Vec<_>>()
+                } else {
+                    vec![c]
+                }
+            })
             .collect();
         println!("[attempt {attempt}] {:<6} {msg}", line.level);
     }

@@ -44,7 +44,10 @@ pub fn parse_run(s: &str) -> anyhow::Result<weir_runtime::RunId> {
 }
 
 /// Gets `records.run(id)` or a clear error.
-pub fn need_run(records: &dyn Records, id: weir_runtime::RunId) -> anyhow::Result<weir_runtime::records::RunSummary> {
+pub fn need_run(
+    records: &dyn Records,
+    id: weir_runtime::RunId,
+) -> anyhow::Result<weir_runtime::records::RunSummary> {
     records
         .run(id)?
         .ok_or_else(|| anyhow::anyhow!("there is no run {id} in this store (see `weir runs`)"))

@@ -32,13 +32,22 @@ fn default_sdk() -> PathBuf {
 pub fn run(what: What) -> anyhow::Result<ExitCode> {
     let What::Step(args) = what;
     weir_runtime::names::check_name("step", &args.name)?;
-    let dir = args.dir.unwrap_or_else(|| PathBuf::from(".")).join(&args.name);
+    let dir = args
+        .dir
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(&args.name);
     if dir.exists() {
-        anyhow::bail!("{} already exists; choose another name or --dir", dir.display());
+        anyhow::bail!(
+            "{} already exists; choose another name or --dir",
+            dir.display()
+        );
     }
     let sdk = args.sdk.unwrap_or_else(default_sdk);
     if !sdk.join("Cargo.toml").is_file() {
-        anyhow::bail!("no weir-sdk crate at {} (pass its folder with --sdk)", sdk.display());
+        anyhow::bail!(
+            "no weir-sdk crate at {} (pass its folder with --sdk)",
+            sdk.display()
+        );
     }
     let sdk = sdk.canonicalize()?;
     std::fs::create_dir_all(dir.join("src"))?;

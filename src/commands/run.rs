@@ -22,7 +22,10 @@ pub struct Args {
 /// Runs `weir run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = weir_dsl::compile_file(&args.pipeline)?;
-    let store = args.store.clone().unwrap_or_else(|| plan.base_dir.join(".weir"));
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| plan.base_dir.join(".weir"));
     let mut config = Config::new(&store);
     if let Some(j) = args.jobs {
         config = config.jobs(j);
@@ -81,8 +84,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let report = report?;
 
-    let executed = report.steps.iter().filter(|s| s.state == StepState::Succeeded).count();
-    let cached = report.steps.iter().filter(|s| s.state == StepState::Cached).count();
+    let executed = report
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Succeeded)
+        .count();
+    let cached = report
+        .steps
+        .iter()
+        .filter(|s| s.state == StepState::Cached)
+        .count();
     println!(
         "run {} {}: {} steps, {executed} executed, {cached} cached (store {})",
         report.run,
@@ -92,7 +103,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     for s in &report.steps {
         for (name, d) in &s.outputs {
-            let path = rt.store().view(d).map(|p| p.display().to_string()).unwrap_or_default();
+            let path = rt
+                .store()
+                .view(d)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             println!("  {}.{name} = {} {}", s.name, d.short(), path);
         }
     }

@@ -18,9 +18,15 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let runs = records.runs(args.limit)?;
-    println!("{:>5}  {:<20} {:<10} {:>9}  {:<12}  error", "run", "pipeline", "state", "duration", "plan");
+    println!(
+        "{:>5}  {:<20} {:<10} {:>9}  {:<12}  error",
+        "run", "pipeline", "state", "duration", "plan"
+    );
     for r in runs {
-        let dur = r.ended_ms.map(|e| super::fmt_ms(e - r.started_ms)).unwrap_or_else(|| "-".into());
+        let dur = r
+            .ended_ms
+            .map(|e| super::fmt_ms(e - r.started_ms))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:>5}  {:<20} {:<10} {:>9}  {:<12}  {}",
             r.id,

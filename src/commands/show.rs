@@ -23,16 +23,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let r = super::need_run(&records, id)?;
     let steps = records.steps(id)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": r, "steps": steps }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "run": r, "steps": steps }))?
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run {} of pipeline {}: {} (plan {})", r.id, r.pipeline, r.state, r.plan_digest.short());
+    println!(
+        "run {} of pipeline {}: {} (plan {})",
+        r.id,
+        r.pipeline,
+        r.state,
+        r.plan_digest.short()
+    );
     if let Some(e) = &r.error {
         println!("error: {e}");
     }
-    println!("{:<20} {:<10} {:>8} {:>9}  {:<12}  outputs", "step", "state", "attempts", "duration", "cache key");
+    println!(
+        "{:<20} {:<10} {:>8} {:>9}  {:<12}  outputs",
+        "step", "state", "attempts", "duration", "cache key"
+    );
     for s in steps {
-        let outs: Vec<String> = s.outputs.iter().map(|(n, d)| format!("{n}={}", d.short())).collect();
+        let outs: Vec<String> = s
+            .outputs
+            .iter()
+            .map(|(n, d)| format!("{n}={}", d.short()))
+            .collect();
         println!(
             "{:<20} {:<10} {:>8} {:>9}  {:<12}  {}",
             s.step,
@@ -46,7 +62,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{:<20}   {name} = {v}", "");
         }
         if let Some(e) = &s.error {
-            println!("{:<20}   error: {}", "", e.replace('\n', "\n                         "));
+            println!(
+                "{:<20}   error: {}",
+                "",
+                e.replace('\n', "\n                         ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

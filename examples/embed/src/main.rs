@@ -8,13 +8,18 @@ use weir_runtime::{ComponentSource, Config, InputSource, Plan, RunOptions, Runti
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hello").canonicalize()?;
-    let store = std::env::temp_dir().join("weir-embed-example");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../hello")
+        .canonicalize()?;
+    let store = std::env::var_os("WEIR_STORE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("weir-embed-example"));
     let rt = Runtime::new(Config::new(&store))?;
 
     let mut plan = Plan::new("embedded", &hello);
     let mut load = StepPlan::new("load", ComponentSource::Crate("steps/load_csv".into()));
-    load.inputs.insert("raw".into(), InputSource::Path("data/flowers.csv".into()));
+    load.inputs
+        .insert("raw".into(), InputSource::Path("data/flowers.csv".into()));
     load.outputs.insert("table".into());
     let mut stats = StepPlan::new("stats", ComponentSource::Crate("steps/column_stats".into()));
     stats.inputs.insert(
@@ -30,7 +35,12 @@ async fn main() -> anyhow::Result<()> {
     let report = rt.run(&plan, RunOptions::default()).await?;
     println!("run {} {}", report.run, report.state);
     for s in &report.steps {
-        println!("  {} {} {:?}", s.name, s.state, s.outputs.keys().collect::<Vec<_>>());
+        println!(
+            "  {} {} {:?}",
+            s.name,
+            s.state,
+            s.outputs.keys().collect::<Vec<_>>()
+        );
     }
     if let Some(dir) = report.output_path(rt.store(), "stats", "stats") {
         println!("{}", std::fs::read_to_string(dir.join("stats.json"))?);

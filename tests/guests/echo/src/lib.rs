@@ -15,7 +15,11 @@ fn list(dir: &std::path::Path, prefix: &str, out: &mut String) -> Result<()> {
         if e.file_type()?.is_dir() {
             list(&e.path(), &format!("{name}/"), out)?;
         } else {
-            writeln!(out, "{name}: {}", std::fs::read_to_string(e.path()).unwrap_or_default().trim())?;
+            writeln!(
+                out,
+                "{name}: {}",
+                std::fs::read_to_string(e.path()).unwrap_or_default().trim()
+            )?;
         }
     }
     Ok(())
@@ -30,7 +34,10 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
         panic!("asked to panic");
     }
     let out = ctx.output("out")?.to_path_buf();
-    std::fs::write(out.join("params.json"), weir_sdk::serde_json::to_string(&p)?)?;
+    std::fs::write(
+        out.join("params.json"),
+        weir_sdk::serde_json::to_string(&p)?,
+    )?;
     let mut inputs = String::new();
     for name in ["a", "b", "data"] {
         if let Ok(dir) = ctx.input(name) {
@@ -43,14 +50,25 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
         getrandom::fill(&mut random).map_err(|e| weir_sdk::anyhow!("random: {e}"))?;
         std::fs::write(out.join("random.bin"), random)?;
     }
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let t0 = std::time::Instant::now();
     let mono = t0.elapsed().as_nanos();
     std::fs::create_dir_all(out.join("sub"))?;
-    std::fs::write(out.join("sub/clock.txt"), format!("wall={wall} mono_elapsed={mono}"))?;
-    println!("echo wrote {} bytes of inputs listing", std::fs::metadata(out.join("inputs.txt"))?.len());
+    std::fs::write(
+        out.join("sub/clock.txt"),
+        format!("wall={wall} mono_elapsed={mono}"),
+    )?;
+    println!(
+        "echo wrote {} bytes of inputs listing",
+        std::fs::metadata(out.join("inputs.txt"))?.len()
+    );
     ctx.info("echo done");
-    ctx.metric("input_count", ctx.params().as_object().map(|m| m.len()).unwrap_or(0) as f64);
+    ctx.metric(
+        "input_count",
+        ctx.params().as_object().map(|m| m.len()).unwrap_or(0) as f64,
+    );
     Ok(())
 }
 

@@ -23,7 +23,8 @@ fn symlink(target: &str, link: &str) -> std::io::Result<()> {
         .iter()
         .find(|(_, p)| p == "/out/out")
         .ok_or_else(|| std::io::Error::other("no /out/out preopen"))?;
-    dir.symlink_at(target, link).map_err(|e| std::io::Error::other(format!("{e:?}")))
+    dir.symlink_at(target, link)
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))
 }
 
 fn run(ctx: &mut Context<Value>) -> Result<()> {
@@ -33,39 +34,108 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
     let mut t = |name: &str, r: String| {
         let _ = writeln!(report, "{name}: {r}");
     };
-    t("read /etc/passwd", outcome(std::fs::read_to_string("/etc/passwd")));
-    t("read via .. from input", outcome(std::fs::read_to_string("/in/data/../../etc/passwd")));
-    t("read via .. from output", outcome(std::fs::read_to_string("/out/out/../../etc/passwd")));
-    t("read relative ..", outcome(std::fs::read_to_string("../etc/passwd")));
+    t(
+        "read /etc/passwd",
+        outcome(std::fs::read_to_string("/etc/passwd")),
+    );
+    t(
+        "read via .. from input",
+        outcome(std::fs::read_to_string("/in/data/../../etc/passwd")),
+    );
+    t(
+        "read via .. from output",
+        outcome(std::fs::read_to_string("/out/out/../../etc/passwd")),
+    );
+    t(
+        "read relative ..",
+        outcome(std::fs::read_to_string("../etc/passwd")),
+    );
     t("list /", outcome(std::fs::read_dir("/").map(|d| d.count())));
-    t("list /in/..", outcome(std::fs::read_dir("/in/data/..").map(|d| d.count())));
-    t("read canary by absolute host path", outcome(std::fs::read_to_string("/tmp/weir-canary.txt")));
-    t("write into input folder", outcome(std::fs::write("/in/data/evil.txt", "x")));
+    t(
+        "list /in/..",
+        outcome(std::fs::read_dir("/in/data/..").map(|d| d.count())),
+    );
+    t(
+        "read canary by absolute host path",
+        outcome(std::fs::read_to_string("/tmp/weir-canary.txt")),
+    );
+    t(
+        "write into input folder",
+        outcome(std::fs::write("/in/data/evil.txt", "x")),
+    );
     t(
         "open input for writing",
-        outcome(std::fs::OpenOptions::new().write(true).open(&input).and_then(|mut f| f.write_all(b"evil"))),
+        outcome(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&input)
+                .and_then(|mut f| f.write_all(b"evil")),
+        ),
     );
     t(
         "truncate input",
-        outcome(std::fs::OpenOptions::new().write(true).truncate(true).open(&input)),
+        outcome(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&input),
+        ),
     );
     t("remove input", outcome(std::fs::remove_file(&input)));
-    t("rename input into output", outcome(std::fs::rename(&input, out.join("stolen.csv"))));
-    t("create absolute symlink", outcome(symlink("/etc/passwd", "abs-link")));
+    t(
+        "rename input into output",
+        outcome(std::fs::rename(&input, out.join("stolen.csv"))),
+    );
+    t(
+        "create absolute symlink",
+        outcome(symlink("/etc/passwd", "abs-link")),
+    );
     // A relative link may be created, but never followed out of the sandbox.
     let _ = symlink("../../../../etc/passwd", "rel-link");
-    t("read through a symlink pointing out", outcome(std::fs::read_to_string(out.join("rel-link"))));
+    t(
+        "read through a symlink pointing out",
+        outcome(std::fs::read_to_string(out.join("rel-link"))),
+    );
     let _ = std::fs::remove_file(out.join("rel-link"));
-    t("tcp connect", outcome(std::net::TcpStream::connect("127.0.0.1:80")));
-    t("tcp bind", outcome(std::net::TcpListener::bind("127.0.0.1:0")));
-    t("udp bind", outcome(std::net::UdpSocket::bind("127.0.0.1:0")));
+    t(
+        "tcp connect",
+        outcome(std::net::TcpStream::connect("127.0.0.1:80")),
+    );
+    t(
+        "tcp bind",
+        outcome(std::net::TcpListener::bind("127.0.0.1:0")),
+    );
+    t(
+        "udp bind",
+        outcome(std::net::UdpSocket::bind("127.0.0.1:0")),
+    );
     use std::net::ToSocketAddrs;
-    t("dns lookup", outcome(("localhost", 80).to_socket_addrs().map(|a| a.count())));
+    t(
+        "dns lookup",
+        outcome(("localhost", 80).to_socket_addrs().map(|a| a.count())),
+    );
     let envs: Vec<(String, String)> = std::env::vars().collect();
-    t("environment", if envs.is_empty() { "DENIED empty".into() } else { format!("ALLOWED {envs:?}") });
+    t(
+        "environment",
+        if envs.is_empty() {
+            "DENIED empty".into()
+        } else {
+            format!("ALLOWED {envs:?}")
+        },
+    );
     let args: Vec<String> = std::env::args().collect();
-    t("arguments", if args.is_empty() { "DENIED empty".into() } else { format!("ALLOWED {args:?}") });
-    t("list the current folder", outcome(std::fs::read_dir(".").map(|d| d.count())));
+    t(
+        "arguments",
+        if args.is_empty() {
+            "DENIED empty".into()
+        } else {
+            format!("ALLOWED {args:?}")
+        },
+    );
+    t(
+        "list the current folder",
+        outcome(std::fs::read_dir(".").map(|d| d.count())),
+    );
     std::fs::write(out.join("report.txt"), &report)?;
     if ctx.params().get("symlink").and_then(Value::as_bool) == Some(true) {
         symlink("report.txt", "inner-link")?;

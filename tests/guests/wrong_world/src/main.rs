@@ -1,1 +1,3 @@
-fn main() { println!("I am a command, not a step"); }
+fn main() {
+    println!("I am a command, not a step");
+}

@@ -32,7 +32,8 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
                 ctx.metric(&format!("{name}.mean"), mean);
             }
         } else {
-            let distinct: BTreeSet<&str> = cells.iter().copied().filter(|c| !c.is_empty()).collect();
+            let distinct: BTreeSet<&str> =
+                cells.iter().copied().filter(|c| !c.is_empty()).collect();
             col["kind"] = json!("text");
             col["distinct"] = json!(distinct.len());
         }
@@ -40,7 +41,10 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
     }
     ctx.metric("columns", columns.len() as f64);
     let stats = json!({ "rows": table.rows.len(), "columns": columns });
-    std::fs::write(ctx.output("stats")?.join("stats.json"), weir_sdk::serde_json::to_string_pretty(&stats)?)?;
+    std::fs::write(
+        ctx.output("stats")?.join("stats.json"),
+        weir_sdk::serde_json::to_string_pretty(&stats)?,
+    )?;
     Ok(())
 }
 

@@ -17,9 +17,19 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
     let before = table.rows.len();
     table.rows.retain(|r| r.iter().any(|c| !c.is_empty()));
     if table.rows.len() < ctx.params().min_rows {
-        bail!("{} has {} data rows, fewer than min_rows = {}", path.display(), table.rows.len(), ctx.params().min_rows);
+        bail!(
+            "{} has {} data rows, fewer than min_rows = {}",
+            path.display(),
+            table.rows.len(),
+            ctx.params().min_rows
+        );
     }
-    ctx.info(format!("read {} rows x {} columns from {}", before, table.columns.len(), path.display()));
+    ctx.info(format!(
+        "read {} rows x {} columns from {}",
+        before,
+        table.columns.len(),
+        path.display()
+    ));
     ctx.metric("rows", table.rows.len() as f64);
     ctx.metric("columns", table.columns.len() as f64);
     ctx.metric("blank_rows_dropped", (before - table.rows.len()) as f64);

@@ -10,18 +10,29 @@ struct Params {
 }
 
 fn num(v: &Value) -> String {
-    v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "".into())
+    v.as_f64()
+        .map(|x| format!("{x:.3}"))
+        .unwrap_or_else(|| "".into())
 }
 
 fn run(ctx: &mut Context<Params>) -> Result<()> {
     let path = ctx.input("stats")?.join("stats.json");
-    let stats: Value = weir_sdk::serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let stats: Value = weir_sdk::serde_json::from_str(
+        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
     let mut md = String::new();
     writeln!(md, "# {}\n", ctx.params().title)?;
     writeln!(md, "{} rows.\n", stats["rows"])?;
-    writeln!(md, "| column | kind | count | missing | mean | std | min | max | distinct |")?;
+    writeln!(
+        md,
+        "| column | kind | count | missing | mean | std | min | max | distinct |"
+    )?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
-    for c in stats["columns"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+    for c in stats["columns"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
         writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
