@@ -9,7 +9,8 @@ fn every_fixture_has_a_test() {
     let mut tests = String::new();
     for e in std::fs::read_dir(&root).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "rs") && p.file_name() != Some("fixtures.rs".as_ref()) {
+        if p.extension().is_some_and(|x| x == "rs") && p.file_name() != Some("fixtures.rs".as_ref())
+        {
             tests.push_str(&std::fs::read_to_string(&p).unwrap());
         }
     }
@@ -25,7 +26,10 @@ fn every_fixture_has_a_test() {
             tests.contains(&format!("fixture(\"{name}\")")),
             "fixture '{name}' is used by no test in tests/*.rs"
         );
-        assert!(root.join("guests").join(name).join("Cargo.toml").is_file(), "{name}");
+        assert!(
+            root.join("guests").join(name).join("Cargo.toml").is_file(),
+            "{name}"
+        );
     }
     assert!(count >= 7, "found only {count} fixtures");
 }

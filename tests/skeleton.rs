@@ -608,8 +608,14 @@ fn a_chain_and_a_fan_out_of_noop_steps_run_in_order_then_hit_the_cache() {
     assert_eq!(recorded.len(), 40);
     let pos = |n: &str| recorded.iter().position(|s| s.step == n).unwrap();
     for i in 1..20 {
-        assert!(pos(&format!("s{}", i - 1)) < pos(&format!("s{i}")), "chain order");
-        assert!(pos("s0") < pos(&format!("fan{i}")), "fan-out after its root");
+        assert!(
+            pos(&format!("s{}", i - 1)) < pos(&format!("s{i}")),
+            "chain order"
+        );
+        assert!(
+            pos("s0") < pos(&format!("fan{i}")),
+            "fan-out after its root"
+        );
     }
     let second = run(&rt, &p);
     assert!(second.steps.iter().all(|s| s.state == StepState::Cached));

@@ -8,7 +8,11 @@ fn the_embedded_host_runs_its_plan() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("run 1 succeeded"), "{stdout}");
     assert!(stdout.contains("\"rows\": 150"), "{stdout}");
 }
