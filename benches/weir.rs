@@ -29,7 +29,11 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 fn print(rows: &[Row]) {
@@ -56,7 +60,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio")
 }
 
 fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
@@ -85,10 +92,14 @@ fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
 }
 
 fn main() {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_default();
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
     let want = |c: &str| c.contains(&filter);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let noop = weir_runtime::builder::build_crate(&repo().join("tests/guests/noop")).expect("build noop");
+    let noop =
+        weir_runtime::builder::build_crate(&repo().join("tests/guests/noop")).expect("build noop");
     let mut rows = Vec::new();
 
     if want("compile") {
@@ -97,7 +108,9 @@ fn main() {
             fuel: true,
             pooling: true,
         };
-        let hello = weir_runtime::builder::build_crate(&repo().join("examples/hello/steps/column_stats")).expect("build");
+        let hello =
+            weir_runtime::builder::build_crate(&repo().join("examples/hello/steps/column_stats"))
+                .expect("build");
         for (name, wasm) in [("noop", &noop), ("column_stats", &hello)] {
             let bytes = std::fs::metadata(wasm).map(|m| m.len()).unwrap_or(0);
             let (mut cold, mut cached) = (Vec::new(), Vec::new());
@@ -144,13 +157,17 @@ fn main() {
                 // Load (and compile) the component outside the timed region.
                 rt.executor().load(&noop).expect("load");
                 let t = Instant::now();
-                let rep = tokio.block_on(rt.run(&plan, RunOptions::default())).expect("run");
+                let rep = tokio
+                    .block_on(rt.run(&plan, RunOptions::default()))
+                    .expect("run");
                 let d = t.elapsed();
                 assert!(rep.steps.iter().all(|s| s.state == StepState::Succeeded));
                 first.push(ms(d));
                 per_step.push(d.as_secs_f64() * 1e6 / n as f64);
                 let t = Instant::now();
-                let rep = tokio.block_on(rt.run(&plan, RunOptions::default())).expect("run");
+                let rep = tokio
+                    .block_on(rt.run(&plan, RunOptions::default()))
+                    .expect("run");
                 cached.push(ms(t.elapsed()));
                 assert!(rep.steps.iter().all(|s| s.state == StepState::Cached));
             }
@@ -184,13 +201,17 @@ fn main() {
             let t = Instant::now();
             let plan = weir_dsl::compile_file(&script).expect("compile");
             let rt = Runtime::new(Config::new(&dir)).expect("runtime");
-            tokio.block_on(rt.run(&plan, RunOptions::default())).expect("run");
+            tokio
+                .block_on(rt.run(&plan, RunOptions::default()))
+                .expect("run");
             first.push(ms(t.elapsed()));
             drop(rt);
             let t = Instant::now();
             let plan = weir_dsl::compile_file(&script).expect("compile");
             let rt = Runtime::new(Config::new(&dir)).expect("runtime");
-            let rep = tokio.block_on(rt.run(&plan, RunOptions::default())).expect("run");
+            let rep = tokio
+                .block_on(rt.run(&plan, RunOptions::default()))
+                .expect("run");
             cached.push(ms(t.elapsed()));
             assert!(rep.steps.iter().all(|s| s.state == StepState::Cached));
         }

@@ -41,6 +41,12 @@ enum Command {
     Run(commands::run::Args),
     /// Check a pipeline script and print its plan as JSON, without running it
     Plan(commands::plan::Args),
+    /// Check a pipeline script without running it
+    Check(commands::plan::Args),
+    /// Print a pipeline's DAG as Mermaid or DOT
+    Graph(commands::plan::GraphArgs),
+    /// Compare two runs step by step: code, params, inputs, outputs
+    Diff(commands::diff::Args),
     /// Build a step crate into a component (wasm32-wasip2)
     Build(commands::build::Args),
     /// Create something new
@@ -67,6 +73,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Plan(a) => commands::plan::run(a),
+        Command::Check(a) => commands::plan::check(a),
+        Command::Graph(a) => commands::plan::graph(a),
+        Command::Diff(a) => commands::diff::run(a),
         Command::Build(a) => commands::build::run(a),
         Command::New(w) => commands::new::run(w),
         Command::Runs(a) => commands::runs::run(a),

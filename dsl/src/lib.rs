@@ -14,15 +14,23 @@
 //!     .memory("256MiB");
 //! ```
 //!
-//! Scripts run sandboxed: `eval` and `import` are disabled, and operations,
-//! call depth, expression depth, string, array and map sizes are capped.
-//! Every error names the file, line and column.
+//! Scripts run sandboxed: `eval` is disabled, `import` reads only `.rhai`
+//! files inside the script's own folder, time functions are disabled, and
+//! operations, call depth, expression depth, string, array and map sizes are
+//! capped. Every error names the file, line and column.
+//!
+//! The full language (params, retries, cache policy, pools, typed
+//! artifacts, gates, maps) is described in `docs/writing-pipelines.md`.
 #![deny(missing_docs)]
 
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use weir_runtime::plan::{ComponentSource, InputSource, Plan, StepPlan};
+use weir_runtime::plan::{
+    ArtifactType, CacheMode, CmpOp, ComponentSource, Condition, InputSource, MapSpec, Operand,
+    Plan, StepPlan,
+};
 
 /// A script that could not be compiled into a plan; the message names the
 /// file, line and column where known.
@@ -35,7 +43,20 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 #[derive(Default)]
 struct Declared {
     pipelines: Vec<Plan>,
+    /// `--param` overrides, as text, and which of them a `param()` used.
+    overrides: BTreeMap<String, String>,
+    used: std::collections::BTreeSet<String>,
+    /// Params declared with `param()`, after overrides.
+    params: BTreeMap<String, serde_json::Value>,
 }
+
+/// A value in a condition: `step.metric("f1")`, `step.json(...)`.
+#[derive(Clone)]
+struct OperandRef(Operand);
+
+/// A condition built from comparisons, `all`, `any`, `not`, `&` and `|`.
+#[derive(Clone)]
+struct Cond(Condition);
 
 #[derive(Clone)]
 struct PipelineHandle {
@@ -171,7 +192,7 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
 
 fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Engine {
     let mut e = Engine::new();
-    e.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    e.set_module_resolver(ProjectResolver::new(&base_dir));
     e.disable_symbol("eval");
     e.set_max_operations(50_000_000);
     e.set_max_call_levels(64);
@@ -187,6 +208,15 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_type_with_name::<PipelineHandle>("Pipeline");
     e.register_type_with_name::<StepHandle>("Step");
     e.register_type_with_name::<OutputRef>("Output");
+    e.register_type_with_name::<OperandRef>("Value");
+    e.register_type_with_name::<Cond>("Condition");
+    e.register_type_with_name::<ArtifactType>("ArtifactType");
+    e.register_fn("timestamp", |ctx: NativeCallContext| -> RhaiResult<i64> {
+        err("time functions are disabled in pipeline scripts (a plan must not depend on when it was built)", ctx.call_position())
+    });
+    register_params(&mut e, state.clone());
+    register_policies(&mut e);
+    register_conditions(&mut e);
 
     {
         let state = state.clone();
@@ -214,61 +244,58 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
          p: &mut PipelineHandle,
          name: &str,
          component: &str|
+         -> RhaiResult<StepHandle> { new_step(&ctx, p, name, component) },
+    );
+
+    e.register_fn(
+        "map",
+        |ctx: NativeCallContext,
+         p: &mut PipelineHandle,
+         name: &str,
+         component: &str,
+         over: OutputRef|
          -> RhaiResult<StepHandle> {
-            let pos = ctx.call_position();
-            if let Err(m) = weir_runtime::names::check_name("step", name) {
-                return err(m.to_string(), pos);
-            }
-            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
-            let plan = &mut st.pipelines[p.index];
-            if plan.steps.iter().any(|s| s.name == name) {
-                return err(format!("step '{name}' is declared twice"), pos);
-            }
-            let source = if component.ends_with(".wasm") {
-                ComponentSource::Wasm(component.into())
-            } else {
-                ComponentSource::Crate(component.into())
-            };
-            let mut s = StepPlan::new(name, source);
-            s.origin = Some(origin(&p.file, pos));
-            plan.steps.push(s);
-            Ok(StepHandle {
-                pipeline: p.clone(),
-                step: plan.steps.len() - 1,
-            })
+            let s = new_step(&ctx, p, name, component)?;
+            s.with(|st| {
+                st.map = Some(MapSpec {
+                    step: over.step,
+                    output: over.output,
+                    json_list: None,
+                    parallelism: 0,
+                })
+            });
+            Ok(s)
+        },
+    );
+    e.register_fn(
+        "map_json",
+        |ctx: NativeCallContext,
+         p: &mut PipelineHandle,
+         name: &str,
+         component: &str,
+         over: OutputRef,
+         file: &str|
+         -> RhaiResult<StepHandle> {
+            let s = new_step(&ctx, p, name, component)?;
+            s.with(|st| {
+                st.map = Some(MapSpec {
+                    step: over.step,
+                    output: over.output,
+                    json_list: Some(file.to_string()),
+                    parallelism: 0,
+                })
+            });
+            Ok(s)
         },
     );
 
     e.register_fn(
         "input",
-        |ctx: NativeCallContext, s: &mut StepHandle, name: &str, source: Dynamic| -> RhaiResult<StepHandle> {
-            let pos = ctx.call_position();
-            if let Err(m) = weir_runtime::names::check_name("input", name) {
-                return err(format!("step '{}': {m}", s.name()), pos);
-            }
-            let src = if let Some(o) = source.clone().try_cast::<OutputRef>() {
-                InputSource::Step {
-                    step: o.step,
-                    output: o.output,
-                }
-            } else if let Some(p) = source.clone().try_cast::<rhai::ImmutableString>() {
-                InputSource::Path(PathBuf::from(p.as_str()))
-            } else {
-                return err(
-                    format!(
-                        "step '{}': input '{name}' must be a path string or an upstream output (step.out(\"name\")), found {}",
-                        s.name(),
-                        source.type_name()
-                    ),
-                    pos,
-                );
-            };
-            let dup = s.with(|st| st.inputs.insert(name.to_string(), src).is_some());
-            if dup {
-                return err(format!("step '{}': input '{name}' is given twice", s.name()), pos);
-            }
-            Ok(s.clone())
-        },
+        |ctx: NativeCallContext,
+         s: &mut StepHandle,
+         name: &str,
+         source: Dynamic|
+         -> RhaiResult<StepHandle> { add_input(&ctx, s, name, source) },
     );
 
     e.register_fn(
@@ -279,6 +306,38 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
             }
             s.with(|st| st.outputs.insert(name.to_string()));
             Ok(s.clone())
+        },
+    );
+
+    e.register_fn(
+        "output",
+        |ctx: NativeCallContext,
+         s: &mut StepHandle,
+         name: &str,
+         t: ArtifactType|
+         -> RhaiResult<StepHandle> {
+            if let Err(m) = weir_runtime::names::check_name("output", name) {
+                return err(format!("step '{}': {m}", s.name()), ctx.call_position());
+            }
+            s.with(|st| {
+                st.outputs.insert(name.to_string());
+                st.output_types.insert(name.to_string(), t);
+            });
+            Ok(s.clone())
+        },
+    );
+
+    e.register_fn(
+        "input",
+        |ctx: NativeCallContext,
+         s: &mut StepHandle,
+         name: &str,
+         source: Dynamic,
+         t: ArtifactType|
+         -> RhaiResult<StepHandle> {
+            let s = add_input(&ctx, s, name, source)?;
+            s.with(|st| st.input_types.insert(name.to_string(), t));
+            Ok(s)
         },
     );
 
@@ -388,6 +447,375 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e
 }
 
+fn new_step(
+    ctx: &NativeCallContext,
+    p: &mut PipelineHandle,
+    name: &str,
+    component: &str,
+) -> RhaiResult<StepHandle> {
+    let pos = ctx.call_position();
+    if let Err(m) = weir_runtime::names::check_name("step", name) {
+        return err(m.to_string(), pos);
+    }
+    let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = &mut st.pipelines[p.index];
+    if plan.steps.iter().any(|s| s.name == name) {
+        return err(format!("step '{name}' is declared twice"), pos);
+    }
+    let source = if component.ends_with(".wasm") {
+        ComponentSource::Wasm(component.into())
+    } else {
+        ComponentSource::Crate(component.into())
+    };
+    let mut s = StepPlan::new(name, source);
+    s.origin = Some(origin(&p.file, pos));
+    plan.steps.push(s);
+    Ok(StepHandle {
+        pipeline: p.clone(),
+        step: plan.steps.len() - 1,
+    })
+}
+
+fn add_input(
+    ctx: &NativeCallContext,
+    s: &mut StepHandle,
+    name: &str,
+    source: Dynamic,
+) -> RhaiResult<StepHandle> {
+    let pos = ctx.call_position();
+    if let Err(m) = weir_runtime::names::check_name("input", name) {
+        return err(format!("step '{}': {m}", s.name()), pos);
+    }
+    let src = if let Some(o) = source.clone().try_cast::<OutputRef>() {
+        InputSource::Step {
+            step: o.step,
+            output: o.output,
+        }
+    } else if let Some(p) = source.clone().try_cast::<rhai::ImmutableString>() {
+        InputSource::Path(PathBuf::from(p.as_str()))
+    } else {
+        return err(
+            format!(
+                "step '{}': input '{name}' must be a path string or an upstream output (step.out(\"name\")), found {}",
+                s.name(),
+                source.type_name()
+            ),
+            pos,
+        );
+    };
+    let dup = s.with(|st| st.inputs.insert(name.to_string(), src).is_some());
+    if dup {
+        return err(
+            format!("step '{}': input '{name}' is given twice", s.name()),
+            pos,
+        );
+    }
+    Ok(s.clone())
+}
+
+/// Parses a `--param` override in the type of the param's default.
+fn parse_override(name: &str, text: &str, default: &Dynamic) -> Result<Dynamic, String> {
+    let bad = |what: &str| {
+        format!("--param {name}={text}: expected {what} (the type of its default, {default})")
+    };
+    if default.is::<i64>() {
+        text.trim()
+            .parse::<i64>()
+            .map(Dynamic::from)
+            .map_err(|_| bad("an integer"))
+    } else if default.is::<f64>() {
+        text.trim()
+            .parse::<f64>()
+            .map(Dynamic::from)
+            .map_err(|_| bad("a number"))
+    } else if default.is::<bool>() {
+        match text.trim() {
+            "true" => Ok(Dynamic::from(true)),
+            "false" => Ok(Dynamic::from(false)),
+            _ => Err(bad("true or false")),
+        }
+    } else if default.is_string() {
+        Ok(Dynamic::from(text.to_string()))
+    } else {
+        Err(format!(
+            "--param {name}: only integer, number, boolean and string params can be set from the command line"
+        ))
+    }
+}
+
+fn register_params(e: &mut Engine, state: Arc<Mutex<Declared>>) {
+    e.register_fn(
+        "param",
+        move |ctx: NativeCallContext, name: &str, default: Dynamic| -> RhaiResult<Dynamic> {
+            let pos = ctx.call_position();
+            if let Err(m) = weir_runtime::names::check_name("param", name) {
+                return err(m.to_string(), pos);
+            }
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.params.contains_key(name) {
+                return err(format!("param '{name}' is declared twice"), pos);
+            }
+            let value = match st.overrides.get(name).cloned() {
+                Some(text) => {
+                    st.used.insert(name.to_string());
+                    parse_override(name, &text, &default).or_else(|m| err(m, pos))?
+                }
+                None => default,
+            };
+            let json: serde_json::Value = rhai::serde::from_dynamic(&value)
+                .or_else(|e| err(format!("param '{name}': {e}"), pos))?;
+            st.params.insert(name.to_string(), json);
+            Ok(value)
+        },
+    );
+}
+
+macro_rules! step_method {
+    ($e:expr, $name:literal, |$ctx:ident, $s:ident $(, $arg:ident : $ty:ty)*| $body:block) => {
+        $e.register_fn($name, |$ctx: NativeCallContext, $s: &mut StepHandle $(, $arg: $ty)*| -> RhaiResult<StepHandle> {
+            $body
+            Ok($s.clone())
+        });
+    };
+}
+
+fn register_policies(e: &mut Engine) {
+    step_method!(e, "retries", |ctx, s, n: i64| {
+        let Ok(n) = u32::try_from(n) else {
+            return err(
+                format!(
+                    "step '{}': retries must be between 0 and {}, found {n}",
+                    s.name(),
+                    u32::MAX
+                ),
+                ctx.call_position(),
+            );
+        };
+        s.with(|st| st.retry.retries = n);
+    });
+    step_method!(e, "retry_delay", |ctx, s, d: Dynamic| {
+        let ms = parse_duration_ms(&d).or_else(|m| {
+            err(
+                format!("step '{}': retry_delay: {m}", s.name()),
+                ctx.call_position(),
+            )
+        })?;
+        s.with(|st| st.retry.delay_ms = ms);
+    });
+    step_method!(e, "backoff", |ctx, s, f: f64| {
+        if !(1.0..=100.0).contains(&f) {
+            return err(
+                format!(
+                    "step '{}': backoff must be between 1.0 and 100.0, found {f}",
+                    s.name()
+                ),
+                ctx.call_position(),
+            );
+        }
+        s.with(|st| st.retry.backoff = f);
+    });
+    step_method!(e, "cache", |ctx, s, d: Dynamic| {
+        let ms = parse_duration_ms(&d).or_else(|m| {
+            err(
+                format!("step '{}': cache expiry: {m}", s.name()),
+                ctx.call_position(),
+            )
+        })?;
+        s.with(|st| {
+            st.cache.mode = CacheMode::Normal;
+            st.cache.expiry_ms = Some(ms);
+        });
+    });
+    step_method!(e, "no_cache", |_ctx, s| {
+        s.with(|st| st.cache.mode = CacheMode::Disabled);
+    });
+    step_method!(e, "refresh", |_ctx, s| {
+        s.with(|st| st.cache.mode = CacheMode::Refresh);
+    });
+    step_method!(e, "tag", |ctx, s, t: &str| {
+        if let Err(m) = weir_runtime::names::check_name("tag", t) {
+            return err(format!("step '{}': {m}", s.name()), ctx.call_position());
+        }
+        s.with(|st| st.tags.insert(t.to_string()));
+    });
+    step_method!(e, "requires", |ctx, s, c: &str| {
+        if let Err(m) = weir_runtime::names::check_name("capability", c) {
+            return err(format!("step '{}': {m}", s.name()), ctx.call_position());
+        }
+        s.with(|st| st.capabilities.insert(c.to_string()));
+    });
+    step_method!(e, "when", |_ctx, s, c: Cond| {
+        s.with(|st| st.when = Some(c.0));
+    });
+    step_method!(e, "unless", |_ctx, s, c: Cond| {
+        s.with(|st| st.when = Some(Condition::Not(Box::new(c.0))));
+    });
+    step_method!(e, "parallelism", |ctx, s, n: i64| {
+        let ok = s.with(|st| match st.map.as_mut() {
+            Some(m) => {
+                m.parallelism = u32::try_from(n).unwrap_or(0);
+                true
+            }
+            None => false,
+        });
+        if !ok || n < 1 {
+            return err(
+                format!(
+                    "step '{}': parallelism applies to map steps and is at least 1, found {n}",
+                    s.name()
+                ),
+                ctx.call_position(),
+            );
+        }
+    });
+
+    e.register_fn(
+        "pool",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, tag: &str, n: i64| -> RhaiResult<()> {
+            let pos = ctx.call_position();
+            if let Err(m) = weir_runtime::names::check_name("pool", tag) {
+                return err(m.to_string(), pos);
+            }
+            let Ok(n) = u32::try_from(n) else {
+                return err(
+                    format!("pool '{tag}': size must be at least 1, found {n}"),
+                    pos,
+                );
+            };
+            if n == 0 {
+                return err(
+                    format!("pool '{tag}': size must be at least 1, found 0"),
+                    pos,
+                );
+            }
+            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.pipelines[p.index].pools.insert(tag.to_string(), n);
+            Ok(())
+        },
+    );
+    e.register_fn("schedule", |ctx: NativeCallContext, p: &mut PipelineHandle, cron: &str| -> RhaiResult<()> {
+        let fields = cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return err(format!("schedule {cron:?}: expected a cron expression of 5 fields (minute hour day month weekday), found {fields}"), ctx.call_position());
+        }
+        let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.pipelines[p.index].schedule = Some(cron.to_string());
+        Ok(())
+    });
+}
+
+fn operand_of(v: &Dynamic) -> Option<Operand> {
+    if let Some(o) = v.clone().try_cast::<OperandRef>() {
+        return Some(o.0);
+    }
+    if v.is::<i64>() || v.is::<f64>() || v.is::<bool>() || v.is_string() {
+        return rhai::serde::from_dynamic::<serde_json::Value>(v)
+            .ok()
+            .map(Operand::Value);
+    }
+    None
+}
+
+fn register_conditions(e: &mut Engine) {
+    e.register_fn("metric", |s: &mut StepHandle, name: &str| {
+        OperandRef(Operand::Metric {
+            step: s.name(),
+            name: name.to_string(),
+        })
+    });
+    e.register_fn(
+        "json",
+        |ctx: NativeCallContext,
+         s: &mut StepHandle,
+         output: &str,
+         file: &str,
+         pointer: &str|
+         -> RhaiResult<OperandRef> {
+            let pointer = if pointer.starts_with('/') {
+                pointer.to_string()
+            } else {
+                format!("/{pointer}")
+            };
+            let known = s.with(|st| st.outputs.contains(output));
+            if !known {
+                return err(
+                    format!("step '{}' declares no output '{output}'", s.name()),
+                    ctx.call_position(),
+                );
+            }
+            Ok(OperandRef(Operand::Json {
+                step: s.name(),
+                output: output.to_string(),
+                file: file.to_string(),
+                pointer,
+            }))
+        },
+    );
+    for (sym, op) in [
+        ("==", CmpOp::Eq),
+        ("!=", CmpOp::Ne),
+        ("<", CmpOp::Lt),
+        ("<=", CmpOp::Le),
+        (">", CmpOp::Gt),
+        (">=", CmpOp::Ge),
+    ] {
+        let cmp = move |ctx: &NativeCallContext, l: Dynamic, r: Dynamic| -> RhaiResult<Cond> {
+            match (operand_of(&l), operand_of(&r)) {
+                (Some(left), Some(right)) => Ok(Cond(Condition::Compare { left, op, right })),
+                _ => err(
+                    format!(
+                        "cannot compare {} {sym} {} in a condition",
+                        l.type_name(),
+                        r.type_name()
+                    ),
+                    ctx.call_position(),
+                ),
+            }
+        };
+        e.register_fn(
+            sym,
+            move |ctx: NativeCallContext, l: OperandRef, r: Dynamic| cmp(&ctx, Dynamic::from(l), r),
+        );
+        e.register_fn(sym, move |ctx: NativeCallContext, l: i64, r: OperandRef| {
+            cmp(&ctx, Dynamic::from(l), Dynamic::from(r))
+        });
+        e.register_fn(sym, move |ctx: NativeCallContext, l: f64, r: OperandRef| {
+            cmp(&ctx, Dynamic::from(l), Dynamic::from(r))
+        });
+    }
+    fn conds(ctx: &NativeCallContext, list: rhai::Array, what: &str) -> RhaiResult<Vec<Condition>> {
+        list.into_iter()
+            .map(|c| match c.clone().try_cast::<Cond>() {
+                Some(c) => Ok(c.0),
+                None => err(
+                    format!(
+                        "{what}() takes a list of conditions, found a {}",
+                        c.type_name()
+                    ),
+                    ctx.call_position(),
+                ),
+            })
+            .collect()
+    }
+    e.register_fn(
+        "all",
+        |ctx: NativeCallContext, list: rhai::Array| -> RhaiResult<Cond> {
+            Ok(Cond(Condition::All(conds(&ctx, list, "all")?)))
+        },
+    );
+    e.register_fn(
+        "any",
+        |ctx: NativeCallContext, list: rhai::Array| -> RhaiResult<Cond> {
+            Ok(Cond(Condition::Any(conds(&ctx, list, "any")?)))
+        },
+    );
+    e.register_fn("not", |c: Cond| Cond(Condition::Not(Box::new(c.0))));
+    e.register_fn("!", |c: Cond| Cond(Condition::Not(Box::new(c.0))));
+    e.register_fn("&", |a: Cond, b: Cond| Cond(Condition::All(vec![a.0, b.0])));
+    e.register_fn("|", |a: Cond, b: Cond| Cond(Condition::Any(vec![a.0, b.0])));
+    e.register_fn("to_string", |c: &mut Cond| c.0.to_string());
+}
+
 fn describe(file: &str, e: &EvalAltResult) -> String {
     // Runtime errors raised by weir's functions carry their message as a string.
     let mut inner = e;
@@ -412,13 +840,76 @@ fn strip_position(msg: &str) -> String {
     }
 }
 
+/// `import` for pipeline scripts: `.rhai` files inside the script's own
+/// folder (and below), nothing else.
+struct ProjectResolver {
+    root: PathBuf,
+    files: rhai::module_resolvers::FileModuleResolver,
+}
+
+impl ProjectResolver {
+    fn new(root: &Path) -> ProjectResolver {
+        let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+        ProjectResolver {
+            files: rhai::module_resolvers::FileModuleResolver::new_with_path(&root),
+            root,
+        }
+    }
+}
+
+impl rhai::ModuleResolver for ProjectResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> RhaiResult<rhai::Shared<rhai::Module>> {
+        let rel = Path::new(path);
+        let file = self.root.join(rel).with_extension("rhai");
+        let inside = !rel.is_absolute()
+            && file
+                .canonicalize()
+                .map(|f| f.starts_with(&self.root))
+                .unwrap_or(!path.contains(".."));
+        if !inside {
+            return err(
+                format!(
+                    "import {path:?}: a pipeline may import only .rhai files inside its own folder ({})",
+                    self.root.display()
+                ),
+                pos,
+            );
+        }
+        self.files.resolve(engine, source, path, pos)
+    }
+}
+
 /// Compiles a script held in memory. `file` names it in errors; relative
 /// paths in the plan resolve against `base_dir`.
 pub fn compile_str(source: &str, file: &str, base_dir: &Path) -> Result<Plan, DslError> {
-    let state = Arc::new(Mutex::new(Declared::default()));
+    compile_str_with(source, file, base_dir, &BTreeMap::new())
+}
+
+/// Like [`compile_str`], with `--param name=value` overrides for `param()`.
+/// An override naming no declared param is an error.
+pub fn compile_str_with(
+    source: &str,
+    file: &str,
+    base_dir: &Path,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Plan, DslError> {
+    let state = Arc::new(Mutex::new(Declared {
+        overrides: overrides.clone(),
+        ..Declared::default()
+    }));
     let file: Arc<str> = Arc::from(file);
     let engine = engine(state.clone(), file.clone(), base_dir.to_path_buf());
-    let ast = engine.compile(source).map_err(|e| {
+    let mut scope = rhai::Scope::new();
+    for (t, name) in ArtifactType::ALL {
+        scope.push_constant(name, t);
+    }
+    let ast = engine.compile_with_scope(&scope, source).map_err(|e| {
         let pos = e.position();
         DslError(format!(
             "{}: syntax error: {}",
@@ -427,17 +918,31 @@ pub fn compile_str(source: &str, file: &str, base_dir: &Path) -> Result<Plan, Ds
         ))
     })?;
     engine
-        .run_ast(&ast)
+        .run_ast_with_scope(&mut scope, &ast)
         .map_err(|e| DslError(describe(&file, &e)))?;
     drop(engine);
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(unused) = st.overrides.keys().find(|k| !st.used.contains(*k)) {
+        let declared: Vec<&str> = st.params.keys().map(String::as_str).collect();
+        return Err(DslError(format!(
+            "{file}: --param {unused}: the script declares no such param{} (its params: {})",
+            weir_runtime::plan::suggest(unused, declared.iter().copied()),
+            if declared.is_empty() {
+                "none".to_string()
+            } else {
+                declared.join(", ")
+            }
+        )));
+    }
+    let params = std::mem::take(&mut st.params);
     let mut plans = std::mem::take(&mut st.pipelines);
     match plans.len() {
         0 => Err(DslError(format!(
             "{file}: the script declares no pipeline; start with `let p = pipeline(\"name\");`"
         ))),
         1 => {
-            let plan = plans.remove(0);
+            let mut plan = plans.remove(0);
+            plan.params = params;
             plan.validate()
                 .map_err(|e| DslError(format!("{file}: {e}")))?;
             Ok(plan)
@@ -450,6 +955,14 @@ pub fn compile_str(source: &str, file: &str, base_dir: &Path) -> Result<Plan, Ds
 
 /// Compiles the script at `path`; relative paths resolve against its folder.
 pub fn compile_file(path: &Path) -> Result<Plan, DslError> {
+    compile_file_with(path, &BTreeMap::new())
+}
+
+/// Like [`compile_file`], with `--param` overrides.
+pub fn compile_file_with(
+    path: &Path,
+    overrides: &BTreeMap<String, String>,
+) -> Result<Plan, DslError> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| DslError(format!("cannot read {}: {e}", path.display())))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -459,7 +972,7 @@ pub fn compile_file(path: &Path) -> Result<Plan, DslError> {
         base
     };
     let base = base.canonicalize().unwrap_or(base);
-    compile_str(&source, &path.display().to_string(), &base)
+    compile_str_with(&source, &path.display().to_string(), &base, overrides)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod names;
 pub mod plan;
 pub mod records;
 pub mod run;
+mod scheduler;
 pub mod store;
 pub mod tree;
 

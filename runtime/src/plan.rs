@@ -22,6 +22,15 @@ pub struct Plan {
     pub base_dir: PathBuf,
     /// The steps, in the order they were declared.
     pub steps: Vec<StepPlan>,
+    /// Pipeline params after command-line overrides (name to value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Concurrency limit per tag: at most this many steps with the tag run at once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pools: BTreeMap<String, u32>,
+    /// A cron schedule (`"0 2 * * *"`), for `weir serve`; `weir run` ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// One step of a plan.
@@ -47,6 +56,302 @@ pub struct StepPlan {
     /// Where the step was declared (for example `pipeline.rhai:12:5`), for error messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// Declared artifact types of outputs (an output without one is a plain folder).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_types: BTreeMap<String, ArtifactType>,
+    /// Expected artifact types of inputs, checked against what feeds them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input_types: BTreeMap<String, ArtifactType>,
+    /// Retries after a failed attempt.
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_none")]
+    pub retry: RetryPolicy,
+    /// How the cache is used.
+    #[serde(default, skip_serializing_if = "CachePolicy::is_default")]
+    pub cache: CachePolicy,
+    /// Tags; a tag with a pool limits how many such steps run at once.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tags: BTreeSet<String>,
+    /// Capabilities requested beyond the `step` world (granted by the runtime's trust policy).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub capabilities: BTreeSet<String>,
+    /// Run only when this condition holds; otherwise the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
+    /// Run once per item of a list known only at run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapSpec>,
+}
+
+/// What an artifact holds, declared on outputs and expected on inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactType {
+    /// A table (CSV or Parquet files).
+    Dataset,
+    /// A trained model.
+    Model,
+    /// Metrics (small JSON).
+    Metrics,
+    /// A tensor (`.npy`, safetensors).
+    Tensor,
+    /// One file.
+    File,
+    /// Any folder; an input of this type accepts every artifact.
+    Folder,
+}
+
+impl ArtifactType {
+    /// Every type, with the name scripts use.
+    pub const ALL: [(ArtifactType, &'static str); 6] = [
+        (ArtifactType::Dataset, "Dataset"),
+        (ArtifactType::Model, "Model"),
+        (ArtifactType::Metrics, "Metrics"),
+        (ArtifactType::Tensor, "Tensor"),
+        (ArtifactType::File, "File"),
+        (ArtifactType::Folder, "Folder"),
+    ];
+
+    /// The name scripts use.
+    pub fn name(self) -> &'static str {
+        ArtifactType::ALL
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("Folder")
+    }
+
+    /// Whether an input expecting `self` accepts an output declared as `given`.
+    pub fn accepts(self, given: ArtifactType) -> bool {
+        self == ArtifactType::Folder || self == given
+    }
+}
+
+/// Retries with exponential backoff: attempt `k+1` waits `delay_ms * backoff^(k-1)`, at most `max_delay_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first failure.
+    pub retries: u32,
+    /// Wait before the first retry, in ms.
+    pub delay_ms: u64,
+    /// Factor applied to the wait after each retry.
+    pub backoff: f64,
+    /// Longest wait, in ms.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            retries: 0,
+            delay_ms: 1_000,
+            backoff: 2.0,
+            max_delay_ms: 300_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn is_none(&self) -> bool {
+        *self == RetryPolicy::default()
+    }
+
+    /// The wait before attempt `attempt` (2 for the first retry).
+    pub fn delay_before(&self, attempt: u32) -> std::time::Duration {
+        let k = attempt.saturating_sub(2) as i32;
+        let ms = (self.delay_ms as f64 * self.backoff.powi(k)).min(self.max_delay_ms as f64);
+        std::time::Duration::from_millis(ms.max(0.0) as u64)
+    }
+}
+
+/// How a step uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Use and fill the cache (the default), or not.
+    pub mode: CacheMode,
+    /// Entries older than this (ms) are ignored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_ms: Option<u64>,
+}
+
+impl CachePolicy {
+    fn is_default(&self) -> bool {
+        *self == CachePolicy::default()
+    }
+}
+
+/// Cache modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Reuse a valid entry; record a new one after success.
+    #[default]
+    Normal,
+    /// Always run; record nothing in the cache.
+    Disabled,
+    /// Always run; record the result for later runs.
+    Refresh,
+}
+
+/// A condition on upstream results, evaluated when its steps are done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// `left op right`.
+    Compare {
+        /// Left operand.
+        left: Operand,
+        /// Operator.
+        op: CmpOp,
+        /// Right operand.
+        right: Operand,
+    },
+    /// All hold.
+    All(Vec<Condition>),
+    /// At least one holds.
+    Any(Vec<Condition>),
+    /// Does not hold.
+    Not(Box<Condition>),
+}
+
+/// A value in a condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Operand {
+    /// The last value of metric `name` of step `step`.
+    Metric {
+        /// The step.
+        step: String,
+        /// The metric.
+        name: String,
+    },
+    /// A value in a JSON file of an upstream output, by JSON pointer (`/f1`).
+    Json {
+        /// The step.
+        step: String,
+        /// Its output.
+        output: String,
+        /// File inside the output folder.
+        file: String,
+        /// JSON pointer into the file.
+        pointer: String,
+    },
+    /// A constant.
+    Value(serde_json::Value),
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+impl CmpOp {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Eq => "==",
+            CmpOp::Ne => "!=",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+        }
+    }
+}
+
+impl Operand {
+    /// The step this operand reads from, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Operand::Metric { step, .. } | Operand::Json { step, .. } => Some(step),
+            Operand::Value(_) => None,
+        }
+    }
+}
+
+impl Condition {
+    /// Every step the condition reads from.
+    pub fn steps(&self) -> Vec<&str> {
+        let mut v = Vec::new();
+        self.collect_steps(&mut v);
+        v
+    }
+
+    fn collect_steps<'a>(&'a self, v: &mut Vec<&'a str>) {
+        match self {
+            Condition::Compare { left, right, .. } => {
+                v.extend(left.step().into_iter().chain(right.step()))
+            }
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().for_each(|c| c.collect_steps(v)),
+            Condition::Not(c) => c.collect_steps(v),
+        }
+    }
+}
+
+impl std::fmt::Display for Operand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Operand::Metric { step, name } => write!(f, "{step}.metric({name:?})"),
+            Operand::Json {
+                step,
+                output,
+                file,
+                pointer,
+            } => write!(f, "{step}.json({output:?}, {file:?}, {pointer:?})"),
+            Operand::Value(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |f: &mut std::fmt::Formatter<'_>, name: &str, cs: &[Condition]| {
+            write!(f, "{name}(")?;
+            for (i, c) in cs.iter().enumerate() {
+                if i > 0 {
+                    write!(f, ", ")?;
+                }
+                write!(f, "{c}")?;
+            }
+            write!(f, ")")
+        };
+        match self {
+            Condition::Compare { left, op, right } => write!(f, "{left} {} {right}", op.symbol()),
+            Condition::All(cs) => join(f, "all", cs),
+            Condition::Any(cs) => join(f, "any", cs),
+            Condition::Not(c) => write!(f, "not({c})"),
+        }
+    }
+}
+
+/// Dynamic fan-out: one child execution per item, collected into one folder per output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSpec {
+    /// The upstream step whose output lists the items.
+    pub step: String,
+    /// That step's output.
+    pub output: String,
+    /// Items: the entries of the output folder, or the elements of a JSON list in this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_list: Option<String>,
+    /// At most this many children run at once (0: no bound beyond `jobs`).
+    #[serde(default)]
+    pub parallelism: u32,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -103,6 +408,9 @@ pub enum PlanError {
     /// Bad params or limits.
     #[error("{0}")]
     Invalid(String),
+    /// An input fed by an output of an incompatible declared type.
+    #[error("{0}")]
+    Type(String),
 }
 
 impl StepPlan {
@@ -116,6 +424,14 @@ impl StepPlan {
             outputs: BTreeSet::new(),
             limits: Limits::default(),
             origin: None,
+            output_types: BTreeMap::new(),
+            input_types: BTreeMap::new(),
+            retry: RetryPolicy::default(),
+            cache: CachePolicy::default(),
+            tags: BTreeSet::new(),
+            capabilities: BTreeSet::new(),
+            when: None,
+            map: None,
         }
     }
 
@@ -134,6 +450,9 @@ impl Plan {
             name: name.into(),
             base_dir: base_dir.into(),
             steps: Vec::new(),
+            params: BTreeMap::new(),
+            pools: BTreeMap::new(),
+            schedule: None,
         }
     }
 
@@ -189,40 +508,98 @@ impl Plan {
                 .validate()
                 .map_err(|e| PlanError::Invalid(format!("{}{e}", s.at())))?;
         }
-        // References.
-        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.steps.len()];
-        for (i, s) in self.steps.iter().enumerate() {
+        for (name, size) in &self.pools {
+            check_name("pool", name).map_err(|source| PlanError::Name {
+                at: String::new(),
+                source,
+            })?;
+            if *size == 0 {
+                return Err(PlanError::Invalid(format!(
+                    "pool '{name}' has size 0; a pool allows at least 1 step at a time"
+                )));
+            }
+        }
+        // References and types.
+        let find_output = |s: &StepPlan,
+                           what: &str,
+                           step: &str,
+                           output: &str|
+         -> Result<&StepPlan, PlanError> {
+            let Some(&j) = index.get(step) else {
+                return Err(PlanError::Reference(format!(
+                    "{}{what} reads from step '{step}', which does not exist{}",
+                    s.at(),
+                    suggest(step, index.keys().copied())
+                )));
+            };
+            let up = &self.steps[j];
+            if !output.is_empty() && !up.outputs.contains(output) {
+                return Err(PlanError::Reference(format!(
+                    "{}{what} reads output '{output}' of step '{step}', which declares no such output{}",
+                    s.at(),
+                    if up.outputs.is_empty() {
+                        String::from(" (it declares none)")
+                    } else {
+                        suggest(output, up.outputs.iter().map(String::as_str))
+                    }
+                )));
+            }
+            if up.name == s.name {
+                return Err(PlanError::Cycle(format!("{} -> {}", s.name, s.name)));
+            }
+            Ok(up)
+        };
+        for s in &self.steps {
+            for o in s.output_types.keys() {
+                if !s.outputs.contains(o) {
+                    return Err(PlanError::Invalid(format!(
+                        "{}a type is declared for output '{o}', which is not an output",
+                        s.at()
+                    )));
+                }
+            }
             for (input, src) in &s.inputs {
                 if let InputSource::Step { step, output } = src {
-                    let Some(&j) = index.get(step.as_str()) else {
-                        return Err(PlanError::Reference(format!(
-                            "{}input '{input}' reads from step '{step}', which does not exist{}",
-                            s.at(),
-                            suggest(step, index.keys().copied())
-                        )));
+                    let up = find_output(s, &format!("input '{input}'"), step, output)?;
+                    let given = if up.map.is_some() {
+                        Some(ArtifactType::Folder)
+                    } else {
+                        up.output_types.get(output).copied()
                     };
-                    let up = &self.steps[j];
-                    if !up.outputs.contains(output) {
-                        return Err(PlanError::Reference(format!(
-                            "{}input '{input}' reads output '{output}' of step '{step}', which declares no such output{}",
+                    if let (Some(want), Some(given)) = (s.input_types.get(input), given)
+                        && !want.accepts(given)
+                    {
+                        return Err(PlanError::Type(format!(
+                            "{}input '{input}' expects a {}, but output '{output}' of step '{step}' is a {}",
                             s.at(),
-                            if up.outputs.is_empty() {
-                                String::from(" (it declares none)")
-                            } else {
-                                suggest(output, up.outputs.iter().map(String::as_str))
-                            }
+                            want.name(),
+                            given.name()
                         )));
-                    }
-                    if !deps[i].contains(&j) {
-                        deps[i].push(j);
                     }
                 }
             }
+            if let Some(m) = &s.map {
+                find_output(s, "map", &m.step, &m.output)?;
+                if m.json_list.is_none() && s.inputs.contains_key("item") {
+                    return Err(PlanError::Invalid(format!(
+                        "{}a map over a folder passes each item as input 'item'; rename the step's own input 'item'",
+                        s.at()
+                    )));
+                }
+            }
+            if let Some(c) = &s.when {
+                check_condition(s, c, &find_output)?;
+            }
+            for t in &s.tags {
+                check_name("tag", t).map_err(|source| PlanError::Name { at: s.at(), source })?;
+            }
         }
+        let deps = self.dependencies();
         topo_order(&self.steps, &deps)
     }
 
-    /// For each step, the indices of the steps it reads from.
+    /// For each step, the indices of the steps it waits for: those it reads
+    /// inputs from, maps over, or whose results its condition reads.
     pub fn dependencies(&self) -> Vec<Vec<usize>> {
         let index: BTreeMap<&str, usize> = self
             .steps
@@ -233,19 +610,58 @@ impl Plan {
         self.steps
             .iter()
             .map(|s| {
-                let mut d: Vec<usize> = s
+                let mut names: Vec<&str> = s
                     .inputs
                     .values()
                     .filter_map(|src| match src {
-                        InputSource::Step { step, .. } => index.get(step.as_str()).copied(),
+                        InputSource::Step { step, .. } => Some(step.as_str()),
                         _ => None,
                     })
                     .collect();
+                if let Some(m) = &s.map {
+                    names.push(&m.step);
+                }
+                if let Some(c) = &s.when {
+                    names.extend(c.steps());
+                }
+                let mut d: Vec<usize> =
+                    names.iter().filter_map(|n| index.get(n).copied()).collect();
                 d.sort_unstable();
                 d.dedup();
                 d
             })
             .collect()
+    }
+}
+
+/// Looks up `step` (and its `output`, unless empty) for an error about `what` in a step.
+type FindOutput<'f, 'a> =
+    &'f dyn Fn(&StepPlan, &str, &str, &str) -> Result<&'a StepPlan, PlanError>;
+
+fn check_condition<'a>(
+    s: &StepPlan,
+    c: &Condition,
+    find: FindOutput<'_, 'a>,
+) -> Result<(), PlanError> {
+    match c {
+        Condition::Compare { left, right, .. } => {
+            for o in [left, right] {
+                match o {
+                    Operand::Metric { step, .. } => {
+                        find(s, "the condition", step, "")?;
+                    }
+                    Operand::Json { step, output, .. } => {
+                        find(s, "the condition", step, output)?;
+                    }
+                    Operand::Value(_) => {}
+                }
+            }
+            Ok(())
+        }
+        Condition::All(cs) | Condition::Any(cs) => {
+            cs.iter().try_for_each(|c| check_condition(s, c, find))
+        }
+        Condition::Not(c) => check_condition(s, c, find),
     }
 }
 
@@ -296,11 +712,17 @@ fn topo_order(steps: &[StepPlan], deps: &[Vec<usize>]) -> Result<Vec<usize>, Pla
             .unwrap_or(at);
     }
     let start = seen.iter().position(|&s| s == at).unwrap_or(0);
-    let mut cycle: Vec<&str> = seen[start..]
+    let mut ring: Vec<usize> = seen[start..].iter().rev().copied().collect();
+    // Start at the step declared first, so the message is stable.
+    if let Some(first) = ring
         .iter()
-        .rev()
-        .map(|&i| steps[i].name.as_str())
-        .collect();
+        .enumerate()
+        .min_by_key(|(_, i)| **i)
+        .map(|(k, _)| k)
+    {
+        ring.rotate_left(first);
+    }
+    let mut cycle: Vec<&str> = ring.iter().map(|&i| steps[i].name.as_str()).collect();
     cycle.push(cycle[0]);
     Err(PlanError::Cycle(cycle.join(" -> ")))
 }

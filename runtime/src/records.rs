@@ -111,7 +111,7 @@ pub struct StepRecord {
     pub step: String,
     /// Final state of this step in this run.
     pub state: StepState,
-    /// Attempt number (0 for cache hits and skipped steps).
+    /// Attempts made (0 for cache hits and skipped steps).
     pub attempt: u32,
     /// The cache key, when it was computed.
     pub cache_key: Option<Digest>,
@@ -129,8 +129,19 @@ pub struct StepRecord {
     pub inputs: BTreeMap<String, Digest>,
     /// Metrics recorded by the step.
     pub metrics: Vec<Metric>,
-    /// Log lines, stdout and stderr.
-    pub logs: Vec<LogLine>,
+    /// Log lines, stdout and stderr, each with its attempt number.
+    pub logs: Vec<(u32, LogLine)>,
+}
+
+/// What the cache holds for a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Output name to artifact digest.
+    pub outputs: BTreeMap<String, Digest>,
+    /// The metrics the producing execution recorded (replayed on a hit).
+    pub metrics: Vec<Metric>,
+    /// When it was recorded, ms since the epoch.
+    pub created_ms: i64,
 }
 
 /// A write to the records.
@@ -144,6 +155,8 @@ pub enum RecordOp {
         key: Digest,
         /// Output digests.
         outputs: BTreeMap<String, Digest>,
+        /// Metrics of the execution.
+        metrics: Vec<Metric>,
         /// Who produced it.
         run: RunId,
         /// The producing step.
@@ -198,6 +211,8 @@ pub struct StepSummary {
     pub ended_ms: i64,
     /// Error or skip reason.
     pub error: Option<String>,
+    /// Inputs.
+    pub inputs: BTreeMap<String, Digest>,
     /// Outputs.
     pub outputs: BTreeMap<String, Digest>,
     /// Last value of each metric.
@@ -216,8 +231,20 @@ pub trait Records: Send + Sync {
     ) -> anyhow::Result<RunId>;
     /// Applies a batch of writes atomically.
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()>;
-    /// The outputs cached under `key`, if any.
-    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<BTreeMap<String, Digest>>>;
+    /// Marks an existing run as running again (`weir run --resume`).
+    fn reopen_run(&self, id: RunId) -> anyhow::Result<()>;
+    /// The plan a run executed, as recorded (JSON).
+    fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>>;
+    /// The outputs step `step` had in the newest run of `pipeline` before `before`
+    /// in which it succeeded or was cached.
+    fn previous_outputs(
+        &self,
+        pipeline: &str,
+        step: &str,
+        before: RunId,
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>>;
+    /// The entry cached under `key`, if any.
+    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>>;
     /// Drops a cache entry whose objects turned out missing or corrupt.
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()>;
     /// The newest runs first.
@@ -277,6 +304,7 @@ CREATE INDEX IF NOT EXISTS logs_by_step ON logs (run_id, step);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,
     outputs TEXT NOT NULL,
+    metrics TEXT NOT NULL,
     run_id INTEGER NOT NULL,
     step TEXT NOT NULL,
     created_ms INTEGER NOT NULL
@@ -392,11 +420,11 @@ impl Records for SqliteRecords {
                     let mut l = tx.prepare_cached(
                         "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
-                    for (i, line) in s.logs.iter().enumerate() {
+                    for (i, (attempt, line)) in s.logs.iter().enumerate() {
                         l.execute(params![
                             s.run.0,
                             s.step,
-                            s.attempt,
+                            attempt,
                             i as i64,
                             line.level,
                             line.message
@@ -406,13 +434,21 @@ impl Records for SqliteRecords {
                 RecordOp::Cache {
                     key,
                     outputs,
+                    metrics,
                     run,
                     step,
                 } => {
                     tx.prepare_cached(
-                        "INSERT OR REPLACE INTO cache (key, outputs, run_id, step, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        "INSERT OR REPLACE INTO cache (key, outputs, metrics, run_id, step, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
-                    .execute(params![key.to_hex(), serde_json::to_string(outputs)?, run.0, step, now_ms()])?;
+                    .execute(params![
+                        key.to_hex(),
+                        serde_json::to_string(outputs)?,
+                        serde_json::to_string(metrics)?,
+                        run.0,
+                        step,
+                        now_ms()
+                    ])?;
                 }
                 RecordOp::RunEnded { run, state, error } => {
                     tx.prepare_cached(
@@ -431,13 +467,54 @@ impl Records for SqliteRecords {
         Ok(())
     }
 
-    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+    fn reopen_run(&self, id: RunId) -> anyhow::Result<()> {
+        let c = lock(&self.conn);
+        c.execute(
+            "UPDATE runs SET state = ?2, ended_ms = NULL, error = NULL WHERE id = ?1",
+            params![id.0, RunState::Running.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
+        let c = lock(&self.conn);
+        Ok(
+            c.query_row("SELECT plan_json FROM runs WHERE id = ?1", [id.0], |r| {
+                r.get(0)
+            })
+            .optional()?,
+        )
+    }
+
+    fn previous_outputs(
+        &self,
+        pipeline: &str,
+        step: &str,
+        before: RunId,
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
         let c = lock(&self.conn);
         let row: Option<String> = c
-            .prepare_cached("SELECT outputs FROM cache WHERE key = ?1")?
-            .query_row([key.to_hex()], |r| r.get(0))
+            .prepare_cached(
+                "SELECT s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
+                 WHERE r.pipeline = ?1 AND s.step = ?2 AND s.run_id < ?3 AND s.state IN ('succeeded', 'cached')
+                 ORDER BY s.run_id DESC LIMIT 1",
+            )?
+            .query_row(params![pipeline, step, before.0], |r| r.get(0))
             .optional()?;
         Ok(row.map(|s| json_map(&s)))
+    }
+
+    fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>> {
+        let c = lock(&self.conn);
+        let row: Option<(String, String, i64)> = c
+            .prepare_cached("SELECT outputs, metrics, created_ms FROM cache WHERE key = ?1")?
+            .query_row([key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        Ok(row.map(|(o, m, created_ms)| CacheEntry {
+            outputs: json_map(&o),
+            metrics: serde_json::from_str(&m).unwrap_or_default(),
+            created_ms,
+        }))
     }
 
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()> {
@@ -469,12 +546,13 @@ impl Records for SqliteRecords {
     fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>> {
         let c = lock(&self.conn);
         let mut st = c.prepare(
-            "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
+            "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
         )?;
         let mut steps: Vec<StepSummary> = st
             .query_map([id.0], |r| {
                 let state: String = r.get(1)?;
                 let outputs: String = r.get(8)?;
+                let inputs: String = r.get(9)?;
                 Ok(StepSummary {
                     step: r.get(0)?,
                     state: StepState::parse(&state).unwrap_or(StepState::Failed),
@@ -484,6 +562,7 @@ impl Records for SqliteRecords {
                     started_ms: r.get(5)?,
                     ended_ms: r.get(6)?,
                     error: r.get(7)?,
+                    inputs: json_map(&inputs),
                     outputs: json_map(&outputs),
                     metrics: BTreeMap::new(),
                 })

@@ -1,28 +1,23 @@
-//! The [`Runtime`]: executes plans, step by step, in parallel where the DAG allows.
+//! The [`Runtime`]: the long-lived object that runs plans.
 //!
 //! One run: validate the plan; build and load every component (before any
 //! record is written, so a compile error costs nothing); ingest host inputs;
-//! open a run record; then schedule. A step whose inputs are ready computes
-//! its [`CacheKey`]; a valid cache entry is reused without instantiating
-//! anything, otherwise the step runs in a fresh sandbox and its output
-//! folders become artifacts. Finished steps go to a committer thread that
-//! batches them: one `syncfs` for all new objects, then one database
-//! transaction, so no record ever references an object a crash could lose.
+//! open (or, with `resume`, reopen) a run record; then hand over to the
+//! scheduler (`scheduler.rs`).
 
-use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
+use crate::cache::{self, CacheKey};
 use crate::digest::Digest;
-use crate::executor::{AttemptSpec, EngineConfig, Executor, LoadedComponent};
+use crate::executor::{EngineConfig, Executor, LoadedComponent};
 use crate::plan::{ComponentSource, InputSource, Plan};
-use crate::records::{
-    LogLine, RecordOp, Records, RunId, RunState, SqliteRecords, StepRecord, StepState, now_ms,
-};
-use crate::store::{Quota, Store};
+use crate::records::{Metric, Records, RunId, RunState, SqliteRecords, StepState};
+use crate::scheduler::Scheduler;
+use crate::store::Store;
 use anyhow::{Context as _, anyhow};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
+use tokio_util::sync::CancellationToken;
 /// How a [`Runtime`] is set up. Every field has a default; see [`Config::new`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,16 +60,30 @@ pub enum RunEvent {
         run: RunId,
         /// Number of steps.
         steps: usize,
+        /// Whether this continues an earlier run (`resume`).
+        resumed: bool,
     },
     /// A component is being built or loaded.
     Preparing {
         /// What is being prepared.
         what: String,
     },
-    /// A step started (cache check, then execution if needed).
+    /// A step started (cache check, then execution if needed). Map
+    /// children are named `step[item]`.
     StepStarted {
         /// The step.
         step: String,
+    },
+    /// An attempt failed and the step will be tried again after `delay`.
+    StepRetrying {
+        /// The step.
+        step: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Its error.
+        error: String,
+        /// The wait before the next attempt.
+        delay: Duration,
     },
     /// A step reached a final state.
     StepFinished {
@@ -95,8 +104,16 @@ pub type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;
 /// Per-run options.
 #[derive(Clone, Default)]
 pub struct RunOptions {
-    /// Called for every [`RunEvent`], from the scheduler's task.
+    /// Called for every [`RunEvent`].
     pub on_event: Option<EventSink>,
+    /// Cancelling this token stops the run: nothing new starts, running
+    /// steps are interrupted and recorded `cancelled`.
+    pub cancel: Option<CancellationToken>,
+    /// Stop at the first failure instead of letting independent branches finish.
+    pub fail_fast: bool,
+    /// Continue this earlier run (same run number): its succeeded steps are
+    /// kept, the rest run (through the cache where possible).
+    pub resume: Option<RunId>,
 }
 
 /// What one step did in a run.
@@ -114,6 +131,35 @@ pub struct StepReport {
     pub error: Option<String>,
     /// Wall time of the step.
     pub duration: Duration,
+    /// Attempts made (0 for cache hits and skipped steps).
+    pub attempts: u32,
+    /// Metrics the step recorded (replayed from the cache on a hit).
+    pub metrics: Vec<Metric>,
+    /// The step ran, and its outputs equal those of its previous run, so
+    /// what depends on it stays cached.
+    pub early_cutoff: bool,
+}
+
+impl StepReport {
+    /// A report for a step that did not run.
+    pub fn not_run(name: &str, state: StepState, why: Option<String>) -> StepReport {
+        StepReport {
+            name: name.to_string(),
+            state,
+            outputs: BTreeMap::new(),
+            cache_key: None,
+            error: why,
+            duration: Duration::ZERO,
+            attempts: 0,
+            metrics: Vec::new(),
+            early_cutoff: false,
+        }
+    }
+
+    /// Whether the step's outputs are available (succeeded or cached).
+    pub fn ok(&self) -> bool {
+        matches!(self.state, StepState::Succeeded | StepState::Cached)
+    }
 }
 
 /// The result of a run.
@@ -125,6 +171,8 @@ pub struct RunReport {
     pub state: RunState,
     /// Steps in plan order.
     pub steps: Vec<StepReport>,
+    /// Children of map steps (`step[item]`), in the order they finished.
+    pub children: Vec<StepReport>,
     /// The first failing step and its error, when the run failed.
     pub error: Option<String>,
     /// The plan's identity (its JSON plus every component's digest).
@@ -134,7 +182,10 @@ pub struct RunReport {
 impl RunReport {
     /// The report of step `name`.
     pub fn step(&self, name: &str) -> Option<&StepReport> {
-        self.steps.iter().find(|s| s.name == name)
+        self.steps
+            .iter()
+            .chain(&self.children)
+            .find(|s| s.name == name)
     }
 
     /// The folder in `store` holding output `output` of step `step`, if it succeeded.
@@ -144,18 +195,18 @@ impl RunReport {
     }
 }
 
-struct Inner {
-    store: Store,
-    records: Arc<dyn Records>,
-    executor: Executor,
-    config: Config,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) records: Arc<dyn Records>,
+    pub(crate) executor: Executor,
+    pub(crate) config: Config,
 }
 
 /// The long-lived object that runs plans. Cheap to clone; clones share the
 /// store, records and engine.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl Runtime {
@@ -220,7 +271,8 @@ impl Runtime {
 
     /// Runs `plan` to the end and returns what every step did. An `Err` means
     /// the run could not start (invalid plan, a component that does not build
-    /// or load, an unreadable input); step failures are in the report.
+    /// or load, an unreadable input, an unknown run to resume); step failures
+    /// are in the report.
     pub async fn run(&self, plan: &Plan, opts: RunOptions) -> anyhow::Result<RunReport> {
         let emit = |e: RunEvent| {
             if let Some(f) = &opts.on_event {
@@ -229,6 +281,15 @@ impl Runtime {
         };
         let order = plan.validate()?;
         let n = plan.steps.len();
+
+        for s in &plan.steps {
+            if let Some(cap) = s.capabilities.iter().next() {
+                anyhow::bail!(
+                    "{}requests capability '{cap}', which this runtime does not grant to it (no trust policy grants capabilities yet)",
+                    step_at(s)
+                );
+            }
+        }
 
         // Components, before anything is recorded.
         let mut by_source: HashMap<&ComponentSource, Arc<LoadedComponent>> = HashMap::new();
@@ -265,7 +326,7 @@ impl Runtime {
         }
 
         // Host inputs.
-        let mut input_digests: Vec<BTreeMap<String, Digest>> = vec![BTreeMap::new(); n];
+        let mut host_inputs: Vec<BTreeMap<String, Digest>> = vec![BTreeMap::new(); n];
         let mut ingested: HashMap<PathBuf, Digest> = HashMap::new();
         for (i, s) in plan.steps.iter().enumerate() {
             for (name, src) in &s.inputs {
@@ -282,7 +343,7 @@ impl Runtime {
                                 d
                             }
                         };
-                        input_digests[i].insert(name.clone(), d);
+                        host_inputs[i].insert(name.clone(), d);
                     }
                     InputSource::Artifact(d) => {
                         if !self.inner.store.is_valid_tree(d)? {
@@ -291,450 +352,78 @@ impl Runtime {
                                 step_at(s)
                             );
                         }
-                        input_digests[i].insert(name.clone(), *d);
+                        host_inputs[i].insert(name.clone(), *d);
                     }
                     InputSource::Step { .. } => {}
                 }
             }
         }
 
-        let plan_digest = {
-            let mut h = blake3::Hasher::new();
-            h.update(cache::canonical_json(&serde_json::to_value(plan)?).as_bytes());
-            for c in &components {
-                h.update(c.digest.as_bytes());
-            }
-            Digest::from(h.finalize())
-        };
+        let plan_digest = plan_digest(plan, &components)?;
         let records = self.inner.records.clone();
-        let run_id = records.begin_run(&plan.name, &plan_digest, &plan.to_json())?;
+        let mut previous = HashMap::new();
+        let run_id = match opts.resume {
+            Some(id) => {
+                let old = records
+                    .run(id)?
+                    .ok_or_else(|| anyhow!("there is no run {id} to resume (see `weir runs`)"))?;
+                if old.pipeline != plan.name {
+                    anyhow::bail!(
+                        "run {id} is of pipeline '{}', not '{}'; resume it with its own script",
+                        old.pipeline,
+                        plan.name
+                    );
+                }
+                for s in records.steps(id)? {
+                    previous.insert(s.step.clone(), s);
+                }
+                records.reopen_run(id)?;
+                id
+            }
+            None => records.begin_run(&plan.name, &plan_digest, &plan.to_json())?,
+        };
         emit(RunEvent::RunStarted {
             run: run_id,
             steps: n,
+            resumed: opts.resume.is_some(),
         });
 
-        // Committer: batches of finished steps, one sync and one transaction each.
-        let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<RecordOp>)>();
-        let committer = {
-            let this = self.clone();
-            std::thread::Builder::new()
-                .name("weir-commit".into())
-                .spawn(move || -> anyhow::Result<()> {
-                    let mut first = true;
-                    while let Ok(msg) = rx.recv() {
-                        let mut needs_sync = msg.0 || first;
-                        let mut ops = msg.1;
-                        while let Ok((s, more)) = rx.try_recv() {
-                            needs_sync |= s;
-                            ops.extend(more);
-                        }
-                        if needs_sync {
-                            this.inner
-                                .store
-                                .sync()
-                                .context("flushing the store to disk")?;
-                        }
-                        first = false;
-                        this.inner.records.commit(&ops)?;
-                    }
-                    Ok(())
-                })
-                .context("starting the commit thread")?
-        };
-
-        let deps = plan.dependencies();
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        let mut waiting: Vec<usize> = deps.iter().map(Vec::len).collect();
-        for (i, ds) in deps.iter().enumerate() {
-            for &d in ds {
-                dependents[d].push(i);
-            }
-        }
-        let mut position = vec![0usize; n];
-        for (pos, &i) in order.iter().enumerate() {
-            position[i] = pos;
-        }
-        let mut ready: VecDeque<usize> =
-            order.iter().copied().filter(|&i| waiting[i] == 0).collect();
-        let mut reports: Vec<Option<StepReport>> = vec![None; n];
-        let mut outputs: Vec<Option<BTreeMap<String, Digest>>> = vec![None; n];
-        let mut first_error: Option<String> = None;
-        let mut tasks = tokio::task::JoinSet::new();
-        let plan = Arc::new(plan.clone());
-        let jobs = self.inner.config.jobs;
-
-        loop {
-            while tasks.len() < jobs {
-                let Some(i) = ready.pop_front() else { break };
-                let s = &plan.steps[i];
-                // Upstream outputs are known now.
-                for (name, src) in &s.inputs {
-                    if let InputSource::Step { step, output } = src {
-                        let up = plan.steps.iter().position(|x| &x.name == step);
-                        if let Some(d) = up
-                            .and_then(|u| outputs[u].as_ref())
-                            .and_then(|o| o.get(output))
-                        {
-                            input_digests[i].insert(name.clone(), *d);
-                        }
-                    }
-                }
-                emit(RunEvent::StepStarted {
-                    step: s.name.clone(),
-                });
-                let job = StepJob {
-                    rt: self.clone(),
-                    plan: plan.clone(),
-                    index: i,
-                    run: run_id,
-                    component: components[i].clone(),
-                    inputs: std::mem::take(&mut input_digests[i]),
-                    commit: tx.clone(),
-                };
-                tasks.spawn(async move { (i, job.execute().await) });
-            }
-            let Some(joined) = tasks.join_next().await else {
-                break;
-            };
-            let (i, report) = joined.map_err(|e| anyhow!("a step task panicked: {e}"))?;
-            emit(RunEvent::StepFinished {
-                step: report.name.clone(),
-                state: report.state,
-                duration: report.duration,
-                error: report.error.clone(),
-            });
-            if matches!(report.state, StepState::Succeeded | StepState::Cached) {
-                outputs[i] = Some(report.outputs.clone());
-                let mut newly: Vec<usize> = Vec::new();
-                for &d in &dependents[i] {
-                    waiting[d] -= 1;
-                    if waiting[d] == 0 {
-                        newly.push(d);
-                    }
-                }
-                newly.sort_by_key(|&d| position[d]);
-                ready.extend(newly);
-            } else {
-                if first_error.is_none() {
-                    first_error = Some(format!(
-                        "step '{}' failed: {}",
-                        report.name,
-                        report.error.as_deref().unwrap_or("unknown error")
-                    ));
-                }
-                // Skip everything downstream; independent branches go on.
-                let mut stack = dependents[i].clone();
-                while let Some(d) = stack.pop() {
-                    if reports[d].is_some() {
-                        continue;
-                    }
-                    let now = now_ms();
-                    let why = format!("upstream step '{}' did not succeed", report.name);
-                    let skipped = StepReport {
-                        name: plan.steps[d].name.clone(),
-                        state: StepState::Skipped,
-                        outputs: BTreeMap::new(),
-                        cache_key: None,
-                        error: Some(why.clone()),
-                        duration: Duration::ZERO,
-                    };
-                    let _ = tx.send((
-                        false,
-                        vec![RecordOp::Step(Box::new(StepRecord {
-                            run: run_id,
-                            step: skipped.name.clone(),
-                            state: StepState::Skipped,
-                            attempt: 0,
-                            cache_key: None,
-                            component: Some(components[d].digest),
-                            started_ms: now,
-                            ended_ms: now,
-                            error: Some(why.clone()),
-                            outputs: BTreeMap::new(),
-                            inputs: BTreeMap::new(),
-                            metrics: Vec::new(),
-                            logs: Vec::new(),
-                        }))],
-                    ));
-                    emit(RunEvent::StepFinished {
-                        step: skipped.name.clone(),
-                        state: StepState::Skipped,
-                        duration: Duration::ZERO,
-                        error: Some(why),
-                    });
-                    reports[d] = Some(skipped);
-                    stack.extend(dependents[d].iter().copied());
-                }
-            }
-            reports[i] = Some(report);
-        }
-
-        let state = if first_error.is_some() {
-            RunState::Failed
-        } else {
-            RunState::Succeeded
-        };
-        let _ = tx.send((
-            false,
-            vec![RecordOp::RunEnded {
-                run: run_id,
-                state,
-                error: first_error.clone(),
-            }],
-        ));
-        drop(tx);
-        tokio::task::spawn_blocking(move || committer.join())
-            .await
-            .map_err(|e| anyhow!("commit thread lost: {e}"))?
-            .map_err(|_| anyhow!("the commit thread panicked"))?
-            .context("recording the run")?;
-
-        let steps = reports
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.unwrap_or_else(|| StepReport {
-                    name: plan.steps[i].name.clone(),
-                    state: StepState::Pending,
-                    outputs: BTreeMap::new(),
-                    cache_key: None,
-                    error: None,
-                    duration: Duration::ZERO,
-                })
-            })
-            .collect();
+        let sched = Scheduler::new(
+            self.clone(),
+            Arc::new(plan.clone()),
+            order,
+            components,
+            host_inputs,
+            run_id,
+            previous,
+            opts,
+        )?;
+        let (steps, children, state, error) = sched.run().await?;
         Ok(RunReport {
             run: run_id,
             state,
             steps,
-            error: first_error,
+            children,
+            error,
             plan_digest,
         })
     }
 }
 
-fn step_at(s: &crate::plan::StepPlan) -> String {
+/// A plan's identity: its canonical JSON plus every step's component digest.
+fn plan_digest(plan: &Plan, components: &[Arc<LoadedComponent>]) -> anyhow::Result<Digest> {
+    let mut h = blake3::Hasher::new();
+    h.update(cache::canonical_json(&serde_json::to_value(plan)?).as_bytes());
+    for c in components {
+        h.update(c.digest.as_bytes());
+    }
+    Ok(Digest::from(h.finalize()))
+}
+
+/// "step 'x' (file:line:col): ", the prefix of errors about a step.
+pub(crate) fn step_at(s: &crate::plan::StepPlan) -> String {
     match &s.origin {
         Some(o) => format!("step '{}' ({o}): ", s.name),
         None => format!("step '{}': ", s.name),
     }
-}
-
-/// One step's work in a run: cache check, then (if needed) one attempt.
-struct StepJob {
-    rt: Runtime,
-    plan: Arc<Plan>,
-    index: usize,
-    run: RunId,
-    component: Arc<LoadedComponent>,
-    inputs: BTreeMap<String, Digest>,
-    commit: std::sync::mpsc::Sender<(bool, Vec<RecordOp>)>,
-}
-
-impl StepJob {
-    async fn execute(self) -> StepReport {
-        let started = std::time::Instant::now();
-        let started_ms = now_ms();
-        let s = &self.plan.steps[self.index];
-        let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
-        let key = cache::cache_key(&KeyInputs {
-            component: &self.component.digest,
-            world: STEP_WORLD,
-            capabilities: &[],
-            params: &s.params,
-            inputs: &self.inputs,
-            outputs: &outs,
-            memory_bytes: s.limits.memory_bytes,
-        });
-        let mut record = StepRecord {
-            run: self.run,
-            step: s.name.clone(),
-            state: StepState::Running,
-            attempt: 0,
-            cache_key: Some(key),
-            component: Some(self.component.digest),
-            started_ms,
-            ended_ms: 0,
-            error: None,
-            outputs: BTreeMap::new(),
-            inputs: self.inputs.clone(),
-            metrics: Vec::new(),
-            logs: Vec::new(),
-        };
-
-        // Cache: a hit needs every output present and valid.
-        match self.cached_outputs(&key, &outs) {
-            Ok(Some(outputs)) => {
-                record.state = StepState::Cached;
-                record.outputs = outputs;
-                return self.finish(record, None, started);
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(step = %s.name, "cache lookup failed, running the step: {e:#}")
-            }
-        }
-
-        record.attempt = 1;
-        let mut new_objects = false;
-        let outcome = self.attempt(&key, &mut record).await;
-        match outcome {
-            Ok(outputs) => {
-                record.state = StepState::Succeeded;
-                record.outputs = outputs;
-                new_objects = true;
-            }
-            Err(e) => {
-                record.state = StepState::Failed;
-                record.error = Some(e);
-            }
-        }
-        let cache_op = (record.state == StepState::Succeeded).then(|| RecordOp::Cache {
-            key,
-            outputs: record.outputs.clone(),
-            run: self.run,
-            step: s.name.clone(),
-        });
-        self.finish_with(record, cache_op, new_objects, started)
-    }
-
-    fn cached_outputs(
-        &self,
-        key: &CacheKey,
-        outs: &[&str],
-    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
-        let inner = &self.rt.inner;
-        let Some(outputs) = inner.records.cache_lookup(key)? else {
-            return Ok(None);
-        };
-        let names_match =
-            outputs.len() == outs.len() && outs.iter().all(|o| outputs.contains_key(*o));
-        let mut valid = names_match;
-        if valid {
-            for d in outputs.values() {
-                if !inner.store.is_valid_tree(d)? {
-                    valid = false;
-                    break;
-                }
-            }
-        }
-        if !valid {
-            inner.records.cache_forget(key)?;
-            return Ok(None);
-        }
-        Ok(Some(outputs))
-    }
-
-    /// One attempt; on success the output digests, else the error text.
-    async fn attempt(
-        &self,
-        key: &CacheKey,
-        record: &mut StepRecord,
-    ) -> Result<BTreeMap<String, Digest>, String> {
-        let s = &self.plan.steps[self.index];
-        let store = &self.rt.inner.store;
-        let mut views = Vec::with_capacity(self.inputs.len());
-        for (name, d) in &self.inputs {
-            let v = store
-                .view(d)
-                .map_err(|e| format!("cannot lay out input '{name}': {e}"))?;
-            views.push((name.clone(), v));
-        }
-        let mut staging = Vec::with_capacity(s.outputs.len());
-        for name in &s.outputs {
-            let dir = store.temp_path(&format!("out-{}-{name}", s.name));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
-            staging.push((name.clone(), dir));
-        }
-        let result = self
-            .rt
-            .inner
-            .executor
-            .run(AttemptSpec {
-                step: &s.name,
-                component: &self.component,
-                params_json: cache::canonical_json(&s.params),
-                inputs: views,
-                outputs: staging.clone(),
-                limits: s.limits,
-                seed: *key,
-                attempt: record.attempt,
-            })
-            .await;
-        record.logs = result.logs;
-        record.metrics = result.metrics;
-        let cleanup = |staging: &[(String, PathBuf)]| {
-            for (_, dir) in staging {
-                if dir.exists() {
-                    crate::store::make_writable(dir);
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-            }
-        };
-        if let Err(f) = result.outcome {
-            cleanup(&staging);
-            return Err(f.to_string());
-        }
-        let mut quota = Quota {
-            bytes: s.limits.output_bytes,
-            files: s.limits.output_files,
-        };
-        let mut outputs = BTreeMap::new();
-        for (name, dir) in &staging {
-            match store.ingest_output(dir, quota) {
-                Ok(d) => {
-                    let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
-                    quota.bytes = quota.bytes.saturating_sub(tree.bytes());
-                    quota.files = quota.files.saturating_sub(tree.entries.len() as u64);
-                    outputs.insert(name.clone(), d);
-                }
-                Err(e) => {
-                    cleanup(&staging);
-                    return Err(format!("output '{name}': {e}"));
-                }
-            }
-        }
-        Ok(outputs)
-    }
-
-    fn finish(
-        &self,
-        record: StepRecord,
-        cache_op: Option<RecordOp>,
-        started: std::time::Instant,
-    ) -> StepReport {
-        self.finish_with(record, cache_op, false, started)
-    }
-
-    fn finish_with(
-        &self,
-        mut record: StepRecord,
-        cache_op: Option<RecordOp>,
-        new_objects: bool,
-        started: std::time::Instant,
-    ) -> StepReport {
-        record.ended_ms = now_ms();
-        let report = StepReport {
-            name: record.step.clone(),
-            state: record.state,
-            outputs: record.outputs.clone(),
-            cache_key: record.cache_key,
-            error: record.error.clone(),
-            duration: started.elapsed(),
-        };
-        let mut ops = vec![RecordOp::Step(Box::new(record))];
-        ops.extend(cache_op);
-        let _ = self.commit.send((new_objects, ops));
-        report
-    }
-}
-
-/// Log lines of a failed attempt, for messages.
-pub fn last_lines(logs: &[LogLine], n: usize) -> String {
-    logs[logs.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| format!("[{}] {}", l.level, l.message))
-        .collect::<Vec<_>>()
-        .join("\n")
 }

@@ -95,6 +95,11 @@ impl<P> Context<P> {
         })
     }
 
+    /// The names of all inputs, sorted.
+    pub fn input_names(&self) -> impl Iterator<Item = &str> {
+        self.inputs.keys().map(String::as_str)
+    }
+
     /// The one file inside input `name`: an input given as a file (say
     /// `data.csv`) arrives as a folder holding just that file.
     pub fn input_file(&self, name: &str) -> Result<PathBuf> {

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cat;
+pub mod diff;
 pub mod logs;
 pub mod new;
 pub mod plan;

@@ -1,9 +1,11 @@
 //! `weir run PIPELINE`: compile the script, run it, print the outcome.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use weir_runtime::{Config, RunEvent, RunOptions, RunState, Runtime, StepState};
 
 /// Arguments of `weir run`.
@@ -17,11 +19,35 @@ pub struct Args {
     /// Steps to run at once [default: number of cores]
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// Set a pipeline param declared with param(): --param name=value (repeatable)
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Stop at the first failing step instead of letting independent branches finish
+    #[arg(long)]
+    fail_fast: bool,
+    /// Continue an earlier run of this pipeline (same run number) after a crash or failure
+    #[arg(long, value_name = "RUN")]
+    resume: Option<String>,
+}
+
+/// Parses `--param name=value` flags.
+pub fn parse_params(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in flags {
+        let Some((k, v)) = f.split_once('=') else {
+            anyhow::bail!("--param {f:?}: expected NAME=VALUE");
+        };
+        if out.insert(k.trim().to_string(), v.to_string()).is_some() {
+            anyhow::bail!("--param {k}: given twice");
+        }
+    }
+    Ok(out)
 }
 
 /// Runs `weir run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plan = weir_dsl::compile_file(&args.pipeline)?;
+    let plan = weir_dsl::compile_file_with(&args.pipeline, &parse_params(&args.params)?)?;
+    let resume = args.resume.as_deref().map(super::parse_run).transpose()?;
     let store = args
         .store
         .clone()
@@ -53,7 +79,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let on_event = Arc::new(move |e: &RunEvent| match e {
         RunEvent::Preparing { what } => b.set_message(what.clone()),
-        RunEvent::RunStarted { run, steps } => say(&b, format!("run {run}: {steps} steps")),
+        RunEvent::RunStarted {
+            run,
+            steps,
+            resumed,
+        } => {
+            let verb = if *resumed { "resuming run" } else { "run" };
+            say(&b, format!("{verb} {run}: {steps} steps"))
+        }
+        RunEvent::StepRetrying {
+            step,
+            attempt,
+            error,
+            delay,
+        } => say(
+            &b,
+            format!("  retry  {step}: attempt {attempt} failed ({error}); retrying in {delay:.1?}"),
+        ),
         RunEvent::StepStarted { step } => b.set_message(format!("running {step}")),
         RunEvent::StepFinished {
             step,
@@ -66,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 StepState::Succeeded => "ok    ",
                 StepState::Cached => "cached",
                 StepState::Skipped => "skip  ",
+                StepState::Cancelled => "cancel",
                 _ => "FAILED",
             };
             let mut line = format!("  {mark} {step} ({:.1?})", duration);
@@ -75,12 +118,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             say(&b, line);
         }
     });
-    let report = tokio.block_on(rt.run(
-        &plan,
-        RunOptions {
-            on_event: Some(on_event),
-        },
-    ));
+    let cancel = CancellationToken::new();
+    let report = tokio.block_on(async {
+        let c = cancel.clone();
+        let b = bar.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                b.println("interrupted: stopping the run (running steps are cancelled)");
+                c.cancel();
+            }
+        });
+        rt.run(
+            &plan,
+            RunOptions {
+                on_event: Some(on_event),
+                cancel: Some(cancel.clone()),
+                fail_fast: args.fail_fast,
+                resume,
+            },
+        )
+        .await
+    });
     bar.finish_and_clear();
     let report = report?;
 
@@ -114,9 +172,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(e) = &report.error {
         eprintln!("error: run {} failed: {e}", report.run);
     }
-    Ok(if report.state == RunState::Succeeded {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match report.state {
+        RunState::Succeeded => ExitCode::SUCCESS,
+        RunState::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
     })
 }

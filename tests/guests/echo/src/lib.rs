@@ -1,7 +1,9 @@
 //! Writes what it was given and what the sandbox shows it, so tests can check
 //! determinism and caching: params, input files, random bytes, clocks.
 //! Params: `fail` (return that error), `panic` (panic), `random` (write
-//! 32 random bytes), `note` (any value).
+//! 32 random bytes), `files` (an object: file name to text, written to the
+//! output), `metrics` (an object: name to number, recorded and written to
+//! `metrics.json`), `bare` (write only `files`), `note` (any value).
 
 use std::fmt::Write as _;
 use weir_sdk::serde_json::Value;
@@ -34,15 +36,39 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
         panic!("asked to panic");
     }
     let out = ctx.output("out")?.to_path_buf();
+    if p.get("bare").and_then(Value::as_bool) == Some(true) {
+        // Only the requested files: a clean folder to map over.
+        for (name, text) in p
+            .get("files")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            std::fs::write(out.join(name), text.as_str().unwrap_or_default())?;
+        }
+        return Ok(());
+    }
     std::fs::write(
         out.join("params.json"),
         weir_sdk::serde_json::to_string(&p)?,
     )?;
     let mut inputs = String::new();
-    for name in ["a", "b", "data"] {
-        if let Ok(dir) = ctx.input(name) {
-            list(dir, &format!("{name}/"), &mut inputs)?;
+    for name in ctx.input_names() {
+        list(ctx.input(name)?, &format!("{name}/"), &mut inputs)?;
+    }
+    if let Some(files) = p.get("files").and_then(Value::as_object) {
+        for (name, text) in files {
+            std::fs::write(out.join(name), text.as_str().unwrap_or_default())?;
         }
+    }
+    if let Some(metrics) = p.get("metrics").and_then(Value::as_object) {
+        for (name, v) in metrics {
+            ctx.metric(name, v.as_f64().unwrap_or(f64::NAN));
+        }
+        std::fs::write(
+            out.join("metrics.json"),
+            weir_sdk::serde_json::to_string(metrics)?,
+        )?;
     }
     std::fs::write(out.join("inputs.txt"), inputs)?;
     if p.get("random").and_then(Value::as_bool) == Some(true) {

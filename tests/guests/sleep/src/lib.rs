@@ -1,7 +1,17 @@
-//! Blocks in a host call (a one-hour sleep): must be stopped by the timeout
-//! even though no wasm code runs meanwhile.
-fn run(_ctx: &mut weir_sdk::Context<weir_sdk::serde_json::Value>) -> weir_sdk::Result<()> {
-    std::thread::sleep(std::time::Duration::from_secs(3600));
+//! Sleeps in a host call, then writes its params to `out`. Param `ms`
+//! (default: one hour, so that only a timeout or cancellation ends it).
+use weir_sdk::serde_json::Value;
+
+fn run(ctx: &mut weir_sdk::Context<Value>) -> weir_sdk::Result<()> {
+    let ms = ctx
+        .params()
+        .get("ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(3_600_000);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    if let Ok(out) = ctx.output("out") {
+        std::fs::write(out.join("params.json"), ctx.params().to_string())?;
+    }
     Ok(())
 }
 weir_sdk::step!(run);

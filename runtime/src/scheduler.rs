@@ -1,0 +1,1112 @@
+//! The scheduler: runs a validated plan's steps as their inputs become ready.
+//!
+//! Units of work are steps and the children of map steps. A unit starts when
+//! a job slot is free, every pool of its tags has room, and (for children)
+//! its map's parallelism bound allows. Each unit runs as a tokio task:
+//! cache check, then attempts with retries and backoff. Finished units go to
+//! a committer thread that batches them: one `syncfs` for all new objects,
+//! then one database transaction, so no record ever references an object a
+//! crash could lose.
+//!
+//! Gates (`when`) are evaluated when a step's dependencies are done; a false
+//! condition skips the step and everything downstream of it, recording the
+//! condition and its values. A failed step skips its dependants and lets
+//! independent branches finish (or, with `fail_fast`, stops the run).
+
+use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
+use crate::digest::Digest;
+use crate::executor::{AttemptSpec, LoadedComponent};
+use crate::plan::{CacheMode, CmpOp, Condition, InputSource, Operand, Plan};
+use crate::records::{
+    LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary, now_ms,
+};
+use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
+use crate::store::{Quota, Store};
+use crate::tree::{Entry, EntryKind, Tree};
+use anyhow::anyhow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+type Commit = Sender<(bool, Vec<RecordOp>)>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Unit {
+    Step(usize),
+    Child(usize, usize),
+}
+
+struct Child {
+    label: String,
+    inputs: BTreeMap<String, Digest>,
+    params: serde_json::Value,
+}
+
+struct MapState {
+    children: Vec<Child>,
+    reports: Vec<Option<StepReport>>,
+    running: u32,
+    done: usize,
+}
+
+pub(crate) struct Scheduler {
+    rt: Runtime,
+    plan: Arc<Plan>,
+    order: Vec<usize>,
+    components: Vec<Arc<LoadedComponent>>,
+    inputs: Vec<BTreeMap<String, Digest>>,
+    run: RunId,
+    previous: HashMap<String, StepSummary>,
+    opts: RunOptions,
+    dependents: Vec<Vec<usize>>,
+    waiting: Vec<usize>,
+    position: Vec<usize>,
+    ready: VecDeque<Unit>,
+    reports: Vec<Option<StepReport>>,
+    children_done: Vec<StepReport>,
+    maps: HashMap<usize, MapState>,
+    pool_running: HashMap<String, u32>,
+    first_error: Option<String>,
+    commit: Option<Commit>,
+}
+
+type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        rt: Runtime,
+        plan: Arc<Plan>,
+        order: Vec<usize>,
+        components: Vec<Arc<LoadedComponent>>,
+        inputs: Vec<BTreeMap<String, Digest>>,
+        run: RunId,
+        previous: HashMap<String, StepSummary>,
+        opts: RunOptions,
+    ) -> anyhow::Result<Scheduler> {
+        let n = plan.steps.len();
+        let deps = plan.dependencies();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let mut position = vec![0usize; n];
+        for (pos, &i) in order.iter().enumerate() {
+            position[i] = pos;
+        }
+        Ok(Scheduler {
+            waiting: deps.iter().map(Vec::len).collect(),
+            dependents,
+            position,
+            rt,
+            plan,
+            order,
+            components,
+            inputs,
+            run,
+            previous,
+            opts,
+            ready: VecDeque::new(),
+            reports: vec![None; n],
+            children_done: Vec::new(),
+            maps: HashMap::new(),
+            pool_running: HashMap::new(),
+            first_error: None,
+            commit: None,
+        })
+    }
+
+    fn emit(&self, e: RunEvent) {
+        if let Some(f) = &self.opts.on_event {
+            f(&e)
+        }
+    }
+
+    fn send(&self, new_objects: bool, ops: Vec<RecordOp>) {
+        if let Some(c) = &self.commit {
+            let _ = c.send((new_objects, ops));
+        }
+    }
+
+    fn name(&self, u: Unit) -> String {
+        match u {
+            Unit::Step(i) => self.plan.steps[i].name.clone(),
+            Unit::Child(i, k) => format!(
+                "{}[{}]",
+                self.plan.steps[i].name, self.maps[&i].children[k].label
+            ),
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<RecordOp>)>();
+        let committer = {
+            let rt = self.rt.clone();
+            std::thread::Builder::new()
+                .name("weir-commit".into())
+                .spawn(move || -> anyhow::Result<()> {
+                    let mut first = true;
+                    while let Ok(msg) = rx.recv() {
+                        let mut needs_sync = msg.0 || first;
+                        let mut ops = msg.1;
+                        while let Ok((s, more)) = rx.try_recv() {
+                            needs_sync |= s;
+                            ops.extend(more);
+                        }
+                        if needs_sync {
+                            rt.inner
+                                .store
+                                .sync()
+                                .map_err(|e| anyhow!("flushing the store to disk: {e}"))?;
+                        }
+                        first = false;
+                        rt.inner.records.commit(&ops)?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e| anyhow!("starting the commit thread: {e}"))?
+        };
+        self.commit = Some(tx);
+
+        let result = self.schedule().await;
+
+        let outcome = result.map(|cancelled| self.finish(cancelled));
+        self.commit = None;
+        tokio::task::spawn_blocking(move || committer.join())
+            .await
+            .map_err(|e| anyhow!("commit thread lost: {e}"))?
+            .map_err(|_| anyhow!("the commit thread panicked"))?
+            .map_err(|e| anyhow!("recording the run: {e:#}"))?;
+        outcome
+    }
+
+    /// Runs units until none are left; returns whether the run was stopped early.
+    async fn schedule(&mut self) -> anyhow::Result<Option<RunState>> {
+        let roots: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| self.waiting[i] == 0)
+            .collect();
+        for i in roots {
+            self.on_ready(i)?;
+        }
+        let jobs = self.rt.inner.config.jobs;
+        let cancel = self.opts.cancel.clone().unwrap_or_default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Unit> = HashMap::new();
+        let mut stopped = None;
+        loop {
+            while tasks.len() < jobs {
+                let Some(u) = self.next_launchable() else {
+                    break;
+                };
+                let job = self.job(u);
+                self.emit(RunEvent::StepStarted {
+                    step: job.name.clone(),
+                });
+                let h = tasks.spawn(async move { (u, job.execute().await) });
+                running.insert(h.id(), u);
+            }
+            if tasks.is_empty() {
+                break;
+            }
+            let joined = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    stopped = Some(RunState::Cancelled);
+                    break;
+                }
+                j = tasks.join_next_with_id() => j,
+            };
+            let Some(joined) = joined else { break };
+            let (id, (u, report)) = joined.map_err(|e| anyhow!("a step task failed: {e}"))?;
+            running.remove(&id);
+            self.release(u);
+            self.finished(u, report)?;
+            if self.opts.fail_fast && self.first_error.is_some() {
+                stopped = Some(RunState::Failed);
+                break;
+            }
+        }
+        if stopped.is_some() {
+            tasks.abort_all();
+            while let Some(j) = tasks.join_next_with_id().await {
+                match j {
+                    Ok((id, (u, report))) => {
+                        running.remove(&id);
+                        self.release(u);
+                        self.finished(u, report)?;
+                    }
+                    Err(e) => {
+                        if let Some(u) = running.remove(&e.id()) {
+                            self.release(u);
+                            let name = self.name(u);
+                            let why = "cancelled while running".to_string();
+                            self.record_not_run(u, &name, StepState::Cancelled, why);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stopped)
+    }
+
+    fn next_launchable(&mut self) -> Option<Unit> {
+        let pos = self.ready.iter().position(|&u| {
+            let i = match u {
+                Unit::Step(i) | Unit::Child(i, _) => i,
+            };
+            let s = &self.plan.steps[i];
+            let pools_ok = s.tags.iter().all(|t| match self.plan.pools.get(t) {
+                Some(&size) => self.pool_running.get(t).copied().unwrap_or(0) < size,
+                None => true,
+            });
+            let map_ok = match (u, &s.map) {
+                (Unit::Child(i, _), Some(m)) if m.parallelism > 0 => {
+                    self.maps[&i].running < m.parallelism
+                }
+                _ => true,
+            };
+            pools_ok && map_ok
+        })?;
+        let u = self.ready.remove(pos)?;
+        let i = match u {
+            Unit::Step(i) | Unit::Child(i, _) => i,
+        };
+        for t in &self.plan.steps[i].tags {
+            if self.plan.pools.contains_key(t) {
+                *self.pool_running.entry(t.clone()).or_default() += 1;
+            }
+        }
+        if let Unit::Child(i, _) = u
+            && let Some(m) = self.maps.get_mut(&i)
+        {
+            m.running += 1;
+        }
+        Some(u)
+    }
+
+    fn release(&mut self, u: Unit) {
+        let i = match u {
+            Unit::Step(i) | Unit::Child(i, _) => i,
+        };
+        for t in &self.plan.steps[i].tags {
+            if let Some(n) = self.pool_running.get_mut(t) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        if let Unit::Child(i, _) = u
+            && let Some(m) = self.maps.get_mut(&i)
+        {
+            m.running = m.running.saturating_sub(1);
+        }
+    }
+
+    fn job(&self, u: Unit) -> StepJob {
+        let (i, name, inputs, params) = match u {
+            Unit::Step(i) => (
+                i,
+                self.plan.steps[i].name.clone(),
+                self.inputs[i].clone(),
+                self.plan.steps[i].params.clone(),
+            ),
+            Unit::Child(i, k) => {
+                let c = &self.maps[&i].children[k];
+                (i, self.name(u), c.inputs.clone(), c.params.clone())
+            }
+        };
+        StepJob {
+            rt: self.rt.clone(),
+            plan: self.plan.clone(),
+            index: i,
+            name,
+            run: self.run,
+            component: self.components[i].clone(),
+            inputs,
+            params,
+            commit: self.commit.clone(),
+            on_event: self.opts.on_event.clone(),
+        }
+    }
+
+    /// Step `i`'s dependencies are all done and succeeded.
+    fn on_ready(&mut self, i: usize) -> anyhow::Result<()> {
+        let s = self.plan.steps[i].clone();
+        // Upstream outputs are known now.
+        for (name, src) in &s.inputs {
+            if let InputSource::Step { step, output } = src {
+                let d = self
+                    .report_of(step)
+                    .and_then(|r| r.outputs.get(output).copied())
+                    .ok_or_else(|| anyhow!("internal: output '{output}' of '{step}' missing"))?;
+                self.inputs[i].insert(name.clone(), d);
+            }
+        }
+        // Resume: keep what the earlier run already did.
+        if let Some(prev) = self.previous.get(&s.name)
+            && matches!(prev.state, StepState::Succeeded | StepState::Cached)
+            && prev.outputs.keys().eq(s.outputs.iter())
+        {
+            let mut valid = true;
+            for d in prev.outputs.values() {
+                valid &= self.rt.inner.store.is_valid_tree(d)?;
+            }
+            if valid {
+                let mut r = StepReport::not_run(&s.name, prev.state, None);
+                r.outputs = prev.outputs.clone();
+                r.metrics = prev
+                    .metrics
+                    .iter()
+                    .map(|(name, value)| Metric {
+                        name: name.clone(),
+                        value: *value,
+                    })
+                    .collect();
+                r.cache_key = prev.cache_key;
+                self.emit(RunEvent::StepFinished {
+                    step: s.name.clone(),
+                    state: r.state,
+                    duration: Duration::ZERO,
+                    error: None,
+                });
+                return self.step_done(i, r);
+            }
+        }
+        if let Some(c) = &s.when {
+            match self.evaluate(c) {
+                Ok((true, _)) => {}
+                Ok((false, why)) => {
+                    let why = format!("condition not met: {why}");
+                    self.record_not_run(Unit::Step(i), &s.name, StepState::Skipped, why.clone());
+                    self.skip_downstream(i, &s.name);
+                    return Ok(());
+                }
+                Err(e) => {
+                    let e = format!("cannot evaluate its condition `{c}`: {e}");
+                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+                    self.failed(i);
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(m) = &s.map {
+            let children = match self.map_children(i, m) {
+                Ok(c) => c,
+                Err(e) => {
+                    let e = format!("cannot list the items to map over: {e:#}");
+                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+                    self.failed(i);
+                    return Ok(());
+                }
+            };
+            let n = children.len();
+            self.maps.insert(
+                i,
+                MapState {
+                    reports: vec![None; n],
+                    children,
+                    running: 0,
+                    done: 0,
+                },
+            );
+            if n == 0 {
+                return self.collect(i);
+            }
+            self.ready.extend((0..n).map(|k| Unit::Child(i, k)));
+            return Ok(());
+        }
+        self.ready.push_back(Unit::Step(i));
+        Ok(())
+    }
+
+    fn report_of(&self, step: &str) -> Option<&StepReport> {
+        let i = self.plan.steps.iter().position(|s| s.name == step)?;
+        self.reports[i].as_ref()
+    }
+
+    fn map_children(&self, i: usize, m: &crate::plan::MapSpec) -> anyhow::Result<Vec<Child>> {
+        let s = &self.plan.steps[i];
+        let store = &self.rt.inner.store;
+        let src = self
+            .report_of(&m.step)
+            .and_then(|r| r.outputs.get(&m.output).copied())
+            .ok_or_else(|| {
+                anyhow!(
+                    "output '{}' of step '{}' is not available",
+                    m.output,
+                    m.step
+                )
+            })?;
+        let tree = store.read_tree(&src)?;
+        let mut children = Vec::new();
+        match &m.json_list {
+            None => {
+                for e in tree.entries {
+                    let item = Tree {
+                        entries: vec![e.clone()],
+                    };
+                    let d = store.put_bytes(&item.encode())?;
+                    let mut inputs = self.inputs[i].clone();
+                    inputs.insert("item".into(), d);
+                    children.push(Child {
+                        label: e.name,
+                        inputs,
+                        params: s.params.clone(),
+                    });
+                }
+            }
+            Some(file) => {
+                let e = tree
+                    .entries
+                    .iter()
+                    .find(|e| &e.name == file && e.kind == EntryKind::File)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "output '{}' of step '{}' has no file '{file}'",
+                            m.output,
+                            m.step
+                        )
+                    })?;
+                let bytes = store.read_object(&e.digest)?;
+                let list: Vec<serde_json::Value> =
+                    serde_json::from_slice(&bytes).map_err(|err| {
+                        anyhow!(
+                            "'{file}' in output '{}' of step '{}' is not a JSON list: {err}",
+                            m.output,
+                            m.step
+                        )
+                    })?;
+                let width = list.len().saturating_sub(1).to_string().len();
+                for (k, v) in list.into_iter().enumerate() {
+                    let mut params = s.params.clone();
+                    if let Some(o) = params.as_object_mut() {
+                        o.insert("item".into(), v);
+                        o.insert("index".into(), k.into());
+                    }
+                    children.push(Child {
+                        label: format!("{k:0width$}"),
+                        inputs: self.inputs[i].clone(),
+                        params,
+                    });
+                }
+            }
+        }
+        Ok(children)
+    }
+
+    /// Folds a map's finished children into the map step's outputs.
+    fn collect(&mut self, i: usize) -> anyhow::Result<()> {
+        let s = self.plan.steps[i].clone();
+        let m = self
+            .maps
+            .get(&i)
+            .ok_or_else(|| anyhow!("internal: no map state"))?;
+        let reports: Vec<&StepReport> = m.reports.iter().flatten().collect();
+        if let Some(bad) = reports.iter().find(|r| !r.ok()) {
+            let e = format!(
+                "map item '{}' {}: {}",
+                bad.name,
+                bad.state,
+                bad.error.as_deref().unwrap_or("no error recorded")
+            );
+            self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+            self.failed(i);
+            return Ok(());
+        }
+        let store = &self.rt.inner.store;
+        let mut outputs = BTreeMap::new();
+        for o in &s.outputs {
+            let mut tree = Tree::default();
+            for (c, r) in m.children.iter().zip(&m.reports) {
+                let d = r
+                    .as_ref()
+                    .and_then(|r| r.outputs.get(o).copied())
+                    .ok_or_else(|| anyhow!("internal: map child without output"))?;
+                tree.entries.push(Entry {
+                    name: c.label.clone(),
+                    kind: EntryKind::Folder,
+                    digest: d,
+                    bytes: store.read_tree(&d)?.bytes(),
+                });
+            }
+            tree.sort();
+            outputs.insert(o.clone(), store.put_bytes(&tree.encode())?);
+        }
+        let all_cached = reports.iter().all(|r| r.state == StepState::Cached);
+        let state = if all_cached {
+            StepState::Cached
+        } else {
+            StepState::Succeeded
+        };
+        let mut r = StepReport::not_run(&s.name, state, None);
+        r.outputs = outputs;
+        let now = now_ms();
+        self.send(
+            true,
+            vec![RecordOp::Step(Box::new(StepRecord {
+                run: self.run,
+                step: s.name.clone(),
+                state,
+                attempt: 0,
+                cache_key: None,
+                component: Some(self.components[i].digest),
+                started_ms: now,
+                ended_ms: now,
+                error: None,
+                outputs: r.outputs.clone(),
+                inputs: self.inputs[i].clone(),
+                metrics: Vec::new(),
+                logs: Vec::new(),
+            }))],
+        );
+        self.emit(RunEvent::StepFinished {
+            step: s.name.clone(),
+            state,
+            duration: Duration::ZERO,
+            error: None,
+        });
+        self.step_done(i, r)
+    }
+
+    fn finished(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
+        self.emit(RunEvent::StepFinished {
+            step: report.name.clone(),
+            state: report.state,
+            duration: report.duration,
+            error: report.error.clone(),
+        });
+        match u {
+            Unit::Step(i) => self.step_done(i, report),
+            Unit::Child(i, k) => {
+                self.children_done.push(report.clone());
+                let m = self
+                    .maps
+                    .get_mut(&i)
+                    .ok_or_else(|| anyhow!("internal: no map state"))?;
+                m.reports[k] = Some(report);
+                m.done += 1;
+                if m.done == m.children.len() {
+                    self.collect(i)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn step_done(&mut self, i: usize, report: StepReport) -> anyhow::Result<()> {
+        let ok = report.ok();
+        let name = report.name.clone();
+        self.reports[i] = Some(report);
+        if !ok {
+            self.failed(i);
+            return Ok(());
+        }
+        let mut newly = Vec::new();
+        for &d in &self.dependents[i].clone() {
+            self.waiting[d] -= 1;
+            if self.waiting[d] == 0 && self.reports[d].is_none() {
+                newly.push(d);
+            }
+        }
+        newly.sort_by_key(|&d| self.position[d]);
+        for d in newly {
+            self.on_ready(d)?;
+        }
+        let _ = name;
+        Ok(())
+    }
+
+    fn failed(&mut self, i: usize) {
+        let name = self.plan.steps[i].name.clone();
+        if self.first_error.is_none() {
+            let e = self.reports[i]
+                .as_ref()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_else(|| "unknown error".into());
+            self.first_error = Some(format!("step '{name}' failed: {e}"));
+        }
+        self.skip_downstream(i, &name);
+    }
+
+    fn skip_downstream(&mut self, i: usize, name: &str) {
+        let mut stack = self.dependents[i].clone();
+        while let Some(d) = stack.pop() {
+            if self.reports[d].is_some() {
+                continue;
+            }
+            let dn = self.plan.steps[d].name.clone();
+            let why = format!("upstream step '{name}' did not succeed");
+            self.record_not_run(Unit::Step(d), &dn, StepState::Skipped, why);
+            stack.extend(self.dependents[d].iter().copied());
+        }
+    }
+
+    /// Records a unit that ends without a successful attempt of its own.
+    fn record_not_run(&mut self, u: Unit, name: &str, state: StepState, why: String) {
+        let i = match u {
+            Unit::Step(i) | Unit::Child(i, _) => i,
+        };
+        let now = now_ms();
+        self.send(
+            false,
+            vec![RecordOp::Step(Box::new(StepRecord {
+                run: self.run,
+                step: name.to_string(),
+                state,
+                attempt: 0,
+                cache_key: None,
+                component: Some(self.components[i].digest),
+                started_ms: now,
+                ended_ms: now,
+                error: Some(why.clone()),
+                outputs: BTreeMap::new(),
+                inputs: BTreeMap::new(),
+                metrics: Vec::new(),
+                logs: Vec::new(),
+            }))],
+        );
+        self.emit(RunEvent::StepFinished {
+            step: name.to_string(),
+            state,
+            duration: Duration::ZERO,
+            error: Some(why.clone()),
+        });
+        let report = StepReport::not_run(name, state, Some(why));
+        match u {
+            Unit::Step(i) => self.reports[i] = Some(report),
+            Unit::Child(_, _) => self.children_done.push(report),
+        }
+    }
+
+    fn finish(&mut self, stopped: Option<RunState>) -> Outcome {
+        // Whatever never got to run was cancelled.
+        for i in 0..self.plan.steps.len() {
+            if self.reports[i].is_none() {
+                let name = self.plan.steps[i].name.clone();
+                self.record_not_run(
+                    Unit::Step(i),
+                    &name,
+                    StepState::Cancelled,
+                    "the run was stopped before it started".into(),
+                );
+            }
+        }
+        let state = match stopped {
+            Some(RunState::Cancelled) => RunState::Cancelled,
+            _ if self.first_error.is_some() => RunState::Failed,
+            Some(s) => s,
+            None => RunState::Succeeded,
+        };
+        let error = match state {
+            RunState::Cancelled => Some("cancelled".to_string()),
+            _ => self.first_error.clone(),
+        };
+        self.send(
+            false,
+            vec![RecordOp::RunEnded {
+                run: self.run,
+                state,
+                error: error.clone(),
+            }],
+        );
+        let steps = self
+            .reports
+            .iter_mut()
+            .map(|r| {
+                r.take()
+                    .unwrap_or_else(|| StepReport::not_run("?", StepState::Cancelled, None))
+            })
+            .collect();
+        (steps, std::mem::take(&mut self.children_done), state, error)
+    }
+
+    /// Evaluates a gate: whether it holds, and the condition with its values.
+    fn evaluate(&self, c: &Condition) -> Result<(bool, String), String> {
+        let mut values = Vec::new();
+        let holds = self.eval(c, &mut values)?;
+        let mut why = format!("`{c}` is {holds}");
+        if !values.is_empty() {
+            why.push_str(&format!(" ({})", values.join(", ")));
+        }
+        Ok((holds, why))
+    }
+
+    fn eval(&self, c: &Condition, values: &mut Vec<String>) -> Result<bool, String> {
+        match c {
+            Condition::Compare { left, op, right } => {
+                let l = self.operand(left, values)?;
+                let r = self.operand(right, values)?;
+                compare(&l, *op, &r)
+            }
+            Condition::All(cs) => {
+                for c in cs {
+                    if !self.eval(c, values)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            Condition::Any(cs) => {
+                for c in cs {
+                    if self.eval(c, values)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Condition::Not(c) => Ok(!self.eval(c, values)?),
+        }
+    }
+
+    fn operand(&self, o: &Operand, values: &mut Vec<String>) -> Result<serde_json::Value, String> {
+        let v = match o {
+            Operand::Value(v) => return Ok(v.clone()),
+            Operand::Metric { step, name } => {
+                let r = self
+                    .report_of(step)
+                    .ok_or_else(|| format!("step '{step}' has not run"))?;
+                let m = r
+                    .metrics
+                    .iter()
+                    .rev()
+                    .find(|m| &m.name == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = r.metrics.iter().map(|m| m.name.as_str()).collect();
+                        format!(
+                            "step '{step}' recorded no metric '{name}'{}",
+                            crate::plan::suggest(name, names.iter().copied())
+                        )
+                    })?;
+                serde_json::Value::from(m.value)
+            }
+            Operand::Json {
+                step,
+                output,
+                file,
+                pointer,
+            } => {
+                let store = &self.rt.inner.store;
+                let d = self
+                    .report_of(step)
+                    .and_then(|r| r.outputs.get(output).copied())
+                    .ok_or_else(|| {
+                        format!("output '{output}' of step '{step}' is not available")
+                    })?;
+                let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
+                let e = tree
+                    .entries
+                    .iter()
+                    .find(|e| &e.name == file && e.kind == EntryKind::File)
+                    .ok_or_else(|| {
+                        format!("output '{output}' of step '{step}' has no file '{file}'")
+                    })?;
+                if e.bytes > 1 << 20 {
+                    return Err(format!(
+                        "'{file}' is {} bytes; conditions read JSON files up to 1 MiB",
+                        e.bytes
+                    ));
+                }
+                let bytes = store.read_object(&e.digest).map_err(|e| e.to_string())?;
+                let json: serde_json::Value = serde_json::from_slice(&bytes)
+                    .map_err(|err| format!("'{file}' of step '{step}' is not JSON: {err}"))?;
+                json.pointer(pointer).cloned().ok_or_else(|| {
+                    format!("'{file}' of step '{step}' has no value at '{pointer}'")
+                })?
+            }
+        };
+        values.push(format!("{o} = {v}"));
+        Ok(v)
+    }
+}
+
+fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bool, String> {
+    use std::cmp::Ordering;
+    let ord: Option<Ordering> = match (l, r) {
+        (serde_json::Value::Number(a), serde_json::Value::Number(b)) => {
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
+            a.partial_cmp(&b)
+        }
+        (serde_json::Value::String(a), serde_json::Value::String(b)) => Some(a.cmp(b)),
+        _ => None,
+    };
+    Ok(match (op, ord) {
+        (CmpOp::Eq, _) => l == r || ord == Some(Ordering::Equal),
+        (CmpOp::Ne, _) => !(l == r || ord == Some(Ordering::Equal)),
+        (_, None) => return Err(format!("cannot order {l} and {r}")),
+        (CmpOp::Lt, Some(o)) => o == Ordering::Less,
+        (CmpOp::Le, Some(o)) => o != Ordering::Greater,
+        (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
+        (CmpOp::Ge, Some(o)) => o != Ordering::Less,
+    })
+}
+
+/// Removes staging folders when an attempt ends, however it ends (including
+/// being dropped when the run is cancelled).
+struct Staging(Vec<(String, PathBuf)>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for (_, dir) in &self.0 {
+            if dir.exists() {
+                crate::store::make_writable(dir);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// One unit's work in a run: cache check, then attempts.
+struct StepJob {
+    rt: Runtime,
+    plan: Arc<Plan>,
+    index: usize,
+    name: String,
+    run: RunId,
+    component: Arc<LoadedComponent>,
+    inputs: BTreeMap<String, Digest>,
+    params: serde_json::Value,
+    commit: Option<Commit>,
+    on_event: Option<EventSink>,
+}
+
+impl StepJob {
+    async fn execute(self) -> StepReport {
+        let started = Instant::now();
+        let started_ms = now_ms();
+        let s = &self.plan.steps[self.index];
+        let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
+        let key = cache::cache_key(&KeyInputs {
+            component: &self.component.digest,
+            world: STEP_WORLD,
+            capabilities: &[],
+            params: &self.params,
+            inputs: &self.inputs,
+            outputs: &outs,
+            memory_bytes: s.limits.memory_bytes,
+        });
+        let mut record = StepRecord {
+            run: self.run,
+            step: self.name.clone(),
+            state: StepState::Running,
+            attempt: 0,
+            cache_key: Some(key),
+            component: Some(self.component.digest),
+            started_ms,
+            ended_ms: 0,
+            error: None,
+            outputs: BTreeMap::new(),
+            inputs: self.inputs.clone(),
+            metrics: Vec::new(),
+            logs: Vec::new(),
+        };
+
+        if s.cache.mode == CacheMode::Normal {
+            match self.cached(&key, &outs, s.cache.expiry_ms) {
+                Ok(Some((outputs, metrics))) => {
+                    record.state = StepState::Cached;
+                    record.outputs = outputs;
+                    record.metrics = metrics;
+                    return self.finish(record, None, false, started);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(step = %self.name, "cache lookup failed, running the step: {e:#}")
+                }
+            }
+        }
+
+        let attempts = 1 + s.retry.retries;
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                let delay = s.retry.delay_before(attempt);
+                if let Some(f) = &self.on_event {
+                    f(&RunEvent::StepRetrying {
+                        step: self.name.clone(),
+                        attempt: attempt - 1,
+                        error: last_error.clone(),
+                        delay,
+                    });
+                }
+                record.logs.push((
+                    attempt - 1,
+                    LogLine {
+                        level: "weir".into(),
+                        message: format!(
+                            "attempt {} failed: {last_error}; retrying in {delay:?}",
+                            attempt - 1
+                        ),
+                    },
+                ));
+                tokio::time::sleep(delay).await;
+            }
+            record.attempt = attempt;
+            match self.attempt(&key, attempt, &mut record).await {
+                Ok(outputs) => {
+                    record.state = StepState::Succeeded;
+                    record.outputs = outputs;
+                    record.error = None;
+                    let cache_op = (s.cache.mode != CacheMode::Disabled).then(|| RecordOp::Cache {
+                        key,
+                        outputs: record.outputs.clone(),
+                        metrics: record.metrics.clone(),
+                        run: self.run,
+                        step: self.name.clone(),
+                    });
+                    let early = self
+                        .rt
+                        .inner
+                        .records
+                        .previous_outputs(&self.plan.name, &self.name, self.run)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|prev| prev == record.outputs);
+                    let mut report = self.finish(record, cache_op, true, started);
+                    report.early_cutoff = early;
+                    return report;
+                }
+                Err(e) => {
+                    last_error = e.clone();
+                    record.error = Some(e);
+                }
+            }
+        }
+        record.state = StepState::Failed;
+        if attempts > 1 {
+            record.error = Some(format!("{} (after {attempts} attempts)", last_error));
+        }
+        self.finish(record, None, false, started)
+    }
+
+    /// A valid cache entry's outputs and metrics, if any.
+    #[allow(clippy::type_complexity)]
+    fn cached(
+        &self,
+        key: &CacheKey,
+        outs: &[&str],
+        expiry_ms: Option<u64>,
+    ) -> anyhow::Result<Option<(BTreeMap<String, Digest>, Vec<Metric>)>> {
+        let inner = &self.rt.inner;
+        let Some(entry) = inner.records.cache_lookup(key)? else {
+            return Ok(None);
+        };
+        if let Some(exp) = expiry_ms
+            && now_ms().saturating_sub(entry.created_ms) > exp as i64
+        {
+            return Ok(None);
+        }
+        let names_match = entry.outputs.len() == outs.len()
+            && outs.iter().all(|o| entry.outputs.contains_key(*o));
+        let mut valid = names_match;
+        if valid {
+            for d in entry.outputs.values() {
+                if !inner.store.is_valid_tree(d)? {
+                    valid = false;
+                    break;
+                }
+            }
+        }
+        if !valid {
+            inner.records.cache_forget(key)?;
+            return Ok(None);
+        }
+        Ok(Some((entry.outputs, entry.metrics)))
+    }
+
+    /// One attempt; on success the output digests, else the error text.
+    async fn attempt(
+        &self,
+        key: &CacheKey,
+        attempt: u32,
+        record: &mut StepRecord,
+    ) -> Result<BTreeMap<String, Digest>, String> {
+        let s = &self.plan.steps[self.index];
+        let store: &Store = &self.rt.inner.store;
+        let mut views = Vec::with_capacity(self.inputs.len());
+        for (name, d) in &self.inputs {
+            let v = store
+                .view(d)
+                .map_err(|e| format!("cannot lay out input '{name}': {e}"))?;
+            views.push((name.clone(), v));
+        }
+        let mut staging = Staging(Vec::with_capacity(s.outputs.len()));
+        for name in &s.outputs {
+            let dir = store.temp_path(&format!("out-{}-{name}", s.name));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
+            staging.0.push((name.clone(), dir));
+        }
+        let result = self
+            .rt
+            .inner
+            .executor
+            .run(AttemptSpec {
+                step: &self.name,
+                component: &self.component,
+                params_json: cache::canonical_json(&self.params),
+                inputs: views,
+                outputs: staging.0.clone(),
+                limits: s.limits,
+                seed: *key,
+                attempt,
+            })
+            .await;
+        record
+            .logs
+            .extend(result.logs.into_iter().map(|l| (attempt, l)));
+        record.metrics = result.metrics;
+        if let Err(f) = result.outcome {
+            return Err(f.to_string());
+        }
+        let mut quota = Quota {
+            bytes: s.limits.output_bytes,
+            files: s.limits.output_files,
+        };
+        let mut outputs = BTreeMap::new();
+        for (name, dir) in &staging.0 {
+            let d = store
+                .ingest_output(dir, quota)
+                .map_err(|e| format!("output '{name}': {e}"))?;
+            let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
+            quota.bytes = quota.bytes.saturating_sub(tree.bytes());
+            quota.files = quota.files.saturating_sub(tree.entries.len() as u64);
+            outputs.insert(name.clone(), d);
+        }
+        Ok(outputs)
+    }
+
+    fn finish(
+        &self,
+        mut record: StepRecord,
+        cache_op: Option<RecordOp>,
+        new_objects: bool,
+        started: Instant,
+    ) -> StepReport {
+        record.ended_ms = now_ms();
+        let report = StepReport {
+            name: record.step.clone(),
+            state: record.state,
+            outputs: record.outputs.clone(),
+            cache_key: record.cache_key,
+            error: record.error.clone(),
+            duration: started.elapsed(),
+            attempts: record.attempt,
+            metrics: record.metrics.clone(),
+            early_cutoff: false,
+        };
+        let mut ops = vec![RecordOp::Step(Box::new(record))];
+        ops.extend(cache_op);
+        if let Some(c) = &self.commit {
+            let _ = c.send((new_objects, ops));
+        }
+        report
+    }
+}
