@@ -704,6 +704,19 @@ fn register_policies(e: &mut Engine) {
     });
 }
 
+/// What a script value is, in the words of the language.
+fn kind(v: &Dynamic) -> String {
+    if v.is::<OperandRef>() {
+        "a step value".into()
+    } else if v.is::<Cond>() {
+        "a condition".into()
+    } else if v.is::<StepHandle>() {
+        "a step".into()
+    } else {
+        format!("a value of type {}", v.type_name())
+    }
+}
+
 fn operand_of(v: &Dynamic) -> Option<Operand> {
     if let Some(o) = v.clone().try_cast::<OperandRef>() {
         return Some(o.0);
@@ -765,8 +778,8 @@ fn register_conditions(e: &mut Engine) {
                 _ => err(
                     format!(
                         "cannot compare {} {sym} {} in a condition",
-                        l.type_name(),
-                        r.type_name()
+                        kind(&l),
+                        kind(&r)
                     ),
                     ctx.call_position(),
                 ),
@@ -824,6 +837,17 @@ fn describe(file: &str, e: &EvalAltResult) -> String {
     }
     let msg = match inner {
         EvalAltResult::ErrorRuntime(v, _) => v.to_string(),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "the script ran more than 50,000,000 operations (an endless loop?)".to_string()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "calls nested deeper than 64 levels (endless recursion?)".to_string()
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            format!(
+                "{what} grew past the script limits (strings 1 MiB, arrays 1,000,000 items, maps 100,000 entries)"
+            )
+        }
         other => other.to_string(),
     };
     let pos = inner.position();

@@ -142,23 +142,38 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let report = report?;
 
-    let executed = report
-        .steps
-        .iter()
-        .filter(|s| s.state == StepState::Succeeded)
-        .count();
-    let cached = report
-        .steps
-        .iter()
-        .filter(|s| s.state == StepState::Cached)
-        .count();
-    println!(
-        "run {} {}: {} steps, {executed} executed, {cached} cached (store {})",
+    let count = |st: StepState| report.steps.iter().filter(|s| s.state == st).count();
+    let mut summary = format!(
+        "run {} {}: {} steps, {} executed, {} cached",
         report.run,
         report.state,
         report.steps.len(),
-        store.display()
+        count(StepState::Succeeded),
+        count(StepState::Cached)
     );
+    for (st, word) in [
+        (StepState::Failed, "failed"),
+        (StepState::Skipped, "skipped"),
+        (StepState::Cancelled, "cancelled"),
+    ] {
+        if count(st) > 0 {
+            summary.push_str(&format!(", {} {word}", count(st)));
+        }
+    }
+    println!("{summary} (store {})", store.display());
+    let cutoff: Vec<&str> = report
+        .steps
+        .iter()
+        .chain(&report.children)
+        .filter(|s| s.early_cutoff)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !cutoff.is_empty() {
+        println!(
+            "  early cutoff: {} re-ran with outputs identical to the previous run, so their dependants stayed cached",
+            cutoff.join(", ")
+        );
+    }
     for s in &report.steps {
         for (name, d) in &s.outputs {
             let path = rt
@@ -170,7 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(e) = &report.error {
-        eprintln!("error: run {} failed: {e}", report.run);
+        eprintln!("error: run {} {}: {e}", report.run, report.state);
     }
     Ok(match report.state {
         RunState::Succeeded => ExitCode::SUCCESS,
