@@ -114,7 +114,10 @@ fn changed_component_bytes_rerun_that_step_and_identical_outputs_cut_off_downstr
         StepState::Cached,
         "a's outputs are unchanged"
     );
-    assert!(second.step("a").unwrap().early_cutoff, "reported as early cutoff");
+    assert!(
+        second.step("a").unwrap().early_cutoff,
+        "reported as early cutoff"
+    );
     assert!(!first.step("a").unwrap().early_cutoff);
 
     // A changed param changes a's outputs, so b re-runs too.

@@ -56,11 +56,11 @@ pub struct LoadedComponent {
 }
 
 /// Everything one attempt needs.
-pub struct AttemptSpec<'a> {
+pub struct AttemptSpec {
     /// Step name (passed to the guest and used in messages).
-    pub step: &'a str,
+    pub step: String,
     /// The component.
-    pub component: &'a LoadedComponent,
+    pub component: Arc<LoadedComponent>,
     /// Canonical JSON params.
     pub params_json: String,
     /// Input name to host folder (mounted read-only at `/in/<name>`).
@@ -79,10 +79,22 @@ pub struct AttemptSpec<'a> {
 pub struct AttemptResult {
     /// `Ok` if `run` returned success.
     pub outcome: Result<(), StepFailure>,
+
     /// Log lines, then stdout and stderr lines.
     pub logs: Vec<LogLine>,
     /// Metrics in call order.
     pub metrics: Vec<Metric>,
+}
+
+impl AttemptResult {
+    /// An attempt that failed before or outside the guest.
+    pub fn failed(f: StepFailure) -> AttemptResult {
+        AttemptResult {
+            outcome: Err(f),
+            logs: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
 }
 
 /// Why an attempt failed.
@@ -113,6 +125,9 @@ pub enum StepFailure {
     /// The sandbox could not be set up (host problem, not the guest's).
     #[error("the sandbox could not be set up: {0}")]
     Setup(String),
+    /// Stopped because the run was cancelled.
+    #[error("cancelled while running")]
+    Cancelled,
 }
 
 /// Per-store host state.
@@ -513,7 +528,7 @@ impl Executor {
     }
 
     /// Runs one attempt to completion, failure or timeout.
-    pub async fn run(&self, spec: AttemptSpec<'_>) -> AttemptResult {
+    pub async fn run(&self, spec: AttemptSpec) -> AttemptResult {
         let stdout = Capture::new(spec.limits.stdio_bytes);
         let stderr = Capture::new(spec.limits.stdio_bytes);
         let mut result = self.run_inner(&spec, &stdout, &stderr).await;
@@ -522,11 +537,7 @@ impl Executor {
         result
     }
 
-    fn wasi_ctx(
-        spec: &AttemptSpec<'_>,
-        stdout: &Capture,
-        stderr: &Capture,
-    ) -> anyhow::Result<WasiCtx> {
+    fn wasi_ctx(spec: &AttemptSpec, stdout: &Capture, stderr: &Capture) -> anyhow::Result<WasiCtx> {
         let seed = *spec.seed.as_bytes();
         let derive =
             |what: &str| -> [u8; 32] { *blake3::keyed_hash(&seed, what.as_bytes()).as_bytes() };
@@ -558,7 +569,7 @@ impl Executor {
 
     async fn run_inner(
         &self,
-        spec: &AttemptSpec<'_>,
+        spec: &AttemptSpec,
         stdout: &Capture,
         stderr: &Capture,
     ) -> AttemptResult {
@@ -604,7 +615,7 @@ impl Executor {
             Ok(UpdateDeadline::Yield(1))
         });
         let invocation = bindings::types::Invocation {
-            step: spec.step.to_string(),
+            step: spec.step.clone(),
             params: spec.params_json.clone(),
             inputs: spec
                 .inputs

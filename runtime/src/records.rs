@@ -292,6 +292,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, step);
+CREATE INDEX IF NOT EXISTS steps_by_name ON steps (step, run_id);
 CREATE TABLE IF NOT EXISTS logs (
     run_id INTEGER NOT NULL,
     step TEXT NOT NULL,

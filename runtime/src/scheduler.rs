@@ -70,6 +70,7 @@ pub(crate) struct Scheduler {
     pool_running: HashMap<String, u32>,
     first_error: Option<String>,
     commit: Option<Commit>,
+    index: HashMap<String, usize>,
 }
 
 type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
@@ -98,6 +99,12 @@ impl Scheduler {
         for (pos, &i) in order.iter().enumerate() {
             position[i] = pos;
         }
+        let index = plan
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         Ok(Scheduler {
             waiting: deps.iter().map(Vec::len).collect(),
             dependents,
@@ -117,6 +124,7 @@ impl Scheduler {
             pool_running: HashMap::new(),
             first_error: None,
             commit: None,
+            index,
         })
     }
 
@@ -425,7 +433,7 @@ impl Scheduler {
     }
 
     fn report_of(&self, step: &str) -> Option<&StepReport> {
-        let i = self.plan.steps.iter().position(|s| s.name == step)?;
+        let i = *self.index.get(step)?;
         self.reports[i].as_ref()
     }
 
@@ -848,6 +856,43 @@ fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bo
     })
 }
 
+thread_local! {
+    /// A small runtime per blocking-pool thread, for the async wasmtime API.
+    static ATTEMPT_RT: Result<tokio::runtime::Runtime, String> = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string());
+}
+
+/// Runs an attempt on a blocking-pool thread, so guest code and the WASI
+/// host calls it makes never occupy the scheduler's async workers. Dropping
+/// the returned future (cancellation) stops the guest at its next epoch
+/// tick or host call.
+async fn run_isolated(rt: Runtime, spec: AttemptSpec) -> crate::executor::AttemptResult {
+    use crate::executor::{AttemptResult, StepFailure};
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let _stop_on_drop = cancel.clone().drop_guard();
+    let joined = tokio::task::spawn_blocking(move || {
+        ATTEMPT_RT.with(|local| match local {
+            Ok(local) => local.block_on(async {
+                tokio::select! {
+                    r = rt.inner.executor.run(spec) => r,
+                    _ = cancel.cancelled() => AttemptResult::failed(StepFailure::Cancelled),
+                }
+            }),
+            Err(e) => AttemptResult::failed(StepFailure::Setup(format!(
+                "no runtime for the attempt thread: {e}"
+            ))),
+        })
+    })
+    .await;
+    joined.unwrap_or_else(|e| {
+        AttemptResult::failed(StepFailure::Setup(format!(
+            "the attempt thread failed: {e}"
+        )))
+    })
+}
+
 /// Removes staging folders when an attempt ends, however it ends (including
 /// being dropped when the run is cancelled).
 struct Staging(Vec<(String, PathBuf)>);
@@ -1044,21 +1089,20 @@ impl StepJob {
                 .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
             staging.0.push((name.clone(), dir));
         }
-        let result = self
-            .rt
-            .inner
-            .executor
-            .run(AttemptSpec {
-                step: &self.name,
-                component: &self.component,
+        let result = run_isolated(
+            self.rt.clone(),
+            AttemptSpec {
+                step: self.name.clone(),
+                component: self.component.clone(),
                 params_json: cache::canonical_json(&self.params),
                 inputs: views,
                 outputs: staging.0.clone(),
                 limits: s.limits,
                 seed: *key,
                 attempt,
-            })
-            .await;
+            },
+        )
+        .await;
         record
             .logs
             .extend(result.logs.into_iter().map(|l| (attempt, l)));
@@ -1072,13 +1116,12 @@ impl StepJob {
         };
         let mut outputs = BTreeMap::new();
         for (name, dir) in &staging.0 {
-            let d = store
+            let got = store
                 .ingest_output(dir, quota)
                 .map_err(|e| format!("output '{name}': {e}"))?;
-            let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
-            quota.bytes = quota.bytes.saturating_sub(tree.bytes());
-            quota.files = quota.files.saturating_sub(tree.entries.len() as u64);
-            outputs.insert(name.clone(), d);
+            quota.bytes = quota.bytes.saturating_sub(got.bytes);
+            quota.files = quota.files.saturating_sub(got.files);
+            outputs.insert(name.clone(), got.digest);
         }
         Ok(outputs)
     }

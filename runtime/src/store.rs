@@ -90,6 +90,17 @@ pub enum IngestError {
     },
 }
 
+/// What [`Store::ingest_output`] stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Ingested {
+    /// The folder artifact's digest.
+    pub digest: Digest,
+    /// Bytes of all files in it.
+    pub bytes: u64,
+    /// Files and folders in it.
+    pub files: u64,
+}
+
 /// Caps applied while ingesting an output folder.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
@@ -433,9 +444,9 @@ impl Store {
     /// artifact without copying: files are hashed and linked into `objects/`,
     /// and the folder itself becomes the artifact's view. Refuses symlinks and
     /// special files, and enforces `quota`.
-    pub fn ingest_output(&self, dir: &Path, quota: Quota) -> Result<Digest, IngestError> {
+    pub fn ingest_output(&self, dir: &Path, quota: Quota) -> Result<Ingested, IngestError> {
         let mut used = (0u64, 0u64);
-        let d = self.ingest_output_dir(dir, "", quota, &mut used)?;
+        let (d, _) = self.ingest_output_dir(dir, "", quota, &mut used)?;
         let view = self.views.join(d.to_hex());
         let io_err = |e: io::Error| IngestError::Io {
             path: String::from("."),
@@ -455,7 +466,11 @@ impl Store {
                 let _ = fs::remove_dir_all(dir);
             }
         }
-        Ok(d)
+        Ok(Ingested {
+            digest: d,
+            bytes: used.0,
+            files: used.1,
+        })
     }
 
     fn ingest_output_dir(
@@ -464,7 +479,7 @@ impl Store {
         rel: &str,
         quota: Quota,
         used: &mut (u64, u64),
-    ) -> Result<Digest, IngestError> {
+    ) -> Result<(Digest, u64), IngestError> {
         let io_err = |path: &str| {
             let path = if path.is_empty() {
                 ".".to_string()
@@ -497,8 +512,7 @@ impl Store {
             let ft = e.file_type().map_err(io_err(&shown))?;
             let p = e.path();
             if ft.is_dir() {
-                let d = self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
-                let bytes = self.read_tree(&d).map_err(io_err(&shown))?.bytes();
+                let (d, bytes) = self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
                 tree.entries.push(Entry {
                     name,
                     kind: EntryKind::Folder,
@@ -540,7 +554,8 @@ impl Store {
             }
         }
         tree.sort();
-        self.put_bytes(&tree.encode()).map_err(io_err(rel))
+        let d = self.put_bytes(&tree.encode()).map_err(io_err(rel))?;
+        Ok((d, tree.bytes()))
     }
 
     /// The folder where tree `d` is laid out, creating it (as hard links to
