@@ -712,6 +712,8 @@ mod tests {
                 },
             )
             .unwrap();
+        assert_eq!((d.bytes, d.files), (5, 2));
+        let d = d.digest;
         assert!(!out.exists());
         assert_eq!(
             fs::read_to_string(store.view(&d).unwrap().join("sub/x.txt")).unwrap(),
