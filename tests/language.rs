@@ -306,6 +306,75 @@ for i in 0..2 { p.step(`free${i}`, sleep).output("out").params(#{ ms: 300, i: i 
 }
 
 #[test]
+fn a_map_parallelism_bound_is_respected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt =
+        weir_runtime::Runtime::new(weir_runtime::Config::new(tmp.path().join(".weir")).jobs(4))
+            .unwrap();
+    let path = script(
+        tmp.path(),
+        r#"
+let p = pipeline("bounded");
+let list = p.step("list", echo).output("out").params(#{ bare: true, files: #{ a: "1", b: "2", c: "3" } });
+p.map("one_at_a_time", sleep, list.out("out")).output("out").params(#{ ms: 150 }).parallelism(1);
+"#,
+    );
+    let r = run(&rt, &compile(&path, &[]));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let steps = rt.records().steps(r.run).unwrap();
+    let spans: Vec<(i64, i64)> = steps
+        .iter()
+        .filter(|s| s.step.starts_with("one_at_a_time["))
+        .map(|s| (s.started_ms, s.ended_ms))
+        .collect();
+    assert_eq!(spans.len(), 3);
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            assert!(
+                a.1 <= b.0 || b.1 <= a.0,
+                "map children overlapped: {a:?} {b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fuel_budget_stops_a_step_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let path = script(
+        tmp.path(),
+        &format!(
+            "let spin = {:?};\nlet p = pipeline(\"fuel\");\np.step(\"spin\", spin).output(\"out\").fuel(1000000);\n",
+            fixture("spin").display().to_string()
+        ),
+    );
+    let r = run(&rt, &compile(&path, &[]));
+    let e = r.step("spin").unwrap().error.clone().unwrap();
+    assert_eq!(
+        e,
+        "the step used up its fuel budget of 1000000 and was stopped"
+    );
+}
+
+#[test]
+fn a_capability_request_is_refused_without_a_trust_policy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let path = script(
+        tmp.path(),
+        r#"let p = pipeline("caps"); p.step("train", echo).output("out").requires("gpu");"#,
+    );
+    let e = format!("{:#}", try_run(&rt, &compile(&path, &[])).unwrap_err());
+    assert!(
+        e.starts_with("step 'train' (")
+            && e.contains("requests capability 'gpu', which this runtime does not grant"),
+        "{e}"
+    );
+    assert!(rt.records().runs(5).unwrap().is_empty());
+}
+
+#[test]
 fn fail_fast_stops_at_the_first_failure() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());

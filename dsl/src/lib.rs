@@ -43,6 +43,8 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 #[derive(Default)]
 struct Declared {
     pipelines: Vec<Plan>,
+    /// Step names per pipeline, for O(1) duplicate checks in big scripts.
+    step_names: Vec<std::collections::HashSet<String>>,
     /// `--param` overrides, as text, and which of them a `param()` used.
     overrides: BTreeMap<String, String>,
     used: std::collections::BTreeSet<String>,
@@ -229,6 +231,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
                 }
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 st.pipelines.push(Plan::new(name, base_dir.clone()));
+                st.step_names.push(Default::default());
                 Ok(PipelineHandle {
                     state: state.clone(),
                     index: st.pipelines.len() - 1,
@@ -458,8 +461,7 @@ fn new_step(
         return err(m.to_string(), pos);
     }
     let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
-    let plan = &mut st.pipelines[p.index];
-    if plan.steps.iter().any(|s| s.name == name) {
+    if !st.step_names[p.index].insert(name.to_string()) {
         return err(format!("step '{name}' is declared twice"), pos);
     }
     let source = if component.ends_with(".wasm") {
@@ -469,6 +471,7 @@ fn new_step(
     };
     let mut s = StepPlan::new(name, source);
     s.origin = Some(origin(&p.file, pos));
+    let plan = &mut st.pipelines[p.index];
     plan.steps.push(s);
     Ok(StepHandle {
         pipeline: p.clone(),

@@ -157,21 +157,16 @@ impl Scheduler {
             std::thread::Builder::new()
                 .name("weir-commit".into())
                 .spawn(move || -> anyhow::Result<()> {
-                    let mut first = true;
                     while let Ok(msg) = rx.recv() {
-                        let mut needs_sync = msg.0 || first;
                         let mut ops = msg.1;
-                        while let Ok((s, more)) = rx.try_recv() {
-                            needs_sync |= s;
+                        while let Ok((_, more)) = rx.try_recv() {
                             ops.extend(more);
                         }
-                        if needs_sync {
-                            rt.inner
-                                .store
-                                .sync()
-                                .map_err(|e| anyhow!("flushing the store to disk: {e}"))?;
-                        }
-                        first = false;
+                        // Objects first, then the records that name them.
+                        rt.inner
+                            .store
+                            .sync()
+                            .map_err(|e| anyhow!("flushing new objects to disk: {e}"))?;
                         rt.inner.records.commit(&ops)?;
                     }
                     Ok(())

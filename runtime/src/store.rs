@@ -13,10 +13,12 @@
 //!
 //! Objects become visible only by `rename` (or `link`) of a complete file in
 //! the same filesystem, so no half-written object is ever seen under its
-//! name. Durability is batched: [`Store::sync`] flushes the filesystem once
-//! for many objects, and the records that reference them are committed only
-//! after it (see [`crate::run`]). A crash can therefore lose an object that
-//! no record references yet, never one that a record does. Objects are
+//! name. Durability is batched: the store remembers the objects it created,
+//! and [`Store::sync`] flushes exactly those (`fdatasync` each, then `fsync`
+//! their folders) for a whole batch of finished steps; the records that
+//! reference them are committed only after it (see `scheduler.rs`). A crash
+//! can therefore lose an object that no record references yet, never one that
+//! a record does. Views and staging folders are caches and never synced. Objects are
 //! checked before use: a file whose bytes do not hash to its name is moved to
 //! `corrupt/` and treated as missing, never handed to a step.
 
@@ -118,6 +120,8 @@ pub struct Store {
     tmp: PathBuf,
     verified: Mutex<HashMap<Digest, Fingerprint>>,
     counter: AtomicU64,
+    /// Objects created since the last [`Store::sync`].
+    unsynced: Mutex<Vec<Digest>>,
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
@@ -135,6 +139,7 @@ impl Store {
             root,
             verified: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            unsynced: Mutex::new(Vec::new()),
         };
         for d in [&store.root, &store.objects, &store.views, &store.tmp] {
             fs::create_dir_all(d).map_err(io_at(d))?;
@@ -190,18 +195,36 @@ impl Store {
         Ok(removed)
     }
 
-    /// Flushes everything written to the store's filesystem to disk (one
-    /// `syncfs`), so that records referencing new objects can be committed.
+    /// Makes every object created since the last call durable: `fdatasync`
+    /// on each, then `fsync` on each folder that gained one. Call it before
+    /// committing records that name those objects. Cheap when nothing is new.
     pub fn sync(&self) -> io::Result<()> {
-        let dir = fs::File::open(&self.objects)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
-        let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
+        let pending = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
+        if pending.is_empty() {
+            return Ok(());
         }
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for d in &pending {
+            let path = self.object_path(d);
+            match fs::File::open(&path) {
+                Ok(f) => f.sync_data().map_err(io_at(&path))?,
+                // Quarantined meanwhile: nothing to make durable.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+            if let Some(parent) = path.parent()
+                && !dirs.iter().any(|x| x == parent)
+            {
+                dirs.push(parent.to_path_buf());
+            }
+        }
+        dirs.push(self.objects.clone());
+        for dir in dirs {
+            fs::File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(io_at(&dir))?;
+        }
+        Ok(())
     }
 
     /// Stores `bytes` as an object and returns its digest.
@@ -215,13 +238,36 @@ impl Store {
             let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
             f.write_all(bytes).map_err(io_at(&tmp))?;
         }
-        self.commit_file(&tmp, d, true)?;
+        self.rename_into(&tmp, d)?;
         Ok(d)
     }
 
+    /// Makes the complete file at `tmp` the object `d` by renaming it (an
+    /// existing object of that name has the same bytes, so replacing it is harmless).
+    fn rename_into(&self, tmp: &Path, d: Digest) -> io::Result<()> {
+        let dst = self.object_path(&d);
+        fs::set_permissions(tmp, fs::Permissions::from_mode(0o444)).map_err(io_at(tmp))?;
+        if let Err(e) = fs::rename(tmp, &dst) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(io_at(&dst)(e));
+            }
+            let parent = dst.parent().unwrap_or(&self.objects);
+            fs::create_dir_all(parent).map_err(io_at(parent))?;
+            fs::rename(tmp, &dst).map_err(io_at(&dst))?;
+        }
+        if let Ok(m) = fs::metadata(&dst) {
+            self.remember(d, &m);
+        }
+        self.unsynced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(d);
+        Ok(())
+    }
+
     /// Makes the complete file at `src` (in the store's filesystem) the object
-    /// `d`, by link or rename. With `consume`, `src` is removed afterwards.
-    fn commit_file(&self, src: &Path, d: Digest, consume: bool) -> io::Result<()> {
+    /// `d` by hard link, keeping `src` (an output file stays in its view).
+    fn link_into(&self, src: &Path, d: Digest) -> io::Result<()> {
         let dst = self.object_path(&d);
         fs::set_permissions(src, fs::Permissions::from_mode(0o444)).map_err(io_at(src))?;
         let parent = dst.parent().unwrap_or(&self.objects);
@@ -238,15 +284,21 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(io_at(&dst)(e)),
         };
-        if !linked && !self.is_valid(&d)? {
+        let linked = if !linked && !self.is_valid(&d)? {
             // The existing object was corrupt and has been quarantined: retry once.
             fs::hard_link(src, &dst).map_err(io_at(&dst))?;
+            true
+        } else {
+            linked
+        };
+        if linked {
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(d);
         }
         if let Ok(m) = fs::metadata(&dst) {
             self.remember(d, &m);
-        }
-        if consume {
-            fs::remove_file(src).map_err(io_at(src))?;
         }
         Ok(())
     }
@@ -397,7 +449,7 @@ impl Store {
         if self.is_valid(&d)? {
             fs::remove_file(&tmp).map_err(io_at(&tmp))?;
         } else {
-            self.commit_file(&tmp, d, true)?;
+            self.rename_into(&tmp, d)?;
         }
         Ok((d, n_total))
     }
@@ -530,7 +582,7 @@ impl Store {
                     });
                 }
                 let d = hash_file(&p, len).map_err(io_err(&shown))?;
-                self.commit_file(&p, d, false).map_err(io_err(&shown))?;
+                self.link_into(&p, d).map_err(io_err(&shown))?;
                 tree.entries.push(Entry {
                     name,
                     kind: EntryKind::File,
@@ -670,6 +722,20 @@ mod tests {
         // Ingesting again repairs it.
         assert_eq!(store.ingest_path(&src).unwrap(), d);
         assert!(store.is_valid_tree(&d).unwrap());
+    }
+
+    #[test]
+    fn sync_flushes_exactly_the_new_objects_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("s")).unwrap();
+        let pending = |s: &Store| s.unsynced.lock().unwrap().len();
+        store.put_bytes(b"one").unwrap();
+        store.put_bytes(b"two").unwrap();
+        store.put_bytes(b"one").unwrap(); // already there: nothing new
+        assert_eq!(pending(&store), 2);
+        store.sync().unwrap();
+        assert_eq!(pending(&store), 0);
+        store.sync().unwrap();
     }
 
     #[test]
