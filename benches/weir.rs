@@ -192,6 +192,33 @@ fn main() {
         }
     }
 
+    for n in [100usize, 1000, 10_000] {
+        let case = format!("plan {n}");
+        if !want(&case) && !want("plan") {
+            continue;
+        }
+        // A generated script: n steps in a chain, each with params and a limit.
+        let mut script = String::from("let p = pipeline(\"generated\");\nlet prev = p.step(\"s0\", \"step.wasm\").output(\"out\");\n");
+        for i in 1..n {
+            script.push_str(&format!(
+                "prev = p.step(\"s{i}\", \"step.wasm\").input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i}, name: \"step {i}\" }}).timeout(\"30s\");\n"
+            ));
+        }
+        let mut samples = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let plan = weir_dsl::compile_str(&script, "generated.rhai", tmp.path()).expect("compile");
+            samples.push(ms(t.elapsed()));
+            assert_eq!(plan.steps.len(), n);
+        }
+        rows.push(Row {
+            case: format!("plan build, generated {n}-step script"),
+            unit: "ms",
+            samples,
+            note: "parse + evaluate + validate".into(),
+        });
+    }
+
     if want("hello") {
         let script = repo().join("examples/hello/pipeline.rhai");
         let (mut first, mut cached) = (Vec::new(), Vec::new());
