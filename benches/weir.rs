@@ -198,7 +198,9 @@ fn main() {
             continue;
         }
         // A generated script: n steps in a chain, each with params and a limit.
-        let mut script = String::from("let p = pipeline(\"generated\");\nlet prev = p.step(\"s0\", \"step.wasm\").output(\"out\");\n");
+        let mut script = String::from(
+            "let p = pipeline(\"generated\");\nlet prev = p.step(\"s0\", \"step.wasm\").output(\"out\");\n",
+        );
         for i in 1..n {
             script.push_str(&format!(
                 "prev = p.step(\"s{i}\", \"step.wasm\").input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i}, name: \"step {i}\" }}).timeout(\"30s\");\n"
@@ -207,7 +209,8 @@ fn main() {
         let mut samples = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let plan = weir_dsl::compile_str(&script, "generated.rhai", tmp.path()).expect("compile");
+            let plan =
+                weir_dsl::compile_str(&script, "generated.rhai", tmp.path()).expect("compile");
             samples.push(ms(t.elapsed()));
             assert_eq!(plan.steps.len(), n);
         }
