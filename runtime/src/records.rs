@@ -9,7 +9,7 @@
 use crate::digest::Digest;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -235,14 +235,13 @@ pub trait Records: Send + Sync {
     fn reopen_run(&self, id: RunId) -> anyhow::Result<()>;
     /// The plan a run executed, as recorded (JSON).
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>>;
-    /// The outputs step `step` had in the newest run of `pipeline` before `before`
-    /// in which it succeeded or was cached.
-    fn previous_outputs(
+    /// For each step, the outputs it had in the newest run of `pipeline`
+    /// before `before` in which it succeeded or was cached.
+    fn last_outputs(
         &self,
         pipeline: &str,
-        step: &str,
         before: RunId,
-    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>>;
+    ) -> anyhow::Result<HashMap<String, BTreeMap<String, Digest>>>;
     /// The entry cached under `key`, if any.
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>>;
     /// Drops a cache entry whose objects turned out missing or corrupt.
@@ -487,22 +486,26 @@ impl Records for SqliteRecords {
         )
     }
 
-    fn previous_outputs(
+    fn last_outputs(
         &self,
         pipeline: &str,
-        step: &str,
         before: RunId,
-    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+    ) -> anyhow::Result<HashMap<String, BTreeMap<String, Digest>>> {
         let c = lock(&self.conn);
-        let row: Option<String> = c
-            .prepare_cached(
-                "SELECT s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
-                 WHERE r.pipeline = ?1 AND s.step = ?2 AND s.run_id < ?3 AND s.state IN ('succeeded', 'cached')
-                 ORDER BY s.run_id DESC LIMIT 1",
-            )?
-            .query_row(params![pipeline, step, before.0], |r| r.get(0))
-            .optional()?;
-        Ok(row.map(|s| json_map(&s)))
+        let mut st = c.prepare_cached(
+            "SELECT s.step, s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE r.pipeline = ?1 AND s.run_id < ?2 AND s.state IN ('succeeded', 'cached')
+             ORDER BY s.run_id",
+        )?;
+        let rows = st.query_map(params![pipeline, before.0], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (step, outputs) = row?;
+            out.insert(step, json_map(&outputs));
+        }
+        Ok(out)
     }
 
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>> {

@@ -71,6 +71,8 @@ pub(crate) struct Scheduler {
     first_error: Option<String>,
     commit: Option<Commit>,
     index: HashMap<String, usize>,
+    /// Each step's outputs in the previous run of this pipeline.
+    last_outputs: HashMap<String, BTreeMap<String, Digest>>,
 }
 
 type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
@@ -99,6 +101,11 @@ impl Scheduler {
         for (pos, &i) in order.iter().enumerate() {
             position[i] = pos;
         }
+        let last_outputs = rt
+            .inner
+            .records
+            .last_outputs(&plan.name, run)
+            .unwrap_or_default();
         let index = plan
             .steps
             .iter()
@@ -125,6 +132,7 @@ impl Scheduler {
             first_error: None,
             commit: None,
             index,
+            last_outputs,
         })
     }
 
@@ -212,7 +220,17 @@ impl Scheduler {
                 self.emit(RunEvent::StepStarted {
                     step: job.name.clone(),
                 });
-                let h = tasks.spawn(async move { (u, job.execute().await) });
+                // A cache hit finishes here, without a task or a thread hop.
+                let begun = job.begin();
+                let (job, begun) = match job.try_cached(begun) {
+                    Ok(report) => {
+                        self.release(u);
+                        self.finished(u, report)?;
+                        continue;
+                    }
+                    Err(back) => back,
+                };
+                let h = tasks.spawn(async move { (u, job.run_on_blocking_thread(begun).await) });
                 running.insert(h.id(), u);
             }
             if tasks.is_empty() {
@@ -324,6 +342,7 @@ impl Scheduler {
             }
         };
         StepJob {
+            previous: self.last_outputs.get(&name).cloned(),
             rt: self.rt.clone(),
             plan: self.plan.clone(),
             index: i,
@@ -859,35 +878,6 @@ thread_local! {
         .map_err(|e| e.to_string());
 }
 
-/// Runs an attempt on a blocking-pool thread, so guest code and the WASI
-/// host calls it makes never occupy the scheduler's async workers. Dropping
-/// the returned future (cancellation) stops the guest at its next epoch
-/// tick or host call.
-async fn run_isolated(rt: Runtime, spec: AttemptSpec) -> crate::executor::AttemptResult {
-    use crate::executor::{AttemptResult, StepFailure};
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let _stop_on_drop = cancel.clone().drop_guard();
-    let joined = tokio::task::spawn_blocking(move || {
-        ATTEMPT_RT.with(|local| match local {
-            Ok(local) => local.block_on(async {
-                tokio::select! {
-                    r = rt.inner.executor.run(spec) => r,
-                    _ = cancel.cancelled() => AttemptResult::failed(StepFailure::Cancelled),
-                }
-            }),
-            Err(e) => AttemptResult::failed(StepFailure::Setup(format!(
-                "no runtime for the attempt thread: {e}"
-            ))),
-        })
-    })
-    .await;
-    joined.unwrap_or_else(|e| {
-        AttemptResult::failed(StepFailure::Setup(format!(
-            "the attempt thread failed: {e}"
-        )))
-    })
-}
-
 /// Removes staging folders when an attempt ends, however it ends (including
 /// being dropped when the run is cancelled).
 struct Staging(Vec<(String, PathBuf)>);
@@ -903,8 +893,17 @@ impl Drop for Staging {
     }
 }
 
+/// What a unit has computed before it decides between cache and execution.
+struct Begun {
+    key: CacheKey,
+    started: Instant,
+    record: StepRecord,
+}
+
 /// One unit's work in a run: cache check, then attempts.
 struct StepJob {
+    /// The unit's outputs in the previous run of the pipeline (for early cutoff).
+    previous: Option<BTreeMap<String, Digest>>,
     rt: Runtime,
     plan: Arc<Plan>,
     index: usize,
@@ -918,9 +917,8 @@ struct StepJob {
 }
 
 impl StepJob {
-    async fn execute(self) -> StepReport {
-        let started = Instant::now();
-        let started_ms = now_ms();
+    /// The cache key and the record this unit will finish with.
+    fn begin(&self) -> Begun {
         let s = &self.plan.steps[self.index];
         let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
         let key = cache::cache_key(&KeyInputs {
@@ -932,37 +930,92 @@ impl StepJob {
             outputs: &outs,
             memory_bytes: s.limits.memory_bytes,
         });
-        let mut record = StepRecord {
-            run: self.run,
-            step: self.name.clone(),
-            state: StepState::Running,
-            attempt: 0,
-            cache_key: Some(key),
-            component: Some(self.component.digest),
-            started_ms,
-            ended_ms: 0,
-            error: None,
-            outputs: BTreeMap::new(),
-            inputs: self.inputs.clone(),
-            metrics: Vec::new(),
-            logs: Vec::new(),
-        };
+        Begun {
+            key,
+            started: Instant::now(),
+            record: StepRecord {
+                run: self.run,
+                step: self.name.clone(),
+                state: StepState::Running,
+                attempt: 0,
+                cache_key: Some(key),
+                component: Some(self.component.digest),
+                started_ms: now_ms(),
+                ended_ms: 0,
+                error: None,
+                outputs: BTreeMap::new(),
+                inputs: self.inputs.clone(),
+                metrics: Vec::new(),
+                logs: Vec::new(),
+            },
+        }
+    }
 
-        if s.cache.mode == CacheMode::Normal {
-            match self.cached(&key, &outs, s.cache.expiry_ms) {
-                Ok(Some((outputs, metrics))) => {
-                    record.state = StepState::Cached;
-                    record.outputs = outputs;
-                    record.metrics = metrics;
-                    return self.finish(record, None, false, started);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(step = %self.name, "cache lookup failed, running the step: {e:#}")
-                }
+    /// Finishes the unit from the cache if its policy allows and a valid
+    /// entry exists; otherwise hands the job back.
+    #[allow(clippy::result_large_err)]
+    fn try_cached(self, mut b: Begun) -> Result<StepReport, (StepJob, Begun)> {
+        let s = &self.plan.steps[self.index];
+        if s.cache.mode != CacheMode::Normal {
+            return Err((self, b));
+        }
+        let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
+        match self.cached(&b.key, &outs, s.cache.expiry_ms) {
+            Ok(Some((outputs, metrics))) => {
+                b.record.state = StepState::Cached;
+                b.record.outputs = outputs;
+                b.record.metrics = metrics;
+                Ok(self.finish(b.record, None, false, b.started))
+            }
+            Ok(None) => Err((self, b)),
+            Err(e) => {
+                tracing::warn!(step = %self.name, "cache lookup failed, running the step: {e:#}");
+                Err((self, b))
             }
         }
+    }
 
+    /// Runs the attempts on a blocking-pool thread (with a small runtime of
+    /// its own for the async wasmtime API), so guest code and its WASI host
+    /// calls never occupy the scheduler's async workers. Dropping the
+    /// returned future (cancellation) stops the guest at its next epoch tick
+    /// or host call, and its staging folders are removed.
+    async fn run_on_blocking_thread(self, b: Begun) -> StepReport {
+        let name = self.name.clone();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let _stop_on_drop = cancel.clone().drop_guard();
+        let joined = tokio::task::spawn_blocking(move || {
+            ATTEMPT_RT.with(|local| match local {
+                Ok(local) => local.block_on(async {
+                    tokio::select! {
+                        r = self.run_attempts(b) => Some(r),
+                        _ = cancel.cancelled() => None,
+                    }
+                }),
+                Err(e) => {
+                    tracing::error!("no runtime for the attempt thread: {e}");
+                    None
+                }
+            })
+        })
+        .await;
+        match joined {
+            Ok(Some(report)) => report,
+            Ok(None) | Err(_) => StepReport::not_run(
+                &name,
+                StepState::Cancelled,
+                Some("cancelled while running".into()),
+            ),
+        }
+    }
+
+    async fn run_attempts(self, b: Begun) -> StepReport {
+        let Begun {
+            key,
+            started,
+            mut record,
+        } = b;
+        let s = &self.plan.steps[self.index];
         let attempts = 1 + s.retry.retries;
         let mut last_error = String::new();
         for attempt in 1..=attempts {
@@ -1002,13 +1055,9 @@ impl StepJob {
                         step: self.name.clone(),
                     });
                     let early = self
-                        .rt
-                        .inner
-                        .records
-                        .previous_outputs(&self.plan.name, &self.name, self.run)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|prev| prev == record.outputs);
+                        .previous
+                        .as_ref()
+                        .is_some_and(|prev| *prev == record.outputs);
                     let mut report = self.finish(record, cache_op, true, started);
                     report.early_cutoff = early;
                     return report;
@@ -1079,14 +1128,16 @@ impl StepJob {
         }
         let mut staging = Staging(Vec::with_capacity(s.outputs.len()));
         for name in &s.outputs {
-            let dir = store.temp_path(&format!("out-{}-{name}", s.name));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create output folder {}: {e}", dir.display()))?;
+            let dir = store
+                .staging_dir("out")
+                .map_err(|e| format!("cannot create output folder: {e}"))?;
             staging.0.push((name.clone(), dir));
         }
-        let result = run_isolated(
-            self.rt.clone(),
-            AttemptSpec {
+        let result = self
+            .rt
+            .inner
+            .executor
+            .run(AttemptSpec {
                 step: self.name.clone(),
                 component: self.component.clone(),
                 params_json: cache::canonical_json(&self.params),
@@ -1095,9 +1146,8 @@ impl StepJob {
                 limits: s.limits,
                 seed: *key,
                 attempt,
-            },
-        )
-        .await;
+            })
+            .await;
         record
             .logs
             .extend(result.logs.into_iter().map(|l| (attempt, l)));
@@ -1118,6 +1168,8 @@ impl StepJob {
             quota.files = quota.files.saturating_sub(got.files);
             outputs.insert(name.clone(), got.digest);
         }
+        // Every staging folder now belongs to the store (a view, or the pool).
+        staging.0.clear();
         Ok(outputs)
     }
 

@@ -122,6 +122,21 @@ pub struct Store {
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Vec<Digest>>,
+    /// Empty staging folders left by steps that wrote nothing, for reuse.
+    empty_dirs: Mutex<Vec<PathBuf>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        for dir in self
+            .empty_dirs
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            let _ = fs::remove_dir(dir);
+        }
+    }
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
@@ -140,6 +155,7 @@ impl Store {
             verified: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             unsynced: Mutex::new(Vec::new()),
+            empty_dirs: Mutex::new(Vec::new()),
         };
         for d in [&store.root, &store.objects, &store.views, &store.tmp] {
             fs::create_dir_all(d).map_err(io_at(d))?;
@@ -168,6 +184,19 @@ impl Store {
     pub fn temp_path(&self, what: &str) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         self.tmp.join(format!("{what}-{}-{n}", std::process::id()))
+    }
+
+    /// An empty folder under `tmp/` for a step's output: a reused one when a
+    /// previous step left its output empty, else a new one.
+    pub fn staging_dir(&self, what: &str) -> io::Result<PathBuf> {
+        let reused = self
+            .empty_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let dir = reused.unwrap_or_else(|| self.temp_path(what));
+        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(dir)
     }
 
     /// Removes leftovers in `tmp/` from processes that are no longer running.
@@ -505,7 +534,17 @@ impl Store {
             source: e,
         };
         if view.exists() {
-            make_writable(dir);
+            if used == (0, 0) {
+                let mut pool = self.empty_dirs.lock().unwrap_or_else(|p| p.into_inner());
+                if pool.len() < 64 {
+                    pool.push(dir.to_path_buf());
+                    return Ok(Ingested {
+                        digest: d,
+                        bytes: 0,
+                        files: 0,
+                    });
+                }
+            }
             fs::remove_dir_all(dir).map_err(io_err)?;
         } else {
             make_read_only_dirs(dir);
