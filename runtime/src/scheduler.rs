@@ -29,8 +29,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 type Commit = Sender<(bool, Vec<RecordOp>)>;
+
+/// How long the committer lets finished steps gather before one commit.
+const COMMIT_WINDOW: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Unit {
@@ -166,6 +170,9 @@ impl Scheduler {
                 .name("weir-commit".into())
                 .spawn(move || -> anyhow::Result<()> {
                     while let Ok(msg) = rx.recv() {
+                        // Group commit: let a burst of finished steps gather,
+                        // then one flush and one transaction for all of them.
+                        std::thread::sleep(COMMIT_WINDOW);
                         let mut ops = msg.1;
                         while let Ok((_, more)) = rx.try_recv() {
                             ops.extend(more);
@@ -209,7 +216,8 @@ impl Scheduler {
         let jobs = self.rt.inner.config.jobs;
         let cancel = self.opts.cancel.clone().unwrap_or_default();
         let mut tasks = tokio::task::JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, Unit> = HashMap::new();
+        // Each running unit's cancel token, cancelled when the run stops.
+        let mut running: HashMap<tokio::task::Id, (Unit, CancellationToken)> = HashMap::new();
         let mut stopped = None;
         loop {
             while tasks.len() < jobs {
@@ -230,8 +238,10 @@ impl Scheduler {
                     }
                     Err(back) => back,
                 };
-                let h = tasks.spawn(async move { (u, job.run_on_blocking_thread(begun).await) });
-                running.insert(h.id(), u);
+                let stop = CancellationToken::new();
+                let token = stop.clone();
+                let h = tasks.spawn_blocking(move || (u, job.run_blocking(begun, token)));
+                running.insert(h.id(), (u, stop));
             }
             if tasks.is_empty() {
                 break;
@@ -255,16 +265,26 @@ impl Scheduler {
             }
         }
         if stopped.is_some() {
-            tasks.abort_all();
+            for (_, stop) in running.values() {
+                stop.cancel();
+            }
             while let Some(j) = tasks.join_next_with_id().await {
                 match j {
+                    Ok((id, (u, report))) if report.state == StepState::Cancelled => {
+                        running.remove(&id);
+                        self.release(u);
+                        let why = report
+                            .error
+                            .unwrap_or_else(|| "cancelled while running".into());
+                        self.record_not_run(u, &report.name, StepState::Cancelled, why);
+                    }
                     Ok((id, (u, report))) => {
                         running.remove(&id);
                         self.release(u);
                         self.finished(u, report)?;
                     }
                     Err(e) => {
-                        if let Some(u) = running.remove(&e.id()) {
+                        if let Some((u, _)) = running.remove(&e.id()) {
                             self.release(u);
                             let name = self.name(u);
                             let why = "cancelled while running".to_string();
@@ -975,38 +995,32 @@ impl StepJob {
         }
     }
 
-    /// Runs the attempts on a blocking-pool thread (with a small runtime of
-    /// its own for the async wasmtime API), so guest code and its WASI host
-    /// calls never occupy the scheduler's async workers. Dropping the
-    /// returned future (cancellation) stops the guest at its next epoch tick
-    /// or host call, and its staging folders are removed.
-    async fn run_on_blocking_thread(self, b: Begun) -> StepReport {
+    /// Runs the attempts on the calling blocking-pool thread, with a small
+    /// runtime of its own for the async wasmtime API, so guest code and its
+    /// WASI host calls never occupy the scheduler's async workers. Cancelling
+    /// `stop` stops the guest at its next epoch tick or host call; its
+    /// staging folders are removed and the unit reports `cancelled`.
+    fn run_blocking(self, b: Begun, stop: CancellationToken) -> StepReport {
         let name = self.name.clone();
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let _stop_on_drop = cancel.clone().drop_guard();
-        let joined = tokio::task::spawn_blocking(move || {
-            ATTEMPT_RT.with(|local| match local {
-                Ok(local) => local.block_on(async {
-                    tokio::select! {
-                        r = self.run_attempts(b) => Some(r),
-                        _ = cancel.cancelled() => None,
-                    }
-                }),
-                Err(e) => {
-                    tracing::error!("no runtime for the attempt thread: {e}");
-                    None
+        let report = ATTEMPT_RT.with(|local| match local {
+            Ok(local) => local.block_on(async {
+                tokio::select! {
+                    r = self.run_attempts(b) => Some(r),
+                    _ = stop.cancelled() => None,
                 }
-            })
-        })
-        .await;
-        match joined {
-            Ok(Some(report)) => report,
-            Ok(None) | Err(_) => StepReport::not_run(
+            }),
+            Err(e) => {
+                tracing::error!("no runtime for the attempt thread: {e}");
+                None
+            }
+        });
+        report.unwrap_or_else(|| {
+            StepReport::not_run(
                 &name,
                 StepState::Cancelled,
                 Some("cancelled while running".into()),
-            ),
-        }
+            )
+        })
     }
 
     async fn run_attempts(self, b: Begun) -> StepReport {
