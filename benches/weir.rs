@@ -14,6 +14,10 @@ use weir_runtime::executor::{EngineConfig, Executor};
 use weir_runtime::plan::{ComponentSource, InputSource, Plan, StepPlan};
 use weir_runtime::{Config, RunOptions, Runtime, StepState};
 
+/// The same feature code the `standardize` wasm step runs, compiled natively.
+#[path = "../tests/guests/standardize/src/core.rs"]
+mod standardize_core;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -92,6 +96,7 @@ fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
 }
 
 fn main() {
+    // Cases that time the real CLI need `cargo build --release` first.
     let filter = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with('-'))
@@ -142,7 +147,7 @@ fn main() {
     }
 
     for shape in ["chain", "fanout"] {
-        for n in [10usize, 100, 1000] {
+        for n in [10usize, 100, 1000, 10_000] {
             let case = format!("{shape} {n}");
             if !want(&case) && !want(shape) {
                 continue;
@@ -220,6 +225,268 @@ fn main() {
             samples,
             note: "parse + evaluate + validate".into(),
         });
+    }
+
+    if want("rss") {
+        // The real CLI on generated pipelines: wall time and peak RSS of the
+        // whole `weir run` process, to see memory grow with pipeline size.
+        let weir = repo().join("target/release/weir");
+        if !weir.is_file() {
+            eprintln!("skipping rss cases: build the CLI first (cargo build --release)");
+        }
+        for n in [100usize, 1000, 10_000] {
+            if !weir.is_file() {
+                break;
+            }
+            let dir = tmp.path().join(format!("rss-{n}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let mut script = format!(
+                "let p = pipeline(\"rss\");\nlet prev = p.step(\"s0\", {:?}).output(\"out\");\n",
+                noop.display().to_string()
+            );
+            for i in 1..n {
+                script.push_str(&format!(
+                    "prev = p.step(\"s{i}\", {:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n",
+                    noop.display().to_string()
+                ));
+            }
+            let path = dir.join("p.rhai");
+            std::fs::write(&path, script).expect("script");
+            for (label, runs) in [("first run", 1), ("cached re-run", 1)] {
+                let mut wall = Vec::new();
+                let mut rss = Vec::new();
+                for _ in 0..runs {
+                    let t = Instant::now();
+                    let child = std::process::Command::new(&weir)
+                        .arg("run")
+                        .arg(&path)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .expect("spawn weir");
+                    let mut status = 0;
+                    // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
+                    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+                    wall.push(ms(t.elapsed()));
+                    rss.push(usage.ru_maxrss as f64 / 1024.0);
+                }
+                rows.push(Row {
+                    case: format!("weir run, {n}-step chain, {label}: wall"),
+                    unit: "ms",
+                    samples: wall,
+                    note: "whole process: start, plan, run, records".into(),
+                });
+                rows.push(Row {
+                    case: format!("weir run, {n}-step chain, {label}: peak RSS"),
+                    unit: "MiB",
+                    samples: rss,
+                    note: "getrusage of the child".into(),
+                });
+            }
+        }
+    }
+
+    if want("startup") {
+        let weir = repo().join("target/release/weir");
+        if weir.is_file() {
+            let mut version = Vec::new();
+            for _ in 0..10 {
+                let t = Instant::now();
+                let out = std::process::Command::new(&weir)
+                    .arg("--version")
+                    .output()
+                    .expect("weir --version");
+                assert!(out.status.success());
+                version.push(ms(t.elapsed()));
+            }
+            rows.push(Row {
+                case: "weir --version".into(),
+                unit: "ms",
+                samples: version,
+                note: "process start".into(),
+            });
+            let dir = tmp.path().join("startup");
+            std::fs::create_dir_all(&dir).expect("dir");
+            let path = dir.join("p.rhai");
+            std::fs::write(
+                &path,
+                format!(
+                    "let p = pipeline(\"one\");\np.step(\"s\", {:?}).output(\"out\");\n",
+                    noop.display().to_string()
+                ),
+            )
+            .expect("script");
+            let status = std::process::Command::new(&weir)
+                .arg("run")
+                .arg(&path)
+                .output()
+                .expect("weir run");
+            assert!(status.status.success());
+            let mut cached = Vec::new();
+            for _ in 0..10 {
+                let t = Instant::now();
+                let out = std::process::Command::new(&weir)
+                    .arg("run")
+                    .arg(&path)
+                    .output()
+                    .expect("weir run");
+                assert!(out.status.success());
+                cached.push(ms(t.elapsed()));
+            }
+            rows.push(Row {
+                case: "weir run, fully cached 1-step pipeline".into(),
+                unit: "ms",
+                samples: cached,
+                note: "start, engine, plan, cache hit, records".into(),
+            });
+        } else {
+            eprintln!("skipping startup cases: build the CLI first (cargo build --release)");
+        }
+    }
+
+    if want("ingest") {
+        let store = weir_runtime::store::Store::open(tmp.path().join("ingest")).expect("store");
+        let quota = weir_runtime::store::Quota {
+            bytes: u64::MAX,
+            files: u64::MAX,
+        };
+        // One 1 GiB file, written into a staging folder on the store's filesystem.
+        let mut big = Vec::new();
+        for r in 0..3 {
+            let dir = store.staging_dir("bench").expect("staging");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(dir.join("big.bin")).expect("create");
+                let mut block = vec![0u8; 1 << 20];
+                for i in 0..1024u32 {
+                    block[..4].copy_from_slice(&i.to_le_bytes());
+                    block[4] = r as u8;
+                    f.write_all(&block).expect("write");
+                }
+            }
+            let t = Instant::now();
+            store.ingest_output(&dir, quota).expect("ingest");
+            big.push((1u64 << 30) as f64 / 1e9 / t.elapsed().as_secs_f64());
+        }
+        rows.push(Row {
+            case: "ingest a 1 GiB output file".into(),
+            unit: "GB/s",
+            samples: big,
+            note: "hash (blake3, mmap, all cores) + link, no copy; page cache warm".into(),
+        });
+        let mut small = Vec::new();
+        for r in 0..2 {
+            let dir = store.staging_dir("bench").expect("staging");
+            for i in 0..100_000u32 {
+                let sub = dir.join(format!("d{}", i / 1000));
+                if i % 1000 == 0 {
+                    std::fs::create_dir_all(&sub).expect("sub");
+                }
+                std::fs::write(sub.join(format!("f{i}")), format!("{r}-{i}")).expect("write");
+            }
+            let t = Instant::now();
+            store.ingest_output(&dir, quota).expect("ingest");
+            small.push(100_000.0 / t.elapsed().as_secs_f64() / 1000.0);
+        }
+        rows.push(Row {
+            case: "ingest 100k small files (100 folders)".into(),
+            unit: "k files/s",
+            samples: small,
+            note: "hash + link each, tree objects".into(),
+        });
+        store.sync().expect("sync");
+    }
+
+    if want("standardize") {
+        // 1M rows x 20 columns, deterministic.
+        let csv = tmp.path().join("features.csv");
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
+            let header: Vec<String> = (0..20).map(|j| format!("f{j}")).collect();
+            writeln!(f, "{}", header.join(",")).expect("write");
+            let mut x: u64 = 42;
+            for _ in 0..1_000_000 {
+                for j in 0..20 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let v = (x >> 40) as f64 / 16777216.0 * 100.0 - 50.0;
+                    if j > 0 {
+                        f.write_all(b",").expect("write");
+                    }
+                    write!(f, "{v:.4}").expect("write");
+                }
+                f.write_all(b"\n").expect("write");
+            }
+        }
+        let mut native = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            let input = std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(&csv).expect("open"),
+            );
+            let output = std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(tmp.path().join("native-out.csv")).expect("create"),
+            );
+            let rows = standardize_core::standardize(input, output).expect("standardize");
+            assert_eq!(rows, 1_000_000);
+            native.push(ms(t.elapsed()));
+        }
+        let wasm_file =
+            weir_runtime::builder::build_crate(&repo().join("tests/guests/standardize"))
+                .expect("build standardize");
+        rows.push(Row {
+            case: "standardise 1M x 20 CSV, native".into(),
+            unit: "ms",
+            samples: native.clone(),
+            note: "tests/guests/standardize/src/core.rs, release".into(),
+        });
+        for fuel in [true, false] {
+            let dir = tmp.path().join(format!("standardize-store-{fuel}"));
+            let mut cfg = Config::new(&dir);
+            cfg.fuel = fuel;
+            let rt = Runtime::new(cfg).expect("runtime");
+            let input = rt.store().ingest_path(&csv).expect("ingest");
+            rt.executor().load(&wasm_file).expect("load");
+            let tokio = tokio();
+            let mut wasm = Vec::new();
+            for r in 0..3 {
+                let mut plan = Plan::new("standardize", &dir);
+                let mut s = StepPlan::new("std", ComponentSource::Wasm(wasm_file.clone()));
+                s.inputs.insert("data".into(), InputSource::Artifact(input));
+                s.outputs.insert("out".into());
+                s.params = serde_json::json!({ "rep": r });
+                s.limits.memory_bytes = 2 << 30;
+                plan.steps.push(s);
+                let t = Instant::now();
+                let rep = tokio
+                    .block_on(rt.run(&plan, RunOptions::default()))
+                    .expect("run");
+                wasm.push(ms(t.elapsed()));
+                assert_eq!(
+                    rep.steps[0].state,
+                    StepState::Succeeded,
+                    "{:?}",
+                    rep.steps[0].error
+                );
+            }
+            let ratio = median(&wasm) / median(&native);
+            rows.push(Row {
+                case: format!(
+                    "standardise 1M x 20 CSV, wasm step, fuel {}",
+                    if fuel { "on (default)" } else { "off" }
+                ),
+                unit: "ms",
+                samples: wasm,
+                note: format!(
+                    "same code as a step, whole run incl. output ingest; wasm/native = {ratio:.2}x"
+                ),
+            });
+        }
     }
 
     if want("hello") {

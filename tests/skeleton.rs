@@ -625,3 +625,23 @@ fn a_chain_and_a_fan_out_of_noop_steps_run_in_order_then_hit_the_cache() {
     let second = run(&rt, &p);
     assert!(second.steps.iter().all(|s| s.state == StepState::Cached));
 }
+
+#[test]
+fn a_feature_engineering_step_standardises_a_csv() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("x.csv");
+    std::fs::write(&data, "a,b\n1,10\n2,10\n3,10\n").unwrap();
+    let rt = runtime(tmp.path());
+    let mut s = step("std", &fixture("standardize"));
+    s.inputs
+        .insert("data".into(), weir_runtime::InputSource::Path(data));
+    let r = run(&rt, &plan(tmp.path(), vec![s]));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let out = r.output_path(rt.store(), "std", "out").unwrap();
+    let csv = std::fs::read_to_string(out.join("standardized.csv")).unwrap();
+    assert_eq!(
+        csv,
+        "a,b\n-1.224745,0.000000\n0.000000,0.000000\n1.224745,0.000000\n"
+    );
+    assert_eq!(r.step("std").unwrap().metrics[0].value, 3.0);
+}
