@@ -257,6 +257,8 @@ fn main() {
                 let mut rss = Vec::new();
                 for _ in 0..runs {
                     let t = Instant::now();
+                    // Reaped by wait4 below, which also reports its peak RSS.
+                    #[allow(clippy::zombie_processes)]
                     let child = std::process::Command::new(&weir)
                         .arg("run")
                         .arg(&path)
