@@ -107,6 +107,70 @@ fn main() {
         weir_runtime::builder::build_crate(&repo().join("tests/guests/noop")).expect("build noop");
     let mut rows = Vec::new();
 
+    if want("rss") {
+        // The real CLI on generated pipelines: wall time and peak RSS of the
+        // whole `weir run` process, to see memory grow with pipeline size.
+        // Runs first, while this process is small: a child's peak RSS counts
+        // the pages it shares with this process between fork and exec.
+        let weir = repo().join("target/release/weir");
+        if !weir.is_file() {
+            eprintln!("skipping rss cases: build the CLI first (cargo build --release)");
+        }
+        for n in [100usize, 1000, 10_000] {
+            if !weir.is_file() {
+                break;
+            }
+            let dir = tmp.path().join(format!("rss-{n}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let mut script = format!(
+                "let p = pipeline(\"rss\");\nlet prev = p.step(\"s0\", {:?}).output(\"out\");\n",
+                noop.display().to_string()
+            );
+            for i in 1..n {
+                script.push_str(&format!(
+                    "prev = p.step(\"s{i}\", {:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n",
+                    noop.display().to_string()
+                ));
+            }
+            let path = dir.join("p.rhai");
+            std::fs::write(&path, script).expect("script");
+            for (label, runs) in [("first run", 1), ("cached re-run", 1)] {
+                let mut wall = Vec::new();
+                let mut rss = Vec::new();
+                for _ in 0..runs {
+                    let t = Instant::now();
+                    // Reaped by wait4 below, which also reports its peak RSS.
+                    #[allow(clippy::zombie_processes)]
+                    let child = std::process::Command::new(&weir)
+                        .arg("run")
+                        .arg(&path)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .expect("spawn weir");
+                    let mut status = 0;
+                    // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
+                    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+                    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+                    wall.push(ms(t.elapsed()));
+                    rss.push(usage.ru_maxrss as f64 / 1024.0);
+                }
+                rows.push(Row {
+                    case: format!("weir run, {n}-step chain, {label}: wall"),
+                    unit: "ms",
+                    samples: wall,
+                    note: "whole process: start, plan, run, records".into(),
+                });
+                rows.push(Row {
+                    case: format!("weir run, {n}-step chain, {label}: peak RSS"),
+                    unit: "MiB",
+                    samples: rss,
+                    note: "getrusage of the child".into(),
+                });
+            }
+        }
+    }
+
     if want("compile") {
         let cfg = EngineConfig {
             max_concurrent: 2,
@@ -225,68 +289,6 @@ fn main() {
             samples,
             note: "parse + evaluate + validate".into(),
         });
-    }
-
-    if want("rss") {
-        // The real CLI on generated pipelines: wall time and peak RSS of the
-        // whole `weir run` process, to see memory grow with pipeline size.
-        let weir = repo().join("target/release/weir");
-        if !weir.is_file() {
-            eprintln!("skipping rss cases: build the CLI first (cargo build --release)");
-        }
-        for n in [100usize, 1000, 10_000] {
-            if !weir.is_file() {
-                break;
-            }
-            let dir = tmp.path().join(format!("rss-{n}"));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let mut script = format!(
-                "let p = pipeline(\"rss\");\nlet prev = p.step(\"s0\", {:?}).output(\"out\");\n",
-                noop.display().to_string()
-            );
-            for i in 1..n {
-                script.push_str(&format!(
-                    "prev = p.step(\"s{i}\", {:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n",
-                    noop.display().to_string()
-                ));
-            }
-            let path = dir.join("p.rhai");
-            std::fs::write(&path, script).expect("script");
-            for (label, runs) in [("first run", 1), ("cached re-run", 1)] {
-                let mut wall = Vec::new();
-                let mut rss = Vec::new();
-                for _ in 0..runs {
-                    let t = Instant::now();
-                    // Reaped by wait4 below, which also reports its peak RSS.
-                    #[allow(clippy::zombie_processes)]
-                    let child = std::process::Command::new(&weir)
-                        .arg("run")
-                        .arg(&path)
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .spawn()
-                        .expect("spawn weir");
-                    let mut status = 0;
-                    // SAFETY: wait4 on our own child, with a zeroed rusage to fill.
-                    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-                    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-                    wall.push(ms(t.elapsed()));
-                    rss.push(usage.ru_maxrss as f64 / 1024.0);
-                }
-                rows.push(Row {
-                    case: format!("weir run, {n}-step chain, {label}: wall"),
-                    unit: "ms",
-                    samples: wall,
-                    note: "whole process: start, plan, run, records".into(),
-                });
-                rows.push(Row {
-                    case: format!("weir run, {n}-step chain, {label}: peak RSS"),
-                    unit: "MiB",
-                    samples: rss,
-                    note: "getrusage of the child".into(),
-                });
-            }
-        }
     }
 
     if want("startup") {

@@ -71,6 +71,19 @@ p.step("gives_up", flaky).output("out").params(#{ succeed_on: 5 }).retries(1).re
         bad.error.as_deref(),
         Some("the step returned an error: flaky failure on attempt 2 (after 2 attempts)")
     );
+    let attempts = rt.records().attempts(r.run, "ok_on_third").unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("the step returned an error: flaky failure on attempt 1")
+    );
+    assert!(attempts[2].error.is_none());
+    assert!(
+        attempts
+            .windows(2)
+            .all(|w| w[0].ended_ms <= w[1].started_ms),
+        "attempts in order"
+    );
     let shown = rt.records().steps(r.run).unwrap();
     assert_eq!(
         shown

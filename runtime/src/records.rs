@@ -131,6 +131,21 @@ pub struct StepRecord {
     pub metrics: Vec<Metric>,
     /// Log lines, stdout and stderr, each with its attempt number.
     pub logs: Vec<(u32, LogLine)>,
+    /// Each attempt made, in order.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One attempt of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Start, ms since the epoch.
+    pub started_ms: i64,
+    /// End, ms since the epoch.
+    pub ended_ms: i64,
+    /// Why it failed; `None` if it succeeded.
+    pub error: Option<String>,
 }
 
 /// What the cache holds for a key.
@@ -254,6 +269,8 @@ pub trait Records: Send + Sync {
     fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>>;
     /// The log lines of every attempt of a step, with attempt numbers.
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>>;
+    /// The attempts of a step in a run, in order.
+    fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>>;
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -301,6 +318,15 @@ CREATE TABLE IF NOT EXISTS logs (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS logs_by_step ON logs (run_id, step);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    started_ms INTEGER NOT NULL,
+    ended_ms INTEGER NOT NULL,
+    error TEXT,
+    PRIMARY KEY (run_id, step, attempt)
+);
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,
     outputs TEXT NOT NULL,
@@ -420,6 +446,19 @@ impl Records for SqliteRecords {
                     let mut l = tx.prepare_cached(
                         "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
+                    let mut a = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for at in &s.attempts {
+                        a.execute(params![
+                            s.run.0,
+                            s.step,
+                            at.attempt,
+                            at.started_ms,
+                            at.ended_ms,
+                            at.error
+                        ])?;
+                    }
                     for (i, (attempt, line)) in s.logs.iter().enumerate() {
                         l.execute(params![
                             s.run.0,
@@ -589,6 +628,22 @@ impl Records for SqliteRecords {
             }
         }
         Ok(steps)
+    }
+
+    fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>> {
+        let c = lock(&self.conn);
+        let mut st = c.prepare(
+            "SELECT attempt, started_ms, ended_ms, error FROM attempts WHERE run_id = ?1 AND step = ?2 ORDER BY attempt",
+        )?;
+        let rows = st.query_map(params![id.0, step], |r| {
+            Ok(AttemptRecord {
+                attempt: r.get(0)?,
+                started_ms: r.get(1)?,
+                ended_ms: r.get(2)?,
+                error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {

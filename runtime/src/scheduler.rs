@@ -604,6 +604,7 @@ impl Scheduler {
                 inputs: self.inputs[i].clone(),
                 metrics: Vec::new(),
                 logs: Vec::new(),
+                attempts: Vec::new(),
             }))],
         );
         self.emit(RunEvent::StepFinished {
@@ -710,6 +711,7 @@ impl Scheduler {
                 inputs: BTreeMap::new(),
                 metrics: Vec::new(),
                 logs: Vec::new(),
+                attempts: Vec::new(),
             }))],
         );
         self.emit(RunEvent::StepFinished {
@@ -967,6 +969,7 @@ impl StepJob {
                 inputs: self.inputs.clone(),
                 metrics: Vec::new(),
                 logs: Vec::new(),
+                attempts: Vec::new(),
             },
         }
     }
@@ -1056,7 +1059,15 @@ impl StepJob {
                 tokio::time::sleep(delay).await;
             }
             record.attempt = attempt;
-            match self.attempt(&key, attempt, &mut record).await {
+            let attempt_started = now_ms();
+            let outcome = self.attempt(&key, attempt, &mut record).await;
+            record.attempts.push(crate::records::AttemptRecord {
+                attempt,
+                started_ms: attempt_started,
+                ended_ms: now_ms(),
+                error: outcome.as_ref().err().cloned(),
+            });
+            match outcome {
                 Ok(outputs) => {
                     record.state = StepState::Succeeded;
                     record.outputs = outputs;

@@ -61,6 +61,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for (name, v) in &s.metrics {
             println!("{:<20}   {name} = {v}", "");
         }
+        if s.attempts > 1 {
+            for a in records.attempts(id, &s.step)? {
+                let outcome = a.error.as_deref().unwrap_or("succeeded");
+                println!(
+                    "{:<20}   attempt {} ({}): {outcome}",
+                    "",
+                    a.attempt,
+                    super::fmt_ms(a.ended_ms - a.started_ms)
+                );
+            }
+        }
         if let Some(e) = &s.error {
             println!(
                 "{:<20}   error: {}",
