@@ -73,7 +73,21 @@ pub struct AttemptSpec {
     pub seed: Digest,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// Sees each log line and metric as the guest records it.
+    pub watch: Option<Watch>,
 }
+
+/// Something a guest recorded, shown to a [`Watch`] as it happens.
+#[derive(Debug)]
+pub enum Observed<'a> {
+    /// A log line.
+    Log(&'a LogLine),
+    /// A metric value.
+    Metric(&'a Metric),
+}
+
+/// A callback that sees a guest's log lines and metrics live.
+pub type Watch = Arc<dyn Fn(Observed<'_>) + Send + Sync>;
 
 /// How an attempt ended, with what it logged.
 pub struct AttemptResult {
@@ -137,6 +151,7 @@ pub struct HostState {
     limiter: MemoryLimiter,
     logs: Vec<LogLine>,
     log_cap: usize,
+    watch: Option<Watch>,
     logs_dropped: u64,
     metrics: Vec<Metric>,
     deadline: Instant,
@@ -168,10 +183,14 @@ impl bindings::log::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.logs.push(LogLine {
+        let line = LogLine {
             level: level.to_string(),
             message: truncate(message, 64 << 10),
-        });
+        };
+        if let Some(w) = &self.watch {
+            w(Observed::Log(&line));
+        }
+        self.logs.push(line);
     }
 }
 
@@ -181,10 +200,14 @@ impl bindings::metrics::Host for HostState {
             self.logs_dropped += 1;
             return;
         }
-        self.metrics.push(Metric {
+        let metric = Metric {
             name: truncate(name, 256),
             value,
-        });
+        };
+        if let Some(w) = &self.watch {
+            w(Observed::Metric(&metric));
+        }
+        self.metrics.push(metric);
     }
 }
 
@@ -593,6 +616,7 @@ impl Executor {
             },
             logs: Vec::new(),
             log_cap: spec.limits.log_lines as usize,
+            watch: spec.watch.clone(),
             logs_dropped: 0,
             metrics: Vec::new(),
             deadline: Instant::now() + timeout,

@@ -51,8 +51,10 @@ impl Config {
     }
 }
 
-/// Something that happened during a run, for progress displays.
+/// Something that happened during a run, for progress displays and live
+/// UIs. New kinds may be added, so match with a `_` arm.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum RunEvent {
     /// The run record exists; `steps` steps will be scheduled.
     RunStarted {
@@ -84,6 +86,35 @@ pub enum RunEvent {
         error: String,
         /// The wait before the next attempt.
         delay: Duration,
+    },
+    /// A log line of a step attempt: a `log` call as it happens, or a line
+    /// of stdout/stderr when the attempt ends.
+    StepLog {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// The line.
+        line: crate::records::LogLine,
+    },
+    /// A metric value recorded by a step attempt, as it happens.
+    StepMetric {
+        /// The step.
+        step: String,
+        /// The attempt.
+        attempt: u32,
+        /// The metric.
+        metric: Metric,
+    },
+    /// An output artifact of a step that succeeded or was cached, just
+    /// before its `StepFinished`.
+    Artifact {
+        /// The step.
+        step: String,
+        /// The output's name.
+        output: String,
+        /// The artifact's digest.
+        digest: Digest,
     },
     /// A step reached a final state.
     StepFinished {

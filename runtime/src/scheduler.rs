@@ -617,6 +617,13 @@ impl Scheduler {
     }
 
     fn finished(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
+        for (output, digest) in &report.outputs {
+            self.emit(RunEvent::Artifact {
+                step: report.name.clone(),
+                output: output.clone(),
+                digest: *digest,
+            });
+        }
         self.emit(RunEvent::StepFinished {
             step: report.name.clone(),
             state: report.state,
@@ -1171,8 +1178,36 @@ impl StepJob {
                 limits: s.limits,
                 seed: *key,
                 attempt,
+                watch: self.on_event.clone().map(|sink| {
+                    let step = self.name.clone();
+                    Arc::new(move |o: crate::executor::Observed<'_>| match o {
+                        crate::executor::Observed::Log(line) => sink(&RunEvent::StepLog {
+                            step: step.clone(),
+                            attempt,
+                            line: line.clone(),
+                        }),
+                        crate::executor::Observed::Metric(m) => sink(&RunEvent::StepMetric {
+                            step: step.clone(),
+                            attempt,
+                            metric: m.clone(),
+                        }),
+                    }) as crate::executor::Watch
+                }),
             })
             .await;
+        if let Some(sink) = &self.on_event {
+            for line in result
+                .logs
+                .iter()
+                .filter(|l| l.level == "stdout" || l.level == "stderr")
+            {
+                sink(&RunEvent::StepLog {
+                    step: self.name.clone(),
+                    attempt,
+                    line: line.clone(),
+                });
+            }
+        }
         record
             .logs
             .extend(result.logs.into_iter().map(|l| (attempt, l)));

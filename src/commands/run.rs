@@ -28,6 +28,9 @@ pub struct Args {
     /// Continue an earlier run of this pipeline (same run number) after a crash or failure
     #[arg(long, value_name = "RUN")]
     resume: Option<String>,
+    /// Print steps' log lines and metrics as they happen
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
 
 /// Parses `--param name=value` flags.
@@ -77,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             b.println(line);
         }
     };
+    let follow = args.follow;
     let on_event = Arc::new(move |e: &RunEvent| match e {
         RunEvent::Preparing { what } => b.set_message(what.clone()),
         RunEvent::RunStarted {
@@ -117,6 +121,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             say(&b, line);
         }
+        RunEvent::StepLog {
+            step,
+            attempt,
+            line,
+        } if follow => {
+            let msg: String = line
+                .message
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            say(&b, format!("  [{step}#{attempt}] {:<6} {msg}", line.level))
+        }
+        RunEvent::StepMetric { step, metric, .. } if follow => say(
+            &b,
+            format!("  [{step}] metric {} = {}", metric.name, metric.value),
+        ),
+        _ => {}
     });
     let cancel = CancellationToken::new();
     let report = tokio.block_on(async {

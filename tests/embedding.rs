@@ -1,0 +1,156 @@
+//! Embedding through the public API only: runtimes side by side, the event
+//! stream, and cancellation by token.
+
+mod common;
+
+use common::*;
+use std::sync::{Arc, Mutex};
+use weir_runtime::{RunEvent, RunOptions, RunState, StepState};
+
+#[test]
+fn two_runtimes_with_different_stores_coexist_in_one_process() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ra, rb) = (runtime(a.path()), runtime(b.path()));
+    let echo = fixture("echo");
+    let pa = plan(a.path(), vec![step("x", &echo)]);
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let (x, y) = tokio.block_on(async {
+        tokio::join!(
+            ra.run(&pa, RunOptions::default()),
+            rb.run(&pa, RunOptions::default())
+        )
+    });
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(
+        (x.state, y.state),
+        (RunState::Succeeded, RunState::Succeeded)
+    );
+    assert_eq!(x.run, y.run, "each store numbers its own runs");
+    assert_eq!(
+        x.steps[0].outputs, y.steps[0].outputs,
+        "same key, same outputs"
+    );
+    assert_eq!(ra.records().runs(10).unwrap().len(), 1);
+    assert_eq!(rb.records().runs(10).unwrap().len(), 1);
+    assert!(a.path().join(".weir/weir.db").exists() && b.path().join(".weir/weir.db").exists());
+}
+
+#[test]
+fn the_event_stream_is_ordered_and_complete_for_a_run_with_a_retry_and_a_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut flaky = step("flaky", &fixture("flaky"));
+    flaky.retry.retries = 1;
+    flaky.retry.delay_ms = 1;
+    let mut bad = step("bad", &fixture("echo"));
+    bad.params = serde_json::json!({ "fail": "nope" });
+    let mut after = step("after", &fixture("echo"));
+    wire(&mut after, "a", "bad", "out");
+    let mut good = step("good", &fixture("echo"));
+    good.params = serde_json::json!({ "metrics": { "m": 1.5 } });
+    let p = plan(tmp.path(), vec![flaky, bad, after, good]);
+
+    let events: Arc<Mutex<Vec<RunEvent>>> = Arc::default();
+    let sink = events.clone();
+    let opts = RunOptions {
+        on_event: Some(Arc::new(move |e: &RunEvent| {
+            sink.lock().unwrap().push(e.clone())
+        })),
+        ..Default::default()
+    };
+    let report = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.run(&p, opts))
+        .unwrap();
+    assert_eq!(report.state, RunState::Failed);
+    let events = events.lock().unwrap();
+    let pos = |f: &dyn Fn(&RunEvent) -> bool| {
+        events
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("missing event in {events:#?}"))
+    };
+    let started = |n: &'static str| move |e: &RunEvent| matches!(e, RunEvent::StepStarted { step } if step == n);
+    let finished = |n: &'static str, st: StepState| move |e: &RunEvent| matches!(e, RunEvent::StepFinished { step, state, .. } if step == n && *state == st);
+
+    assert!(matches!(events[0], RunEvent::Preparing { .. }));
+    let run_started = pos(&|e| matches!(e, RunEvent::RunStarted { steps: 4, .. }));
+    for n in ["flaky", "bad", "good"] {
+        assert!(run_started < pos(&started(n)));
+    }
+    let retry =
+        pos(&|e| matches!(e, RunEvent::StepRetrying { step, attempt: 1, .. } if step == "flaky"));
+    assert!(
+        pos(&started("flaky")) < retry && retry < pos(&finished("flaky", StepState::Succeeded))
+    );
+    assert!(
+        pos(
+            &|e| matches!(e, RunEvent::Artifact { step, output, .. } if step == "flaky" && output == "out")
+        ) < pos(&finished("flaky", StepState::Succeeded))
+    );
+    assert!(pos(&started("bad")) < pos(&finished("bad", StepState::Failed)));
+    assert!(pos(&finished("bad", StepState::Failed)) < pos(&finished("after", StepState::Skipped)));
+    let metric = pos(
+        &|e| matches!(e, RunEvent::StepMetric { step, metric, .. } if step == "good" && metric.name == "m" && metric.value == 1.5),
+    );
+    let log = pos(
+        &|e| matches!(e, RunEvent::StepLog { step, line, .. } if step == "good" && line.message == "echo done"),
+    );
+    let stdout = pos(
+        &|e| matches!(e, RunEvent::StepLog { step, line, .. } if step == "good" && line.level == "stdout"),
+    );
+    assert!(log < pos(&finished("good", StepState::Succeeded)));
+    assert!(
+        metric < pos(&finished("good", StepState::Succeeded))
+            && stdout < pos(&finished("good", StepState::Succeeded))
+    );
+    // Every step ends exactly once, and nothing follows the last step's end but nothing at all.
+    for n in ["flaky", "bad", "after", "good"] {
+        let ends = events
+            .iter()
+            .filter(|e| matches!(e, RunEvent::StepFinished { step, .. } if step == n))
+            .count();
+        assert_eq!(ends, 1, "{n} finished {ends} times");
+    }
+}
+
+#[test]
+fn a_run_is_cancelled_through_its_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut slow = step("slow", &fixture("sleep"));
+    slow.params = serde_json::json!({ "ms": 60000 });
+    let mut next = step("next", &fixture("noop"));
+    wire(&mut next, "x", "slow", "out");
+    let p = plan(tmp.path(), vec![slow, next]);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = RunOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let report = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            c.cancel();
+        });
+        rt.run(&p, opts).await
+    });
+    let report = report.unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    assert_eq!(report.state, RunState::Cancelled);
+    assert_eq!(report.step("slow").unwrap().state, StepState::Cancelled);
+    assert_eq!(report.step("next").unwrap().state, StepState::Cancelled);
+    assert_eq!(
+        rt.records().run(report.run).unwrap().unwrap().state,
+        RunState::Cancelled
+    );
+    let leftovers = std::fs::read_dir(tmp.path().join(".weir/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        leftovers, 0,
+        "the cancelled attempt's staging folder was removed"
+    );
+}
