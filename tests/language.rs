@@ -371,7 +371,7 @@ fn a_fuel_budget_stops_a_step_deterministically() {
 }
 
 #[test]
-fn a_capability_request_is_refused_without_a_trust_policy() {
+fn a_capability_request_is_refused_when_the_policy_does_not_trust_the_component() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());
     let path = script(
@@ -381,7 +381,9 @@ fn a_capability_request_is_refused_without_a_trust_policy() {
     let e = format!("{:#}", try_run(&rt, &compile(&path, &[])).unwrap_err());
     assert!(
         e.starts_with("step 'train' (")
-            && e.contains("requests capability 'gpu', which this runtime does not grant"),
+            && e.contains(
+                "requests capability 'gpu', which the trust policy does not grant to its component"
+            ),
         "{e}"
     );
     assert!(rt.records().runs(5).unwrap().is_empty());

@@ -24,6 +24,7 @@
 
 mod backend;
 mod matrix;
+pub mod model_io;
 pub mod trainers;
 
 pub use backend::{Backend, BackendKind, CpuBackend, Optimizer};

@@ -13,6 +13,7 @@
 //! the monotonic clock advances 1 µs per read, and all randomness is seeded
 //! from the step's cache key, so equal keys see equal sandboxes.
 
+use crate::bindings::trusted::{TrustedStep, TrustedStepPre};
 use crate::bindings::{self, Step, StepPre};
 use crate::digest::Digest;
 use crate::limits::Limits;
@@ -52,7 +53,37 @@ pub struct EngineConfig {
 pub struct LoadedComponent {
     /// blake3 of the component's wasm bytes.
     pub digest: Digest,
-    pre: StepPre<HostState>,
+    /// Capabilities it was linked with beyond the `step` world, with the
+    /// backend that serves them (e.g. `gpu:cpu`); part of the cache key.
+    pub capabilities: Vec<String>,
+    pre: Pre,
+}
+
+enum Pre {
+    Step(StepPre<HostState>),
+    Trusted(TrustedStepPre<HostState>),
+}
+
+/// The WIT interface of the GPU capability.
+pub const GPU_INTERFACE: &str = "weir:step/gpu@0.1.0";
+
+/// Why a component could not be loaded for a step.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// It imports a capability the trust policy does not grant it.
+    #[error(
+        "{what} imports the '{capability}' capability ({interface}), which is granted only to components the trust policy names"
+    )]
+    NotGranted {
+        /// The component, as shown.
+        what: String,
+        /// Its digest.
+        digest: Digest,
+        /// The capability's name.
+        capability: &'static str,
+        /// Its WIT interface.
+        interface: &'static str,
+    },
 }
 
 /// Everything one attempt needs.
@@ -144,10 +175,17 @@ pub enum StepFailure {
     Cancelled,
 }
 
+/// Name to host folder, for a step's inputs and for its outputs.
+#[derive(Default)]
+pub(crate) struct Mounts {
+    pub(crate) inputs: Vec<(String, PathBuf)>,
+    pub(crate) outputs: Vec<(String, PathBuf)>,
+}
+
 /// Per-store host state.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     limiter: MemoryLimiter,
     logs: Vec<LogLine>,
     log_cap: usize,
@@ -156,6 +194,10 @@ pub struct HostState {
     metrics: Vec<Metric>,
     deadline: Instant,
     timed_out: bool,
+    /// The step's inputs and outputs: name to host folder.
+    pub(crate) mounts: Mounts,
+    /// The training backend, when the gpu capability is granted.
+    pub(crate) gpu: Option<Arc<dyn weir_host_gpu::Backend>>,
 }
 
 impl WasiView for HostState {
@@ -358,9 +400,11 @@ impl wasmtime_wasi::HostMonotonicClock for VirtualMonotonicClock {
 pub struct Executor {
     engine: Engine,
     linker: Linker<HostState>,
+    trusted_linker: Linker<HostState>,
+    gpu: Arc<dyn weir_host_gpu::Backend>,
     engine_tag: String,
     compiled_dir: PathBuf,
-    loaded: Mutex<HashMap<Digest, Arc<LoadedComponent>>>,
+    loaded: Mutex<HashMap<(Digest, bool), Arc<LoadedComponent>>>,
     stop_ticker: Arc<AtomicBool>,
     fuel: bool,
 }
@@ -432,6 +476,11 @@ impl Executor {
             .map_err(|e| anyhow!("linking WASI: {e}"))?;
         Step::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow!("linking weir imports: {e}"))?;
+        let mut trusted_linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut trusted_linker)
+            .map_err(|e| anyhow!("linking WASI: {e}"))?;
+        TrustedStep::add_to_linker::<HostState, HasSelf<HostState>>(&mut trusted_linker, |s| s)
+            .map_err(|e| anyhow!("linking weir trusted imports: {e}"))?;
         let engine_tag = {
             use std::hash::Hash;
             let mut h = Blake3Hasher(blake3::Hasher::new());
@@ -457,6 +506,8 @@ impl Executor {
         Ok(Executor {
             engine,
             linker,
+            trusted_linker,
+            gpu: Arc::new(weir_host_gpu::CpuBackend::new()),
             engine_tag,
             compiled_dir: compiled_dir.to_path_buf(),
             loaded: Mutex::new(HashMap::new()),
@@ -474,20 +525,39 @@ impl Executor {
     /// on-disk compile cache, else compiles it (and caches the result).
     /// Errors say whether the file is not wasm, a core module rather than a
     /// component, or a component of another world.
-    pub fn load(&self, path: &Path) -> anyhow::Result<Arc<LoadedComponent>> {
+    ///
+    /// A component that imports the gpu capability links only when `grant`
+    /// says yes for its digest; otherwise loading fails with
+    /// [`LoadError::NotGranted`].
+    pub fn load(
+        &self,
+        path: &Path,
+        grant: &dyn Fn(&Digest) -> bool,
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read component {}", path.display()))?;
-        self.load_bytes(&bytes, &path.display().to_string())
+        self.load_bytes(&bytes, &path.display().to_string(), grant)
+    }
+
+    /// The backend the gpu capability uses (`cpu` today).
+    pub fn gpu_backend(&self) -> String {
+        self.gpu.kind().to_string()
     }
 
     /// Like [`Executor::load`], from bytes; `what` names them in errors.
-    pub fn load_bytes(&self, bytes: &[u8], what: &str) -> anyhow::Result<Arc<LoadedComponent>> {
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        grant: &dyn Fn(&Digest) -> bool,
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
         let digest = Digest::of(bytes);
+        let granted = grant(&digest);
         if let Some(c) = self
             .loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
+            .get(&(digest, granted))
         {
             return Ok(c.clone());
         }
@@ -536,17 +606,48 @@ impl Executor {
                 c
             }
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            anyhow!("{what} cannot run in the weir sandbox: {e:#} (a step may import only WASI preview 2 and weir:step interfaces)")
-        })?;
-        let pre = StepPre::new(pre).map_err(|e| {
-            anyhow!("{what} does not implement the weir step world ({}): {e:#}; build it with weir-sdk's `step!` macro", crate::cache::STEP_WORLD)
-        })?;
-        let loaded = Arc::new(LoadedComponent { digest, pre });
+        let wants_gpu = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name == GPU_INTERFACE);
+        if wants_gpu && !granted {
+            return Err(LoadError::NotGranted {
+                what: what.to_string(),
+                digest,
+                capability: "gpu",
+                interface: GPU_INTERFACE,
+            }
+            .into());
+        }
+        let not_step = |e: wasmtime::Error| {
+            anyhow!(
+                "{what} does not implement the weir step world ({}): {e:#}; build it with weir-sdk's `step!` macro",
+                crate::cache::STEP_WORLD
+            )
+        };
+        let (pre, capabilities) = if wants_gpu {
+            let pre = self.trusted_linker.instantiate_pre(&component).map_err(|e| {
+                anyhow!("{what} cannot run in the weir sandbox: {e:#} (a trusted step may import only WASI preview 2 and weir:step interfaces)")
+            })?;
+            (
+                Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?),
+                vec![format!("gpu:{}", self.gpu.kind())],
+            )
+        } else {
+            let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+                anyhow!("{what} cannot run in the weir sandbox: {e:#} (a step may import only WASI preview 2 and weir:step interfaces)")
+            })?;
+            (Pre::Step(StepPre::new(pre).map_err(not_step)?), Vec::new())
+        };
+        let loaded = Arc::new(LoadedComponent {
+            digest,
+            capabilities,
+            pre,
+        });
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(digest, loaded.clone());
+            .insert((digest, granted), loaded.clone());
         Ok(loaded)
     }
 
@@ -621,6 +722,14 @@ impl Executor {
             metrics: Vec::new(),
             deadline: Instant::now() + timeout,
             timed_out: false,
+            mounts: Mounts {
+                inputs: spec.inputs.clone(),
+                outputs: spec.outputs.clone(),
+            },
+            gpu: match spec.component.pre {
+                Pre::Trusted(_) => Some(self.gpu.clone()),
+                Pre::Step(_) => None,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -659,10 +768,17 @@ impl Executor {
                 .collect(),
             attempt: spec.attempt,
         };
-        let pre = &spec.component.pre;
         let call = async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_run(&mut store, &invocation).await
+            match &spec.component.pre {
+                Pre::Step(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_run(&mut store, &invocation).await
+                }
+                Pre::Trusted(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_run(&mut store, &invocation).await
+                }
+            }
         };
         // The outer timeout also stops a guest that is blocked in a host call
         // (where epoch checks cannot run); the grace lets the epoch check fire first.

@@ -29,6 +29,48 @@ pub struct Config {
     pub fuel: bool,
     /// Use wasmtime's pooling allocator. Default: on.
     pub pooling: bool,
+    /// Which components may be granted capabilities (the GPU). Default: none.
+    pub trust: TrustPolicy,
+}
+
+/// Which components may be granted capabilities beyond the `step` world.
+/// A step gets a capability only if its pipeline requests it
+/// (`.requires("gpu")`) *and* this policy trusts the step's component.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustPolicy {
+    all: bool,
+    prefixes: Vec<String>,
+}
+
+/// Capabilities a pipeline may request.
+pub const CAPABILITIES: &[&str] = &["gpu"];
+
+impl TrustPolicy {
+    /// Trusts every component (for development machines).
+    pub fn trust_all(mut self) -> TrustPolicy {
+        self.all = true;
+        self
+    }
+
+    /// Trusts the component whose digest starts with `prefix` (at least 12 hex characters).
+    pub fn trust(mut self, prefix: &str) -> Result<TrustPolicy, String> {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.len() < 12 || p.len() > 64 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "--trust expects a component digest (12 to 64 hex characters), found {prefix:?}"
+            ));
+        }
+        self.prefixes.push(p);
+        Ok(self)
+    }
+
+    /// Whether the component with digest `d` is trusted.
+    pub fn allows(&self, d: &Digest) -> bool {
+        self.all || {
+            let hex = d.to_hex();
+            self.prefixes.iter().any(|p| hex.starts_with(p.as_str()))
+        }
+    }
 }
 
 impl Config {
@@ -41,6 +83,7 @@ impl Config {
                 .unwrap_or(1),
             fuel: true,
             pooling: true,
+            trust: TrustPolicy::default(),
         }
     }
 
@@ -281,10 +324,13 @@ impl Runtime {
     }
 
     /// Builds (if a crate) and loads the component of a source, resolved against `base`.
+    /// `requests_gpu` says whether the step asked for the gpu capability; it
+    /// is linked only if the trust policy also trusts the component.
     pub fn load_component(
         &self,
         source: &ComponentSource,
         base: &Path,
+        requests_gpu: bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -297,7 +343,10 @@ impl Runtime {
             ComponentSource::Crate(dir) => crate::builder::build_crate(&resolve(dir))?,
             ComponentSource::Wasm(p) => resolve(p),
         };
-        self.inner.executor.load(&wasm)
+        let trust = &self.inner.config.trust;
+        self.inner
+            .executor
+            .load(&wasm, &|d| requests_gpu && trust.allows(d))
     }
 
     /// Runs `plan` to the end and returns what every step did. An `Err` means
@@ -314,19 +363,25 @@ impl Runtime {
         let n = plan.steps.len();
 
         for s in &plan.steps {
-            if let Some(cap) = s.capabilities.iter().next() {
+            if let Some(cap) = s
+                .capabilities
+                .iter()
+                .find(|c| !CAPABILITIES.contains(&c.as_str()))
+            {
                 anyhow::bail!(
-                    "{}requests capability '{cap}', which this runtime does not grant to it (no trust policy grants capabilities yet)",
-                    step_at(s)
+                    "{}requests capability '{cap}', which does not exist (capabilities: {})",
+                    step_at(s),
+                    CAPABILITIES.join(", ")
                 );
             }
         }
 
         // Components, before anything is recorded.
-        let mut by_source: HashMap<&ComponentSource, Arc<LoadedComponent>> = HashMap::new();
+        let mut by_source: HashMap<(&ComponentSource, bool), Arc<LoadedComponent>> = HashMap::new();
         let mut components = Vec::with_capacity(n);
         for s in &plan.steps {
-            let c = match by_source.get(&s.component) {
+            let requests_gpu = s.capabilities.contains("gpu");
+            let c = match by_source.get(&(&s.component, requests_gpu)) {
                 Some(c) => c.clone(),
                 None => {
                     emit(RunEvent::Preparing {
@@ -338,15 +393,32 @@ impl Runtime {
                     let this = self.clone();
                     let source = s.component.clone();
                     let base = plan.base_dir.clone();
-                    let c =
-                        tokio::task::spawn_blocking(move || this.load_component(&source, &base))
-                            .await
-                            .map_err(|e| anyhow!("component loader panicked: {e}"))?
-                            .with_context(|| step_at(s))?;
-                    by_source.insert(&s.component, c.clone());
+                    let c = tokio::task::spawn_blocking(move || this.load_component(&source, &base, requests_gpu))
+                        .await
+                        .map_err(|e| anyhow!("component loader panicked: {e}"))?
+                        .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
+                            Some(crate::executor::LoadError::NotGranted { digest, .. }) => {
+                                let how = if requests_gpu {
+                                    format!("trust the component: weir run --trust {}", digest.short())
+                                } else {
+                                    format!("request it with .requires(\"gpu\") and trust the component: weir run --trust {}", digest.short())
+                                };
+                                anyhow!("{}{e}; {how}", step_at(s))
+                            }
+                            _ => e.context(step_at(s)),
+                        })?;
+                    by_source.insert((&s.component, requests_gpu), c.clone());
                     c
                 }
             };
+            if requests_gpu && !self.inner.config.trust.allows(&c.digest) {
+                anyhow::bail!(
+                    "{}requests capability 'gpu', which the trust policy does not grant to its component {}; trust it with weir run --trust {}",
+                    step_at(s),
+                    c.digest.short(),
+                    c.digest.short()
+                );
+            }
             if s.limits.fuel.is_some() && !self.inner.executor.fuel_enabled() {
                 anyhow::bail!(
                     "{}a fuel budget is set but this runtime counts no fuel (Config::fuel)",

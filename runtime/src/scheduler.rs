@@ -77,6 +77,10 @@ pub(crate) struct Scheduler {
     index: HashMap<String, usize>,
     /// Each step's outputs in the previous run of this pipeline.
     last_outputs: HashMap<String, BTreeMap<String, Digest>>,
+    /// Each step's tags, plus `gpu` for steps granted the GPU.
+    tags: Vec<Vec<String>>,
+    /// Pool sizes: the plan's, plus one GPU slot unless the plan sizes `gpu`.
+    pools: HashMap<String, u32>,
 }
 
 type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
@@ -105,6 +109,23 @@ impl Scheduler {
         for (pos, &i) in order.iter().enumerate() {
             position[i] = pos;
         }
+        let tags = plan
+            .steps
+            .iter()
+            .zip(&components)
+            .map(|(s, c)| {
+                let mut t: Vec<String> = s.tags.iter().cloned().collect();
+                if c.capabilities.iter().any(|c| c.starts_with("gpu"))
+                    && !t.iter().any(|x| x == "gpu")
+                {
+                    t.push("gpu".into());
+                }
+                t
+            })
+            .collect();
+        let mut pools: HashMap<String, u32> =
+            plan.pools.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        pools.entry("gpu".into()).or_insert(1);
         let last_outputs = rt
             .inner
             .records
@@ -137,6 +158,8 @@ impl Scheduler {
             commit: None,
             index,
             last_outputs,
+            tags,
+            pools,
         })
     }
 
@@ -303,7 +326,7 @@ impl Scheduler {
                 Unit::Step(i) | Unit::Child(i, _) => i,
             };
             let s = &self.plan.steps[i];
-            let pools_ok = s.tags.iter().all(|t| match self.plan.pools.get(t) {
+            let pools_ok = self.tags[i].iter().all(|t| match self.pools.get(t) {
                 Some(&size) => self.pool_running.get(t).copied().unwrap_or(0) < size,
                 None => true,
             });
@@ -319,8 +342,8 @@ impl Scheduler {
         let i = match u {
             Unit::Step(i) | Unit::Child(i, _) => i,
         };
-        for t in &self.plan.steps[i].tags {
-            if self.plan.pools.contains_key(t) {
+        for t in &self.tags[i] {
+            if self.pools.contains_key(t) {
                 *self.pool_running.entry(t.clone()).or_default() += 1;
             }
         }
@@ -336,7 +359,7 @@ impl Scheduler {
         let i = match u {
             Unit::Step(i) | Unit::Child(i, _) => i,
         };
-        for t in &self.plan.steps[i].tags {
+        for t in &self.tags[i] {
             if let Some(n) = self.pool_running.get_mut(t) {
                 *n = n.saturating_sub(1);
             }
@@ -953,7 +976,7 @@ impl StepJob {
         let key = cache::cache_key(&KeyInputs {
             component: &self.component.digest,
             world: STEP_WORLD,
-            capabilities: &[],
+            capabilities: &self.component.capabilities,
             params: &self.params,
             inputs: &self.inputs,
             outputs: &outs,

@@ -42,6 +42,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
+#[cfg(not(feature = "gpu"))]
 pub mod wit {
     wit_bindgen::generate!({
         path: "../wit",
@@ -51,6 +52,40 @@ pub mod wit {
         default_bindings_module: "::weir_sdk::wit",
         runtime_path: "::weir_sdk::__wit_bindgen::rt",
     });
+}
+
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+#[cfg(feature = "gpu")]
+pub mod wit {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "trusted-step",
+        pub_export_macro: true,
+        export_macro_name: "__export_step",
+        default_bindings_module: "::weir_sdk::wit",
+        runtime_path: "::weir_sdk::__wit_bindgen::rt",
+    });
+}
+
+/// The host's training kernels (feature `gpu`). A step built with this
+/// feature imports the capability, so it runs only where the pipeline
+/// requests it (`.requires("gpu")`) and the runtime's trust policy trusts
+/// the component; tensors stay on the host.
+///
+/// ```ignore
+/// use weir_sdk::gpu::{Tensor, LogisticConfig, train_logistic};
+/// let x = Tensor::from_csv("data", "train.csv", &["x1".into(), "x2".into()])?;
+/// let y = Tensor::from_csv("data", "train.csv", &["label".into()])?;
+/// let cfg = LogisticConfig { epochs: 100, batch_size: 0, learning_rate: 0.05, l2: 1e-4, seed: 0 };
+/// let trained = train_logistic(&x, &y, 2, cfg, "model")?;
+/// ```
+#[cfg(feature = "gpu")]
+pub mod gpu {
+    pub use crate::wit::weir::step::gpu::{
+        LogisticConfig, MlpConfig, Tensor, Trained, backend, predict_proba, train_logistic,
+        train_mlp,
+    };
 }
 
 #[doc(hidden)]

@@ -26,7 +26,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         &store.compiled_dir(),
     )?;
-    let c = executor.load(&wasm)?;
-    println!("{} {}", c.digest, wasm.display());
+    let c = executor.load(&wasm, &|_| true)?;
+    let note = if c.capabilities.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " (imports {}: runs only where the trust policy names this digest)",
+            c.capabilities.join(", ")
+        )
+    };
+    println!("{} {}{note}", c.digest, wasm.display());
     Ok(ExitCode::SUCCESS)
 }

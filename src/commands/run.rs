@@ -31,6 +31,12 @@ pub struct Args {
     /// Print steps' log lines and metrics as they happen
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Trust the component with this digest (12+ hex characters) with the capabilities its step requests (repeatable)
+    #[arg(long, value_name = "DIGEST")]
+    trust: Vec<String>,
+    /// Trust every component (development machines only)
+    #[arg(long)]
+    trust_all: bool,
 }
 
 /// Parses `--param name=value` flags.
@@ -58,6 +64,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = Config::new(&store);
     if let Some(j) = args.jobs {
         config = config.jobs(j);
+    }
+    for d in &args.trust {
+        config.trust = config.trust.clone().trust(d).map_err(anyhow::Error::msg)?;
+    }
+    if args.trust_all {
+        config.trust = config.trust.clone().trust_all();
     }
     let jobs = config.jobs;
     let tokio = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,150 @@
+//! The gpu capability on its CPU backend: trusted steps train and score
+//! through the host; untrusted or unrequested imports are refused at link time.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use weir_runtime::{Config, InputSource, RunState, Runtime, StepState, TrustPolicy};
+
+fn write_data(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut x: u64 = 5;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 40) as f64 / 16777216.0) as f32 * 2.0 - 1.0
+    };
+    for (file, n) in [("train.csv", 400), ("test.csv", 200)] {
+        let mut s = String::from("x1,x2,label\n");
+        for i in 0..n {
+            let class = i % 2;
+            let c = if class == 0 { -1.0 } else { 1.0 };
+            s.push_str(&format!("{},{},{class}\n", c + next(), c + next()));
+        }
+        std::fs::write(dir.join(file), s).unwrap();
+    }
+}
+
+fn trainer_plan(base: &Path, hidden: &[u32], request: bool) -> weir_runtime::Plan {
+    let trainer = fixture("trainer");
+    let mut train = step("train", &trainer);
+    train
+        .inputs
+        .insert("data".into(), InputSource::Path(base.join("data")));
+    train.params = serde_json::json!({ "mode": "train", "file": "train.csv", "features": ["x1", "x2"], "label": "label", "classes": 2, "hidden": hidden });
+    let mut score = step("score", &trainer);
+    score
+        .inputs
+        .insert("data".into(), InputSource::Path(base.join("data")));
+    wire(&mut score, "model", "train", "out");
+    score.params = serde_json::json!({ "mode": "score", "file": "test.csv", "features": ["x1", "x2"], "label": "label", "classes": 2 });
+    if request {
+        train.capabilities.insert("gpu".into());
+        score.capabilities.insert("gpu".into());
+    }
+    plan(base, vec![train, score])
+}
+
+fn digest_of(wasm: &Path) -> weir_runtime::Digest {
+    weir_runtime::Digest::of(&std::fs::read(wasm).unwrap())
+}
+
+#[test]
+fn a_trusted_step_trains_logistic_regression_and_an_mlp_and_scores_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_data(&tmp.path().join("data"));
+    let d = digest_of(&fixture("trainer"));
+    let trust = TrustPolicy::default().trust(&d.to_hex()[..16]).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.trust = trust;
+    let rt = Runtime::new(cfg).unwrap();
+    for hidden in [vec![], vec![8u32]] {
+        let r = run(&rt, &trainer_plan(tmp.path(), &hidden, true));
+        assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+        let train = r.step("train").unwrap();
+        let acc = |s: &weir_runtime::run::StepReport, m: &str| {
+            s.metrics
+                .iter()
+                .find(|x| x.name == m)
+                .map(|x| x.value)
+                .unwrap()
+        };
+        assert!(acc(train, "train_accuracy") > 0.9, "{:?}", train.metrics);
+        assert!(
+            acc(r.step("score").unwrap(), "accuracy") > 0.9,
+            "{:?}",
+            r.step("score").unwrap().metrics
+        );
+        let model = r.output_path(rt.store(), "train", "out").unwrap();
+        let meta = std::fs::read_to_string(model.join("model.json")).unwrap();
+        assert!(
+            meta.contains("\"backend\":\"cpu\"")
+                && meta.contains(if hidden.is_empty() {
+                    "\"kind\":\"logistic\""
+                } else {
+                    "\"kind\":\"mlp\""
+                }),
+            "{meta}"
+        );
+        assert!(
+            std::fs::metadata(model.join("model.safetensors"))
+                .unwrap()
+                .len()
+                > 8
+        );
+        let logs = rt.records().logs(r.run, "train").unwrap();
+        assert!(
+            logs.iter()
+                .any(|(_, l)| l.message.contains("with backend cpu")),
+            "{logs:?}"
+        );
+    }
+    // Deterministic: the same run again is all cache hits with the same model.
+    let again = run(&rt, &trainer_plan(tmp.path(), &[8], true));
+    assert!(again.steps.iter().all(|s| s.state == StepState::Cached));
+}
+
+#[test]
+fn an_untrusted_or_unrequested_gpu_import_is_refused_at_link_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_data(&tmp.path().join("data"));
+    let d = digest_of(&fixture("trainer"));
+    // Requested, but the policy trusts nothing.
+    let rt = runtime(tmp.path());
+    let e = format!(
+        "{:#}",
+        try_run(&rt, &trainer_plan(tmp.path(), &[], true)).unwrap_err()
+    );
+    assert!(e.starts_with("step 'train': "), "{e}");
+    assert!(e.contains("imports the 'gpu' capability (weir:step/gpu@0.1.0), which is granted only to components the trust policy names"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "trust the component: weir run --trust {}",
+            d.short()
+        )),
+        "{e}"
+    );
+    // Trusted, but the pipeline does not request it.
+    let mut cfg = Config::new(tmp.path().join(".weir2"));
+    cfg.trust = TrustPolicy::default().trust_all();
+    let rt = Runtime::new(cfg).unwrap();
+    let e = format!(
+        "{:#}",
+        try_run(&rt, &trainer_plan(tmp.path(), &[], false)).unwrap_err()
+    );
+    assert!(e.contains("request it with .requires(\"gpu\")"), "{e}");
+    // A step that requests the gpu but whose component is not trusted.
+    let rt = runtime(&tmp.path().join("other"));
+    let mut p = plan(tmp.path(), vec![step("plain", &fixture("noop"))]);
+    p.steps[0].capabilities.insert("gpu".into());
+    let e = format!("{:#}", try_run(&rt, &p).unwrap_err());
+    assert!(
+        e.contains(
+            "requests capability 'gpu', which the trust policy does not grant to its component"
+        ),
+        "{e}"
+    );
+    assert!(rt.records().runs(5).unwrap().is_empty());
+}
