@@ -60,6 +60,11 @@ enum Command {
     Logs(commands::logs::Args),
     /// Print an artifact: a folder's listing, or a file inside it
     Cat(commands::cat::Args),
+    /// Check the store
+    #[command(subcommand)]
+    Store(commands::store::What),
+    /// Show a component's digest, imports, exports and what the trust policy would grant it
+    Inspect(commands::inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,8 @@ fn main() -> ExitCode {
         Command::Show(a) => commands::show::run(a),
         Command::Logs(a) => commands::logs::run(a),
         Command::Cat(a) => commands::cat::run(a),
+        Command::Store(w) => commands::store::run(w),
+        Command::Inspect(a) => commands::inspect::run(a),
     };
     match result {
         Ok(code) => code,

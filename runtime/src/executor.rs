@@ -539,6 +539,26 @@ impl Executor {
         self.load_bytes(&bytes, &path.display().to_string(), grant)
     }
 
+    /// What a component file imports and exports, and its digest, without
+    /// linking it (for `weir inspect`).
+    pub fn describe(&self, path: &Path) -> anyhow::Result<(Digest, Vec<String>, Vec<String>)> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read component {}", path.display()))?;
+        let digest = Digest::of(&bytes);
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| anyhow!("{} is not a valid component: {e:#}", path.display()))?;
+        let ty = component.component_type();
+        let imports = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        Ok((digest, imports, exports))
+    }
+
     /// The backend the gpu capability uses (`cpu` today).
     pub fn gpu_backend(&self) -> String {
         self.gpu.kind().to_string()

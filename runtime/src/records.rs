@@ -261,6 +261,9 @@ pub trait Records: Send + Sync {
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>>;
     /// Drops a cache entry whose objects turned out missing or corrupt.
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()>;
+    /// Every artifact digest the records point at, with where (`run 3 step
+    /// load output table`, `cache entry <key>`), for store verification.
+    fn references(&self) -> anyhow::Result<Vec<(String, Digest)>>;
     /// The newest runs first.
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>>;
     /// One run.
@@ -558,6 +561,41 @@ impl Records for SqliteRecords {
             metrics: serde_json::from_str(&m).unwrap_or_default(),
             created_ms,
         }))
+    }
+
+    fn references(&self) -> anyhow::Result<Vec<(String, Digest)>> {
+        let c = lock(&self.conn);
+        let mut out = Vec::new();
+        let mut st = c.prepare("SELECT run_id, step, inputs, outputs FROM steps")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (run, step, inputs, outputs) = row?;
+            for (name, d) in json_map(&inputs) {
+                out.push((format!("run {run} step {step} input {name}"), d));
+            }
+            for (name, d) in json_map(&outputs) {
+                out.push((format!("run {run} step {step} output {name}"), d));
+            }
+        }
+        let mut st = c.prepare("SELECT key, outputs FROM cache")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (key, outputs) = row?;
+            for (name, d) in json_map(&outputs) {
+                out.push((
+                    format!("cache entry {} output {name}", &key[..12.min(key.len())]),
+                    d,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()> {

@@ -103,6 +103,19 @@ pub struct Ingested {
     pub files: u64,
 }
 
+/// What [`Store::verify_objects`] found.
+#[derive(Debug, Default)]
+pub struct ObjectsReport {
+    /// Objects checked.
+    pub objects: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Objects whose bytes did not match their name (now in `corrupt/`).
+    pub corrupt: Vec<Digest>,
+    /// Files in `objects/` that are not named like objects.
+    pub stray: Vec<PathBuf>,
+}
+
 /// Caps applied while ingesting an output folder.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
@@ -197,6 +210,37 @@ impl Store {
         let dir = reused.unwrap_or_else(|| self.temp_path(what));
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         Ok(dir)
+    }
+
+    /// Re-hashes every object in the store. Objects whose bytes do not match
+    /// their name are quarantined (moved to `corrupt/`) and listed.
+    pub fn verify_objects(&self) -> io::Result<ObjectsReport> {
+        let mut report = ObjectsReport::default();
+        for shard in fs::read_dir(&self.objects).map_err(io_at(&self.objects))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                report.stray.push(shard.path());
+                continue;
+            }
+            for e in fs::read_dir(shard.path())? {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Ok(d) = name.parse::<Digest>() else {
+                    report.stray.push(e.path());
+                    continue;
+                };
+                let len = e.metadata()?.len();
+                report.objects += 1;
+                report.bytes += len;
+                if hash_file(&e.path(), len)? != d {
+                    self.quarantine(&d, &e.path())?;
+                    report.corrupt.push(d);
+                } else if let Ok(m) = e.metadata() {
+                    self.remember(d, &m);
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Removes leftovers in `tmp/` from processes that are no longer running.

@@ -3,12 +3,14 @@
 pub mod build;
 pub mod cat;
 pub mod diff;
+pub mod inspect;
 pub mod logs;
 pub mod new;
 pub mod plan;
 pub mod run;
 pub mod runs;
 pub mod show;
+pub mod store;
 
 use std::path::Path;
 use weir_runtime::records::{Records, SqliteRecords};

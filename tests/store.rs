@@ -1,0 +1,132 @@
+//! `weir store verify` and `weir inspect`, through the CLI.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn store_verify_finds_corrupt_objects_and_damaged_references_and_cleans_leftovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("p.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            "let p = pipeline(\"v\");\np.step(\"a\", {:?}).output(\"out\").params(#{{ note: \"x\" }});\n",
+            fixture("echo").display().to_string()
+        ),
+    )
+    .unwrap();
+    assert!(
+        weir()
+            .arg("run")
+            .arg(&script)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let store = tmp.path().join(".weir");
+    let verify = || {
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(" 0 corrupt; 0 stray files;") && text.contains(": 0 missing or damaged;"),
+        "{text}"
+    );
+
+    // A leftover of a dead process, and a corrupted object.
+    std::fs::create_dir_all(store.join("tmp/out-999999999-7")).unwrap();
+    let params = weir_runtime::Digest::of(br#"{"note":"x"}"#);
+    let hex = params.to_hex();
+    let obj = store.join("objects").join(&hex[..2]).join(&hex);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&obj, "tampered").unwrap();
+
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(" 1 corrupt;") && text.contains("1 temporary leftovers removed"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("corrupt object {hex}")), "{text}");
+    assert!(
+        text.contains("run 1 step a output out: artifact")
+            && text.contains("is missing or damaged"),
+        "{text}"
+    );
+    assert!(!store.join("tmp/out-999999999-7").exists());
+
+    // A re-run repairs it, and the store verifies clean again.
+    assert!(
+        weir()
+            .arg("run")
+            .arg(&script)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = verify();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn inspect_shows_the_world_imports_and_what_the_policy_would_grant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let inspect = |wasm: &std::path::Path, extra: &[&str]| {
+        let out = weir()
+            .arg("inspect")
+            .arg(wasm)
+            .args(extra)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = inspect(&fixture("noop"), &[]);
+    assert!(
+        text.contains("world     weir:step/step\n")
+            && text.contains("would grant the minimal sandbox"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  weir:step/types@0.1.0\n") && text.contains("exports:\n  run\n"),
+        "{text}"
+    );
+    let trainer = fixture("trainer");
+    let digest = weir_runtime::Digest::of(&std::fs::read(&trainer).unwrap());
+    let text = inspect(&trainer, &[]);
+    assert!(
+        text.contains("imports the gpu capability")
+            && text.contains(&format!(
+                "not trusted (weir run --trust {})",
+                digest.short()
+            )),
+        "{text}"
+    );
+    let text = inspect(&trainer, &["--trust", &digest.to_hex()]);
+    assert!(text.contains("would grant the gpu capability"), "{text}");
+    let text = inspect(&fixture("wrong_world"), &[]);
+    assert!(text.contains("not a weir step"), "{text}");
+}
