@@ -570,6 +570,9 @@ impl Store {
     /// and the folder itself becomes the artifact's view. Refuses symlinks and
     /// special files, and enforces `quota`.
     pub fn ingest_output(&self, dir: &Path, quota: Quota) -> Result<Ingested, IngestError> {
+        // Measure first, so an output over its quota stores nothing at all.
+        let mut used = (0u64, 0u64);
+        measure(dir, "", quota, &mut used)?;
         let mut used = (0u64, 0u64);
         let (d, _) = self.ingest_output_dir(dir, "", quota, &mut used)?;
         let view = self.views.join(d.to_hex());
@@ -727,6 +730,42 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Counts an output folder's bytes and entries (without following links),
+/// failing at the first quota crossed.
+fn measure(dir: &Path, rel: &str, quota: Quota, used: &mut (u64, u64)) -> Result<(), IngestError> {
+    let io_err = |path: String| move |source| IngestError::Io { path, source };
+    for e in fs::read_dir(dir).map_err(io_err(if rel.is_empty() {
+        ".".into()
+    } else {
+        rel.to_string()
+    }))? {
+        let e = e.map_err(io_err(rel.to_string()))?;
+        let shown = format!("{rel}{}", e.file_name().to_string_lossy());
+        used.1 += 1;
+        if used.1 > quota.files {
+            return Err(IngestError::Quota {
+                what: "file count",
+                limit: quota.files.to_string(),
+                path: shown,
+            });
+        }
+        let ft = e.file_type().map_err(io_err(shown.clone()))?;
+        if ft.is_dir() {
+            measure(&e.path(), &format!("{shown}/"), quota, used)?;
+        } else if ft.is_file() {
+            used.0 += e.metadata().map_err(io_err(shown.clone()))?.len();
+            if used.0 > quota.bytes {
+                return Err(IngestError::Quota {
+                    what: "size",
+                    limit: format!("{} bytes", quota.bytes),
+                    path: shown,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn file_name(p: &Path) -> io::Result<String> {

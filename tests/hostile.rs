@@ -1,0 +1,129 @@
+//! Hostile guests get clear errors and bounded host resources.
+
+mod common;
+
+use common::*;
+use weir_runtime::{RunState, StepState};
+
+fn hostile(name: &str, params: serde_json::Value) -> weir_runtime::StepPlan {
+    let mut s = step(name, &fixture("hostile"));
+    s.params = params;
+    s
+}
+
+#[test]
+fn deep_recursion_traps_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let r = run(
+        &rt,
+        &plan(
+            tmp.path(),
+            vec![hostile("deep", serde_json::json!({ "mode": "recurse" }))],
+        ),
+    );
+    assert_eq!(r.state, RunState::Failed);
+    let e = r.step("deep").unwrap().error.clone().unwrap();
+    // Rust's stack lives in linear memory: overflowing it is an out-of-bounds
+    // access (or a call-stack exhaustion), a trap either way, never a host crash.
+    assert!(
+        e.starts_with("the step trapped")
+            && (e.contains("out of bounds memory access") || e.to_lowercase().contains("stack")),
+        "{e}"
+    );
+}
+
+#[test]
+fn stdout_floods_and_huge_log_lines_are_bounded_and_escapes_are_not_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let r = run(
+        &rt,
+        &plan(
+            tmp.path(),
+            vec![
+                hostile("flood", serde_json::json!({ "mode": "flood" })),
+                hostile("biglog", serde_json::json!({ "mode": "biglog" })),
+            ],
+        ),
+    );
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let logs = rt.records().logs(r.run, "flood").unwrap();
+    let kept: usize = logs
+        .iter()
+        .filter(|(_, l)| l.level == "stdout")
+        .map(|(_, l)| l.message.len())
+        .sum();
+    assert!(kept <= (1 << 20) + 64 * 1024, "kept {kept} bytes of stdout");
+    assert!(
+        logs.iter()
+            .any(|(_, l)| l.message.contains("more bytes not kept")),
+        "the drop is reported"
+    );
+    let big = rt.records().logs(r.run, "biglog").unwrap();
+    assert!(big[0].1.message.len() <= (64 << 10) + 16 && big[0].1.message.ends_with("[truncated]"));
+    // The CLI shows the flood with escapes neutralised.
+    let out = weir()
+        .args(["logs", &r.run.to_string(), "flood", "--store"])
+        .arg(tmp.path().join(".weir"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\\u{1b}[31mRED") && !text.contains('\x1b') && !text.contains('\x07'),
+        "raw escapes reached the terminal"
+    );
+}
+
+#[test]
+fn disk_and_inode_bombs_fail_at_the_quota_and_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut disk = hostile("disk", serde_json::json!({ "mode": "disk", "mb": 8 }));
+    disk.limits.output_bytes = 1 << 20;
+    let mut inodes = hostile(
+        "inodes",
+        serde_json::json!({ "mode": "inodes", "files": 3000 }),
+    );
+    inodes.limits.output_files = 1000;
+    let objects_before = count_files(&tmp.path().join(".weir/objects"));
+    let r = run(&rt, &plan(tmp.path(), vec![disk, inodes]));
+    assert_eq!(r.step("disk").unwrap().state, StepState::Failed);
+    let e = r.step("disk").unwrap().error.clone().unwrap();
+    assert_eq!(
+        e,
+        "output 'out': outputs exceed the size limit of 1048576 bytes (at 'big.bin')"
+    );
+    let e = r.step("inodes").unwrap().error.clone().unwrap();
+    assert!(
+        e.starts_with("output 'out': outputs exceed the file count limit of 1000"),
+        "{e}"
+    );
+    assert_eq!(
+        count_files(&tmp.path().join(".weir/objects")),
+        objects_before,
+        "no object from a failed step"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join(".weir/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "partial outputs discarded"
+    );
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            if e.file_type().unwrap().is_dir() {
+                count_files(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
