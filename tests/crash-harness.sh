@@ -28,14 +28,25 @@ RHAI
 done
 outputs() { "$weir" show "$1" --json --store "$2" | python3 -c 'import json,sys; print(sorted((s["step"], s["outputs"].get("out")) for s in json.load(sys.stdin)["steps"]))'; }
 kills=0; damaged=0; identical=0
+count() { [ -f "$1/weir.db" ] && "$weir" runs --limit 100000 --store "$1" | tail -n +2 | wc -l || echo 0; }
 for i in $(seq 1 "$n"); do
+  before=$(count "$work/run/.weir")
   "$weir" run "$work/run/p.rhai" --param "salt=$i" >/dev/null 2>&1 & pid=$!
   sleep "0.$(( RANDOM % 5 + 1 ))$(( RANDOM % 10 ))"
   kill -9 "$pid" 2>/dev/null && kills=$((kills + 1)) || true
   wait "$pid" 2>/dev/null || true
-  "$weir" store verify --store "$work/run/.weir" >/dev/null || damaged=$((damaged + 1))
-  run=$("$weir" runs --limit 1 --store "$work/run/.weir" | awk 'NR==2 {print $1}')
-  "$weir" run "$work/run/p.rhai" --param "salt=$i" --resume "$run" >/dev/null 2>&1
+  if [ -f "$work/run/.weir/weir.db" ]; then
+    "$weir" store verify --store "$work/run/.weir" >/dev/null || damaged=$((damaged + 1))
+  fi
+  if [ "$(count "$work/run/.weir")" -gt "$before" ]; then
+    # Killed after the run record was made: continue that run.
+    run=$("$weir" runs --limit 1 --store "$work/run/.weir" | awk 'NR==2 {print $1}')
+    "$weir" run "$work/run/p.rhai" --param "salt=$i" --resume "$run" >/dev/null 2>&1
+  else
+    # Killed before: nothing was recorded, so run it again.
+    "$weir" run "$work/run/p.rhai" --param "salt=$i" >/dev/null 2>&1
+    run=$("$weir" runs --limit 1 --store "$work/run/.weir" | awk 'NR==2 {print $1}')
+  fi
   "$weir" run "$work/ref/p.rhai" --param "salt=$i" >/dev/null 2>&1
   ref=$("$weir" runs --limit 1 --store "$work/ref/.weir" | awk 'NR==2 {print $1}')
   [ "$(outputs "$run" "$work/run/.weir")" = "$(outputs "$ref" "$work/ref/.weir")" ] && identical=$((identical + 1))
