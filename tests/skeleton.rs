@@ -581,6 +581,36 @@ fn weir_new_step_scaffolds_a_crate_that_builds_and_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let first = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(first.contains("1 executed, 0 cached"), "{first}");
+
+    // Editing the step's source is noticed (without asking cargo when nothing changed).
+    let run_again = || {
+        let out = weir()
+            .arg("run")
+            .arg(&script)
+            .env("CARGO_TARGET_DIR", &target)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let unchanged = run_again();
+    assert!(unchanged.contains("0 executed, 1 cached"), "{unchanged}");
+    let lib = tmp.path().join("greet/src/lib.rs");
+    let src = std::fs::read_to_string(&lib)
+        .unwrap()
+        .replace("greeting.txt", "hello.txt");
+    std::fs::write(&lib, src).unwrap();
+    let edited = run_again();
+    assert!(
+        edited.contains("1 executed, 0 cached"),
+        "the edit was not noticed: {edited}"
+    );
 }
 
 #[test]

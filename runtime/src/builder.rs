@@ -119,3 +119,97 @@ fn ensure_target(crate_dir: &Path) {
         .stdin(Stdio::null())
         .status();
 }
+
+/// Like [`build_crate`], but skips cargo when the component from the last
+/// build is newer than every file cargo recorded it was built from (its
+/// dep-info file), than the manifests of those files' crates, and than the
+/// manifests, lock file and toolchain file above the crate: the same
+/// modification-time rule cargo applies, without starting cargo. `stamp_dir`
+/// remembers where each crate's component is.
+pub fn build_crate_cached(crate_dir: &Path, stamp_dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let Ok(manifest) = manifest.canonicalize() else {
+        return build_crate(crate_dir);
+    };
+    let stamp = stamp_dir.join(format!(
+        "{}.path",
+        crate::digest::Digest::of(manifest.to_string_lossy().as_bytes()).short()
+    ));
+    if let Ok(text) = std::fs::read_to_string(&stamp) {
+        let wasm = PathBuf::from(text.trim());
+        if is_fresh(&manifest, &wasm) {
+            return Ok(wasm);
+        }
+    }
+    let wasm = build_crate(crate_dir)?;
+    if std::fs::create_dir_all(stamp_dir).is_ok() {
+        let tmp = stamp.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, wasm.to_string_lossy().as_bytes()).is_ok() {
+            let _ = std::fs::rename(&tmp, &stamp);
+        }
+    }
+    Ok(wasm)
+}
+
+/// Whether `wasm` is newer than everything it was built from.
+fn is_fresh(manifest: &Path, wasm: &Path) -> bool {
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(built) = mtime(wasm) else {
+        return false;
+    };
+    let Ok(dep_info) = std::fs::read_to_string(wasm.with_extension("d")) else {
+        return false;
+    };
+    let Some((_, deps)) = dep_info.split_once(": ") else {
+        return false;
+    };
+    let mut files: Vec<PathBuf> = Vec::new();
+    // Make-style list: spaces separate paths, `\ ` is a space inside one.
+    let mut current = String::new();
+    let mut chars = deps.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&' ') => {
+                current.push(' ');
+                chars.next();
+            }
+            ' ' | '\n' => {
+                if !current.is_empty() {
+                    files.push(PathBuf::from(std::mem::take(&mut current)));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        files.push(PathBuf::from(current));
+    }
+    if files.is_empty() {
+        return false;
+    }
+    // The manifests of every crate a source belongs to, and what sits above the step crate.
+    let mut extra: Vec<PathBuf> = Vec::new();
+    for f in &files {
+        if let Some(m) = f
+            .ancestors()
+            .skip(1)
+            .map(|d| d.join("Cargo.toml"))
+            .find(|m| m.is_file())
+            && !extra.contains(&m)
+        {
+            extra.push(m);
+        }
+    }
+    for dir in manifest.ancestors().skip(1) {
+        for name in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml"] {
+            let p = dir.join(name);
+            if p.is_file() && !extra.contains(&p) {
+                extra.push(p);
+            }
+        }
+    }
+    files
+        .into_iter()
+        .chain(extra)
+        .all(|f| mtime(&f).is_some_and(|m| m <= built))
+}

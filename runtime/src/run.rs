@@ -340,7 +340,10 @@ impl Runtime {
             }
         };
         let wasm = match source {
-            ComponentSource::Crate(dir) => crate::builder::build_crate(&resolve(dir))?,
+            ComponentSource::Crate(dir) => crate::builder::build_crate_cached(
+                &resolve(dir),
+                &self.inner.store.root().join("builds"),
+            )?,
             ComponentSource::Wasm(p) => resolve(p),
         };
         let trust = &self.inner.config.trust;
