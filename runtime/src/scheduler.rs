@@ -31,7 +31,7 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-type Commit = Sender<(bool, Vec<RecordOp>)>;
+type Commit = Sender<Vec<RecordOp>>;
 
 /// How long the committer lets finished steps gather before one commit.
 const COMMIT_WINDOW: Duration = Duration::from_millis(2);
@@ -169,9 +169,9 @@ impl Scheduler {
         }
     }
 
-    fn send(&self, new_objects: bool, ops: Vec<RecordOp>) {
+    fn send(&self, ops: Vec<RecordOp>) {
         if let Some(c) = &self.commit {
-            let _ = c.send((new_objects, ops));
+            let _ = c.send(ops);
         }
     }
 
@@ -186,7 +186,7 @@ impl Scheduler {
     }
 
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
-        let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<RecordOp>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<RecordOp>>();
         let committer = {
             let rt = self.rt.clone();
             std::thread::Builder::new()
@@ -196,8 +196,8 @@ impl Scheduler {
                         // Group commit: let a burst of finished steps gather,
                         // then one flush and one transaction for all of them.
                         std::thread::sleep(COMMIT_WINDOW);
-                        let mut ops = msg.1;
-                        while let Ok((_, more)) = rx.try_recv() {
+                        let mut ops = msg;
+                        while let Ok(more) = rx.try_recv() {
                             ops.extend(more);
                         }
                         // Objects first, then the records that name them.
@@ -611,25 +611,22 @@ impl Scheduler {
         let mut r = StepReport::not_run(&s.name, state, None);
         r.outputs = outputs;
         let now = now_ms();
-        self.send(
-            true,
-            vec![RecordOp::Step(Box::new(StepRecord {
-                run: self.run,
-                step: s.name.clone(),
-                state,
-                attempt: 0,
-                cache_key: None,
-                component: Some(self.components[i].digest),
-                started_ms: now,
-                ended_ms: now,
-                error: None,
-                outputs: r.outputs.clone(),
-                inputs: self.inputs[i].clone(),
-                metrics: Vec::new(),
-                logs: Vec::new(),
-                attempts: Vec::new(),
-            }))],
-        );
+        self.send(vec![RecordOp::Step(Box::new(StepRecord {
+            run: self.run,
+            step: s.name.clone(),
+            state,
+            attempt: 0,
+            cache_key: None,
+            component: Some(self.components[i].digest),
+            started_ms: now,
+            ended_ms: now,
+            error: None,
+            outputs: r.outputs.clone(),
+            inputs: self.inputs[i].clone(),
+            metrics: Vec::new(),
+            logs: Vec::new(),
+            attempts: Vec::new(),
+        }))]);
         self.emit(RunEvent::StepFinished {
             step: s.name.clone(),
             state,
@@ -673,7 +670,6 @@ impl Scheduler {
 
     fn step_done(&mut self, i: usize, report: StepReport) -> anyhow::Result<()> {
         let ok = report.ok();
-        let name = report.name.clone();
         self.reports[i] = Some(report);
         if !ok {
             self.failed(i);
@@ -690,7 +686,6 @@ impl Scheduler {
         for d in newly {
             self.on_ready(d)?;
         }
-        let _ = name;
         Ok(())
     }
 
@@ -725,25 +720,22 @@ impl Scheduler {
             Unit::Step(i) | Unit::Child(i, _) => i,
         };
         let now = now_ms();
-        self.send(
-            false,
-            vec![RecordOp::Step(Box::new(StepRecord {
-                run: self.run,
-                step: name.to_string(),
-                state,
-                attempt: 0,
-                cache_key: None,
-                component: Some(self.components[i].digest),
-                started_ms: now,
-                ended_ms: now,
-                error: Some(why.clone()),
-                outputs: BTreeMap::new(),
-                inputs: BTreeMap::new(),
-                metrics: Vec::new(),
-                logs: Vec::new(),
-                attempts: Vec::new(),
-            }))],
-        );
+        self.send(vec![RecordOp::Step(Box::new(StepRecord {
+            run: self.run,
+            step: name.to_string(),
+            state,
+            attempt: 0,
+            cache_key: None,
+            component: Some(self.components[i].digest),
+            started_ms: now,
+            ended_ms: now,
+            error: Some(why.clone()),
+            outputs: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            metrics: Vec::new(),
+            logs: Vec::new(),
+            attempts: Vec::new(),
+        }))]);
         self.emit(RunEvent::StepFinished {
             step: name.to_string(),
             state,
@@ -780,14 +772,11 @@ impl Scheduler {
             RunState::Cancelled => Some("cancelled".to_string()),
             _ => self.first_error.clone(),
         };
-        self.send(
-            false,
-            vec![RecordOp::RunEnded {
-                run: self.run,
-                state,
-                error: error.clone(),
-            }],
-        );
+        self.send(vec![RecordOp::RunEnded {
+            run: self.run,
+            state,
+            error: error.clone(),
+        }]);
         let steps = self
             .reports
             .iter_mut()
@@ -1018,7 +1007,7 @@ impl StepJob {
                 b.record.state = StepState::Cached;
                 b.record.outputs = outputs;
                 b.record.metrics = metrics;
-                Ok(self.finish(b.record, None, false, b.started))
+                Ok(self.finish(b.record, None, b.started))
             }
             Ok(None) => Err((self, b)),
             Err(e) => {
@@ -1113,7 +1102,7 @@ impl StepJob {
                         .previous
                         .as_ref()
                         .is_some_and(|prev| *prev == record.outputs);
-                    let mut report = self.finish(record, cache_op, true, started);
+                    let mut report = self.finish(record, cache_op, started);
                     report.early_cutoff = early;
                     return report;
                 }
@@ -1127,7 +1116,7 @@ impl StepJob {
         if attempts > 1 {
             record.error = Some(format!("{} (after {attempts} attempts)", last_error));
         }
-        self.finish(record, None, false, started)
+        self.finish(record, None, started)
     }
 
     /// A valid cache entry's outputs and metrics, if any.
@@ -1260,7 +1249,6 @@ impl StepJob {
         &self,
         mut record: StepRecord,
         cache_op: Option<RecordOp>,
-        new_objects: bool,
         started: Instant,
     ) -> StepReport {
         record.ended_ms = now_ms();
@@ -1278,7 +1266,7 @@ impl StepJob {
         let mut ops = vec![RecordOp::Step(Box::new(record))];
         ops.extend(cache_op);
         if let Some(c) = &self.commit {
-            let _ = c.send((new_objects, ops));
+            let _ = c.send(ops);
         }
         report
     }
