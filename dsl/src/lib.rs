@@ -647,6 +647,12 @@ fn register_policies(e: &mut Engine) {
         }
         s.with(|st| st.capabilities.insert(c.to_string()));
     });
+    step_method!(e, "register", |ctx, s, name: &str| {
+        if let Err(m) = weir_runtime::names::check_name("model", name) {
+            return err(format!("step '{}': {m}", s.name()), ctx.call_position());
+        }
+        s.with(|st| st.register = Some(name.to_string()));
+    });
     step_method!(e, "when", |_ctx, s, c: Cond| {
         s.with(|st| st.when = Some(c.0));
     });

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod executor;
 mod gpu;
 pub mod limits;
+pub mod lineage;
 pub mod names;
 pub mod plan;
 pub mod records;

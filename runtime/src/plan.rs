@@ -80,6 +80,10 @@ pub struct StepPlan {
     /// Run once per item of a list known only at run time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map: Option<MapSpec>,
+    /// Add the step's `Model` output to the model registry under this name
+    /// whenever the step succeeds or is a cache hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<String>,
 }
 
 /// What an artifact holds, declared on outputs and expected on inputs.
@@ -432,6 +436,31 @@ impl StepPlan {
             capabilities: BTreeSet::new(),
             when: None,
             map: None,
+            register: None,
+        }
+    }
+
+    /// The output that `.register(...)` adds to the model registry: the one
+    /// output declared `Model`.
+    pub fn registered_output(&self) -> Result<&str, String> {
+        let models: Vec<&str> = self
+            .output_types
+            .iter()
+            .filter(|(_, t)| **t == ArtifactType::Model)
+            .map(|(o, _)| o.as_str())
+            .collect();
+        match models.as_slice() {
+            [one] => Ok(one),
+            [] => Err(format!(
+                "{}registers a model, so it needs one output declared Model (for example .output(\"model\", Model)); it has none",
+                self.at()
+            )),
+            many => Err(format!(
+                "{}registers a model but has {} outputs declared Model ({}); keep one",
+                self.at(),
+                many.len(),
+                many.join(", ")
+            )),
         }
     }
 
@@ -592,6 +621,17 @@ impl Plan {
             }
             for t in &s.tags {
                 check_name("tag", t).map_err(|source| PlanError::Name { at: s.at(), source })?;
+            }
+            if let Some(model) = &s.register {
+                check_name("model", model)
+                    .map_err(|source| PlanError::Name { at: s.at(), source })?;
+                if s.map.is_some() {
+                    return Err(PlanError::Invalid(format!(
+                        "{}a map step cannot register a model; register from a step after the collect",
+                        s.at()
+                    )));
+                }
+                s.registered_output().map_err(PlanError::Invalid)?;
             }
         }
         let deps = self.dependencies();

@@ -177,6 +177,21 @@ pub enum RecordOp {
         /// The producing step.
         step: String,
     },
+    /// Adds a model version to the registry, unless this artifact is
+    /// already a version of that model (registering is idempotent, so a
+    /// cached re-run adds nothing).
+    RegisterModel {
+        /// Model name.
+        name: String,
+        /// The model artifact.
+        digest: Digest,
+        /// The run that registered it.
+        run: RunId,
+        /// The registering step.
+        step: String,
+        /// Metrics stored with the version (the registering step's).
+        metrics: Vec<Metric>,
+    },
     /// The run ended.
     RunEnded {
         /// The run.
@@ -186,6 +201,51 @@ pub enum RecordOp {
         /// A one-line summary of what failed, if anything.
         error: Option<String>,
     },
+}
+
+state_enum! {
+    /// The stage of a model version in the registry.
+    ModelStage {
+        /// Registered, not promoted.
+        None = "none",
+        /// Being tried out.
+        Staging = "staging",
+        /// Serving. At most one version of a model is here at a time.
+        Production = "production",
+        /// Retired.
+        Archived = "archived",
+    }
+}
+
+impl ModelStage {
+    /// Every stage, in the order shown to users.
+    pub const ALL: [ModelStage; 4] = [
+        ModelStage::None,
+        ModelStage::Staging,
+        ModelStage::Production,
+        ModelStage::Archived,
+    ];
+}
+
+/// One version of a model in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelVersion {
+    /// Model name (from `.register("name")`).
+    pub name: String,
+    /// Version number, from 1, per name.
+    pub version: u32,
+    /// The model artifact.
+    pub digest: Digest,
+    /// The run that registered it.
+    pub run: RunId,
+    /// The step that registered it.
+    pub step: String,
+    /// The registering step's metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Current stage.
+    pub stage: ModelStage,
+    /// When it was registered, ms since the epoch.
+    pub created_ms: i64,
 }
 
 /// A row of `weir runs`.
@@ -274,9 +334,21 @@ pub trait Records: Send + Sync {
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>>;
     /// The attempts of a step in a run, in order.
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>>;
+    /// Versions of the model `name` (or of every model), oldest first.
+    fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>>;
+    /// Moves a model version to `stage`. Promoting to staging or production
+    /// archives the version that held that stage before. Returns the
+    /// versions that were archived. Fails for an unknown name or version.
+    fn promote(&self, name: &str, version: u32, stage: ModelStage) -> anyhow::Result<Vec<u32>>;
+    /// The step that produced the artifact `digest`: the first run in which
+    /// a step executed and output it (or, failing that, reused it from the
+    /// cache), with that run's number.
+    fn producer(&self, digest: &Digest) -> anyhow::Result<Option<(RunId, StepSummary)>>;
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the model registry (`models`); a version-1 file gains
+/// the table on open.
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
@@ -329,6 +401,18 @@ CREATE TABLE IF NOT EXISTS attempts (
     ended_ms INTEGER NOT NULL,
     error TEXT,
     PRIMARY KEY (run_id, step, attempt)
+);
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, digest)
 );
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,
@@ -492,6 +576,30 @@ impl Records for SqliteRecords {
                         now_ms()
                     ])?;
                 }
+                RecordOp::RegisterModel {
+                    name,
+                    digest,
+                    run,
+                    step,
+                    metrics,
+                } => {
+                    let metrics: BTreeMap<&str, f64> =
+                        metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
+                    tx.prepare_cached(
+                        "INSERT INTO models (name, version, digest, run_id, step, metrics, stage, created_ms)
+                         SELECT ?1, COALESCE((SELECT MAX(version) FROM models WHERE name = ?1), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7
+                         WHERE NOT EXISTS (SELECT 1 FROM models WHERE name = ?1 AND digest = ?2)",
+                    )?
+                    .execute(params![
+                        name,
+                        digest.to_hex(),
+                        run.0,
+                        step,
+                        serde_json::to_string(&metrics)?,
+                        ModelStage::None.as_str(),
+                        now_ms()
+                    ])?;
+                }
                 RecordOp::RunEnded { run, state, error } => {
                     tx.prepare_cached(
                         "UPDATE runs SET state = ?2, ended_ms = ?3, error = ?4 WHERE id = ?1",
@@ -582,6 +690,20 @@ impl Records for SqliteRecords {
             }
             for (name, d) in json_map(&outputs) {
                 out.push((format!("run {run} step {step} output {name}"), d));
+            }
+        }
+        let mut st = c.prepare("SELECT name, version, digest FROM models")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, version, d) = row?;
+            if let Some(d) = digest_col(Some(d)) {
+                out.push((format!("model {name} version {version}"), d));
             }
         }
         let mut st = c.prepare("SELECT key, outputs FROM cache")?;
@@ -682,6 +804,115 @@ impl Records for SqliteRecords {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>> {
+        let c = lock(&self.conn);
+        let mut st = c.prepare(
+            "SELECT name, version, digest, run_id, step, metrics, stage, created_ms FROM models
+             WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
+        )?;
+        let rows = st.query_map([name], |r| {
+            let digest: String = r.get(2)?;
+            let metrics: String = r.get(5)?;
+            let stage: String = r.get(6)?;
+            Ok(ModelVersion {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                digest: digest_col(Some(digest)).unwrap_or_else(|| Digest::from_bytes([0; 32])),
+                run: RunId(r.get(3)?),
+                step: r.get(4)?,
+                metrics: serde_json::from_str(&metrics).unwrap_or_default(),
+                stage: ModelStage::parse(&stage).unwrap_or(ModelStage::None),
+                created_ms: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn promote(&self, name: &str, version: u32, stage: ModelStage) -> anyhow::Result<Vec<u32>> {
+        let mut c = lock(&self.conn);
+        let tx = c.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM models WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            let latest: Option<i64> = tx.query_row(
+                "SELECT MAX(version) FROM models WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            match latest {
+                None => anyhow::bail!(
+                    "there is no model '{name}' in the registry (see `weir models list`)"
+                ),
+                Some(l) => {
+                    anyhow::bail!("model '{name}' has no version {version} (versions 1 to {l})")
+                }
+            }
+        }
+        let mut archived = Vec::new();
+        if matches!(stage, ModelStage::Staging | ModelStage::Production) {
+            let mut st = tx.prepare(
+                "SELECT version FROM models WHERE name = ?1 AND stage = ?2 AND version != ?3",
+            )?;
+            archived = st
+                .query_map(params![name, stage.as_str(), version], |r| {
+                    r.get::<_, u32>(0)
+                })?
+                .collect::<Result<_, _>>()?;
+            drop(st);
+            tx.execute(
+                "UPDATE models SET stage = ?4 WHERE name = ?1 AND stage = ?2 AND version != ?3",
+                params![name, stage.as_str(), version, ModelStage::Archived.as_str()],
+            )?;
+        }
+        tx.execute(
+            "UPDATE models SET stage = ?3 WHERE name = ?1 AND version = ?2",
+            params![name, version, stage.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(archived)
+    }
+
+    fn producer(&self, digest: &Digest) -> anyhow::Result<Option<(RunId, StepSummary)>> {
+        let c = lock(&self.conn);
+        // Outputs are stored as JSON text; a full hex digest is unique in it.
+        let pattern = format!("%\"{}\"%", digest.to_hex());
+        let row = c
+            .query_row(
+                "SELECT run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs
+                 FROM steps WHERE outputs LIKE ?1 AND state IN ('succeeded', 'cached')
+                 ORDER BY state = 'succeeded' DESC, run_id LIMIT 1",
+                [pattern],
+                |r| {
+                    let state: String = r.get(2)?;
+                    let outputs: String = r.get(9)?;
+                    let inputs: String = r.get(10)?;
+                    Ok((
+                        RunId(r.get(0)?),
+                        StepSummary {
+                            step: r.get(1)?,
+                            state: StepState::parse(&state).unwrap_or(StepState::Failed),
+                            attempts: r.get(3)?,
+                            cache_key: digest_col(r.get(4)?),
+                            component: digest_col(r.get(5)?),
+                            started_ms: r.get(6)?,
+                            ended_ms: r.get(7)?,
+                            error: r.get(8)?,
+                            inputs: json_map(&inputs),
+                            outputs: json_map(&outputs),
+                            metrics: BTreeMap::new(),
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row)
     }
 
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {

@@ -35,15 +35,38 @@ pub struct Config {
 
 /// Which components may be granted capabilities beyond the `step` world.
 /// A step gets a capability only if its pipeline requests it
-/// (`.requires("gpu")`) *and* this policy trusts the step's component.
+/// (`.requires("gpu")`) *and* this policy trusts the step's component: by
+/// digest (`--trust`), because it is built from a step crate the project's
+/// trust file names (`weir.toml`), or because everything is trusted
+/// (`--trust-all`, for development machines).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustPolicy {
     all: bool,
     prefixes: Vec<String>,
+    sources: Vec<PathBuf>,
 }
 
 /// Capabilities a pipeline may request.
 pub const CAPABILITIES: &[&str] = &["gpu"];
+
+/// The name of a project's trust file, looked up beside a pipeline script
+/// and in the folders above it.
+pub const TRUST_FILE: &str = "weir.toml";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    #[serde(default)]
+    trust: Vec<TrustEntry>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustEntry {
+    source: Option<PathBuf>,
+    digest: Option<String>,
+    capabilities: Vec<String>,
+}
 
 impl TrustPolicy {
     /// Trusts every component (for development machines).
@@ -64,12 +87,88 @@ impl TrustPolicy {
         Ok(self)
     }
 
-    /// Whether the component with digest `d` is trusted.
+    /// Trusts whatever component weir builds from the step crate in `dir`
+    /// (the project trusts its own source code, whatever its digest).
+    pub fn trust_source(mut self, dir: &Path) -> Result<TrustPolicy, String> {
+        let canon = dir
+            .canonicalize()
+            .map_err(|e| format!("cannot trust step crate {}: {e}", dir.display()))?;
+        if !canon.join("Cargo.toml").is_file() {
+            return Err(format!(
+                "cannot trust step crate {}: it has no Cargo.toml",
+                dir.display()
+            ));
+        }
+        self.sources.push(canon);
+        Ok(self)
+    }
+
+    /// Adds the entries of a trust file (`weir.toml`):
+    ///
+    /// ```toml
+    /// [[trust]]
+    /// source = "steps/train_model"   # a step crate, relative to this file
+    /// capabilities = ["gpu"]
+    ///
+    /// [[trust]]
+    /// digest = "3f2a9c0d51e7"        # a prebuilt component, by digest prefix
+    /// capabilities = ["gpu"]
+    /// ```
+    pub fn with_file(mut self, path: &Path) -> anyhow::Result<TrustPolicy> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!("cannot read trust file {}: {e}", path.display()))?;
+        let file: TrustFile = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (i, e) in file.trust.iter().enumerate() {
+            let at = format!("{}: [[trust]] entry {}", path.display(), i + 1);
+            if let Some(c) = e
+                .capabilities
+                .iter()
+                .find(|c| !CAPABILITIES.contains(&c.as_str()))
+            {
+                anyhow::bail!(
+                    "{at}: unknown capability '{c}' (capabilities: {})",
+                    CAPABILITIES.join(", ")
+                );
+            }
+            if e.capabilities.is_empty() {
+                anyhow::bail!("{at}: `capabilities` is empty; list what to grant, e.g. [\"gpu\"]");
+            }
+            self = match (&e.source, &e.digest) {
+                (Some(src), None) => self
+                    .trust_source(&base.join(src))
+                    .map_err(|m| anyhow!("{at}: {m}"))?,
+                (None, Some(d)) => self.trust(d).map_err(|m| anyhow!("{at}: {m}"))?,
+                _ => anyhow::bail!("{at}: give exactly one of `source` (a step crate) or `digest`"),
+            };
+        }
+        Ok(self)
+    }
+
+    /// Finds the trust file for a pipeline in `dir` or the folders above it.
+    pub fn find_file(dir: &Path) -> Option<PathBuf> {
+        let dir = dir.canonicalize().ok()?;
+        dir.ancestors()
+            .map(|d| d.join(TRUST_FILE))
+            .find(|f| f.is_file())
+    }
+
+    /// Whether the component with digest `d` is trusted by digest (or `--trust-all`).
     pub fn allows(&self, d: &Digest) -> bool {
         self.all || {
             let hex = d.to_hex();
             self.prefixes.iter().any(|p| hex.starts_with(p.as_str()))
         }
+    }
+
+    /// Whether a component with digest `d`, built from the step crate
+    /// `source` if it was, is trusted.
+    pub fn grants(&self, d: &Digest, source: Option<&Path>) -> bool {
+        self.allows(d)
+            || source
+                .and_then(|s| s.canonicalize().ok())
+                .is_some_and(|s| self.sources.contains(&s))
     }
 }
 
@@ -347,9 +446,13 @@ impl Runtime {
             ComponentSource::Wasm(p) => resolve(p),
         };
         let trust = &self.inner.config.trust;
-        self.inner
-            .executor
-            .load(&wasm, &|d| requests_gpu && trust.allows(d))
+        let crate_dir = match source {
+            ComponentSource::Crate(dir) => Some(resolve(dir)),
+            ComponentSource::Wasm(_) => None,
+        };
+        self.inner.executor.load(&wasm, &|d| {
+            requests_gpu && trust.grants(d, crate_dir.as_deref())
+        })
     }
 
     /// Runs `plan` to the end and returns what every step did. An `Err` means
@@ -402,7 +505,7 @@ impl Runtime {
                         .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
                             Some(crate::executor::LoadError::NotGranted { digest, .. }) => {
                                 let how = if requests_gpu {
-                                    format!("trust the component: weir run --trust {}", digest.short())
+                                    format!("trust the component: weir run --trust {}, or name its step crate in the project's weir.toml", digest.short())
                                 } else {
                                     format!("request it with .requires(\"gpu\") and trust the component: weir run --trust {}", digest.short())
                                 };
@@ -414,9 +517,19 @@ impl Runtime {
                     c
                 }
             };
-            if requests_gpu && !self.inner.config.trust.allows(&c.digest) {
+            let crate_dir = match &s.component {
+                ComponentSource::Crate(dir) => Some(plan.resolve(dir)),
+                ComponentSource::Wasm(_) => None,
+            };
+            if requests_gpu
+                && !self
+                    .inner
+                    .config
+                    .trust
+                    .grants(&c.digest, crate_dir.as_deref())
+            {
                 anyhow::bail!(
-                    "{}requests capability 'gpu', which the trust policy does not grant to its component {}; trust it with weir run --trust {}",
+                    "{}requests capability 'gpu', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",
                     step_at(s),
                     c.digest.short(),
                     c.digest.short()

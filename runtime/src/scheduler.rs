@@ -1263,8 +1263,23 @@ impl StepJob {
             metrics: record.metrics.clone(),
             early_cutoff: false,
         };
+        let register = self.plan.steps[self.index]
+            .register
+            .as_ref()
+            .filter(|_| matches!(record.state, StepState::Succeeded | StepState::Cached))
+            .and_then(|name| {
+                let output = self.plan.steps[self.index].registered_output().ok()?;
+                Some(RecordOp::RegisterModel {
+                    name: name.clone(),
+                    digest: *record.outputs.get(output)?,
+                    run: self.run,
+                    step: self.name.clone(),
+                    metrics: record.metrics.clone(),
+                })
+            });
         let mut ops = vec![RecordOp::Step(Box::new(record))];
         ops.extend(cache_op);
+        ops.extend(register);
         if let Some(c) = &self.commit {
             let _ = c.send(ops);
         }

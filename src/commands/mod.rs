@@ -38,6 +38,17 @@ pub fn fmt_ms(ms: i64) -> String {
     }
 }
 
+/// Formats a metric value: integers plainly, others with 4 significant decimals.
+pub fn fmt_metric(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else if x.abs() >= 1e-3 && x.abs() < 1e6 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.4e}")
+    }
+}
+
 /// Parses a run number, accepting `12` or `#12`.
 pub fn parse_run(s: &str) -> anyhow::Result<weir_runtime::RunId> {
     s.trim_start_matches('#')

@@ -34,7 +34,8 @@ pub struct Args {
     /// Trust the component with this digest (12+ hex characters) with the capabilities its step requests (repeatable)
     #[arg(long, value_name = "DIGEST")]
     trust: Vec<String>,
-    /// Trust every component (development machines only)
+    /// Trust every component (development machines only). Step crates named
+    /// in the project's weir.toml are trusted without flags.
     #[arg(long)]
     trust_all: bool,
 }
@@ -64,6 +65,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut config = Config::new(&store);
     if let Some(j) = args.jobs {
         config = config.jobs(j);
+    }
+    if let Some(file) = weir_runtime::TrustPolicy::find_file(&plan.base_dir) {
+        config.trust = config.trust.clone().with_file(&file)?;
     }
     for d in &args.trust {
         config.trust = config.trust.clone().trust(d).map_err(anyhow::Error::msg)?;
@@ -216,6 +220,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             println!("  {}.{name} = {} {}", s.name, d.short(), path);
         }
+    }
+    for s in plan.steps.iter().filter(|s| s.register.is_some()) {
+        let (Some(name), Ok(output)) = (&s.register, s.registered_output()) else {
+            continue;
+        };
+        let Some(d) = report.step(&s.name).and_then(|r| r.outputs.get(output)) else {
+            continue;
+        };
+        if let Some(v) = rt
+            .records()
+            .models(Some(name))?
+            .into_iter()
+            .find(|v| v.digest == *d)
+        {
+            let metrics: Vec<String> = v
+                .metrics
+                .iter()
+                .map(|(k, x)| format!("{k}={}", super::fmt_metric(*x)))
+                .collect();
+            let new = if v.run == report.run {
+                "registered"
+            } else {
+                "already registered"
+            };
+            println!(
+                "model {}@{} {new} (artifact {}, stage {}){}{}",
+                v.name,
+                v.version,
+                d.short(),
+                v.stage,
+                if metrics.is_empty() { "" } else { ": " },
+                metrics.join(" ")
+            );
+        }
+    }
+    if let Some(cron) = &plan.schedule {
+        println!(
+            "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
+        );
     }
     if let Some(e) = &report.error {
         eprintln!("error: run {} {}: {e}", report.run, report.state);

@@ -1,0 +1,182 @@
+//! Lineage: where an artifact came from, step by step, back to the files
+//! that entered the store from the host.
+//!
+//! Built from the run records alone: each step record names its inputs' and
+//! outputs' digests and its component, and each run keeps the plan it ran
+//! (for params and for which inputs were host files).
+
+use crate::digest::Digest;
+use crate::plan::{InputSource, Plan};
+use crate::records::{Records, RunId};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+/// One artifact in a lineage tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lineage {
+    /// The artifact.
+    pub digest: Digest,
+    /// Where it came from.
+    pub origin: Origin,
+    /// What the producing step read, by input name (empty for sources and
+    /// for artifacts already shown higher in the tree).
+    pub inputs: Vec<(String, Lineage)>,
+}
+
+/// How an artifact entered the store.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// Output `output` of a step that ran.
+    Step {
+        /// The first run that produced it.
+        run: RunId,
+        /// The step (a map child is `name[item]`).
+        step: String,
+        /// Which of its outputs.
+        output: String,
+        /// The step's component.
+        component: Option<Digest>,
+        /// The step's params in that run.
+        params: serde_json::Value,
+    },
+    /// A host file or folder named in a pipeline.
+    File {
+        /// The path as the pipeline wrote it.
+        path: PathBuf,
+    },
+    /// Neither produced by a recorded step nor a known host file.
+    Unknown,
+    /// Already shown in this tree (a diamond in the DAG).
+    SeeAbove,
+}
+
+/// The lineage of `digest`, at most `max_depth` steps deep.
+pub fn lineage(
+    records: &dyn Records,
+    digest: &Digest,
+    max_depth: usize,
+) -> anyhow::Result<Lineage> {
+    let mut walk = Walk {
+        records,
+        plans: HashMap::new(),
+        seen: HashSet::new(),
+    };
+    walk.node(digest, None, max_depth)
+}
+
+struct Walk<'a> {
+    records: &'a dyn Records,
+    plans: HashMap<RunId, Option<Plan>>,
+    seen: HashSet<Digest>,
+}
+
+impl Walk<'_> {
+    fn plan(&mut self, run: RunId) -> anyhow::Result<Option<&Plan>> {
+        if !self.plans.contains_key(&run) {
+            let plan = self
+                .records
+                .plan_json(run)?
+                .and_then(|j| serde_json::from_str::<Plan>(&j).ok());
+            self.plans.insert(run, plan);
+        }
+        Ok(self.plans.get(&run).and_then(Option::as_ref))
+    }
+
+    /// `file_hint`: the host path this artifact was read from, if the
+    /// consuming step's plan says so.
+    fn node(
+        &mut self,
+        digest: &Digest,
+        file_hint: Option<PathBuf>,
+        depth: usize,
+    ) -> anyhow::Result<Lineage> {
+        if !self.seen.insert(*digest) {
+            return Ok(Lineage {
+                digest: *digest,
+                origin: Origin::SeeAbove,
+                inputs: Vec::new(),
+            });
+        }
+        let Some((run, step)) = self.records.producer(digest)? else {
+            return Ok(Lineage {
+                digest: *digest,
+                origin: file_hint.map_or(Origin::Unknown, |path| Origin::File { path }),
+                inputs: Vec::new(),
+            });
+        };
+        let output = step
+            .outputs
+            .iter()
+            .find(|(_, d)| *d == digest)
+            .map(|(o, _)| o.clone())
+            .unwrap_or_default();
+        let base = step
+            .step
+            .split('[')
+            .next()
+            .unwrap_or(&step.step)
+            .to_string();
+        let (params, files) = match self
+            .plan(run)?
+            .and_then(|p| p.steps.iter().find(|s| s.name == base))
+        {
+            Some(s) => (
+                s.params.clone(),
+                s.inputs
+                    .iter()
+                    .filter_map(|(name, src)| match src {
+                        InputSource::Path(p) => Some((name.clone(), p.clone())),
+                        _ => None,
+                    })
+                    .collect::<HashMap<_, _>>(),
+            ),
+            None => (serde_json::Value::Null, HashMap::new()),
+        };
+        let mut inputs = Vec::new();
+        if depth > 0 {
+            for (name, d) in &step.inputs {
+                let hint = files.get(name).cloned();
+                inputs.push((name.clone(), self.node(d, hint, depth - 1)?));
+            }
+        }
+        Ok(Lineage {
+            digest: *digest,
+            origin: Origin::Step {
+                run,
+                step: step.step,
+                output,
+                component: step.component,
+                params,
+            },
+            inputs,
+        })
+    }
+}
+
+impl Lineage {
+    /// Every host file and step component this artifact depends on: the
+    /// leaves' digests (data) and each producing step's component.
+    pub fn roots(&self) -> (Vec<(PathBuf, Digest)>, Vec<(String, Digest)>) {
+        let mut files = Vec::new();
+        let mut components = Vec::new();
+        self.collect(&mut files, &mut components);
+        (files, components)
+    }
+
+    fn collect(&self, files: &mut Vec<(PathBuf, Digest)>, components: &mut Vec<(String, Digest)>) {
+        match &self.origin {
+            Origin::File { path } => files.push((path.clone(), self.digest)),
+            Origin::Step {
+                step,
+                component: Some(c),
+                ..
+            } => components.push((step.clone(), *c)),
+            _ => {}
+        }
+        for (_, i) in &self.inputs {
+            i.collect(files, components);
+        }
+    }
+}
