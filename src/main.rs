@@ -47,6 +47,15 @@ enum Command {
     Graph(commands::plan::GraphArgs),
     /// Compare two runs step by step: code, params, inputs, outputs
     Diff(commands::diff::Args),
+    /// Print a run's params and metrics
+    Metrics(commands::metrics::Args),
+    /// Put the params and metrics of two or more runs side by side; differences are marked *
+    Compare(commands::metrics::CompareArgs),
+    /// The model registry: list, show and promote model versions
+    #[command(subcommand)]
+    Models(commands::models::What),
+    /// Print where an artifact (or a model version) came from, step by step
+    Lineage(commands::lineage::Args),
     /// Build a step crate into a component (wasm32-wasip2)
     Build(commands::build::Args),
     /// Create something new
@@ -78,6 +87,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Plan(a) => commands::plan::run(a),
+        Command::Metrics(a) => commands::metrics::run(a),
+        Command::Compare(a) => commands::metrics::compare(a),
+        Command::Models(w) => commands::models::run(w),
+        Command::Lineage(a) => commands::lineage::run(a),
         Command::Check(a) => commands::plan::check(a),
         Command::Graph(a) => commands::plan::graph(a),
         Command::Diff(a) => commands::diff::run(a),

@@ -63,13 +63,22 @@ pub fn lineage(
         plans: HashMap::new(),
         seen: HashSet::new(),
     };
-    walk.node(digest, None, max_depth)
+    walk.node(digest, Hint::None, max_depth)
+}
+
+/// What the consuming step's plan says an input was.
+#[derive(Clone)]
+enum Hint {
+    None,
+    File(PathBuf),
+    Step(String),
 }
 
 struct Walk<'a> {
     records: &'a dyn Records,
     plans: HashMap<RunId, Option<Plan>>,
-    seen: HashSet<Digest>,
+    /// Artifacts shown so far, with the step shown producing them.
+    seen: HashSet<(Digest, String)>,
 }
 
 impl Walk<'_> {
@@ -84,25 +93,30 @@ impl Walk<'_> {
         Ok(self.plans.get(&run).and_then(Option::as_ref))
     }
 
-    /// `file_hint`: the host path this artifact was read from, if the
-    /// consuming step's plan says so.
-    fn node(
-        &mut self,
-        digest: &Digest,
-        file_hint: Option<PathBuf>,
-        depth: usize,
-    ) -> anyhow::Result<Lineage> {
-        if !self.seen.insert(*digest) {
+    fn node(&mut self, digest: &Digest, hint: Hint, depth: usize) -> anyhow::Result<Lineage> {
+        let upstream = match &hint {
+            Hint::Step(s) => Some(s.as_str()),
+            _ => None,
+        };
+        let found = self.records.producer(digest, upstream)?;
+        let by = found
+            .as_ref()
+            .map(|(_, s)| s.step.clone())
+            .unwrap_or_default();
+        if !self.seen.insert((*digest, by)) {
             return Ok(Lineage {
                 digest: *digest,
                 origin: Origin::SeeAbove,
                 inputs: Vec::new(),
             });
         }
-        let Some((run, step)) = self.records.producer(digest)? else {
+        let Some((run, step)) = found else {
             return Ok(Lineage {
                 digest: *digest,
-                origin: file_hint.map_or(Origin::Unknown, |path| Origin::File { path }),
+                origin: match hint {
+                    Hint::File(path) => Origin::File { path },
+                    _ => Origin::Unknown,
+                },
                 inputs: Vec::new(),
             });
         };
@@ -118,7 +132,7 @@ impl Walk<'_> {
             .next()
             .unwrap_or(&step.step)
             .to_string();
-        let (params, files) = match self
+        let (params, hints) = match self
             .plan(run)?
             .and_then(|p| p.steps.iter().find(|s| s.name == base))
         {
@@ -126,9 +140,13 @@ impl Walk<'_> {
                 s.params.clone(),
                 s.inputs
                     .iter()
-                    .filter_map(|(name, src)| match src {
-                        InputSource::Path(p) => Some((name.clone(), p.clone())),
-                        _ => None,
+                    .map(|(name, src)| {
+                        let h = match src {
+                            InputSource::Path(p) => Hint::File(p.clone()),
+                            InputSource::Step { step, .. } => Hint::Step(step.clone()),
+                            InputSource::Artifact(_) => Hint::None,
+                        };
+                        (name.clone(), h)
                     })
                     .collect::<HashMap<_, _>>(),
             ),
@@ -137,7 +155,7 @@ impl Walk<'_> {
         let mut inputs = Vec::new();
         if depth > 0 {
             for (name, d) in &step.inputs {
-                let hint = files.get(name).cloned();
+                let hint = hints.get(name).cloned().unwrap_or(Hint::None);
                 inputs.push((name.clone(), self.node(d, hint, depth - 1)?));
             }
         }
@@ -156,27 +174,41 @@ impl Walk<'_> {
 }
 
 impl Lineage {
-    /// Every host file and step component this artifact depends on: the
-    /// leaves' digests (data) and each producing step's component.
-    pub fn roots(&self) -> (Vec<(PathBuf, Digest)>, Vec<(String, Digest)>) {
-        let mut files = Vec::new();
+    /// What this artifact depends on: the input data (the tree's leaves:
+    /// host files, and outputs of steps that read nothing, such as a data
+    /// generator or loader), described as `file PATH` or `STEP.OUTPUT`, and
+    /// each producing step's component, each listed once.
+    pub fn roots(&self) -> (Vec<(String, Digest)>, Vec<(String, Digest)>) {
+        let mut data = Vec::new();
         let mut components = Vec::new();
-        self.collect(&mut files, &mut components);
-        (files, components)
+        self.collect(&mut data, &mut components);
+        (data, components)
     }
 
-    fn collect(&self, files: &mut Vec<(PathBuf, Digest)>, components: &mut Vec<(String, Digest)>) {
-        match &self.origin {
-            Origin::File { path } => files.push((path.clone(), self.digest)),
-            Origin::Step {
-                step,
-                component: Some(c),
-                ..
-            } => components.push((step.clone(), *c)),
-            _ => {}
+    fn collect(&self, data: &mut Vec<(String, Digest)>, components: &mut Vec<(String, Digest)>) {
+        let leaf = match &self.origin {
+            Origin::File { path } => Some(format!("file {}", path.display())),
+            Origin::Step { step, output, .. } if self.inputs.is_empty() => {
+                Some(format!("{step}.{output}"))
+            }
+            _ => None,
+        };
+        if let Some(what) = leaf
+            && !data.iter().any(|(_, d)| *d == self.digest)
+        {
+            data.push((what, self.digest));
+        }
+        if let Origin::Step {
+            step,
+            component: Some(c),
+            ..
+        } = &self.origin
+            && !components.iter().any(|(s, d)| s == step && d == c)
+        {
+            components.push((step.clone(), *c));
         }
         for (_, i) in &self.inputs {
-            i.collect(files, components);
+            i.collect(data, components);
         }
     }
 }

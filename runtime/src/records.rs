@@ -342,8 +342,13 @@ pub trait Records: Send + Sync {
     fn promote(&self, name: &str, version: u32, stage: ModelStage) -> anyhow::Result<Vec<u32>>;
     /// The step that produced the artifact `digest`: the first run in which
     /// a step executed and output it (or, failing that, reused it from the
-    /// cache), with that run's number.
-    fn producer(&self, digest: &Digest) -> anyhow::Result<Option<(RunId, StepSummary)>>;
+    /// cache), with that run's number. With `step`, a record of that step is
+    /// preferred (two steps can output identical bytes).
+    fn producer(
+        &self,
+        digest: &Digest,
+        step: Option<&str>,
+    ) -> anyhow::Result<Option<(RunId, StepSummary)>>;
 }
 
 /// Version 2 added the model registry (`models`); a version-1 file gains
@@ -879,7 +884,11 @@ impl Records for SqliteRecords {
         Ok(archived)
     }
 
-    fn producer(&self, digest: &Digest) -> anyhow::Result<Option<(RunId, StepSummary)>> {
+    fn producer(
+        &self,
+        digest: &Digest,
+        step: Option<&str>,
+    ) -> anyhow::Result<Option<(RunId, StepSummary)>> {
         let c = lock(&self.conn);
         // Outputs are stored as JSON text; a full hex digest is unique in it.
         let pattern = format!("%\"{}\"%", digest.to_hex());
@@ -887,8 +896,8 @@ impl Records for SqliteRecords {
             .query_row(
                 "SELECT run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs
                  FROM steps WHERE outputs LIKE ?1 AND state IN ('succeeded', 'cached')
-                 ORDER BY state = 'succeeded' DESC, run_id LIMIT 1",
-                [pattern],
+                 ORDER BY step = ?2 DESC, state = 'succeeded' DESC, run_id LIMIT 1",
+                params![pattern, step.unwrap_or("")],
                 |r| {
                     let state: String = r.get(2)?;
                     let outputs: String = r.get(9)?;

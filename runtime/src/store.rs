@@ -193,6 +193,37 @@ impl Store {
         self.objects.join(&hex[..2]).join(hex)
     }
 
+    /// Resolves a digest written in full or as a prefix of at least 6 hex
+    /// characters (as `weir` prints them) to the one stored object it names.
+    pub fn resolve(&self, text: &str) -> anyhow::Result<Digest> {
+        let t = text.trim().to_ascii_lowercase();
+        if t.len() == 64 {
+            return t.parse().map_err(|e| anyhow::anyhow!("{e}"));
+        }
+        if t.len() < 6 || t.len() > 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+            anyhow::bail!("expected an artifact digest (6 to 64 hex characters), found {text:?}");
+        }
+        let mut found = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(self.objects.join(&t[..2])) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                if let Some(n) = name.to_str()
+                    && n.starts_with(&t)
+                    && let Ok(d) = n.parse::<Digest>()
+                {
+                    found.push(d);
+                }
+            }
+        }
+        match found.len() {
+            1 => Ok(found[0]),
+            0 => anyhow::bail!("no artifact in the store has a digest starting with {t}"),
+            n => {
+                anyhow::bail!("{n} artifacts have digests starting with {t}; give more characters")
+            }
+        }
+    }
+
     /// A fresh, unique path under `tmp/` (nothing is created).
     pub fn temp_path(&self, what: &str) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

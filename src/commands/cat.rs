@@ -10,7 +10,7 @@ use weir_runtime::tree::{EntryKind, Tree};
 /// Arguments of `weir cat`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Artifact digest (64 hex characters)
+    /// Artifact digest (or its first 6+ hex characters)
     digest: String,
     /// A file inside the artifact folder, e.g. report.md
     path: Option<String>,
@@ -21,7 +21,7 @@ pub struct Args {
 /// Runs `weir cat`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = Store::open(args.store.resolve())?;
-    let d: Digest = args.digest.parse()?;
+    let d: Digest = store.resolve(&args.digest)?;
     let bytes = store.read_object(&d)?;
     let Ok(mut tree) = Tree::decode(&bytes) else {
         std::io::stdout().write_all(&bytes)?;

@@ -108,7 +108,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         let monthly = ((base + 4.0 * rng.normal()).max(15.0) * 100.0).round() / 100.0;
         let total = ((tenure * monthly * (0.95 + 0.1 * rng.uniform())) * 100.0).round() / 100.0;
         let calls = rng.poisson(if internet == 0 { 2.2 } else { 1.3 });
-        let logit = -1.0 + 1.4 * (contract == 0) as u8 as f64
+        let logit = -1.9 + 1.4 * (contract == 0) as u8 as f64
             - 1.0 * (contract == 2) as u8 as f64
             - 0.045 * tenure
             + 0.015 * (monthly - 65.0)
