@@ -173,19 +173,22 @@ impl Walk<'_> {
     }
 }
 
+/// A digest with what it is (`generate_data.data`, `file data.csv`, a step name).
+pub type Labelled = (String, Digest);
+
 impl Lineage {
     /// What this artifact depends on: the input data (the tree's leaves:
     /// host files, and outputs of steps that read nothing, such as a data
     /// generator or loader), described as `file PATH` or `STEP.OUTPUT`, and
     /// each producing step's component, each listed once.
-    pub fn roots(&self) -> (Vec<(String, Digest)>, Vec<(String, Digest)>) {
+    pub fn roots(&self) -> (Vec<Labelled>, Vec<Labelled>) {
         let mut data = Vec::new();
         let mut components = Vec::new();
         self.collect(&mut data, &mut components);
         (data, components)
     }
 
-    fn collect(&self, data: &mut Vec<(String, Digest)>, components: &mut Vec<(String, Digest)>) {
+    fn collect(&self, data: &mut Vec<Labelled>, components: &mut Vec<Labelled>) {
         let leaf = match &self.origin {
             Origin::File { path } => Some(format!("file {}", path.display())),
             Origin::Step { step, output, .. } if self.inputs.is_empty() => {

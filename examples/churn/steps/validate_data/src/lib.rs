@@ -110,8 +110,8 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         let mut other = 0usize;
         for r in &table.rows {
             match parse_cell(&r[i]).ok().flatten() {
-                Some(v) if v == 0.0 => counts[0] += 1,
-                Some(v) if v == 1.0 => counts[1] += 1,
+                Some(0.0) => counts[0] += 1,
+                Some(1.0) => counts[1] += 1,
                 _ => other += 1,
             }
         }
