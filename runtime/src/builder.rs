@@ -189,7 +189,12 @@ fn is_fresh(manifest: &Path, wasm: &Path) -> bool {
     }
     // The manifests of every crate a source belongs to, and what sits above the step crate.
     let mut extra: Vec<PathBuf> = Vec::new();
-    for f in &files {
+    // (Only Rust sources: a file a macro reads, such as a `.wit` file, may
+    // sit under another workspace's manifest that this build never reads.)
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "rs"))
+    {
         if let Some(m) = f
             .ancestors()
             .skip(1)
@@ -200,12 +205,20 @@ fn is_fresh(manifest: &Path, wasm: &Path) -> bool {
             extra.push(m);
         }
     }
+    // Manifests and the lock file up to the crate's workspace root (the
+    // folder holding Cargo.lock; manifests above it are another workspace's
+    // and cargo ignores them), toolchain files all the way up.
+    let mut in_workspace = true;
     for dir in manifest.ancestors().skip(1) {
         for name in ["Cargo.toml", "Cargo.lock", "rust-toolchain.toml"] {
             let p = dir.join(name);
-            if p.is_file() && !extra.contains(&p) {
+            if (in_workspace || name == "rust-toolchain.toml") && p.is_file() && !extra.contains(&p)
+            {
                 extra.push(p);
             }
+        }
+        if dir.join("Cargo.lock").is_file() {
+            in_workspace = false;
         }
     }
     files
