@@ -148,3 +148,97 @@ fn an_untrusted_or_unrequested_gpu_import_is_refused_at_link_time() {
     );
     assert!(rt.records().runs(5).unwrap().is_empty());
 }
+
+/// The trainer fixture as a step crate (built by the runtime), so trust by
+/// source applies.
+fn crate_plan(base: &Path) -> weir_runtime::Plan {
+    let mut p = trainer_plan(base, &[], true);
+    for s in &mut p.steps {
+        s.component = weir_runtime::ComponentSource::Crate(repo().join("tests/guests/trainer"));
+    }
+    p
+}
+
+#[test]
+fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_data(&tmp.path().join("data"));
+    let trainer = repo().join("tests/guests/trainer");
+
+    // Named by source: trusted whatever its digest.
+    let file = tmp.path().join("weir.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[trust]]\nsource = {:?}\ncapabilities = [\"gpu\"]\n",
+            trainer.display().to_string()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        TrustPolicy::find_file(tmp.path()).unwrap(),
+        file.canonicalize().unwrap()
+    );
+    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.trust = TrustPolicy::default().with_file(&file).unwrap();
+    let rt = Runtime::new(cfg).unwrap();
+    let r = run(&rt, &crate_plan(tmp.path()));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+
+    // Another crate is named: the trainer is refused before anything runs,
+    // and the message says how to grant it.
+    std::fs::write(
+        &file,
+        format!(
+            "[[trust]]\nsource = {:?}\ncapabilities = [\"gpu\"]\n",
+            repo().join("tests/guests/noop").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir2")).jobs(2);
+    cfg.trust = TrustPolicy::default().with_file(&file).unwrap();
+    let rt = Runtime::new(cfg).unwrap();
+    let e = try_run(&rt, &crate_plan(tmp.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("step 'score'") || e.contains("step 'train'"),
+        "{e}"
+    );
+    assert!(e.contains("gpu") && e.contains("weir.toml"), "{e}");
+
+    // Bad files are errors naming the file and the entry.
+    for (text, want) in [
+        (
+            "[[trust]]\nsource = \"nowhere\"\ncapabilities = [\"gpu\"]\n",
+            "entry 1: cannot trust step crate",
+        ),
+        (
+            "[[trust]]\ndigest = \"abc\"\ncapabilities = [\"gpu\"]\n",
+            "entry 1: --trust expects a component digest",
+        ),
+        (
+            "[[trust]]\ndigest = \"0123456789abcdef\"\ncapabilities = [\"network\"]\n",
+            "entry 1: unknown capability 'network'",
+        ),
+        (
+            "[[trust]]\ndigest = \"0123456789abcdef\"\ncapabilities = []\n",
+            "entry 1: `capabilities` is empty",
+        ),
+        (
+            "[[trust]]\ncapabilities = [\"gpu\"]\n",
+            "entry 1: give exactly one of `source`",
+        ),
+        (
+            "[[trust]]\nsauce = \"x\"\ncapabilities = [\"gpu\"]\n",
+            "unknown field `sauce`",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let e = TrustPolicy::default()
+            .with_file(&file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
+    }
+}

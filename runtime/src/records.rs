@@ -941,3 +941,110 @@ impl Records for SqliteRecords {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(
+        run: RunId,
+        name: &str,
+        inputs: &[(&str, Digest)],
+        outputs: &[(&str, Digest)],
+    ) -> RecordOp {
+        RecordOp::Step(Box::new(StepRecord {
+            run,
+            step: name.into(),
+            state: StepState::Succeeded,
+            attempt: 1,
+            cache_key: None,
+            component: Some(Digest::of(name.as_bytes())),
+            started_ms: 0,
+            ended_ms: 0,
+            error: None,
+            outputs: outputs.iter().map(|(k, d)| (k.to_string(), *d)).collect(),
+            inputs: inputs.iter().map(|(k, d)| (k.to_string(), *d)).collect(),
+            metrics: Vec::new(),
+            logs: Vec::new(),
+            attempts: Vec::new(),
+        }))
+    }
+
+    fn register(run: RunId, d: Digest, f1: f64) -> RecordOp {
+        RecordOp::RegisterModel {
+            name: "churn".into(),
+            digest: d,
+            run,
+            step: "register".into(),
+            metrics: vec![Metric {
+                name: "f1".into(),
+                value: f1,
+            }],
+        }
+    }
+
+    #[test]
+    fn registering_is_idempotent_and_promotion_archives_the_previous_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = SqliteRecords::open(&dir.path().join("weir.db")).unwrap();
+        let run = r.begin_run("p", &Digest::of(b"plan"), "{}").unwrap();
+        let (a, b) = (Digest::of(b"model a"), Digest::of(b"model b"));
+        r.commit(&[register(run, a, 0.7)]).unwrap();
+        r.commit(&[register(run, a, 0.7)]).unwrap();
+        r.commit(&[register(run, b, 0.8)]).unwrap();
+        let v = r.models(Some("churn")).unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[0].version, v[0].digest), (1, a));
+        assert_eq!((v[1].version, v[1].digest), (2, b));
+        assert_eq!(v[1].metrics["f1"], 0.8);
+        assert_eq!(v[0].stage, ModelStage::None);
+        assert!(r.models(Some("other")).unwrap().is_empty());
+
+        assert_eq!(
+            r.promote("churn", 1, ModelStage::Production).unwrap(),
+            Vec::<u32>::new()
+        );
+        assert_eq!(
+            r.promote("churn", 2, ModelStage::Production).unwrap(),
+            vec![1]
+        );
+        let v = r.models(None).unwrap();
+        assert_eq!(v[0].stage, ModelStage::Archived);
+        assert_eq!(v[1].stage, ModelStage::Production);
+        let e = r
+            .promote("churn", 3, ModelStage::Staging)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no version 3 (versions 1 to 2)"), "{e}");
+        let e = r
+            .promote("nope", 1, ModelStage::Staging)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no model 'nope'"), "{e}");
+        // Registered artifacts are references the store must keep.
+        assert!(
+            r.references()
+                .unwrap()
+                .iter()
+                .any(|(w, d)| w == "model churn version 2" && *d == b)
+        );
+    }
+
+    #[test]
+    fn the_producer_of_an_artifact_prefers_the_named_upstream_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = SqliteRecords::open(&dir.path().join("weir.db")).unwrap();
+        let run = r.begin_run("p", &Digest::of(b"plan"), "{}").unwrap();
+        let data = Digest::of(b"data");
+        r.commit(&[
+            step(run, "generate", &[], &[("data", data)]),
+            step(run, "validate", &[("data", data)], &[("data", data)]),
+        ])
+        .unwrap();
+        let (_, by) = r.producer(&data, None).unwrap().unwrap();
+        assert_eq!(by.step, "generate");
+        let (_, by) = r.producer(&data, Some("validate")).unwrap().unwrap();
+        assert_eq!(by.step, "validate");
+        assert!(r.producer(&Digest::of(b"unknown"), None).unwrap().is_none());
+    }
+}
