@@ -176,6 +176,7 @@ fn main() {
             max_concurrent: 2,
             fuel: true,
             pooling: true,
+            gpu: Default::default(),
         };
         let hello =
             weir_runtime::builder::build_crate(&repo().join("examples/hello/steps/column_stats"))

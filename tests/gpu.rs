@@ -242,3 +242,69 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
     }
 }
+
+/// A version-1 `.npy` file of `<f4` values.
+fn npy(rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    for v in values {
+        out.extend(v.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn a_trusted_step_trains_from_npy_tensors_read_by_the_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for i in 0..300 {
+        let c = if i % 2 == 0 { -1.0 } else { 1.0 };
+        x.extend([
+            c + ((i * 7) % 10) as f32 / 20.0,
+            c - ((i * 3) % 10) as f32 / 20.0,
+        ]);
+        y.push((i % 2) as f32);
+    }
+    std::fs::write(data.join("x.npy"), npy(300, 2, &x)).unwrap();
+    std::fs::write(data.join("y.npy"), npy(300, 1, &y)).unwrap();
+    std::fs::write(data.join("bad.npy"), b"\x93NUMPY\x01\x00garbage").unwrap();
+    let trainer = fixture("trainer");
+    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.trust = TrustPolicy::default().trust_all();
+    let rt = Runtime::new(cfg).unwrap();
+    let mut train = step("train", &trainer);
+    train
+        .inputs
+        .insert("data".into(), InputSource::Path(data.clone()));
+    train.capabilities.insert("gpu".into());
+    train.params = serde_json::json!({ "mode": "train", "file": "x.npy", "features": [], "label": "y.npy", "classes": 2 });
+    let r = run(&rt, &plan(tmp.path(), vec![train.clone()]));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let acc = r
+        .step("train")
+        .unwrap()
+        .metrics
+        .iter()
+        .find(|m| m.name == "train_accuracy")
+        .unwrap()
+        .value;
+    assert!(acc > 0.95, "train accuracy {acc}");
+
+    train.params["file"] = "bad.npy".into();
+    let r = run(&rt, &plan(tmp.path(), vec![train]));
+    assert_eq!(r.state, RunState::Failed);
+    let e = r.step("train").unwrap().error.clone().unwrap();
+    assert!(
+        e.contains("file 'bad.npy'") && e.contains("not a readable .npy file"),
+        "{e}"
+    );
+}

@@ -63,9 +63,9 @@ impl Optimizer {
 /// Per-tensor optimizer state (momenta), created by [`OptState::new`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptState {
-    m: Vec<f32>,
-    v: Vec<f32>,
-    t: i32,
+    pub(crate) m: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) t: i32,
 }
 
 impl OptState {
@@ -79,7 +79,7 @@ impl OptState {
     }
 }
 
-fn shape_err(op: &'static str, expected: String, found: String) -> KernelError {
+pub(crate) fn shape_err(op: &'static str, expected: String, found: String) -> KernelError {
     KernelError::Shape {
         op,
         expected,
@@ -111,16 +111,16 @@ pub trait Backend: Send + Sync {
     fn add_row_vector(&self, m: &mut Matrix, v: &[f32]) -> Result<()>;
 
     /// `max(0, x)` in place.
-    fn relu(&self, m: &mut Matrix);
+    fn relu(&self, m: &mut Matrix) -> Result<()>;
 
     /// Zeroes `grad` where the ReLU output `activated` is not positive.
     fn relu_backward(&self, grad: &mut Matrix, activated: &Matrix) -> Result<()>;
 
     /// Logistic sigmoid in place.
-    fn sigmoid(&self, m: &mut Matrix);
+    fn sigmoid(&self, m: &mut Matrix) -> Result<()>;
 
     /// Softmax of each row in place (numerically stable).
-    fn softmax_rows(&self, m: &mut Matrix);
+    fn softmax_rows(&self, m: &mut Matrix) -> Result<()>;
 
     /// Mean cross-entropy of row probabilities `p` against `labels`; writes
     /// the gradient with respect to the logits, `(p - onehot) / n`, into `grad`.
@@ -249,10 +249,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn relu(&self, m: &mut Matrix) {
+    fn relu(&self, m: &mut Matrix) -> Result<()> {
         for x in m.as_mut_slice() {
             *x = x.max(0.0);
         }
+        Ok(())
     }
 
     fn relu_backward(&self, grad: &mut Matrix, activated: &Matrix) -> Result<()> {
@@ -267,13 +268,14 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn sigmoid(&self, m: &mut Matrix) {
+    fn sigmoid(&self, m: &mut Matrix) -> Result<()> {
         for x in m.as_mut_slice() {
             *x = 1.0 / (1.0 + (-*x).exp());
         }
+        Ok(())
     }
 
-    fn softmax_rows(&self, m: &mut Matrix) {
+    fn softmax_rows(&self, m: &mut Matrix) -> Result<()> {
         let cols = m.cols().max(1);
         for row in m.as_mut_slice().chunks_exact_mut(cols) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -286,6 +288,7 @@ impl Backend for CpuBackend {
                 *x /= sum;
             }
         }
+        Ok(())
     }
 
     fn cross_entropy(&self, p: &Matrix, labels: &[usize], grad: &mut Matrix) -> Result<f32> {
@@ -433,7 +436,7 @@ mod tests {
     fn softmax_and_cross_entropy_gradient() {
         let be = CpuBackend::new();
         let mut p = Matrix::from_rows(&[&[1.0, 2.0, 3.0], &[1000.0, 0.0, 0.0]]);
-        be.softmax_rows(&mut p);
+        be.softmax_rows(&mut p).unwrap();
         assert!((p.row(0).iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((p.row(1)[0] - 1.0).abs() < 1e-6, "stable for large logits");
         let mut g = Matrix::zeros(2, 3);

@@ -8,8 +8,9 @@
 //! and two trainers built only from backend kernels:
 //! [`trainers::logistic_regression`] (binary and multinomial, L2) and
 //! [`trainers::mlp`] (ReLU hidden layers, minibatches with seeded
-//! shuffling). The CUDA backend (cudarc) and the WIT `trusted-step` world are
-//! not written yet.
+//! shuffling). With the `cuda` feature (default) it also holds
+//! `CudaBackend` (cuBLAS + NVRTC kernels through cudarc, loaded at run time,
+//! so the crate builds and runs without CUDA); [`select_backend`] picks one.
 //!
 //! ```
 //! use weir_host_gpu::{CpuBackend, Matrix, trainers};
@@ -23,11 +24,71 @@
 #![deny(missing_docs)]
 
 mod backend;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod matrix;
 pub mod model_io;
+pub mod npy;
 pub mod trainers;
 
-pub use backend::{Backend, BackendKind, CpuBackend, Optimizer};
+pub use backend::{Backend, BackendKind, CpuBackend, OptState, Optimizer};
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
+
+use std::sync::Arc;
+
+/// Which backend serves the training kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// CUDA device 0 when one works, else the CPU.
+    #[default]
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// CUDA device 0, or an error.
+    Cuda,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<BackendChoice, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => Ok(BackendChoice::Auto),
+            "cpu" => Ok(BackendChoice::Cpu),
+            "cuda" | "gpu" => Ok(BackendChoice::Cuda),
+            other => Err(format!(
+                "unknown training backend {other:?} (expected auto, cpu or cuda)"
+            )),
+        }
+    }
+}
+
+/// The backend for `choice`, and for [`BackendChoice::Auto`] on a machine
+/// where CUDA does not work, why the CPU was chosen. An error only when
+/// CUDA was required and does not work. Never panics.
+pub fn select_backend(
+    choice: BackendChoice,
+) -> std::result::Result<(Arc<dyn Backend>, Option<String>), String> {
+    let cpu = || -> Arc<dyn Backend> { Arc::new(CpuBackend::new()) };
+    match choice {
+        BackendChoice::Cpu => Ok((cpu(), None)),
+        BackendChoice::Auto | BackendChoice::Cuda => match cuda_backend() {
+            Ok(b) => Ok((b, None)),
+            Err(why) if choice == BackendChoice::Auto => Ok((cpu(), Some(why))),
+            Err(why) => Err(format!("CUDA was required but cannot be used: {why}")),
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, String> {
+    CudaBackend::new(0).map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, String> {
+    Err("weir-host-gpu was built without the `cuda` feature".into())
+}
 pub use matrix::Matrix;
 
 /// An error from a kernel or trainer, naming what was expected.

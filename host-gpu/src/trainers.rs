@@ -129,11 +129,11 @@ impl Model {
             be.gemm(1.0, input, false, w, false, 0.0, &mut z)?;
             be.add_row_vector(&mut z, b)?;
             if l + 1 < self.weights.len() {
-                be.relu(&mut z);
+                be.relu(&mut z)?;
             } else if self.binary() {
-                be.sigmoid(&mut z);
+                be.sigmoid(&mut z)?;
             } else {
-                be.softmax_rows(&mut z);
+                be.softmax_rows(&mut z)?;
             }
             acts.push(z);
         }

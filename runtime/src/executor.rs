@@ -47,6 +47,8 @@ pub struct EngineConfig {
     /// Use the pooling instance allocator (falls back to on-demand if the
     /// host refuses the address-space reservation).
     pub pooling: bool,
+    /// Which backend serves the `gpu` capability (chosen on first use).
+    pub gpu: weir_host_gpu::BackendChoice,
 }
 
 /// A component ready to instantiate.
@@ -401,7 +403,8 @@ pub struct Executor {
     engine: Engine,
     linker: Linker<HostState>,
     trusted_linker: Linker<HostState>,
-    gpu: Arc<dyn weir_host_gpu::Backend>,
+    gpu_choice: weir_host_gpu::BackendChoice,
+    gpu: std::sync::OnceLock<std::result::Result<Arc<dyn weir_host_gpu::Backend>, String>>,
     engine_tag: String,
     compiled_dir: PathBuf,
     loaded: Mutex<HashMap<(Digest, bool), Arc<LoadedComponent>>>,
@@ -507,13 +510,29 @@ impl Executor {
             engine,
             linker,
             trusted_linker,
-            gpu: Arc::new(weir_host_gpu::CpuBackend::new()),
+            gpu_choice: cfg.gpu,
+            gpu: std::sync::OnceLock::new(),
             engine_tag,
             compiled_dir: compiled_dir.to_path_buf(),
             loaded: Mutex::new(HashMap::new()),
             stop_ticker,
             fuel: cfg.fuel,
         })
+    }
+
+    /// The backend serving the `gpu` capability, chosen on first use (so a
+    /// run without trusted steps never touches CUDA).
+    pub fn gpu_backend(&self) -> std::result::Result<Arc<dyn weir_host_gpu::Backend>, String> {
+        self.gpu
+            .get_or_init(|| {
+                weir_host_gpu::select_backend(self.gpu_choice).map(|(b, why)| {
+                    if let Some(why) = why {
+                        tracing::info!("training kernels on the CPU: {why}");
+                    }
+                    b
+                })
+            })
+            .clone()
     }
 
     /// Whether fuel budgets can be enforced.
@@ -557,11 +576,6 @@ impl Executor {
             .map(|(n, _)| n.to_string())
             .collect();
         Ok((digest, imports, exports))
-    }
-
-    /// The backend the gpu capability uses (`cpu` today).
-    pub fn gpu_backend(&self) -> String {
-        self.gpu.kind().to_string()
     }
 
     /// Like [`Executor::load`], from bytes; `what` names them in errors.
@@ -651,7 +665,12 @@ impl Executor {
             })?;
             (
                 Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?),
-                vec![format!("gpu:{}", self.gpu.kind())],
+                vec![format!(
+                    "gpu:{}",
+                    self.gpu_backend()
+                        .map_err(|e| anyhow!("{what}: {e}"))?
+                        .kind()
+                )],
             )
         } else {
             let pre = self.linker.instantiate_pre(&component).map_err(|e| {
@@ -747,7 +766,7 @@ impl Executor {
                 outputs: spec.outputs.clone(),
             },
             gpu: match spec.component.pre {
-                Pre::Trusted(_) => Some(self.gpu.clone()),
+                Pre::Trusted(_) => self.gpu.get().and_then(|b| b.as_ref().ok()).cloned(),
                 Pre::Step(_) => None,
             },
         };

@@ -170,6 +170,23 @@ impl gpu::HostTensor for HostState {
         self.table.push(Tensor(m)).map_err(|e| e.to_string())
     }
 
+    fn from_npy(&mut self, input: String, file: String) -> Result<Resource<Tensor>, String> {
+        check_file_name(&file)?;
+        let path = self.mount(false, &input)?.join(&file);
+        let meta =
+            std::fs::metadata(&path).map_err(|e| format!("input '{input}' file '{file}': {e}"))?;
+        if meta.len() > (MAX_CELLS as u64) * 8 + 65_536 {
+            return Err(format!(
+                "input '{input}' file '{file}' is over the tensor limit of {MAX_CELLS} cells"
+            ));
+        }
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("input '{input}' file '{file}': {e}"))?;
+        let m = weir_host_gpu::npy::read_npy(&bytes, MAX_CELLS)
+            .map_err(|e| format!("input '{input}' file '{file}': {e}"))?;
+        self.table.push(Tensor(m)).map_err(|e| e.to_string())
+    }
+
     fn rows(&mut self, t: Resource<Tensor>) -> u32 {
         self.tensor(&t).map(|m| m.rows() as u32).unwrap_or(0)
     }

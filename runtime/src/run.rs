@@ -31,6 +31,9 @@ pub struct Config {
     pub pooling: bool,
     /// Which components may be granted capabilities (the GPU). Default: none.
     pub trust: TrustPolicy,
+    /// Which backend serves the `gpu` capability. Default: CUDA when a
+    /// device works, else the CPU.
+    pub gpu: weir_host_gpu::BackendChoice,
 }
 
 /// Which components may be granted capabilities beyond the `step` world.
@@ -183,6 +186,7 @@ impl Config {
             fuel: true,
             pooling: true,
             trust: TrustPolicy::default(),
+            gpu: weir_host_gpu::BackendChoice::Auto,
         }
     }
 
@@ -394,6 +398,7 @@ impl Runtime {
                 max_concurrent: config.jobs as u32,
                 fuel: config.fuel,
                 pooling: config.pooling,
+                gpu: config.gpu,
             },
             &store.compiled_dir(),
         )?;

@@ -23,6 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_concurrent: 1,
             fuel: true,
             pooling: false,
+            gpu: Default::default(),
         },
         &store.compiled_dir(),
     )?;

@@ -25,6 +25,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             max_concurrent: 1,
             fuel: true,
             pooling: false,
+            gpu: Default::default(),
         },
         &store.compiled_dir(),
     )?;

@@ -75,6 +75,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.trust_all {
         config.trust = config.trust.clone().trust_all();
     }
+    if let Some(v) = std::env::var_os("WEIR_GPU") {
+        config.gpu = v
+            .to_string_lossy()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("WEIR_GPU: {e}"))?;
+    }
     let jobs = config.jobs;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(jobs.max(1))
@@ -221,6 +227,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  {}.{name} = {} {}", s.name, d.short(), path);
         }
     }
+    if let Some(cron) = &plan.schedule {
+        println!(
+            "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
+        );
+    }
     for s in plan.steps.iter().filter(|s| s.register.is_some()) {
         let (Some(name), Ok(output)) = (&s.register, s.registered_output()) else {
             continue;
@@ -254,11 +265,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 metrics.join(" ")
             );
         }
-    }
-    if let Some(cron) = &plan.schedule {
-        println!(
-            "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
-        );
     }
     if let Some(e) = &report.error {
         eprintln!("error: run {} {}: {e}", report.run, report.state);

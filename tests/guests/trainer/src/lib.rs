@@ -1,5 +1,6 @@
 //! A trusted step using the gpu capability. Mode `train`: trains on the
-//! CSV `data/<file>` (feature columns, one label column) and writes the model
+//! CSV `data/<file>` (feature columns, one label column), or with a `.npy`
+//! file, features from `data/<file>` and labels from `data/<label>`, and writes the model
 //! to `out`. Mode `score`: reads the model from input `model`, predicts the
 //! CSV and records `accuracy`.
 
@@ -19,9 +20,18 @@ struct Params {
 
 fn run(ctx: &mut Context<Params>) -> Result<()> {
     let p = ctx.params();
-    let x = Tensor::from_csv("data", &p.file, &p.features).map_err(|e| anyhow!(e))?;
-    let y = Tensor::from_csv("data", &p.file, std::slice::from_ref(&p.label))
-        .map_err(|e| anyhow!(e))?;
+    let (x, y) = if p.file.ends_with(".npy") {
+        (
+            Tensor::from_npy("data", &p.file).map_err(|e| anyhow!(e))?,
+            Tensor::from_npy("data", &p.label).map_err(|e| anyhow!(e))?,
+        )
+    } else {
+        (
+            Tensor::from_csv("data", &p.file, &p.features).map_err(|e| anyhow!(e))?,
+            Tensor::from_csv("data", &p.file, std::slice::from_ref(&p.label))
+                .map_err(|e| anyhow!(e))?,
+        )
+    };
     match p.mode.as_str() {
         "train" => {
             let trained = if p.hidden.is_empty() {

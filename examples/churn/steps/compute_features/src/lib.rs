@@ -1,7 +1,7 @@
 //! Turns the validated customer table into model-ready features: a seeded
 //! train/test split by customer id, median imputation of numeric columns,
 //! one-hot encoding of categoricals (missing is its own category) and
-//! standardisation. Every statistic is fitted on the train split only and
+//! standardisation, written as CSV and Parquet. Every statistic is fitted on the train split only and
 //! written to `transform.json`, so the test split never leaks into training.
 
 use std::collections::BTreeSet;
@@ -151,8 +151,12 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
             test.rows.len()
         );
     }
-    train.write_csv(ctx.output("train")?.join("data.csv"))?;
-    test.write_csv(ctx.output("test")?.join("data.csv"))?;
+    // Both formats: CSV for the host's tensor loader, Parquet for tools.
+    for (table, output) in [(&train, "train"), (&test, "test")] {
+        let dir = ctx.output(output)?;
+        table.write_csv(dir.join("data.csv"))?;
+        table.write_parquet(dir.join("data.parquet"))?;
+    }
     let transform = serde_json::json!({
         "numeric": numeric.iter().map(|(c, _, med, mean, std)| serde_json::json!({"column": c, "median": med, "mean": mean, "std": std})).collect::<Vec<_>>(),
         "categorical": categorical.iter().map(|(c, _, levels)| serde_json::json!({"column": c, "levels": levels})).collect::<Vec<_>>(),
