@@ -308,3 +308,31 @@ fn a_trusted_step_trains_from_npy_tensors_read_by_the_host() {
         "{e}"
     );
 }
+
+#[test]
+fn requiring_cuda_where_none_works_fails_before_the_run_and_cpu_always_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_data(&tmp.path().join("data"));
+    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.trust = TrustPolicy::default().trust_all();
+    cfg.gpu = "cuda".parse().unwrap();
+    let rt = Runtime::new(cfg).unwrap();
+    match try_run(&rt, &trainer_plan(tmp.path(), &[], true)) {
+        // A machine with a working GPU.
+        Ok(r) => assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error),
+        Err(e) => {
+            let e = format!("{e:#}");
+            assert!(e.contains("CUDA was required but cannot be used"), "{e}");
+            assert!(
+                rt.records().runs(10).unwrap().is_empty(),
+                "nothing is recorded"
+            );
+        }
+    }
+    let mut cfg = Config::new(tmp.path().join(".weir-cpu")).jobs(2);
+    cfg.trust = TrustPolicy::default().trust_all();
+    cfg.gpu = "cpu".parse().unwrap();
+    let rt = Runtime::new(cfg).unwrap();
+    let r = run(&rt, &trainer_plan(tmp.path(), &[], true));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+}
