@@ -89,20 +89,63 @@ fn disk_and_inode_bombs_fail_at_the_quota_and_leave_nothing_behind() {
     let objects_before = count_files(&tmp.path().join(".weir/objects"));
     let r = run(&rt, &plan(tmp.path(), vec![disk, inodes]));
     assert_eq!(r.step("disk").unwrap().state, StepState::Failed);
+    // Caught while running (the output watch) or, for a step that finishes
+    // between two looks, when its outputs are ingested.
     let e = r.step("disk").unwrap().error.clone().unwrap();
-    assert_eq!(
-        e,
-        "output 'out': outputs exceed the size limit of 1048576 bytes (at 'big.bin')"
+    assert!(
+        e == "output 'out': outputs exceed the size limit of 1048576 bytes (at 'big.bin')"
+            || e.contains("over its limit of 1048576 bytes, and was stopped"),
+        "{e}"
     );
     let e = r.step("inodes").unwrap().error.clone().unwrap();
     assert!(
-        e.starts_with("output 'out': outputs exceed the file count limit of 1000"),
+        e.starts_with("output 'out': outputs exceed the file count limit of 1000")
+            || e.contains("over its limit of 1000 files, and was stopped"),
         "{e}"
     );
     assert_eq!(
         count_files(&tmp.path().join(".weir/objects")),
         objects_before,
         "no object from a failed step"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join(".weir/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "partial outputs discarded"
+    );
+}
+
+#[test]
+fn endless_disk_and_inode_bombs_are_stopped_while_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut disk = hostile("disk", serde_json::json!({ "mode": "disk_forever" }));
+    disk.limits.output_bytes = 32 << 20;
+    disk.limits.timeout_ms = 120_000;
+    let mut inodes = hostile("inodes", serde_json::json!({ "mode": "inodes_forever" }));
+    inodes.limits.output_files = 2000;
+    inodes.limits.timeout_ms = 120_000;
+    let started = std::time::Instant::now();
+    let r = run(&rt, &plan(tmp.path(), vec![disk, inodes]));
+    // Long before the timeout: the watch looks at least every 0.5 s.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let e = r.step("disk").unwrap().error.clone().unwrap();
+    assert!(
+        e.starts_with("the step wrote more than ") && e.contains("over its limit of 33554432 bytes, and was stopped; its partial output was discarded"),
+        "{e}"
+    );
+    let e = r.step("inodes").unwrap().error.clone().unwrap();
+    assert!(
+        e.contains(
+            "files and folders into its outputs while running, over its limit of 2000 files"
+        ),
+        "{e}"
     );
     assert_eq!(
         std::fs::read_dir(tmp.path().join(".weir/tmp"))

@@ -169,6 +169,16 @@ pub enum StepFailure {
     /// Out of fuel.
     #[error("the step used up its fuel budget of {0} and was stopped")]
     Fuel(u64),
+    /// Wrote more into its outputs than the limits allow (found while it ran).
+    #[error(
+        "the step wrote {found} into its outputs while running, over its limit of {limit}, and was stopped; its partial output was discarded"
+    )]
+    OutputQuota {
+        /// What it had written (`N bytes` or `N files and folders`).
+        found: String,
+        /// The limit it broke.
+        limit: String,
+    },
     /// The sandbox could not be set up (host problem, not the guest's).
     #[error("the sandbox could not be set up: {0}")]
     Setup(String),
@@ -196,6 +206,7 @@ pub struct HostState {
     metrics: Vec<Metric>,
     deadline: Instant,
     timed_out: bool,
+    quota: OutputWatch,
     /// The step's inputs and outputs: name to host folder.
     pub(crate) mounts: Mounts,
     /// The training backend, when the gpu capability is granted.
@@ -265,6 +276,67 @@ fn truncate(mut s: String, max: usize) -> String {
         s.push_str(" [truncated]");
     }
     s
+}
+
+/// Measures a running step's output folders now and then (from the epoch
+/// callback), so a disk or inode bomb is stopped while it runs rather than
+/// when it returns. The first look is after [`OutputWatch::FIRST`], so
+/// short steps never pay for it; later looks are spaced by several times
+/// the cost of the last walk, so a huge output tree cannot eat the step's
+/// time. Between looks a step can overshoot by what it writes in that
+/// interval (and by one host call's worth: at most its memory limit).
+struct OutputWatch {
+    dirs: Vec<PathBuf>,
+    max_bytes: u64,
+    max_files: u64,
+    next: Instant,
+    over: Option<StepFailure>,
+}
+
+impl OutputWatch {
+    const FIRST: Duration = Duration::from_millis(20);
+    const MAX_GAP: Duration = Duration::from_millis(500);
+
+    /// Checks if due; `false` when the step must stop.
+    fn check(&mut self, now: Instant) -> bool {
+        if now < self.next || self.dirs.is_empty() {
+            return true;
+        }
+        let (mut bytes, mut files) = (0u64, 0u64);
+        let mut stack: Vec<PathBuf> = self.dirs.clone();
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                files += 1;
+                if let Ok(m) = e.metadata() {
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        bytes = bytes.saturating_add(m.len());
+                    }
+                }
+                if bytes > self.max_bytes {
+                    self.over = Some(StepFailure::OutputQuota {
+                        found: format!("more than {bytes} bytes"),
+                        limit: format!("{} bytes", self.max_bytes),
+                    });
+                    return false;
+                }
+                if files > self.max_files {
+                    self.over = Some(StepFailure::OutputQuota {
+                        found: format!("more than {files} files and folders"),
+                        limit: format!("{} files", self.max_files),
+                    });
+                    return false;
+                }
+            }
+        }
+        let cost = now.elapsed();
+        self.next = Instant::now() + (cost * 8).clamp(Duration::from_millis(10), Self::MAX_GAP);
+        true
+    }
 }
 
 /// Caps the total linear memory of one instance and remembers a refusal.
@@ -761,6 +833,13 @@ impl Executor {
             metrics: Vec::new(),
             deadline: Instant::now() + timeout,
             timed_out: false,
+            quota: OutputWatch {
+                dirs: spec.outputs.iter().map(|(_, p)| p.clone()).collect(),
+                max_bytes: spec.limits.output_bytes,
+                max_files: spec.limits.output_files,
+                next: Instant::now() + OutputWatch::FIRST,
+                over: None,
+            },
             mounts: Mounts {
                 inputs: spec.inputs.clone(),
                 outputs: spec.outputs.clone(),
@@ -780,8 +859,12 @@ impl Executor {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
-            if Instant::now() >= s.deadline {
+            let now = Instant::now();
+            if now >= s.deadline {
                 s.timed_out = true;
+                return Err(Trap::Interrupt.into());
+            }
+            if !s.quota.check(now) {
                 return Err(Trap::Interrupt.into());
             }
             Ok(UpdateDeadline::Yield(1))
@@ -826,9 +909,11 @@ impl Executor {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(msg))) => Err(StepFailure::Returned(msg)),
             Ok(Err(e)) => {
-                let s = store.data();
+                let s = store.data_mut();
                 Err(if s.timed_out {
                     StepFailure::Timeout(timeout)
+                } else if let Some(over) = s.quota.over.take() {
+                    over
                 } else if let Some(wanted) = s.limiter.refused {
                     StepFailure::Memory {
                         limit: s.limiter.limit,

@@ -1,7 +1,8 @@
 //! Misbehaves on purpose, as param `mode` says: `recurse` (unbounded
 //! recursion), `flood` (megabytes of stdout full of terminal escapes),
 //! `biglog` (one huge log line), `disk` (writes `mb` MiB to its output),
-//! `inodes` (creates `files` files in its output).
+//! `inodes` (creates `files` files in its output), `disk_forever` and
+//! `inodes_forever` (the same, until stopped).
 
 use weir_sdk::serde_json::Value;
 use weir_sdk::{Context, Result};
@@ -41,6 +42,20 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
         "inodes" => {
             let out = ctx.output("out")?;
             for i in 0..num("files", 3000) {
+                std::fs::write(out.join(format!("f{i}")), b"x")?;
+            }
+        }
+        "disk_forever" => {
+            let block = vec![7u8; 1 << 20];
+            let out = ctx.output("out")?;
+            let mut f = std::fs::File::create(out.join("big.bin"))?;
+            loop {
+                std::io::Write::write_all(&mut f, &block)?;
+            }
+        }
+        "inodes_forever" => {
+            let out = ctx.output("out")?;
+            for i in 0u64.. {
                 std::fs::write(out.join(format!("f{i}")), b"x")?;
             }
         }
