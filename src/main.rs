@@ -72,6 +72,13 @@ enum Command {
     /// Check the store
     #[command(subcommand)]
     Store(commands::store::What),
+    /// Create a publisher key pair for signing components
+    Keygen(commands::trust::KeygenArgs),
+    /// Sign a component as a publisher (writes COMPONENT.sig)
+    Sign(commands::trust::SignArgs),
+    /// Edit the project's trust file (weir.toml)
+    #[command(subcommand)]
+    Trust(commands::trust::TrustWhat),
     /// Show a component's digest, imports, exports and what the trust policy would grant it
     Inspect(commands::inspect::Args),
 }
@@ -91,6 +98,9 @@ fn main() -> ExitCode {
         Command::Compare(a) => commands::metrics::compare(a),
         Command::Models(w) => commands::models::run(w),
         Command::Lineage(a) => commands::lineage::run(a),
+        Command::Keygen(a) => commands::trust::keygen(a),
+        Command::Sign(a) => commands::trust::sign(a),
+        Command::Trust(w) => commands::trust::trust(w),
         Command::Check(a) => commands::plan::check(a),
         Command::Graph(a) => commands::plan::graph(a),
         Command::Diff(a) => commands::diff::run(a),

@@ -336,3 +336,138 @@ fn requiring_cuda_where_none_works_fails_before_the_run_and_cpu_always_works() {
     let r = run(&rt, &trainer_plan(tmp.path(), &[], true));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
 }
+
+#[test]
+fn a_component_signed_by_a_trusted_publisher_gets_gpu_and_a_forged_or_unknown_one_does_not() {
+    use weir_runtime::signing;
+    let tmp = tempfile::tempdir().unwrap();
+    write_data(&tmp.path().join("data"));
+    let wasm = tmp.path().join("trainer.wasm");
+    std::fs::copy(fixture("trainer"), &wasm).unwrap();
+    let with_component = |p: &Path| {
+        let mut plan = trainer_plan(tmp.path(), &[], true);
+        for s in &mut plan.steps {
+            s.component = weir_runtime::ComponentSource::Wasm(p.to_path_buf());
+        }
+        plan
+    };
+    let acme = signing::generate_key().unwrap();
+    let sig = signing::sign(&digest_of(&wasm), &acme, "acme");
+    std::fs::write(
+        signing::signature_path(&wasm),
+        serde_json::to_string(&sig).unwrap(),
+    )
+    .unwrap();
+    let policy = TrustPolicy::default()
+        .trust_publisher("acme", &signing::format_public_key(&acme.verifying_key()))
+        .unwrap();
+    let runtime_with = |p: TrustPolicy, dir: &str| {
+        let mut cfg = Config::new(tmp.path().join(dir)).jobs(2);
+        cfg.trust = p;
+        Runtime::new(cfg).unwrap()
+    };
+    let r = run(&runtime_with(policy.clone(), ".a"), &with_component(&wasm));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+
+    // Signed by a key the policy does not name: refused before anything runs.
+    let stranger = signing::generate_key().unwrap();
+    let sig2 = signing::sign(&digest_of(&wasm), &stranger, "acme");
+    std::fs::write(
+        signing::signature_path(&wasm),
+        serde_json::to_string(&sig2).unwrap(),
+    )
+    .unwrap();
+    let e = try_run(&runtime_with(policy.clone(), ".b"), &with_component(&wasm)).unwrap_err();
+    assert!(format!("{e:#}").contains("gpu"), "{e:#}");
+
+    // A genuine signature on other bytes (the component was swapped): refused.
+    std::fs::write(
+        signing::signature_path(&wasm),
+        serde_json::to_string(&sig).unwrap(),
+    )
+    .unwrap();
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    bytes.extend_from_slice(b"\0");
+    let swapped = tmp.path().join("swapped.wasm");
+    std::fs::write(&swapped, &bytes).unwrap();
+    std::fs::copy(
+        signing::signature_path(&wasm),
+        signing::signature_path(&swapped),
+    )
+    .unwrap();
+    assert!(
+        try_run(
+            &runtime_with(policy.clone(), ".c"),
+            &with_component(&swapped)
+        )
+        .is_err()
+    );
+
+    // Unsigned: refused.
+    std::fs::remove_file(signing::signature_path(&wasm)).unwrap();
+    assert!(try_run(&runtime_with(policy, ".d"), &with_component(&wasm)).is_err());
+}
+
+#[test]
+fn keygen_sign_and_trust_add_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = tmp.path().join("trainer.wasm");
+    std::fs::copy(fixture("trainer"), &wasm).unwrap();
+    let cli = |args: &[&str]| {
+        let out = weir().args(args).current_dir(tmp.path()).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = cli(&["keygen", "--out", "acme.key"]);
+    assert!(ok, "{out}");
+    let key = out
+        .split_whitespace()
+        .find(|w| w.starts_with("ed25519:"))
+        .unwrap()
+        .to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("acme.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the secret key is private");
+    }
+    let (ok, out) = cli(&["keygen", "--out", "acme.key"]);
+    assert!(!ok && out.contains("never overwrites"), "{out}");
+    let (ok, out) = cli(&[
+        "sign",
+        "trainer.wasm",
+        "--key",
+        "acme.key",
+        "--publisher",
+        "acme",
+    ]);
+    assert!(ok, "{out}");
+    let store = tmp.path().join(".weir");
+    let store = store.to_str().unwrap();
+    let (_, out) = cli(&["inspect", "trainer.wasm", "--store", store]);
+    assert!(
+        out.contains("signature valid, by publisher 'acme'") && out.contains("would grant nothing"),
+        "{out}"
+    );
+    let (ok, out) = cli(&["trust", "add", "--publisher", "acme", "--key", &key]);
+    assert!(ok, "{out}");
+    let (_, out) = cli(&["inspect", "trainer.wasm", "--store", store]);
+    assert!(
+        out.contains("trusted as 'acme'") && out.contains("would grant the gpu capability"),
+        "{out}"
+    );
+    // A bad entry is refused and leaves the file as it was.
+    let before = std::fs::read_to_string(tmp.path().join("weir.toml")).unwrap();
+    let (ok, out) = cli(&["trust", "add", "--publisher", "x", "--key", "ed25519:00"]);
+    assert!(!ok && out.contains("weir.toml: [[trust]] entry 2"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("weir.toml")).unwrap(),
+        before
+    );
+}

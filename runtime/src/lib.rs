@@ -19,6 +19,7 @@ pub mod plan;
 pub mod records;
 pub mod run;
 mod scheduler;
+pub mod signing;
 pub mod store;
 pub mod tree;
 

@@ -443,6 +443,35 @@ fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
 impl SqliteRecords {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<SqliteRecords> {
+        // Another process opening the same file at the same moment can make
+        // the journal-mode switch or the schema check fail at once with
+        // SQLITE_BUSY (the busy handler does not cover every case), so the
+        // whole opening is retried for as long as the busy timeout.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match Self::open_once(path) {
+                Err(e)
+                    if std::time::Instant::now() < deadline
+                        && e.downcast_ref::<rusqlite::Error>().is_some_and(|e| {
+                            matches!(
+                                e.sqlite_error_code(),
+                                Some(
+                                    rusqlite::ErrorCode::DatabaseBusy
+                                        | rusqlite::ErrorCode::DatabaseLocked
+                                )
+                            )
+                        }) =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> anyhow::Result<SqliteRecords> {
         let conn = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;

@@ -40,13 +40,16 @@ pub struct Config {
 /// A step gets a capability only if its pipeline requests it
 /// (`.requires("gpu")`) *and* this policy trusts the step's component: by
 /// digest (`--trust`), because it is built from a step crate the project's
-/// trust file names (`weir.toml`), or because everything is trusted
+/// trust file names (`weir.toml`), because a publisher the trust file names
+/// signed it (see [`crate::signing`]), or because everything is trusted
 /// (`--trust-all`, for development machines).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustPolicy {
     all: bool,
     prefixes: Vec<String>,
     sources: Vec<PathBuf>,
+    /// Publisher name and ed25519 public key.
+    publishers: Vec<(String, [u8; 32])>,
 }
 
 /// Capabilities a pipeline may request.
@@ -68,6 +71,8 @@ struct TrustFile {
 struct TrustEntry {
     source: Option<PathBuf>,
     digest: Option<String>,
+    publisher: Option<String>,
+    key: Option<String>,
     capabilities: Vec<String>,
 }
 
@@ -106,6 +111,27 @@ impl TrustPolicy {
         Ok(self)
     }
 
+    /// Trusts components signed by the publisher with this public key
+    /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
+    pub fn trust_publisher(mut self, name: &str, key: &str) -> Result<TrustPolicy, String> {
+        let k = crate::signing::parse_public_key(key)?;
+        self.publishers.push((name.to_string(), *k.as_bytes()));
+        Ok(self)
+    }
+
+    /// The trusted publisher that signed the component file `wasm` (whose
+    /// bytes have digest `d`), if any; a bad signature is `Err` with why.
+    pub fn signer(&self, wasm: &Path, d: &Digest) -> Result<Option<String>, String> {
+        let Some(s) = crate::signing::verify(wasm, d)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .publishers
+            .iter()
+            .find(|(_, k)| k == s.key.as_bytes())
+            .map(|(name, _)| name.clone()))
+    }
+
     /// Adds the entries of a trust file (`weir.toml`):
     ///
     /// ```toml
@@ -115,6 +141,11 @@ impl TrustPolicy {
     ///
     /// [[trust]]
     /// digest = "3f2a9c0d51e7"        # a prebuilt component, by digest prefix
+    /// capabilities = ["gpu"]
+    ///
+    /// [[trust]]
+    /// publisher = "acme"             # components acme signed (weir sign)
+    /// key = "ed25519:<64 hex>"
     /// capabilities = ["gpu"]
     /// ```
     pub fn with_file(mut self, path: &Path) -> anyhow::Result<TrustPolicy> {
@@ -138,12 +169,20 @@ impl TrustPolicy {
             if e.capabilities.is_empty() {
                 anyhow::bail!("{at}: `capabilities` is empty; list what to grant, e.g. [\"gpu\"]");
             }
-            self = match (&e.source, &e.digest) {
-                (Some(src), None) => self
+            self = match (&e.source, &e.digest, &e.publisher, &e.key) {
+                (Some(src), None, None, None) => self
                     .trust_source(&base.join(src))
                     .map_err(|m| anyhow!("{at}: {m}"))?,
-                (None, Some(d)) => self.trust(d).map_err(|m| anyhow!("{at}: {m}"))?,
-                _ => anyhow::bail!("{at}: give exactly one of `source` (a step crate) or `digest`"),
+                (None, Some(d), None, None) => self.trust(d).map_err(|m| anyhow!("{at}: {m}"))?,
+                (None, None, Some(name), Some(key)) => self
+                    .trust_publisher(name, key)
+                    .map_err(|m| anyhow!("{at}: {m}"))?,
+                (None, None, Some(_), None) => {
+                    anyhow::bail!("{at}: a `publisher` entry needs its `key` (ed25519:...)")
+                }
+                _ => anyhow::bail!(
+                    "{at}: give exactly one of `source` (a step crate), `digest`, or `publisher` with `key`"
+                ),
             };
         }
         Ok(self)
@@ -165,13 +204,22 @@ impl TrustPolicy {
         }
     }
 
-    /// Whether a component with digest `d`, built from the step crate
-    /// `source` if it was, is trusted.
-    pub fn grants(&self, d: &Digest, source: Option<&Path>) -> bool {
+    /// Whether a component with digest `d` is trusted: `source` is the step
+    /// crate it was built from, `wasm` the prebuilt file it was read from
+    /// (whose `.sig` may name a trusted publisher).
+    pub fn grants(&self, d: &Digest, source: Option<&Path>, wasm: Option<&Path>) -> bool {
         self.allows(d)
             || source
                 .and_then(|s| s.canonicalize().ok())
                 .is_some_and(|s| self.sources.contains(&s))
+            || (!self.publishers.is_empty()
+                && wasm.is_some_and(|w| match self.signer(w, d) {
+                    Ok(found) => found.is_some(),
+                    Err(why) => {
+                        tracing::warn!("{why}");
+                        false
+                    }
+                }))
     }
 }
 
@@ -451,12 +499,12 @@ impl Runtime {
             ComponentSource::Wasm(p) => resolve(p),
         };
         let trust = &self.inner.config.trust;
-        let crate_dir = match source {
-            ComponentSource::Crate(dir) => Some(resolve(dir)),
-            ComponentSource::Wasm(_) => None,
+        let (crate_dir, file) = match source {
+            ComponentSource::Crate(dir) => (Some(resolve(dir)), None),
+            ComponentSource::Wasm(p) => (None, Some(resolve(p))),
         };
         self.inner.executor.load(&wasm, &|d| {
-            requests_gpu && trust.grants(d, crate_dir.as_deref())
+            requests_gpu && trust.grants(d, crate_dir.as_deref(), file.as_deref())
         })
     }
 
@@ -522,16 +570,16 @@ impl Runtime {
                     c
                 }
             };
-            let crate_dir = match &s.component {
-                ComponentSource::Crate(dir) => Some(plan.resolve(dir)),
-                ComponentSource::Wasm(_) => None,
+            let (crate_dir, file) = match &s.component {
+                ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
+                ComponentSource::Wasm(p) => (None, Some(plan.resolve(p))),
             };
             if requests_gpu
                 && !self
                     .inner
                     .config
                     .trust
-                    .grants(&c.digest, crate_dir.as_deref())
+                    .grants(&c.digest, crate_dir.as_deref(), file.as_deref())
             {
                 anyhow::bail!(
                     "{}requests capability 'gpu', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",

@@ -1,7 +1,7 @@
 //! `weir inspect COMPONENT`: what a component is and what it would be granted.
 
 use crate::StoreArg;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use weir_runtime::executor::{EngineConfig, Executor, GPU_INTERFACE};
 
@@ -13,6 +13,9 @@ pub struct Args {
     /// Digests to treat as trusted, as `weir run --trust` would
     #[arg(long, value_name = "DIGEST")]
     trust: Vec<String>,
+    /// The trust file to apply [default: weir.toml in the current folder or above]
+    #[arg(long)]
+    trust_file: Option<PathBuf>,
     #[command(flatten)]
     store: StoreArg,
 }
@@ -31,6 +34,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
     let (digest, imports, exports) = ex.describe(&args.component)?;
     let mut trust = weir_runtime::TrustPolicy::default();
+    let file = args
+        .trust_file
+        .clone()
+        .or_else(|| weir_runtime::TrustPolicy::find_file(Path::new(".")));
+    if let Some(f) = &file {
+        trust = trust.with_file(f)?;
+    }
     for d in &args.trust {
         trust = trust.trust(d).map_err(anyhow::Error::msg)?;
     }
@@ -46,6 +56,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (false, _) => "not a weir step (no `run` export)",
         }
     );
+    let signed = weir_runtime::signing::verify(&args.component, &digest);
+    match &signed {
+        Ok(None) => println!("signature none"),
+        Ok(Some(s)) => println!(
+            "signature valid, by publisher '{}' ({}){}",
+            s.publisher,
+            weir_runtime::signing::format_public_key(&s.key),
+            match trust.signer(&args.component, &digest) {
+                Ok(Some(name)) => format!(", trusted as '{name}'"),
+                _ => ", a key the trust policy does not name".to_string(),
+            }
+        ),
+        Err(why) => println!("signature INVALID: {why}"),
+    }
+    if let Some(f) = &file {
+        println!("policy    from {}", f.display());
+    }
     println!("imports:");
     for i in &imports {
         println!("  {i}");
@@ -56,7 +83,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let grant = if !wants_gpu {
         "the minimal sandbox (it asks for no capability)".to_string()
-    } else if trust.allows(&digest) {
+    } else if trust.grants(&digest, None, Some(&args.component)) {
         "the gpu capability, for steps that request it with .requires(\"gpu\")".to_string()
     } else {
         format!(

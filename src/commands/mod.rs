@@ -14,6 +14,7 @@ pub mod run;
 pub mod runs;
 pub mod show;
 pub mod store;
+pub mod trust;
 
 use std::path::Path;
 use weir_runtime::records::{Records, SqliteRecords};
