@@ -170,3 +170,31 @@ fn count_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn a_script_declaring_a_million_steps_is_refused_with_bounded_memory() {
+    let mut child = weir()
+        .arg("check")
+        .arg(repo().join("tests/ui/million_steps.rhai"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert!(
+        err.contains(
+            "million_steps.rhai:4:7: pipeline 'million' would have more than 100000 steps"
+        ),
+        "{err}"
+    );
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(peak_mib < 512, "weir check peaked at {peak_mib} MiB");
+}

@@ -472,6 +472,16 @@ fn new_step(
     let mut s = StepPlan::new(name, source);
     s.origin = Some(origin(&p.file, pos));
     let plan = &mut st.pipelines[p.index];
+    if plan.steps.len() >= weir_runtime::limits::MAX_STEPS {
+        return err(
+            format!(
+                "pipeline '{}' would have more than {} steps, the most one pipeline may declare",
+                plan.name,
+                weir_runtime::limits::MAX_STEPS
+            ),
+            pos,
+        );
+    }
     plan.steps.push(s);
     Ok(StepHandle {
         pipeline: p.clone(),

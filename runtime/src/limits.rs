@@ -17,6 +17,11 @@ pub const DEFAULT_STDIO_BYTES: u64 = 1 << 20;
 pub const DEFAULT_LOG_LINES: u64 = 10_000;
 /// The largest memory cap a step may ask for: 4 GiB (wasm32's address space).
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// The most steps one pipeline may declare (map children not counted):
+/// 100,000. A plan this size builds in about a second and a run of it stays
+/// within a few hundred MiB; a script that declares more is refused where it
+/// crosses the line, before it can exhaust the host.
+pub const MAX_STEPS: usize = 100_000;
 
 /// What a step attempt may use. Every field has a documented default
 /// ([`Limits::default`]); a pipeline overrides them per step.

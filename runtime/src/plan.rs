@@ -507,6 +507,14 @@ impl Plan {
             at: String::new(),
             source,
         })?;
+        if self.steps.len() > crate::limits::MAX_STEPS {
+            return Err(PlanError::Invalid(format!(
+                "pipeline '{}' has {} steps; a pipeline has at most {}",
+                self.name,
+                self.steps.len(),
+                crate::limits::MAX_STEPS
+            )));
+        }
         let mut index: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, s) in self.steps.iter().enumerate() {
             check_name("step", &s.name).map_err(|source| PlanError::Name {
