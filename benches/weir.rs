@@ -177,6 +177,7 @@ fn main() {
             fuel: true,
             pooling: true,
             gpu: Default::default(),
+            capabilities: Vec::new(),
         };
         let hello =
             weir_runtime::builder::build_crate(&repo().join("examples/hello/steps/column_stats"))
@@ -188,12 +189,12 @@ fn main() {
                 let dir = tmp.path().join(format!("compile-{name}-{i}"));
                 let ex = Executor::new(&cfg, &dir).expect("executor");
                 let t = Instant::now();
-                ex.load(wasm, &|_| false).expect("load");
+                ex.load(wasm, &|_, _| false).expect("load");
                 cold.push(ms(t.elapsed()));
                 drop(ex);
                 let ex = Executor::new(&cfg, &dir).expect("executor");
                 let t = Instant::now();
-                ex.load(wasm, &|_| false).expect("load");
+                ex.load(wasm, &|_, _| false).expect("load");
                 cached.push(ms(t.elapsed()));
             }
             rows.push(Row {
@@ -225,7 +226,7 @@ fn main() {
                 let plan = noop_plan(&dir, &noop, n, shape);
                 let tokio = tokio();
                 // Load (and compile) the component outside the timed region.
-                rt.executor().load(&noop, &|_| false).expect("load");
+                rt.executor().load(&noop, &|_, _| false).expect("load");
                 let t = Instant::now();
                 let rep = tokio
                     .block_on(rt.run(&plan, RunOptions::default()))
@@ -456,7 +457,7 @@ fn main() {
             cfg.fuel = fuel;
             let rt = Runtime::new(cfg).expect("runtime");
             let input = rt.store().ingest_path(&csv).expect("ingest");
-            rt.executor().load(&wasm_file, &|_| false).expect("load");
+            rt.executor().load(&wasm_file, &|_, _| false).expect("load");
             let tokio = tokio();
             let mut wasm = Vec::new();
             for r in 0..3 {

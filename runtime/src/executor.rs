@@ -49,6 +49,8 @@ pub struct EngineConfig {
     pub pooling: bool,
     /// Which backend serves the `gpu` capability (chosen on first use).
     pub gpu: weir_host_gpu::BackendChoice,
+    /// Capabilities the embedding host adds.
+    pub capabilities: Vec<crate::capability::Capability>,
 }
 
 /// A component ready to instantiate.
@@ -56,8 +58,11 @@ pub struct LoadedComponent {
     /// blake3 of the component's wasm bytes.
     pub digest: Digest,
     /// Capabilities it was linked with beyond the `step` world, with the
-    /// backend that serves them (e.g. `gpu:cpu`); part of the cache key.
+    /// backend that serves them (e.g. `gpu:cpu`) or the version of a host
+    /// capability (`kv@1`); part of the cache key.
     pub capabilities: Vec<String>,
+    /// Indices of the host capabilities it was linked with.
+    host_caps: Vec<usize>,
     pre: Pre,
 }
 
@@ -82,9 +87,9 @@ pub enum LoadError {
         /// Its digest.
         digest: Digest,
         /// The capability's name.
-        capability: &'static str,
+        capability: String,
         /// Its WIT interface.
-        interface: &'static str,
+        interface: String,
     },
 }
 
@@ -211,6 +216,18 @@ pub struct HostState {
     pub(crate) mounts: Mounts,
     /// The training backend, when the gpu capability is granted.
     pub(crate) gpu: Option<Arc<dyn weir_host_gpu::Backend>>,
+    /// Per-attempt state of granted host capabilities.
+    extensions: Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl HostState {
+    /// The per-attempt state of type `T` that a host capability granted to
+    /// this step declared with [`crate::capability::Capability::state`].
+    pub fn extension<T: std::any::Any>(&mut self) -> Option<&mut T> {
+        self.extensions
+            .iter_mut()
+            .find_map(|e| e.downcast_mut::<T>())
+    }
 }
 
 impl WasiView for HostState {
@@ -475,11 +492,15 @@ pub struct Executor {
     engine: Engine,
     linker: Linker<HostState>,
     trusted_linker: Linker<HostState>,
+    host_caps: Vec<crate::capability::Capability>,
+    /// Linkers for sets of host capabilities (with or without gpu), by the
+    /// sorted indices of the host capabilities and the gpu flag.
+    cap_linkers: Mutex<HashMap<(Vec<usize>, bool), Linker<HostState>>>,
     gpu_choice: weir_host_gpu::BackendChoice,
     gpu: std::sync::OnceLock<std::result::Result<Arc<dyn weir_host_gpu::Backend>, String>>,
     engine_tag: String,
     compiled_dir: PathBuf,
-    loaded: Mutex<HashMap<(Digest, bool), Arc<LoadedComponent>>>,
+    loaded: Mutex<HashMap<(Digest, Vec<String>), Arc<LoadedComponent>>>,
     stop_ticker: Arc<AtomicBool>,
     fuel: bool,
 }
@@ -578,10 +599,15 @@ impl Executor {
                 .context("starting the epoch ticker thread")?;
         }
         std::fs::create_dir_all(compiled_dir)?;
+        for c in &cfg.capabilities {
+            c.check().map_err(|e| anyhow!(e))?;
+        }
         Ok(Executor {
             engine,
             linker,
             trusted_linker,
+            host_caps: cfg.capabilities.clone(),
+            cap_linkers: Mutex::new(HashMap::new()),
             gpu_choice: cfg.gpu,
             gpu: std::sync::OnceLock::new(),
             engine_tag,
@@ -607,6 +633,28 @@ impl Executor {
             .clone()
     }
 
+    /// The linker for the step world plus the host capabilities `caps`
+    /// (and the gpu when `gpu`), built once per set.
+    fn cap_linker(&self, caps: &[usize], gpu: bool) -> anyhow::Result<Linker<HostState>> {
+        let mut map = self.cap_linkers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = map.get(&(caps.to_vec(), gpu)) {
+            return Ok(l.clone());
+        }
+        let mut l = if gpu {
+            self.trusted_linker.clone()
+        } else {
+            self.linker.clone()
+        };
+        for &i in caps {
+            let c = &self.host_caps[i];
+            if let Some(f) = &c.link {
+                f(&mut l).map_err(|e| anyhow!("linking capability '{}': {e:#}", c.name))?;
+            }
+        }
+        map.insert((caps.to_vec(), gpu), l.clone());
+        Ok(l)
+    }
+
     /// Whether fuel budgets can be enforced.
     pub fn fuel_enabled(&self) -> bool {
         self.fuel
@@ -617,13 +665,14 @@ impl Executor {
     /// Errors say whether the file is not wasm, a core module rather than a
     /// component, or a component of another world.
     ///
-    /// A component that imports the gpu capability links only when `grant`
-    /// says yes for its digest; otherwise loading fails with
+    /// A component that imports a capability (the gpu, or one the host
+    /// added) links only when `grant` says yes for its digest and that
+    /// capability's name; otherwise loading fails with
     /// [`LoadError::NotGranted`].
     pub fn load(
         &self,
         path: &Path,
-        grant: &dyn Fn(&Digest) -> bool,
+        grant: &dyn Fn(&Digest, &str) -> bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
         let bytes = std::fs::read(path)
             .with_context(|| format!("cannot read component {}", path.display()))?;
@@ -655,15 +704,19 @@ impl Executor {
         &self,
         bytes: &[u8],
         what: &str,
-        grant: &dyn Fn(&Digest) -> bool,
+        grant: &dyn Fn(&Digest, &str) -> bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
         let digest = Digest::of(bytes);
-        let granted = grant(&digest);
+        let granted: Vec<String> = std::iter::once("gpu")
+            .chain(self.host_caps.iter().map(|c| c.name.as_str()))
+            .filter(|c| grant(&digest, c))
+            .map(str::to_string)
+            .collect();
         if let Some(c) = self
             .loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(digest, granted))
+            .get(&(digest, granted.clone()))
         {
             return Ok(c.clone());
         }
@@ -712,18 +765,36 @@ impl Executor {
                 c
             }
         };
-        let wants_gpu = component
+        let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
-            .any(|(name, _)| name == GPU_INTERFACE);
-        if wants_gpu && !granted {
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let wants_gpu = imports.iter().any(|name| name == GPU_INTERFACE);
+        let is_granted = |c: &str| granted.iter().any(|g| g == c);
+        if wants_gpu && !is_granted("gpu") {
             return Err(LoadError::NotGranted {
                 what: what.to_string(),
                 digest,
-                capability: "gpu",
-                interface: GPU_INTERFACE,
+                capability: "gpu".into(),
+                interface: GPU_INTERFACE.into(),
             }
             .into());
+        }
+        let mut host_caps = Vec::new();
+        for (i, c) in self.host_caps.iter().enumerate() {
+            if let Some(iface) = c.interfaces.iter().find(|i| imports.contains(i)) {
+                if !is_granted(&c.name) {
+                    return Err(LoadError::NotGranted {
+                        what: what.to_string(),
+                        digest,
+                        capability: c.name.clone(),
+                        interface: iface.clone(),
+                    }
+                    .into());
+                }
+                host_caps.push(i);
+            }
         }
         let not_step = |e: wasmtime::Error| {
             anyhow!(
@@ -731,28 +802,54 @@ impl Executor {
                 crate::cache::STEP_WORLD
             )
         };
-        let (pre, capabilities) = if wants_gpu {
-            let pre = self.trusted_linker.instantiate_pre(&component).map_err(|e| {
-                anyhow!("{what} cannot run in the weir sandbox: {e:#} (a trusted step may import only WASI preview 2 and weir:step interfaces)")
-            })?;
-            (
-                Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?),
-                vec![format!(
-                    "gpu:{}",
-                    self.gpu_backend()
-                        .map_err(|e| anyhow!("{what}: {e}"))?
-                        .kind()
-                )],
+        let allowed = || {
+            let mut names = vec!["WASI preview 2", "weir:step interfaces"];
+            if wants_gpu {
+                names.push("the gpu capability");
+            }
+            names.extend(host_caps.iter().map(|&i| self.host_caps[i].name.as_str()));
+            names.join(", ")
+        };
+        let link_err = |e: wasmtime::Error| {
+            anyhow!(
+                "{what} cannot run in the weir sandbox: {e:#} (it may import only {})",
+                allowed()
             )
+        };
+        let mut capabilities = Vec::new();
+        if wants_gpu {
+            capabilities.push(format!(
+                "gpu:{}",
+                self.gpu_backend()
+                    .map_err(|e| anyhow!("{what}: {e}"))?
+                    .kind()
+            ));
+        }
+        capabilities.extend(host_caps.iter().map(|&i| self.host_caps[i].identity()));
+        let pre = if host_caps.is_empty() {
+            if wants_gpu {
+                let pre = self
+                    .trusted_linker
+                    .instantiate_pre(&component)
+                    .map_err(link_err)?;
+                Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?)
+            } else {
+                let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+                Pre::Step(StepPre::new(pre).map_err(not_step)?)
+            }
         } else {
-            let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-                anyhow!("{what} cannot run in the weir sandbox: {e:#} (a step may import only WASI preview 2 and weir:step interfaces)")
-            })?;
-            (Pre::Step(StepPre::new(pre).map_err(not_step)?), Vec::new())
+            let linker = self.cap_linker(&host_caps, wants_gpu)?;
+            let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+            if wants_gpu {
+                Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?)
+            } else {
+                Pre::Step(StepPre::new(pre).map_err(not_step)?)
+            }
         };
         let loaded = Arc::new(LoadedComponent {
             digest,
             capabilities,
+            host_caps,
             pre,
         });
         self.loaded
@@ -848,6 +945,12 @@ impl Executor {
                 Pre::Trusted(_) => self.gpu.get().and_then(|b| b.as_ref().ok()).cloned(),
                 Pre::Step(_) => None,
             },
+            extensions: spec
+                .component
+                .host_caps
+                .iter()
+                .filter_map(|&i| self.host_caps[i].state.as_ref().map(|f| f()))
+                .collect(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

@@ -9,6 +9,7 @@
 mod bindings;
 pub mod builder;
 pub mod cache;
+pub mod capability;
 pub mod digest;
 pub mod executor;
 mod gpu;
@@ -24,8 +25,12 @@ pub mod store;
 pub mod tree;
 
 pub use cache::{CacheKey, cache_key};
+pub use capability::Capability;
 pub use digest::Digest;
 pub use limits::Limits;
 pub use plan::{ComponentSource, InputSource, Plan, StepPlan};
 pub use records::{RunId, RunState, StepState};
 pub use run::{Config, RunEvent, RunOptions, RunReport, Runtime, TrustPolicy};
+/// The wasmtime this runtime uses, for hosts that generate bindings for
+/// their own capabilities (`bindgen!({ ..., wasmtime_crate: weir_runtime::wasmtime })`).
+pub use wasmtime;

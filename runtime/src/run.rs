@@ -34,6 +34,8 @@ pub struct Config {
     /// Which backend serves the `gpu` capability. Default: CUDA when a
     /// device works, else the CPU.
     pub gpu: weir_host_gpu::BackendChoice,
+    /// Capabilities the embedding host adds (see [`crate::capability`]).
+    pub capabilities: Vec<crate::capability::Capability>,
 }
 
 /// Which components may be granted capabilities beyond the `step` world.
@@ -46,13 +48,22 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustPolicy {
     all: bool,
-    prefixes: Vec<String>,
-    sources: Vec<PathBuf>,
+    prefixes: Vec<(String, Grant)>,
+    sources: Vec<(PathBuf, Grant)>,
     /// Publisher name and ed25519 public key.
-    publishers: Vec<(String, [u8; 32])>,
+    publishers: Vec<(String, [u8; 32], Grant)>,
 }
 
-/// Capabilities a pipeline may request.
+/// What one trust entry grants: every capability (`None`: `--trust`, the
+/// builder methods) or the listed ones (trust file entries).
+type Grant = Option<Vec<String>>;
+
+fn grant_has(g: &Grant, cap: &str) -> bool {
+    g.as_ref().is_none_or(|caps| caps.iter().any(|c| c == cap))
+}
+
+/// The capabilities built into weir that a pipeline may request; an
+/// embedding host adds its own ([`Config::capability`]).
 pub const CAPABILITIES: &[&str] = &["gpu"];
 
 /// The name of a project's trust file, looked up beside a pipeline script
@@ -91,7 +102,7 @@ impl TrustPolicy {
                 "--trust expects a component digest (12 to 64 hex characters), found {prefix:?}"
             ));
         }
-        self.prefixes.push(p);
+        self.prefixes.push((p, None));
         Ok(self)
     }
 
@@ -107,7 +118,7 @@ impl TrustPolicy {
                 dir.display()
             ));
         }
-        self.sources.push(canon);
+        self.sources.push((canon, None));
         Ok(self)
     }
 
@@ -115,7 +126,8 @@ impl TrustPolicy {
     /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
     pub fn trust_publisher(mut self, name: &str, key: &str) -> Result<TrustPolicy, String> {
         let k = crate::signing::parse_public_key(key)?;
-        self.publishers.push((name.to_string(), *k.as_bytes()));
+        self.publishers
+            .push((name.to_string(), *k.as_bytes(), None));
         Ok(self)
     }
 
@@ -128,8 +140,8 @@ impl TrustPolicy {
         Ok(self
             .publishers
             .iter()
-            .find(|(_, k)| k == s.key.as_bytes())
-            .map(|(name, _)| name.clone()))
+            .find(|(_, k, _)| k == s.key.as_bytes())
+            .map(|(name, _, _)| name.clone()))
     }
 
     /// Adds the entries of a trust file (`weir.toml`):
@@ -148,7 +160,14 @@ impl TrustPolicy {
     /// key = "ed25519:<64 hex>"
     /// capabilities = ["gpu"]
     /// ```
-    pub fn with_file(mut self, path: &Path) -> anyhow::Result<TrustPolicy> {
+    pub fn with_file(self, path: &Path) -> anyhow::Result<TrustPolicy> {
+        self.with_file_for(path, &[])
+    }
+
+    /// Like [`TrustPolicy::with_file`], also accepting the names of the
+    /// host-defined capabilities `extra` in `capabilities` lists.
+    pub fn with_file_for(mut self, path: &Path, extra: &[&str]) -> anyhow::Result<TrustPolicy> {
+        let known: Vec<&str> = CAPABILITIES.iter().chain(extra).copied().collect();
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("cannot read trust file {}: {e}", path.display()))?;
         let file: TrustFile = toml::from_str(&text)
@@ -156,14 +175,10 @@ impl TrustPolicy {
         let base = path.parent().unwrap_or(Path::new("."));
         for (i, e) in file.trust.iter().enumerate() {
             let at = format!("{}: [[trust]] entry {}", path.display(), i + 1);
-            if let Some(c) = e
-                .capabilities
-                .iter()
-                .find(|c| !CAPABILITIES.contains(&c.as_str()))
-            {
+            if let Some(c) = e.capabilities.iter().find(|c| !known.contains(&c.as_str())) {
                 anyhow::bail!(
                     "{at}: unknown capability '{c}' (capabilities: {})",
-                    CAPABILITIES.join(", ")
+                    known.join(", ")
                 );
             }
             if e.capabilities.is_empty() {
@@ -184,6 +199,12 @@ impl TrustPolicy {
                     "{at}: give exactly one of `source` (a step crate), `digest`, or `publisher` with `key`"
                 ),
             };
+            let grant = Some(e.capabilities.clone());
+            match (&e.source, &e.digest) {
+                (Some(_), _) => self.sources.last_mut().map(|x| x.1 = grant),
+                (_, Some(_)) => self.prefixes.last_mut().map(|x| x.1 = grant),
+                _ => self.publishers.last_mut().map(|x| x.2 = grant),
+            };
         }
         Ok(self)
     }
@@ -196,25 +217,41 @@ impl TrustPolicy {
             .find(|f| f.is_file())
     }
 
-    /// Whether the component with digest `d` is trusted by digest (or `--trust-all`).
-    pub fn allows(&self, d: &Digest) -> bool {
+    /// Whether the component with digest `d` is trusted by digest (or
+    /// `--trust-all`) with capability `cap`.
+    pub fn allows(&self, cap: &str, d: &Digest) -> bool {
         self.all || {
             let hex = d.to_hex();
-            self.prefixes.iter().any(|p| hex.starts_with(p.as_str()))
+            self.prefixes
+                .iter()
+                .any(|(p, g)| hex.starts_with(p.as_str()) && grant_has(g, cap))
         }
     }
 
-    /// Whether a component with digest `d` is trusted: `source` is the step
-    /// crate it was built from, `wasm` the prebuilt file it was read from
-    /// (whose `.sig` may name a trusted publisher).
-    pub fn grants(&self, d: &Digest, source: Option<&Path>, wasm: Option<&Path>) -> bool {
-        self.allows(d)
-            || source
-                .and_then(|s| s.canonicalize().ok())
-                .is_some_and(|s| self.sources.contains(&s))
-            || (!self.publishers.is_empty()
-                && wasm.is_some_and(|w| match self.signer(w, d) {
-                    Ok(found) => found.is_some(),
+    /// Whether a component with digest `d` may be granted capability
+    /// `cap`: `source` is the step crate it was built from, `wasm` the
+    /// prebuilt file it was read from (whose `.sig` may name a trusted
+    /// publisher).
+    pub fn grants(
+        &self,
+        cap: &str,
+        d: &Digest,
+        source: Option<&Path>,
+        wasm: Option<&Path>,
+    ) -> bool {
+        self.allows(cap, d)
+            || source.and_then(|s| s.canonicalize().ok()).is_some_and(|s| {
+                self.sources
+                    .iter()
+                    .any(|(p, g)| *p == s && grant_has(g, cap))
+            })
+            || (self.publishers.iter().any(|(_, _, g)| grant_has(g, cap))
+                && wasm.is_some_and(|w| match crate::signing::verify(w, d) {
+                    Ok(Some(signer)) => self
+                        .publishers
+                        .iter()
+                        .any(|(_, k, g)| k == signer.key.as_bytes() && grant_has(g, cap)),
+                    Ok(None) => false,
                     Err(why) => {
                         tracing::warn!("{why}");
                         false
@@ -235,7 +272,14 @@ impl Config {
             pooling: true,
             trust: TrustPolicy::default(),
             gpu: weir_host_gpu::BackendChoice::Auto,
+            capabilities: Vec::new(),
         }
+    }
+
+    /// Adds a host-defined capability.
+    pub fn capability(mut self, c: crate::capability::Capability) -> Config {
+        self.capabilities.push(c);
+        self
     }
 
     /// Sets how many steps run at once (at least 1).
@@ -447,6 +491,7 @@ impl Runtime {
                 fuel: config.fuel,
                 pooling: config.pooling,
                 gpu: config.gpu,
+                capabilities: config.capabilities.clone(),
             },
             &store.compiled_dir(),
         )?;
@@ -476,13 +521,13 @@ impl Runtime {
     }
 
     /// Builds (if a crate) and loads the component of a source, resolved against `base`.
-    /// `requests_gpu` says whether the step asked for the gpu capability; it
-    /// is linked only if the trust policy also trusts the component.
+    /// `requested` are the capabilities its step asked for; each is linked
+    /// only if the trust policy also grants it to the component.
     pub fn load_component(
         &self,
         source: &ComponentSource,
         base: &Path,
-        requests_gpu: bool,
+        requested: &std::collections::BTreeSet<String>,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -503,8 +548,8 @@ impl Runtime {
             ComponentSource::Crate(dir) => (Some(resolve(dir)), None),
             ComponentSource::Wasm(p) => (None, Some(resolve(p))),
         };
-        self.inner.executor.load(&wasm, &|d| {
-            requests_gpu && trust.grants(d, crate_dir.as_deref(), file.as_deref())
+        self.inner.executor.load(&wasm, &|d, cap| {
+            requested.contains(cap) && trust.grants(cap, d, crate_dir.as_deref(), file.as_deref())
         })
     }
 
@@ -521,26 +566,29 @@ impl Runtime {
         let order = plan.validate()?;
         let n = plan.steps.len();
 
+        let known: Vec<&str> = CAPABILITIES
+            .iter()
+            .copied()
+            .chain(self.inner.config.capabilities.iter().map(|c| c.name()))
+            .collect();
         for s in &plan.steps {
-            if let Some(cap) = s
-                .capabilities
-                .iter()
-                .find(|c| !CAPABILITIES.contains(&c.as_str()))
-            {
+            if let Some(cap) = s.capabilities.iter().find(|c| !known.contains(&c.as_str())) {
                 anyhow::bail!(
                     "{}requests capability '{cap}', which does not exist (capabilities: {})",
                     step_at(s),
-                    CAPABILITIES.join(", ")
+                    known.join(", ")
                 );
             }
         }
 
         // Components, before anything is recorded.
-        let mut by_source: HashMap<(&ComponentSource, bool), Arc<LoadedComponent>> = HashMap::new();
+        type Requested<'a> = &'a std::collections::BTreeSet<String>;
+        let mut by_source: HashMap<(&ComponentSource, Requested<'_>), Arc<LoadedComponent>> =
+            HashMap::new();
         let mut components = Vec::with_capacity(n);
         for s in &plan.steps {
-            let requests_gpu = s.capabilities.contains("gpu");
-            let c = match by_source.get(&(&s.component, requests_gpu)) {
+            let requested = &s.capabilities;
+            let c = match by_source.get(&(&s.component, requested)) {
                 Some(c) => c.clone(),
                 None => {
                     emit(RunEvent::Preparing {
@@ -552,21 +600,22 @@ impl Runtime {
                     let this = self.clone();
                     let source = s.component.clone();
                     let base = plan.base_dir.clone();
-                    let c = tokio::task::spawn_blocking(move || this.load_component(&source, &base, requests_gpu))
+                    let req = requested.clone();
+                    let c = tokio::task::spawn_blocking(move || this.load_component(&source, &base, &req))
                         .await
                         .map_err(|e| anyhow!("component loader panicked: {e}"))?
                         .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
-                            Some(crate::executor::LoadError::NotGranted { digest, .. }) => {
-                                let how = if requests_gpu {
+                            Some(crate::executor::LoadError::NotGranted { digest, capability, .. }) => {
+                                let how = if requested.contains(capability) {
                                     format!("trust the component: weir run --trust {}, or name its step crate in the project's weir.toml", digest.short())
                                 } else {
-                                    format!("request it with .requires(\"gpu\") and trust the component: weir run --trust {}", digest.short())
+                                    format!("request it with .requires(\"{capability}\") and trust the component: weir run --trust {}", digest.short())
                                 };
                                 anyhow!("{}{e}; {how}", step_at(s))
                             }
                             _ => e.context(step_at(s)),
                         })?;
-                    by_source.insert((&s.component, requests_gpu), c.clone());
+                    by_source.insert((&s.component, requested), c.clone());
                     c
                 }
             };
@@ -574,15 +623,16 @@ impl Runtime {
                 ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
                 ComponentSource::Wasm(p) => (None, Some(plan.resolve(p))),
             };
-            if requests_gpu
-                && !self
-                    .inner
-                    .config
-                    .trust
-                    .grants(&c.digest, crate_dir.as_deref(), file.as_deref())
-            {
+            if let Some(cap) = requested.iter().find(|cap| {
+                !self.inner.config.trust.grants(
+                    cap,
+                    &c.digest,
+                    crate_dir.as_deref(),
+                    file.as_deref(),
+                )
+            }) {
                 anyhow::bail!(
-                    "{}requests capability 'gpu', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",
+                    "{}requests capability '{cap}', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",
                     step_at(s),
                     c.digest.short(),
                     c.digest.short()

@@ -24,10 +24,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             fuel: true,
             pooling: false,
             gpu: Default::default(),
+            capabilities: Vec::new(),
         },
         &store.compiled_dir(),
     )?;
-    let c = executor.load(&wasm, &|_| true)?;
+    let c = executor.load(&wasm, &|_, _| true)?;
     let note = if c.capabilities.is_empty() {
         String::new()
     } else {

@@ -29,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             fuel: true,
             pooling: false,
             gpu: Default::default(),
+            capabilities: Vec::new(),
         },
         &store.compiled_dir(),
     )?;
@@ -83,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let grant = if !wants_gpu {
         "the minimal sandbox (it asks for no capability)".to_string()
-    } else if trust.grants(&digest, None, Some(&args.component)) {
+    } else if trust.grants("gpu", &digest, None, Some(&args.component)) {
         "the gpu capability, for steps that request it with .requires(\"gpu\")".to_string()
     } else {
         format!(

@@ -1,0 +1,168 @@
+//! Host-defined capabilities: an embedding host adds its own WIT interface,
+//! implemented in Rust, grants it through the same policy as the gpu, and
+//! steps that are not granted it cannot link. Its identity is in the cache key.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use weir_runtime::executor::HostState;
+use weir_runtime::wasmtime::component::HasSelf;
+use weir_runtime::{Capability, Config, RunState, Runtime, StepState, TrustPolicy};
+
+weir_runtime::wasmtime::component::bindgen!({
+    path: "tests/guests/kv/wit",
+    world: "kv-client",
+    wasmtime_crate: weir_runtime::wasmtime,
+});
+
+/// The per-attempt state: the table this host serves.
+struct Table(Arc<HashMap<String, String>>);
+
+impl acme::kv::lookup::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.extension::<Table>()
+            .and_then(|t| t.0.get(&key).cloned())
+    }
+}
+
+fn kv_capability(version: &str, made: Arc<AtomicUsize>) -> Capability {
+    let table: Arc<HashMap<String, String>> = Arc::new(
+        [("alpha", "1"), ("beta", "2")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    Capability::new("kv", version)
+        .interface("acme:kv/lookup@0.1.0")
+        .linker(|l| acme::kv::lookup::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s))
+        .state(move || {
+            made.fetch_add(1, Ordering::Relaxed);
+            Table(table.clone())
+        })
+}
+
+fn kv_plan(base: &std::path::Path, request: bool) -> weir_runtime::Plan {
+    let mut s = step("lookup", &fixture("kv"));
+    s.outputs.insert("out".into());
+    s.params = serde_json::json!({ "keys": ["alpha", "beta", "gamma"] });
+    if request {
+        s.capabilities.insert("kv".into());
+    }
+    plan(base, vec![s])
+}
+
+fn runtime_with(dir: &std::path::Path, cap: Capability, trust: TrustPolicy) -> Runtime {
+    let mut cfg = Config::new(dir).jobs(2).capability(cap);
+    cfg.trust = trust;
+    Runtime::new(cfg).unwrap()
+}
+
+#[test]
+fn a_granted_step_calls_the_host_capability_and_its_version_is_in_the_cache_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let made = Arc::new(AtomicUsize::new(0));
+    let all = TrustPolicy::default().trust_all();
+    let rt = runtime_with(&store, kv_capability("1", made.clone()), all.clone());
+    let r = run(&rt, &kv_plan(tmp.path(), true));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let out = r.output_path(rt.store(), "lookup", "out").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("values.txt")).unwrap(),
+        "alpha=1\nbeta=2\ngamma=-\n"
+    );
+    assert_eq!(made.load(Ordering::Relaxed), 1, "fresh state per attempt");
+
+    // Same capability version: a cache hit. A new version: the step runs again.
+    let r = run(&rt, &kv_plan(tmp.path(), true));
+    assert_eq!(r.step("lookup").unwrap().state, StepState::Cached);
+    drop(rt);
+    let rt = runtime_with(&store, kv_capability("2", made.clone()), all);
+    let r = run(&rt, &kv_plan(tmp.path(), true));
+    assert_eq!(r.step("lookup").unwrap().state, StepState::Succeeded);
+    assert_eq!(made.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn a_step_that_is_not_granted_the_capability_cannot_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let made = Arc::new(AtomicUsize::new(0));
+    // Requested, but the policy trusts nothing.
+    let rt = runtime_with(
+        &tmp.path().join(".a"),
+        kv_capability("1", made.clone()),
+        TrustPolicy::default(),
+    );
+    let e = format!(
+        "{:#}",
+        try_run(&rt, &kv_plan(tmp.path(), true)).unwrap_err()
+    );
+    assert!(
+        e.contains("imports the 'kv' capability (acme:kv/lookup@0.1.0)")
+            && e.contains("weir run --trust"),
+        "{e}"
+    );
+    // Trusted, but the step does not request it.
+    let rt = runtime_with(
+        &tmp.path().join(".b"),
+        kv_capability("1", made.clone()),
+        TrustPolicy::default().trust_all(),
+    );
+    let e = format!(
+        "{:#}",
+        try_run(&rt, &kv_plan(tmp.path(), false)).unwrap_err()
+    );
+    assert!(e.contains("request it with .requires(\"kv\")"), "{e}");
+    // A runtime without the capability: the import cannot be satisfied.
+    let bare = Runtime::new(Config::new(tmp.path().join(".c")).jobs(2)).unwrap();
+    let e = format!(
+        "{:#}",
+        try_run(&bare, &kv_plan(tmp.path(), true)).unwrap_err()
+    );
+    assert!(
+        e.contains("requests capability 'kv', which does not exist"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        try_run(&bare, &kv_plan(tmp.path(), false)).unwrap_err()
+    );
+    assert!(
+        e.contains("cannot run in the weir sandbox") && e.contains("acme:kv/lookup"),
+        "{e}"
+    );
+    assert_eq!(made.load(Ordering::Relaxed), 0, "nothing ran");
+    // Bad capability definitions are refused when the runtime is built.
+    let bad = Capability::new("gpu", "1").interface("x:y/z");
+    assert!(Runtime::new(Config::new(tmp.path().join(".d")).capability(bad)).is_err());
+}
+
+#[test]
+fn trust_file_entries_grant_only_the_capabilities_they_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let digest = weir_runtime::Digest::of(&std::fs::read(fixture("kv")).unwrap()).to_hex();
+    let file = tmp.path().join("weir.toml");
+    let made = Arc::new(AtomicUsize::new(0));
+    for (caps, ok) in [("[\"gpu\"]", false), ("[\"kv\"]", true)] {
+        std::fs::write(
+            &file,
+            format!("[[trust]]\ndigest = \"{digest}\"\ncapabilities = {caps}\n"),
+        )
+        .unwrap();
+        // Host capability names are known only to the embedding host.
+        assert!(TrustPolicy::default().with_file(&file).is_err() || caps.contains("gpu"));
+        let policy = TrustPolicy::default()
+            .with_file_for(&file, &["kv"])
+            .unwrap();
+        let rt = runtime_with(
+            &tmp.path().join(format!(".{ok}")),
+            kv_capability("1", made.clone()),
+            policy,
+        );
+        let r = try_run(&rt, &kv_plan(tmp.path(), true));
+        assert_eq!(r.is_ok(), ok, "{caps}: {:?}", r.err());
+    }
+}
