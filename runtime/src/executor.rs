@@ -487,6 +487,11 @@ impl wasmtime_wasi::HostMonotonicClock for VirtualMonotonicClock {
     }
 }
 
+/// Indices of host capabilities, and whether the gpu is linked too.
+type CapSet = (Vec<usize>, bool);
+/// A component's digest and the capabilities granted to it.
+type LoadKey = (Digest, Vec<String>);
+
 /// The long-lived engine that runs step attempts.
 pub struct Executor {
     engine: Engine,
@@ -495,12 +500,12 @@ pub struct Executor {
     host_caps: Vec<crate::capability::Capability>,
     /// Linkers for sets of host capabilities (with or without gpu), by the
     /// sorted indices of the host capabilities and the gpu flag.
-    cap_linkers: Mutex<HashMap<(Vec<usize>, bool), Linker<HostState>>>,
+    cap_linkers: Mutex<HashMap<CapSet, Linker<HostState>>>,
     gpu_choice: weir_host_gpu::BackendChoice,
     gpu: std::sync::OnceLock<std::result::Result<Arc<dyn weir_host_gpu::Backend>, String>>,
     engine_tag: String,
     compiled_dir: PathBuf,
-    loaded: Mutex<HashMap<(Digest, Vec<String>), Arc<LoadedComponent>>>,
+    loaded: Mutex<HashMap<LoadKey, Arc<LoadedComponent>>>,
     stop_ticker: Arc<AtomicBool>,
     fuel: bool,
 }
