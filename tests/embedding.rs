@@ -154,3 +154,53 @@ fn a_run_is_cancelled_through_its_token() {
         "the cancelled attempt's staging folder was removed"
     );
 }
+
+#[test]
+fn per_run_limit_caps_bound_every_step_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut spin = step("spin", &fixture("spin"));
+    spin.limits.timeout_ms = 600_000;
+    let p = plan(tmp.path(), vec![spin]);
+    let cap = weir_runtime::Limits {
+        timeout_ms: 300,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let report = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.run(
+            &p,
+            RunOptions {
+                max_limits: Some(cap),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let e = report.step("spin").unwrap().error.clone().unwrap();
+    assert!(e.contains("exceeded its timeout of 300ms"), "{e}");
+    // The recorded plan is the capped one.
+    let json = rt.records().plan_json(report.run).unwrap().unwrap();
+    assert!(json.contains("\"timeout_ms\": 300"), "{json}");
+    // An unusable cap is refused before anything runs.
+    let bad = weir_runtime::Limits {
+        memory_bytes: 0,
+        ..Default::default()
+    };
+    let err = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.run(
+            &p,
+            RunOptions {
+                max_limits: Some(bad),
+                ..Default::default()
+            },
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("RunOptions::max_limits: memory limit"),
+        "{err}"
+    );
+}

@@ -60,6 +60,23 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// These limits, each lowered to `cap`'s where `cap` is stricter (a fuel
+    /// cap applies even to a step without a fuel budget).
+    pub fn capped_by(&self, cap: &Limits) -> Limits {
+        Limits {
+            memory_bytes: self.memory_bytes.min(cap.memory_bytes),
+            timeout_ms: self.timeout_ms.min(cap.timeout_ms),
+            fuel: match (self.fuel, cap.fuel) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            output_bytes: self.output_bytes.min(cap.output_bytes),
+            output_files: self.output_files.min(cap.output_files),
+            stdio_bytes: self.stdio_bytes.min(cap.stdio_bytes),
+            log_lines: self.log_lines.min(cap.log_lines),
+        }
+    }
+
     /// The timeout as a [`Duration`].
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)

@@ -383,6 +383,11 @@ pub struct RunOptions {
     /// Continue this earlier run (same run number): its succeeded steps are
     /// kept, the rest run (through the cache where possible).
     pub resume: Option<RunId>,
+    /// Upper bounds on every step's limits for this run (a platform running
+    /// its users' pipelines caps memory, time, output and fuel). Each step
+    /// keeps its own limit where that is stricter; the run records the
+    /// capped plan, and memory caps enter cache keys as any memory limit does.
+    pub max_limits: Option<crate::limits::Limits>,
 }
 
 /// What one step did in a run.
@@ -558,6 +563,20 @@ impl Runtime {
     /// or load, an unreadable input, an unknown run to resume); step failures
     /// are in the report.
     pub async fn run(&self, plan: &Plan, opts: RunOptions) -> anyhow::Result<RunReport> {
+        let capped;
+        let plan = match &opts.max_limits {
+            Some(cap) => {
+                cap.validate()
+                    .map_err(|e| anyhow!("RunOptions::max_limits: {e}"))?;
+                let mut p = plan.clone();
+                for s in &mut p.steps {
+                    s.limits = s.limits.capped_by(cap);
+                }
+                capped = p;
+                &capped
+            }
+            None => plan,
+        };
         let emit = |e: RunEvent| {
             if let Some(f) = &opts.on_event {
                 f(&e)
