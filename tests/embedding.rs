@@ -204,3 +204,131 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
         "{err}"
     );
 }
+
+/// A records backend of the host's own: here it delegates to SQLite and
+/// counts what it is asked to do, as a PostgreSQL backend would sit in.
+struct Counting {
+    inner: weir_runtime::records::SqliteRecords,
+    commits: std::sync::atomic::AtomicUsize,
+}
+
+impl weir_runtime::records::Records for Counting {
+    fn begin_run(
+        &self,
+        p: &str,
+        d: &weir_runtime::Digest,
+        j: &str,
+    ) -> anyhow::Result<weir_runtime::RunId> {
+        self.inner.begin_run(p, d, j)
+    }
+    fn commit(&self, ops: &[weir_runtime::records::RecordOp]) -> anyhow::Result<()> {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.commit(ops)
+    }
+    fn reopen_run(&self, id: weir_runtime::RunId) -> anyhow::Result<()> {
+        self.inner.reopen_run(id)
+    }
+    fn plan_json(&self, id: weir_runtime::RunId) -> anyhow::Result<Option<String>> {
+        self.inner.plan_json(id)
+    }
+    fn last_outputs(
+        &self,
+        p: &str,
+        before: weir_runtime::RunId,
+    ) -> anyhow::Result<
+        std::collections::HashMap<String, std::collections::BTreeMap<String, weir_runtime::Digest>>,
+    > {
+        self.inner.last_outputs(p, before)
+    }
+    fn cache_lookup(
+        &self,
+        k: &weir_runtime::Digest,
+    ) -> anyhow::Result<Option<weir_runtime::records::CacheEntry>> {
+        self.inner.cache_lookup(k)
+    }
+    fn cache_forget(&self, k: &weir_runtime::Digest) -> anyhow::Result<()> {
+        self.inner.cache_forget(k)
+    }
+    fn references(&self) -> anyhow::Result<Vec<(String, weir_runtime::Digest)>> {
+        self.inner.references()
+    }
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<weir_runtime::records::RunSummary>> {
+        self.inner.runs(limit)
+    }
+    fn run(
+        &self,
+        id: weir_runtime::RunId,
+    ) -> anyhow::Result<Option<weir_runtime::records::RunSummary>> {
+        self.inner.run(id)
+    }
+    fn steps(
+        &self,
+        id: weir_runtime::RunId,
+    ) -> anyhow::Result<Vec<weir_runtime::records::StepSummary>> {
+        self.inner.steps(id)
+    }
+    fn logs(
+        &self,
+        id: weir_runtime::RunId,
+        s: &str,
+    ) -> anyhow::Result<Vec<(u32, weir_runtime::records::LogLine)>> {
+        self.inner.logs(id, s)
+    }
+    fn attempts(
+        &self,
+        id: weir_runtime::RunId,
+        s: &str,
+    ) -> anyhow::Result<Vec<weir_runtime::records::AttemptRecord>> {
+        self.inner.attempts(id, s)
+    }
+    fn models(
+        &self,
+        name: Option<&str>,
+    ) -> anyhow::Result<Vec<weir_runtime::records::ModelVersion>> {
+        self.inner.models(name)
+    }
+    fn promote(
+        &self,
+        n: &str,
+        v: u32,
+        s: weir_runtime::records::ModelStage,
+    ) -> anyhow::Result<Vec<u32>> {
+        self.inner.promote(n, v, s)
+    }
+    fn producer(
+        &self,
+        d: &weir_runtime::Digest,
+        s: Option<&str>,
+    ) -> anyhow::Result<Option<(weir_runtime::RunId, weir_runtime::records::StepSummary)>> {
+        self.inner.producer(d, s)
+    }
+}
+
+#[test]
+fn a_host_supplied_records_backend_receives_every_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backend = Arc::new(Counting {
+        inner: weir_runtime::records::SqliteRecords::open(&tmp.path().join("elsewhere.db"))
+            .unwrap(),
+        commits: Default::default(),
+    });
+    let rt = weir_runtime::Runtime::new(
+        weir_runtime::Config::new(tmp.path().join(".weir"))
+            .jobs(2)
+            .records(backend.clone()),
+    )
+    .unwrap();
+    let p = plan(
+        tmp.path(),
+        vec![step("a", &fixture("noop")), step("b", &fixture("noop"))],
+    );
+    let r = run(&rt, &p);
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    assert!(backend.commits.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(
+        !tmp.path().join(".weir/weir.db").exists(),
+        "the default file is not used"
+    );
+    assert_eq!(rt.records().steps(r.run).unwrap().len(), 2);
+}

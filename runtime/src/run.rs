@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 /// How a [`Runtime`] is set up. Every field has a default; see [`Config::new`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The store folder (objects, views, compile cache, `weir.db`).
     pub store_dir: PathBuf,
@@ -36,6 +36,10 @@ pub struct Config {
     pub gpu: weir_host_gpu::BackendChoice,
     /// Capabilities the embedding host adds (see [`crate::capability`]).
     pub capabilities: Vec<crate::capability::Capability>,
+    /// Where run records go. Default (`None`): the embedded SQLite file
+    /// `weir.db` in the store folder. Another backend implements
+    /// [`Records`] and is set with [`Config::records`].
+    pub records: Option<Arc<dyn Records>>,
 }
 
 /// Which components may be granted capabilities beyond the `step` world.
@@ -260,6 +264,21 @@ impl TrustPolicy {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("store_dir", &self.store_dir)
+            .field("jobs", &self.jobs)
+            .field("fuel", &self.fuel)
+            .field("pooling", &self.pooling)
+            .field("trust", &self.trust)
+            .field("gpu", &self.gpu)
+            .field("capabilities", &self.capabilities)
+            .field("records", &self.records.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
 impl Config {
     /// Defaults for a store at `store_dir`: `jobs` = cores, fuel on, pooling on.
     pub fn new(store_dir: impl Into<PathBuf>) -> Config {
@@ -273,7 +292,14 @@ impl Config {
             trust: TrustPolicy::default(),
             gpu: weir_host_gpu::BackendChoice::Auto,
             capabilities: Vec::new(),
+            records: None,
         }
+    }
+
+    /// Keeps run records in `records` instead of the store's SQLite file.
+    pub fn records(mut self, records: Arc<dyn Records>) -> Config {
+        self.records = Some(records);
+        self
     }
 
     /// Adds a host-defined capability.
@@ -489,7 +515,10 @@ impl Runtime {
         let store = Store::open(&config.store_dir)
             .with_context(|| format!("cannot open the store at {}", config.store_dir.display()))?;
         let _ = store.clean_tmp();
-        let records = Arc::new(SqliteRecords::open(&config.store_dir.join("weir.db"))?);
+        let records: Arc<dyn Records> = match &config.records {
+            Some(r) => r.clone(),
+            None => Arc::new(SqliteRecords::open(&config.store_dir.join("weir.db"))?),
+        };
         let executor = Executor::new(
             &EngineConfig {
                 max_concurrent: config.jobs as u32,
