@@ -332,3 +332,65 @@ fn a_host_supplied_records_backend_receives_every_write() {
     );
     assert_eq!(rt.records().steps(r.run).unwrap().len(), 2);
 }
+
+#[test]
+fn two_hosts_sharing_records_and_a_remote_reuse_each_others_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = Arc::new(
+        weir_runtime::records::SqliteRecords::open(&tmp.path().join("shared.db")).unwrap(),
+    );
+    let remote =
+        Arc::new(weir_runtime::remote::FolderRemote::new(tmp.path().join("bucket")).unwrap());
+    let host = |name: &str| {
+        weir_runtime::Runtime::new(
+            weir_runtime::Config::new(tmp.path().join(name))
+                .jobs(2)
+                .records(shared.clone())
+                .remote(remote.clone()),
+        )
+        .unwrap()
+    };
+    let mut a = step("a", &fixture("echo"));
+    a.params = serde_json::json!({ "bare": true, "files": { "x.txt": "from host A" } });
+    let mut b = step("b", &fixture("echo"));
+    wire(&mut b, "in", "a", "out");
+    let p = plan(tmp.path(), vec![a, b]);
+
+    let first = host("store-a");
+    let r = run(&first, &p);
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    assert_eq!(r.step("a").unwrap().state, StepState::Succeeded);
+
+    // Another host, its own empty local store: every step is a cache hit,
+    // and the artifacts come down from the remote, verified.
+    let second = host("store-b");
+    let r2 = run(&second, &p);
+    assert_eq!(r2.step("a").unwrap().state, StepState::Cached);
+    assert_eq!(r2.step("b").unwrap().state, StepState::Cached);
+    let out = r2.output_path(second.store(), "a", "out").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("x.txt")).unwrap(),
+        "from host A"
+    );
+
+    // A corrupt copy in the remote is never used: the step runs again.
+    let bucket = tmp.path().join("bucket/objects");
+    for dir in std::fs::read_dir(&bucket).unwrap().flatten() {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let mut perms = f.metadata().unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(f.path(), perms).unwrap();
+            std::fs::write(f.path(), b"garbage").unwrap();
+        }
+    }
+    let third = host("store-c");
+    let r3 = run(&third, &p);
+    assert_eq!(r3.state, RunState::Succeeded, "{:?}", r3.error);
+    assert_eq!(r3.step("a").unwrap().state, StepState::Succeeded);
+    let out = r3.output_path(third.store(), "a", "out").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("x.txt")).unwrap(),
+        "from host A"
+    );
+}

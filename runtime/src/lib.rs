@@ -18,6 +18,7 @@ pub mod lineage;
 pub mod names;
 pub mod plan;
 pub mod records;
+pub mod remote;
 pub mod run;
 mod scheduler;
 pub mod signing;

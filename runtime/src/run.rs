@@ -40,6 +40,8 @@ pub struct Config {
     /// `weir.db` in the store folder. Another backend implements
     /// [`Records`] and is set with [`Config::records`].
     pub records: Option<Arc<dyn Records>>,
+    /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
+    pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
 }
 
 /// Which components may be granted capabilities beyond the `step` world.
@@ -275,6 +277,7 @@ impl std::fmt::Debug for Config {
             .field("gpu", &self.gpu)
             .field("capabilities", &self.capabilities)
             .field("records", &self.records.as_ref().map(|_| "custom"))
+            .field("remote", &self.remote.as_ref().map(|_| "custom"))
             .finish()
     }
 }
@@ -293,7 +296,14 @@ impl Config {
             gpu: weir_host_gpu::BackendChoice::Auto,
             capabilities: Vec::new(),
             records: None,
+            remote: None,
         }
+    }
+
+    /// Pushes every new artifact to `remote` and fetches missing ones from it.
+    pub fn remote(mut self, remote: Arc<dyn crate::remote::ObjectRemote>) -> Config {
+        self.remote = Some(remote);
+        self
     }
 
     /// Keeps run records in `records` instead of the store's SQLite file.
@@ -514,6 +524,10 @@ impl Runtime {
     pub fn new(config: Config) -> anyhow::Result<Runtime> {
         let store = Store::open(&config.store_dir)
             .with_context(|| format!("cannot open the store at {}", config.store_dir.display()))?;
+        let store = match &config.remote {
+            Some(r) => store.with_remote(r.clone()),
+            None => store,
+        };
         let _ = store.clean_tmp();
         let records: Arc<dyn Records> = match &config.records {
             Some(r) => r.clone(),

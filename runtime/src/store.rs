@@ -137,6 +137,8 @@ pub struct Store {
     unsynced: Mutex<Vec<Digest>>,
     /// Empty staging folders left by steps that wrote nothing, for reuse.
     empty_dirs: Mutex<Vec<PathBuf>>,
+    /// A second home for objects (see [`crate::remote`]).
+    remote: Option<std::sync::Arc<dyn crate::remote::ObjectRemote>>,
 }
 
 impl Drop for Store {
@@ -169,12 +171,53 @@ impl Store {
             counter: AtomicU64::new(0),
             unsynced: Mutex::new(Vec::new()),
             empty_dirs: Mutex::new(Vec::new()),
+            remote: None,
         };
         for d in [&store.root, &store.objects, &store.views, &store.tmp] {
             fs::create_dir_all(d).map_err(io_at(d))?;
         }
         fs::create_dir_all(store.compiled_dir()).map_err(io_at(&store.root))?;
         Ok(store)
+    }
+
+    /// Pushes new objects to `remote` and fetches missing ones from it.
+    pub fn with_remote(mut self, remote: std::sync::Arc<dyn crate::remote::ObjectRemote>) -> Store {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// Fetches object `d` from the remote into the store, verifying it;
+    /// `false` if there is no remote, it lacks `d`, or its copy is corrupt.
+    fn fetch(&self, d: &Digest) -> io::Result<bool> {
+        let Some(remote) = &self.remote else {
+            return Ok(false);
+        };
+        let tmp = self.temp_path("fetch");
+        let got = remote.get(d, &tmp);
+        let ok = match got {
+            Ok(true) => {
+                let len = fs::metadata(&tmp).map(|m| m.len()).unwrap_or(0);
+                hash_file(&tmp, len).map(|h| h == *d).unwrap_or(false)
+            }
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(object = %d, "cannot fetch from the remote: {e:#}");
+                false
+            }
+        };
+        if !ok {
+            let _ = fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        let path = self.object_path(d);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io_at(dir))?;
+        }
+        let mut perms = fs::metadata(&tmp).map_err(io_at(&tmp))?.permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(&tmp, perms).map_err(io_at(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        Ok(true)
     }
 
     /// The store's root folder.
@@ -328,6 +371,17 @@ impl Store {
                 .and_then(|f| f.sync_all())
                 .map_err(io_at(&dir))?;
         }
+        // The remote gets them too before any record names them.
+        if let Some(remote) = &self.remote {
+            for d in &pending {
+                let path = self.object_path(d);
+                if path.exists() {
+                    remote.put(d, &path).map_err(|e| {
+                        io::Error::other(format!("pushing object {d} to the remote: {e:#}"))
+                    })?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -420,7 +474,12 @@ impl Store {
         let path = self.object_path(d);
         let m = match fs::symlink_metadata(&path) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.fetch(d)? {
+                    return Ok(false);
+                }
+                fs::symlink_metadata(&path).map_err(io_at(&path))?
+            }
             Err(e) => return Err(io_at(&path)(e)),
         };
         let fp = Fingerprint::of(&m);
