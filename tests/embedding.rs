@@ -200,9 +200,24 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
         .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("RunOptions::max_limits: memory limit"),
+            .starts_with("max_limits (Config or RunOptions): memory limit"),
         "{err}"
     );
+}
+
+#[test]
+fn runtime_wide_limit_caps_apply_to_every_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.max_limits = Some(weir_runtime::Limits {
+        timeout_ms: 250,
+        ..Default::default()
+    });
+    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let p = plan(tmp.path(), vec![step("spin", &fixture("spin"))]);
+    let r = run(&rt, &p);
+    let e = r.step("spin").unwrap().error.clone().unwrap();
+    assert!(e.contains("exceeded its timeout of 250ms"), "{e}");
 }
 
 /// A records backend of the host's own: here it delegates to SQLite and

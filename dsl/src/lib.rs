@@ -21,6 +21,25 @@
 //!
 //! The full language (params, retries, cache policy, pools, typed
 //! artifacts, gates, maps) is described in `docs/writing-pipelines.md`.
+//!
+//! Compiling a script held in memory, with a param override:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! let script = r#"
+//!     let rows = param("rows", 100);
+//!     let p = pipeline("demo");
+//!     p.step("make", "steps/make").output("table").params(#{ rows: rows });
+//! "#;
+//! let overrides = BTreeMap::from([("rows".to_string(), "5".to_string())]);
+//! let plan = weir_dsl::compile_str_with(script, "demo.rhai", std::path::Path::new("."), &overrides)?;
+//! assert_eq!(plan.name, "demo");
+//! assert_eq!(plan.steps[0].params["rows"], 5);
+//! // Errors name the file, line and column.
+//! let err = weir_dsl::compile_str("let p = pipeline(\"demo\");\np.stp(\"x\");", "bad.rhai", std::path::Path::new("."));
+//! assert!(err.unwrap_err().to_string().starts_with("bad.rhai:2:"));
+//! # Ok::<(), weir_dsl::DslError>(())
+//! ```
 #![deny(missing_docs)]
 
 use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position};

@@ -4,6 +4,20 @@
 //!
 //! Entry points: build a [`Runtime`] from a [`Config`], then
 //! [`Runtime::run`] a plan. The CLI and the DSL are thin users of this crate.
+//!
+//! ```no_run
+//! use weir_runtime::{ComponentSource, Config, Plan, RunOptions, Runtime, StepPlan};
+//! # async fn demo() -> anyhow::Result<()> {
+//! let rt = Runtime::new(Config::new("/var/lib/myapp/weir").jobs(4))?; // long-lived
+//! let mut plan = Plan::new("embedded", "/srv/pipelines/demo");
+//! let mut step = StepPlan::new("make", ComponentSource::Wasm("make.wasm".into()));
+//! step.outputs.insert("table".into());
+//! plan.steps.push(step);
+//! let report = rt.run(&plan, RunOptions::default()).await?;                // one run
+//! println!("run {} {}", report.run, report.state);
+//! # Ok(())
+//! # }
+//! ```
 #![deny(missing_docs)]
 
 mod bindings;

@@ -42,6 +42,9 @@ pub struct Config {
     pub records: Option<Arc<dyn Records>>,
     /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
     pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
+    /// Upper bounds on every step's limits in every run of this runtime
+    /// (a run's [`RunOptions::max_limits`] can lower them further). Default: none.
+    pub max_limits: Option<crate::limits::Limits>,
 }
 
 /// Which components may be granted capabilities beyond the `step` world.
@@ -278,6 +281,7 @@ impl std::fmt::Debug for Config {
             .field("capabilities", &self.capabilities)
             .field("records", &self.records.as_ref().map(|_| "custom"))
             .field("remote", &self.remote.as_ref().map(|_| "custom"))
+            .field("max_limits", &self.max_limits)
             .finish()
     }
 }
@@ -297,6 +301,7 @@ impl Config {
             capabilities: Vec::new(),
             records: None,
             remote: None,
+            max_limits: None,
         }
     }
 
@@ -607,10 +612,14 @@ impl Runtime {
     /// are in the report.
     pub async fn run(&self, plan: &Plan, opts: RunOptions) -> anyhow::Result<RunReport> {
         let capped;
-        let plan = match &opts.max_limits {
+        let cap = match (&self.inner.config.max_limits, &opts.max_limits) {
+            (Some(a), Some(b)) => Some(a.capped_by(b)),
+            (a, b) => a.or(*b),
+        };
+        let plan = match &cap {
             Some(cap) => {
                 cap.validate()
-                    .map_err(|e| anyhow!("RunOptions::max_limits: {e}"))?;
+                    .map_err(|e| anyhow!("max_limits (Config or RunOptions): {e}"))?;
                 let mut p = plan.clone();
                 for s in &mut p.steps {
                     s.limits = s.limits.capped_by(cap);
