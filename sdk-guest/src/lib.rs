@@ -25,6 +25,7 @@
 //! There is no network, no environment, the wall clock is fixed and
 //! randomness is seeded from the step's cache key, so a step is a pure
 //! function of its code, params and inputs.
+#![deny(missing_docs)]
 
 extern crate self as weir_sdk;
 
@@ -41,7 +42,7 @@ pub use serde_json;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, missing_docs)]
 #[cfg(not(feature = "gpu"))]
 pub mod wit {
     wit_bindgen::generate!({
@@ -55,7 +56,7 @@ pub mod wit {
 }
 
 #[doc(hidden)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, missing_docs)]
 #[cfg(feature = "gpu")]
 pub mod wit {
     wit_bindgen::generate!({
