@@ -79,7 +79,7 @@ impl OptState {
     }
 }
 
-pub(crate) fn shape_err(op: &'static str, expected: String, found: String) -> KernelError {
+fn shape_err(op: &'static str, expected: String, found: String) -> KernelError {
     KernelError::Shape {
         op,
         expected,
@@ -170,30 +170,7 @@ impl Backend for CpuBackend {
         beta: f32,
         c: &mut Matrix,
     ) -> Result<()> {
-        let (m, k) = if trans_a {
-            (a.cols(), a.rows())
-        } else {
-            (a.rows(), a.cols())
-        };
-        let (k2, n) = if trans_b {
-            (b.cols(), b.rows())
-        } else {
-            (b.rows(), b.cols())
-        };
-        if k != k2 || c.rows() != m || c.cols() != n {
-            return Err(shape_err(
-                "gemm",
-                format!("op(a) m x k, op(b) k x n, c m x n with m={m} k={k} n={n}"),
-                format!(
-                    "a {}{}, b {}{}, c {}",
-                    a.shape(),
-                    if trans_a { "^T" } else { "" },
-                    b.shape(),
-                    if trans_b { "^T" } else { "" },
-                    c.shape()
-                ),
-            ));
-        }
+        let (m, k, n) = check::gemm(a, trans_a, b, trans_b, c)?;
         // Row-major strides; a transpose swaps them.
         let (rsa, csa) = if trans_a {
             (1, a.cols() as isize)
@@ -233,13 +210,7 @@ impl Backend for CpuBackend {
     }
 
     fn add_row_vector(&self, m: &mut Matrix, v: &[f32]) -> Result<()> {
-        if v.len() != m.cols() {
-            return Err(shape_err(
-                "add_row_vector",
-                format!("{} values", m.cols()),
-                format!("{} values", v.len()),
-            ));
-        }
+        check::row_vector(m, v)?;
         let cols = m.cols();
         for row in m.as_mut_slice().chunks_exact_mut(cols.max(1)) {
             for (x, b) in row.iter_mut().zip(v) {
@@ -257,9 +228,7 @@ impl Backend for CpuBackend {
     }
 
     fn relu_backward(&self, grad: &mut Matrix, activated: &Matrix) -> Result<()> {
-        if grad.shape() != activated.shape() {
-            return Err(shape_err("relu_backward", activated.shape(), grad.shape()));
-        }
+        check::relu_backward(grad, activated)?;
         for (g, a) in grad.as_mut_slice().iter_mut().zip(activated.as_slice()) {
             if *a <= 0.0 {
                 *g = 0.0;
@@ -292,13 +261,7 @@ impl Backend for CpuBackend {
     }
 
     fn cross_entropy(&self, p: &Matrix, labels: &[usize], grad: &mut Matrix) -> Result<f32> {
-        if labels.len() != p.rows() || grad.shape() != p.shape() {
-            return Err(shape_err(
-                "cross_entropy",
-                format!("{} labels and grad {}", p.rows(), p.shape()),
-                format!("{} labels and grad {}", labels.len(), grad.shape()),
-            ));
-        }
+        check::cross_entropy(p, labels, grad)?;
         let n = p.rows().max(1) as f32;
         let k = p.cols();
         let mut loss = 0.0f64;
@@ -319,13 +282,7 @@ impl Backend for CpuBackend {
     }
 
     fn binary_cross_entropy(&self, p: &Matrix, labels: &[usize], grad: &mut Matrix) -> Result<f32> {
-        if p.cols() != 1 || labels.len() != p.rows() || grad.shape() != p.shape() {
-            return Err(shape_err(
-                "binary_cross_entropy",
-                format!("p {}x1 and {} labels", labels.len(), labels.len()),
-                format!("p {} and {} labels", p.shape(), labels.len()),
-            ));
-        }
+        check::binary_cross_entropy(p, labels, grad)?;
         let n = p.rows().max(1) as f32;
         let mut loss = 0.0f64;
         for (i, &y) in labels.iter().enumerate() {
@@ -342,13 +299,7 @@ impl Backend for CpuBackend {
     }
 
     fn column_sums(&self, m: &Matrix, out: &mut [f32]) -> Result<()> {
-        if out.len() != m.cols() {
-            return Err(shape_err(
-                "column_sums",
-                format!("{} outputs", m.cols()),
-                format!("{} outputs", out.len()),
-            ));
-        }
+        check::column_sums(m, out)?;
         out.fill(0.0);
         for i in 0..m.rows() {
             for (o, x) in out.iter_mut().zip(m.row(i)) {
@@ -366,13 +317,7 @@ impl Backend for CpuBackend {
         grads: &[f32],
         l2: f32,
     ) -> Result<()> {
-        if params.len() != grads.len() || state.m.len() != params.len() {
-            return Err(shape_err(
-                "update",
-                format!("{} grads and state", params.len()),
-                format!("{} grads, state {}", grads.len(), state.m.len()),
-            ));
-        }
+        check::update(state, params, grads)?;
         state.t += 1;
         match *opt {
             Optimizer::Sgd { lr, momentum } => {
@@ -401,6 +346,110 @@ impl Backend for CpuBackend {
                     *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Operand checks shared by every backend, so they all refuse the same
+/// shapes with the same messages.
+pub(crate) mod check {
+    use super::{OptState, shape_err};
+    use crate::{Matrix, Result};
+
+    /// `(m, k, n)` of `op(a) * op(b)` into `c`, or why they do not fit.
+    pub(crate) fn gemm(
+        a: &Matrix,
+        trans_a: bool,
+        b: &Matrix,
+        trans_b: bool,
+        c: &Matrix,
+    ) -> Result<(usize, usize, usize)> {
+        let (m, k) = if trans_a {
+            (a.cols(), a.rows())
+        } else {
+            (a.rows(), a.cols())
+        };
+        let (k2, n) = if trans_b {
+            (b.cols(), b.rows())
+        } else {
+            (b.rows(), b.cols())
+        };
+        if k != k2 || c.rows() != m || c.cols() != n {
+            return Err(shape_err(
+                "gemm",
+                format!("op(a) m x k, op(b) k x n, c m x n with m={m} k={k} n={n}"),
+                format!(
+                    "a {}{}, b {}{}, c {}",
+                    a.shape(),
+                    if trans_a { "^T" } else { "" },
+                    b.shape(),
+                    if trans_b { "^T" } else { "" },
+                    c.shape()
+                ),
+            ));
+        }
+        Ok((m, k, n))
+    }
+
+    pub(crate) fn row_vector(m: &Matrix, v: &[f32]) -> Result<()> {
+        if v.len() != m.cols() {
+            return Err(shape_err(
+                "add_row_vector",
+                format!("{} values", m.cols()),
+                format!("{} values", v.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn relu_backward(grad: &Matrix, activated: &Matrix) -> Result<()> {
+        if grad.shape() != activated.shape() {
+            return Err(shape_err("relu_backward", activated.shape(), grad.shape()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn cross_entropy(p: &Matrix, labels: &[usize], grad: &Matrix) -> Result<()> {
+        if labels.len() != p.rows() || grad.shape() != p.shape() {
+            return Err(shape_err(
+                "cross_entropy",
+                format!("{} labels and grad {}", p.rows(), p.shape()),
+                format!("{} labels and grad {}", labels.len(), grad.shape()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn binary_cross_entropy(p: &Matrix, labels: &[usize], grad: &Matrix) -> Result<()> {
+        if p.cols() != 1 || labels.len() != p.rows() || grad.shape() != p.shape() {
+            return Err(shape_err(
+                "binary_cross_entropy",
+                format!("p {}x1 and {} labels", labels.len(), labels.len()),
+                format!("p {} and {} labels", p.shape(), labels.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn column_sums(m: &Matrix, out: &[f32]) -> Result<()> {
+        if out.len() != m.cols() {
+            return Err(shape_err(
+                "column_sums",
+                format!("{} outputs", m.cols()),
+                format!("{} outputs", out.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn update(state: &OptState, params: &[f32], grads: &[f32]) -> Result<()> {
+        if params.len() != grads.len() || state.m.len() != params.len() {
+            return Err(shape_err(
+                "update",
+                format!("{} grads and state", params.len()),
+                format!("{} grads, state {}", grads.len(), state.m.len()),
+            ));
         }
         Ok(())
     }

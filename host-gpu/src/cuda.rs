@@ -13,7 +13,7 @@
 //! column for reductions, each summing in a fixed order; losses are summed
 //! on the host in row order.
 
-use crate::backend::{Backend, BackendKind, OptState, Optimizer, shape_err};
+use crate::backend::{Backend, BackendKind, OptState, Optimizer, check};
 use crate::{KernelError, Matrix, Result};
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{
@@ -288,23 +288,7 @@ impl Backend for CudaBackend {
         beta: f32,
         c: &mut Matrix,
     ) -> Result<()> {
-        let (m, k) = if trans_a {
-            (a.cols(), a.rows())
-        } else {
-            (a.rows(), a.cols())
-        };
-        let (k2, n) = if trans_b {
-            (b.cols(), b.rows())
-        } else {
-            (b.rows(), b.cols())
-        };
-        if k != k2 || c.rows() != m || c.cols() != n {
-            return Err(shape_err(
-                "gemm",
-                format!("op(a) m x k, op(b) k x n, c m x n with m={m} k={k} n={n}"),
-                format!("a {}, b {}, c {}", a.shape(), b.shape(), c.shape()),
-            ));
-        }
+        let (m, k, n) = check::gemm(a, trans_a, b, trans_b, c)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
@@ -347,13 +331,7 @@ impl Backend for CudaBackend {
     }
 
     fn add_row_vector(&self, m: &mut Matrix, v: &[f32]) -> Result<()> {
-        if v.len() != m.cols() {
-            return Err(shape_err(
-                "add_row_vector",
-                format!("{} values", m.cols()),
-                format!("{} values", v.len()),
-            ));
-        }
+        check::row_vector(m, v)?;
         self.with("add_row_vector", |d| {
             let (rows, cols) = (dim(m.rows(), "rows")?, dim(m.cols(), "cols")?);
             let mut dm = d.up(m.as_slice())?;
@@ -372,9 +350,7 @@ impl Backend for CudaBackend {
     }
 
     fn relu_backward(&self, grad: &mut Matrix, activated: &Matrix) -> Result<()> {
-        if grad.shape() != activated.shape() {
-            return Err(shape_err("relu_backward", activated.shape(), grad.shape()));
-        }
+        check::relu_backward(grad, activated)?;
         self.with("relu_backward", |d| {
             let n = dim(grad.as_slice().len(), "matrix size")?;
             let mut dg = d.up(grad.as_slice())?;
@@ -405,13 +381,7 @@ impl Backend for CudaBackend {
     }
 
     fn cross_entropy(&self, p: &Matrix, labels: &[usize], grad: &mut Matrix) -> Result<f32> {
-        if labels.len() != p.rows() || grad.shape() != p.shape() {
-            return Err(shape_err(
-                "cross_entropy",
-                format!("{} labels and grad {}", p.rows(), p.shape()),
-                format!("{} labels and grad {}", labels.len(), grad.shape()),
-            ));
-        }
+        check::cross_entropy(p, labels, grad)?;
         self.with("cross_entropy", |d| {
             let (rows, cols) = (dim(p.rows(), "rows")?, dim(p.cols(), "cols")?);
             let dl = d.labels(labels, p.cols(), "class")?;
@@ -436,13 +406,7 @@ impl Backend for CudaBackend {
     }
 
     fn binary_cross_entropy(&self, p: &Matrix, labels: &[usize], grad: &mut Matrix) -> Result<f32> {
-        if p.cols() != 1 || labels.len() != p.rows() || grad.shape() != p.shape() {
-            return Err(shape_err(
-                "binary_cross_entropy",
-                format!("p {}x1 and {} labels", labels.len(), labels.len()),
-                format!("p {} and {} labels", p.shape(), labels.len()),
-            ));
-        }
+        check::binary_cross_entropy(p, labels, grad)?;
         self.with("binary_cross_entropy", |d| {
             let rows = dim(p.rows(), "rows")?;
             let dl = d.labels(labels, 2, "binary")?;
@@ -463,13 +427,7 @@ impl Backend for CudaBackend {
     }
 
     fn column_sums(&self, m: &Matrix, out: &mut [f32]) -> Result<()> {
-        if out.len() != m.cols() {
-            return Err(shape_err(
-                "column_sums",
-                format!("{} outputs", m.cols()),
-                format!("{} outputs", out.len()),
-            ));
-        }
+        check::column_sums(m, out)?;
         self.with("column_sums", |d| {
             let (rows, cols) = (dim(m.rows(), "rows")?, dim(m.cols(), "cols")?);
             let dm = d.up(m.as_slice())?;
@@ -490,13 +448,7 @@ impl Backend for CudaBackend {
         grads: &[f32],
         l2: f32,
     ) -> Result<()> {
-        if params.len() != grads.len() || state.m.len() != params.len() {
-            return Err(shape_err(
-                "update",
-                format!("{} grads and state", params.len()),
-                format!("{} grads, state {}", grads.len(), state.m.len()),
-            ));
-        }
+        check::update(state, params, grads)?;
         state.t += 1;
         self.with("update", |d| {
             let n = dim(params.len(), "parameter count")?;
