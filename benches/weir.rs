@@ -174,10 +174,8 @@ fn main() {
     if want("compile") {
         let cfg = EngineConfig {
             max_concurrent: 2,
-            fuel: true,
             pooling: true,
-            gpu: Default::default(),
-            capabilities: Vec::new(),
+            ..EngineConfig::default()
         };
         let hello =
             weir_runtime::builder::build_crate(&repo().join("examples/hello/steps/column_stats"))

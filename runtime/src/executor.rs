@@ -53,6 +53,21 @@ pub struct EngineConfig {
     pub capabilities: Vec<crate::capability::Capability>,
 }
 
+impl Default for EngineConfig {
+    /// One step at a time, fuel counted, no pooling (for tools that load a
+    /// component or two, like `weir build`), the default GPU choice and no
+    /// host capabilities.
+    fn default() -> EngineConfig {
+        EngineConfig {
+            max_concurrent: 1,
+            fuel: true,
+            pooling: false,
+            gpu: weir_host_gpu::BackendChoice::default(),
+            capabilities: Vec::new(),
+        }
+    }
+}
+
 /// A component ready to instantiate.
 pub struct LoadedComponent {
     /// blake3 of the component's wasm bytes.

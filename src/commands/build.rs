@@ -18,16 +18,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let wasm = weir_runtime::builder::build_crate(&args.path)?;
     let store = weir_runtime::store::Store::open(args.store.resolve())?;
-    let executor = Executor::new(
-        &EngineConfig {
-            max_concurrent: 1,
-            fuel: true,
-            pooling: false,
-            gpu: Default::default(),
-            capabilities: Vec::new(),
-        },
-        &store.compiled_dir(),
-    )?;
+    let executor = Executor::new(&EngineConfig::default(), &store.compiled_dir())?;
     let c = executor.load(&wasm, &|_, _| true)?;
     let note = if c.capabilities.is_empty() {
         String::new()

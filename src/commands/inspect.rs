@@ -23,16 +23,7 @@ pub struct Args {
 /// Runs `weir inspect`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = weir_runtime::store::Store::open(args.store.resolve())?;
-    let ex = Executor::new(
-        &EngineConfig {
-            max_concurrent: 1,
-            fuel: true,
-            pooling: false,
-            gpu: Default::default(),
-            capabilities: Vec::new(),
-        },
-        &store.compiled_dir(),
-    )?;
+    let ex = Executor::new(&EngineConfig::default(), &store.compiled_dir())?;
     let (digest, imports, exports) = ex.describe(&args.component)?;
     let mut trust = weir_runtime::TrustPolicy::default();
     let file = args
