@@ -104,20 +104,34 @@ impl TrustPolicy {
     }
 
     /// Trusts the component whose digest starts with `prefix` (at least 12 hex characters).
-    pub fn trust(mut self, prefix: &str) -> Result<TrustPolicy, String> {
+    pub fn trust(self, prefix: &str) -> Result<TrustPolicy, String> {
+        self.add_digest(prefix, None)
+    }
+
+    /// Trusts whatever component weir builds from the step crate in `dir`
+    /// (the project trusts its own source code, whatever its digest).
+    pub fn trust_source(self, dir: &Path) -> Result<TrustPolicy, String> {
+        self.add_source(dir, None)
+    }
+
+    /// Trusts components signed by the publisher with this public key
+    /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
+    pub fn trust_publisher(self, name: &str, key: &str) -> Result<TrustPolicy, String> {
+        self.add_publisher(name, key, None)
+    }
+
+    fn add_digest(mut self, prefix: &str, grant: Grant) -> Result<TrustPolicy, String> {
         let p = prefix.trim().to_ascii_lowercase();
         if p.len() < 12 || p.len() > 64 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!(
                 "--trust expects a component digest (12 to 64 hex characters), found {prefix:?}"
             ));
         }
-        self.prefixes.push((p, None));
+        self.prefixes.push((p, grant));
         Ok(self)
     }
 
-    /// Trusts whatever component weir builds from the step crate in `dir`
-    /// (the project trusts its own source code, whatever its digest).
-    pub fn trust_source(mut self, dir: &Path) -> Result<TrustPolicy, String> {
+    fn add_source(mut self, dir: &Path, grant: Grant) -> Result<TrustPolicy, String> {
         let canon = dir
             .canonicalize()
             .map_err(|e| format!("cannot trust step crate {}: {e}", dir.display()))?;
@@ -127,29 +141,38 @@ impl TrustPolicy {
                 dir.display()
             ));
         }
-        self.sources.push((canon, None));
+        self.sources.push((canon, grant));
         Ok(self)
     }
 
-    /// Trusts components signed by the publisher with this public key
-    /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
-    pub fn trust_publisher(mut self, name: &str, key: &str) -> Result<TrustPolicy, String> {
+    fn add_publisher(mut self, name: &str, key: &str, grant: Grant) -> Result<TrustPolicy, String> {
         let k = crate::signing::parse_public_key(key)?;
         self.publishers
-            .push((name.to_string(), *k.as_bytes(), None));
+            .push((name.to_string(), *k.as_bytes(), grant));
         Ok(self)
     }
 
     /// The trusted publisher that signed the component file `wasm` (whose
     /// bytes have digest `d`), if any; a bad signature is `Err` with why.
     pub fn signer(&self, wasm: &Path, d: &Digest) -> Result<Option<String>, String> {
+        self.publisher_granting(wasm, d, None)
+    }
+
+    /// The trusted publisher that signed `wasm` and whose entry grants `cap`
+    /// (any capability when `None`).
+    fn publisher_granting(
+        &self,
+        wasm: &Path,
+        d: &Digest,
+        cap: Option<&str>,
+    ) -> Result<Option<String>, String> {
         let Some(s) = crate::signing::verify(wasm, d)? else {
             return Ok(None);
         };
         Ok(self
             .publishers
             .iter()
-            .find(|(_, k, _)| k == s.key.as_bytes())
+            .find(|(_, k, g)| k == s.key.as_bytes() && cap.is_none_or(|c| grant_has(g, c)))
             .map(|(name, _, _)| name.clone()))
     }
 
@@ -193,13 +216,16 @@ impl TrustPolicy {
             if e.capabilities.is_empty() {
                 anyhow::bail!("{at}: `capabilities` is empty; list what to grant, e.g. [\"gpu\"]");
             }
+            let grant = Some(e.capabilities.clone());
             self = match (&e.source, &e.digest, &e.publisher, &e.key) {
                 (Some(src), None, None, None) => self
-                    .trust_source(&base.join(src))
+                    .add_source(&base.join(src), grant)
                     .map_err(|m| anyhow!("{at}: {m}"))?,
-                (None, Some(d), None, None) => self.trust(d).map_err(|m| anyhow!("{at}: {m}"))?,
+                (None, Some(d), None, None) => self
+                    .add_digest(d, grant)
+                    .map_err(|m| anyhow!("{at}: {m}"))?,
                 (None, None, Some(name), Some(key)) => self
-                    .trust_publisher(name, key)
+                    .add_publisher(name, key, grant)
                     .map_err(|m| anyhow!("{at}: {m}"))?,
                 (None, None, Some(_), None) => {
                     anyhow::bail!("{at}: a `publisher` entry needs its `key` (ed25519:...)")
@@ -207,12 +233,6 @@ impl TrustPolicy {
                 _ => anyhow::bail!(
                     "{at}: give exactly one of `source` (a step crate), `digest`, or `publisher` with `key`"
                 ),
-            };
-            let grant = Some(e.capabilities.clone());
-            match (&e.source, &e.digest) {
-                (Some(_), _) => self.sources.last_mut().map(|x| x.1 = grant),
-                (_, Some(_)) => self.prefixes.last_mut().map(|x| x.1 = grant),
-                _ => self.publishers.last_mut().map(|x| x.2 = grant),
             };
         }
         Ok(self)
@@ -255,12 +275,8 @@ impl TrustPolicy {
                     .any(|(p, g)| *p == s && grant_has(g, cap))
             })
             || (self.publishers.iter().any(|(_, _, g)| grant_has(g, cap))
-                && wasm.is_some_and(|w| match crate::signing::verify(w, d) {
-                    Ok(Some(signer)) => self
-                        .publishers
-                        .iter()
-                        .any(|(_, k, g)| k == signer.key.as_bytes() && grant_has(g, cap)),
-                    Ok(None) => false,
+                && wasm.is_some_and(|w| match self.publisher_granting(w, d, Some(cap)) {
+                    Ok(found) => found.is_some(),
                     Err(why) => {
                         tracing::warn!("{why}");
                         false
