@@ -243,21 +243,10 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
     }
 }
 
-/// A version-1 `.npy` file of `<f4` values.
+/// A version-1 `.npy` file of `<f4` values, as host-gpu writes them.
 fn npy(rows: usize, cols: usize, values: &[f32]) -> Vec<u8> {
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    for v in values {
-        out.extend(v.to_le_bytes());
-    }
-    out
+    let m = weir_host_gpu::Matrix::from_vec(rows, cols, values.to_vec()).unwrap();
+    weir_host_gpu::npy::write_npy(&m)
 }
 
 #[test]
