@@ -318,7 +318,6 @@ fn truncate(mut s: String, max: usize) -> String {
 /// time. Between looks a step can overshoot by what it writes in that
 /// interval (and by one host call's worth: at most its memory limit).
 struct OutputWatch {
-    dirs: Vec<PathBuf>,
     max_bytes: u64,
     max_files: u64,
     next: Instant,
@@ -329,13 +328,14 @@ impl OutputWatch {
     const FIRST: Duration = Duration::from_millis(20);
     const MAX_GAP: Duration = Duration::from_millis(500);
 
-    /// Checks if due; `false` when the step must stop.
-    fn check(&mut self, now: Instant) -> bool {
-        if now < self.next || self.dirs.is_empty() {
+    /// Checks the output folders `outputs` (name, host folder) if due;
+    /// `false` when the step must stop.
+    fn check(&mut self, now: Instant, outputs: &[(String, PathBuf)]) -> bool {
+        if now < self.next || outputs.is_empty() {
             return true;
         }
         let (mut bytes, mut files) = (0u64, 0u64);
-        let mut stack: Vec<PathBuf> = self.dirs.clone();
+        let mut stack: Vec<PathBuf> = outputs.iter().map(|(_, p)| p.clone()).collect();
         while let Some(d) = stack.pop() {
             let Ok(rd) = std::fs::read_dir(&d) else {
                 continue;
@@ -951,7 +951,6 @@ impl Executor {
             deadline: Instant::now() + timeout,
             timed_out: false,
             quota: OutputWatch {
-                dirs: spec.outputs.iter().map(|(_, p)| p.clone()).collect(),
                 max_bytes: spec.limits.output_bytes,
                 max_files: spec.limits.output_files,
                 next: Instant::now() + OutputWatch::FIRST,
@@ -987,7 +986,7 @@ impl Executor {
                 s.timed_out = true;
                 return Err(Trap::Interrupt.into());
             }
-            if !s.quota.check(now) {
+            if !s.quota.check(now, &s.mounts.outputs) {
                 return Err(Trap::Interrupt.into());
             }
             Ok(UpdateDeadline::Yield(1))
