@@ -60,8 +60,8 @@ pub fn find(records: &dyn Records, spec: &str) -> anyhow::Result<ModelVersion> {
     let (name, version) = parse_model(spec)?;
     let versions = records.models(Some(name))?;
     if versions.is_empty() {
-        let all: Vec<String> = records.models(None)?.into_iter().map(|v| v.name).collect();
-        let mut names = all.clone();
+        // Versions come sorted by name, so duplicates are adjacent.
+        let mut names: Vec<String> = records.models(None)?.into_iter().map(|v| v.name).collect();
         names.dedup();
         anyhow::bail!(
             "there is no model '{name}' in the registry{}",
