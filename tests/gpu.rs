@@ -223,7 +223,7 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         ),
         (
             "[[trust]]\ndigest = \"0123456789abcdef\"\ncapabilities = []\n",
-            "entry 1: `capabilities` is empty",
+            "entry 1: grants nothing",
         ),
         (
             "[[trust]]\ncapabilities = [\"gpu\"]\n",

@@ -198,3 +198,87 @@ fn a_script_declaring_a_million_steps_is_refused_with_bounded_memory() {
     let peak_mib = usage.ru_maxrss / 1024;
     assert!(peak_mib < 512, "weir check peaked at {peak_mib} MiB");
 }
+
+/// The trust file caps every component's limits (`[limits]`) and raises
+/// them for the components an entry names (`limits = { .. }`): a step may
+/// ask for 1 GiB, but only a component the file names gets it.
+#[test]
+fn the_trust_file_caps_limits_and_raises_them_for_named_components() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wasm = fixture("membomb");
+    let digest = weir_runtime::Digest::of(&std::fs::read(&wasm).unwrap());
+    let bomb = || {
+        let mut s = step("bomb", &wasm);
+        s.params = serde_json::json!({ "bytes": 200u64 << 20 });
+        s.limits.memory_bytes = 1 << 30;
+        s.limits.timeout_ms = 600_000;
+        s
+    };
+    let file = tmp.path().join("weir.toml");
+    let with_policy = |text: &str, store: &str| {
+        std::fs::write(&file, text).unwrap();
+        let mut cfg = weir_runtime::Config::new(tmp.path().join(store)).jobs(1);
+        cfg.trust = weir_runtime::TrustPolicy::default()
+            .with_file(&file)
+            .unwrap();
+        let cap = cfg.trust.limits_for(&digest, None, Some(&wasm));
+        (weir_runtime::Runtime::new(cfg).unwrap(), cap)
+    };
+
+    // Unnamed: capped at 64 MiB, so 200 MiB fails with the memory message,
+    // and the recorded plan shows the capped limits.
+    let (rt, cap) = with_policy("[limits]\nmemory = \"64MiB\"\ntimeout = \"1m\"\n", "a");
+    assert_eq!(cap.unwrap().memory, Some(64 << 20));
+    let r = run(&rt, &plan(tmp.path(), vec![bomb()]));
+    assert_eq!(r.state, RunState::Failed);
+    let e = r.step("bomb").unwrap().error.clone().unwrap();
+    assert!(e.contains("memory limit"), "{e}");
+    let recorded = rt.records().plan_json(r.run).unwrap().unwrap();
+    let recorded: serde_json::Value = serde_json::from_str(&recorded).unwrap();
+    let limits = &recorded["steps"][0]["limits"];
+    assert_eq!(limits["memory_bytes"], 64u64 << 20, "{limits}");
+    assert_eq!(limits["timeout_ms"], 60_000, "{limits}");
+
+    // Named by digest with its own memory: the same step succeeds; the
+    // timeout it does not set still comes from `[limits]`.
+    let (rt, cap) = with_policy(
+        &format!(
+            "[limits]\nmemory = \"64MiB\"\ntimeout = \"1m\"\n\n[[trust]]\ndigest = \"{}\"\nlimits = {{ memory = \"1GiB\" }}\n",
+            &digest.to_hex()[..16]
+        ),
+        "b",
+    );
+    let cap = cap.unwrap();
+    assert_eq!((cap.memory, cap.timeout), (Some(1 << 30), Some(60_000)));
+    let r = run(&rt, &plan(tmp.path(), vec![bomb()]));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.step("bomb"));
+
+    // Bad caps name the file and the field.
+    for (text, want) in [
+        (
+            "[limits]\nmemory = \"8GiB\"\n",
+            "[limits]: limits.memory must be at most 4 GiB",
+        ),
+        (
+            "[limits]\ntimeout = 0\n",
+            "[limits]: limits.timeout must be above 0",
+        ),
+        ("[limits]\nmemory = \"lots\"\n", "expected a size"),
+        ("[limits]\nram = 1\n", "unknown field `ram`"),
+        (
+            "[[trust]]\ndigest = \"0123456789abcdef\"\nlimits = { output = \"1 parsec\" }\n",
+            "unknown size unit",
+        ),
+        (
+            "[[trust]]\ndigest = \"0123456789abcdef\"\n",
+            "entry 1: grants nothing",
+        ),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let e = weir_runtime::TrustPolicy::default()
+            .with_file(&file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
+    }
+}

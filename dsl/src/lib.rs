@@ -142,29 +142,7 @@ fn parse_size(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a size such as \"256MiB\", found {t:?}"))?;
-    let mult: f64 = match unit.trim() {
-        "" | "B" => 1.0,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "KB" | "kB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        u => {
-            return Err(format!(
-                "unknown size unit {u:?} in {t:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
-            ));
-        }
-    };
-    Ok((n * mult) as u64)
+    weir_runtime::limits::parse_size(&s)
 }
 
 /// Parses durations like `30` (seconds), `"500ms"`, `"30s"`, `"5m"`, `"2h"`.
@@ -189,26 +167,7 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration such as \"30s\", found {t:?}"))?;
-    let mult = match unit.trim() {
-        "ms" => 1.0,
-        "" | "s" => 1000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        u => {
-            return Err(format!(
-                "unknown duration unit {u:?} in {t:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Ok((n * mult) as u64)
+    weir_runtime::limits::parse_duration_ms(&s)
 }
 
 fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Engine {

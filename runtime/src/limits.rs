@@ -99,3 +99,236 @@ impl Limits {
         Ok(())
     }
 }
+
+/// Parses a size: a number of bytes (`"512"`) or a number with a unit
+/// (`"64KiB"`, `"256MiB"`, `"2GiB"`, `"1GB"`); the DSL and the trust file
+/// share this reading.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a size such as \"256MiB\", found {t:?}"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {t:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Parses a duration in milliseconds: seconds (`"30"`) or a number with a
+/// unit (`"500ms"`, `"30s"`, `"5m"`, `"2h"`).
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("expected a duration such as \"30s\", found {t:?}"))?;
+    let mult = match unit.trim() {
+        "ms" => 1.0,
+        "" | "s" => 1000.0,
+        "m" | "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        u => {
+            return Err(format!(
+                "unknown duration unit {u:?} in {t:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+/// Upper bounds on some of a step's limits, as a trust file states them
+/// (`[limits]` for every component, `limits = { .. }` in a `[[trust]]`
+/// entry for the components it names). A field left out caps nothing.
+///
+/// ```toml
+/// [limits]
+/// memory = "256MiB"
+/// timeout = "5m"
+/// output = "100MiB"
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsCap {
+    /// Linear memory, bytes (TOML: a size, `"2GiB"` or a number of bytes).
+    #[serde(default, with = "cap_size")]
+    pub memory: Option<u64>,
+    /// Wall clock per attempt, milliseconds (TOML: `"30m"`, `"90s"`, or seconds).
+    #[serde(default, with = "cap_duration")]
+    pub timeout: Option<u64>,
+    /// Fuel per attempt; a step without a budget gets this one.
+    #[serde(default)]
+    pub fuel: Option<u64>,
+    /// Total bytes of the step's outputs (TOML: a size).
+    #[serde(default, with = "cap_size")]
+    pub output: Option<u64>,
+    /// Files and folders in the step's outputs.
+    #[serde(default)]
+    pub output_files: Option<u64>,
+    /// Bytes kept of each of stdout and stderr (TOML: a size).
+    #[serde(default, with = "cap_size")]
+    pub stdio: Option<u64>,
+    /// Log lines and metrics kept per attempt.
+    #[serde(default)]
+    pub log_lines: Option<u64>,
+}
+
+impl LimitsCap {
+    /// `limits`, each field lowered to this cap where the cap is stricter.
+    pub fn apply(&self, limits: &Limits) -> Limits {
+        let min = |v: u64, c: Option<u64>| c.map_or(v, |c| v.min(c));
+        Limits {
+            memory_bytes: min(limits.memory_bytes, self.memory),
+            timeout_ms: min(limits.timeout_ms, self.timeout),
+            fuel: match (limits.fuel, self.fuel) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            output_bytes: min(limits.output_bytes, self.output),
+            output_files: min(limits.output_files, self.output_files),
+            stdio_bytes: min(limits.stdio_bytes, self.stdio),
+            log_lines: min(limits.log_lines, self.log_lines),
+        }
+    }
+
+    /// This cap with `over`'s fields where `over` sets them.
+    pub fn overlaid(&self, over: &LimitsCap) -> LimitsCap {
+        LimitsCap {
+            memory: over.memory.or(self.memory),
+            timeout: over.timeout.or(self.timeout),
+            fuel: over.fuel.or(self.fuel),
+            output: over.output.or(self.output),
+            output_files: over.output_files.or(self.output_files),
+            stdio: over.stdio.or(self.stdio),
+            log_lines: over.log_lines.or(self.log_lines),
+        }
+    }
+
+    /// The more generous of two caps, field by field (a field either
+    /// leaves uncapped is uncapped).
+    pub fn widest(&self, other: &LimitsCap) -> LimitsCap {
+        let max = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a.max(b));
+        LimitsCap {
+            memory: max(self.memory, other.memory),
+            timeout: max(self.timeout, other.timeout),
+            fuel: max(self.fuel, other.fuel),
+            output: max(self.output, other.output),
+            output_files: max(self.output_files, other.output_files),
+            stdio: max(self.stdio, other.stdio),
+            log_lines: max(self.log_lines, other.log_lines),
+        }
+    }
+
+    /// Checks that the cap leaves a step something to run with, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("memory", self.memory),
+            ("timeout", self.timeout),
+            ("fuel", self.fuel),
+            ("output", self.output),
+            ("output_files", self.output_files),
+            ("stdio", self.stdio),
+        ];
+        if let Some((name, _)) = checks.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(format!("limits.{name} must be above 0, found 0"));
+        }
+        if let Some(m) = self.memory.filter(|m| *m > MAX_MEMORY_BYTES) {
+            return Err(format!(
+                "limits.memory must be at most 4 GiB, found {m} bytes"
+            ));
+        }
+        Ok(())
+    }
+
+    /// One line for people: `memory 256 MiB, timeout 300 s`, or `none`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory {
+            parts.push(format!("memory {} MiB", m >> 20));
+        }
+        if let Some(t) = self.timeout {
+            parts.push(format!("timeout {} s", t as f64 / 1000.0));
+        }
+        if let Some(f) = self.fuel {
+            parts.push(format!("fuel {f}"));
+        }
+        if let Some(o) = self.output {
+            parts.push(format!("output {} MiB", o >> 20));
+        }
+        if let Some(n) = self.output_files {
+            parts.push(format!("output_files {n}"));
+        }
+        if let Some(s) = self.stdio {
+            parts.push(format!("stdio {} KiB", s >> 10));
+        }
+        if let Some(n) = self.log_lines {
+            parts.push(format!("log_lines {n}"));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A size or duration in a TOML file: a number or a string with a unit.
+#[derive(Deserialize, Serialize)]
+#[serde(untagged)]
+enum NumOrText {
+    Num(u64),
+    Text(String),
+}
+
+mod cap_size {
+    use super::NumOrText;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(Some(n)),
+            NumOrText::Text(t) => super::parse_size(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(NumOrText::Num).serialize(s)
+    }
+}
+
+mod cap_duration {
+    use super::NumOrText;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match NumOrText::deserialize(d)? {
+            NumOrText::Num(n) => Ok(Some(n.saturating_mul(1000))),
+            NumOrText::Text(t) => super::parse_duration_ms(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(|ms| NumOrText::Text(format!("{ms}ms"))).serialize(s)
+    }
+}

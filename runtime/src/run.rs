@@ -8,6 +8,7 @@
 use crate::cache::{self, CacheKey};
 use crate::digest::Digest;
 use crate::executor::{EngineConfig, Executor, LoadedComponent};
+use crate::limits::LimitsCap;
 use crate::plan::{ComponentSource, InputSource, Plan};
 use crate::records::{Metric, Records, RunId, RunState, SqliteRecords, StepState};
 use crate::scheduler::Scheduler;
@@ -61,14 +62,31 @@ pub struct TrustPolicy {
     sources: Vec<(PathBuf, Grant)>,
     /// Publisher name and ed25519 public key.
     publishers: Vec<(String, [u8; 32], Grant)>,
+    /// The trust file's `[limits]`: caps for every component that no
+    /// entry with its own `limits` names.
+    default_limits: Option<LimitsCap>,
 }
 
-/// What one trust entry grants: every capability (`None`: `--trust`, the
-/// builder methods) or the listed ones (trust file entries).
-type Grant = Option<Vec<String>>;
+/// What one trust entry grants: every capability and any limits (`caps:
+/// None`: `--trust`, the builder methods), or the listed capabilities and
+/// the entry's limits (trust file entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Grant {
+    caps: Option<Vec<String>>,
+    limits: Option<LimitsCap>,
+}
+
+impl Grant {
+    const ALL: Grant = Grant {
+        caps: None,
+        limits: None,
+    };
+}
 
 fn grant_has(g: &Grant, cap: &str) -> bool {
-    g.as_ref().is_none_or(|caps| caps.iter().any(|c| c == cap))
+    g.caps
+        .as_ref()
+        .is_none_or(|caps| caps.iter().any(|c| c == cap))
 }
 
 /// The capabilities built into weir that a pipeline may request; an
@@ -83,6 +101,8 @@ pub const TRUST_FILE: &str = "weir.toml";
 #[serde(deny_unknown_fields)]
 struct TrustFile {
     #[serde(default)]
+    limits: Option<LimitsCap>,
+    #[serde(default)]
     trust: Vec<TrustEntry>,
 }
 
@@ -93,7 +113,9 @@ struct TrustEntry {
     digest: Option<String>,
     publisher: Option<String>,
     key: Option<String>,
+    #[serde(default)]
     capabilities: Vec<String>,
+    limits: Option<LimitsCap>,
 }
 
 impl TrustPolicy {
@@ -105,19 +127,19 @@ impl TrustPolicy {
 
     /// Trusts the component whose digest starts with `prefix` (at least 12 hex characters).
     pub fn trust(self, prefix: &str) -> Result<TrustPolicy, String> {
-        self.add_digest(prefix, None)
+        self.add_digest(prefix, Grant::ALL)
     }
 
     /// Trusts whatever component weir builds from the step crate in `dir`
     /// (the project trusts its own source code, whatever its digest).
     pub fn trust_source(self, dir: &Path) -> Result<TrustPolicy, String> {
-        self.add_source(dir, None)
+        self.add_source(dir, Grant::ALL)
     }
 
     /// Trusts components signed by the publisher with this public key
     /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
     pub fn trust_publisher(self, name: &str, key: &str) -> Result<TrustPolicy, String> {
-        self.add_publisher(name, key, None)
+        self.add_publisher(name, key, Grant::ALL)
     }
 
     fn add_digest(mut self, prefix: &str, grant: Grant) -> Result<TrustPolicy, String> {
@@ -205,6 +227,11 @@ impl TrustPolicy {
         let file: TrustFile = toml::from_str(&text)
             .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        if let Some(l) = &file.limits {
+            l.validate()
+                .map_err(|m| anyhow!("{}: [limits]: {m}", path.display()))?;
+            self.default_limits = Some(*l);
+        }
         for (i, e) in file.trust.iter().enumerate() {
             let at = format!("{}: [[trust]] entry {}", path.display(), i + 1);
             if let Some(c) = e.capabilities.iter().find(|c| !known.contains(&c.as_str())) {
@@ -213,10 +240,18 @@ impl TrustPolicy {
                     known.join(", ")
                 );
             }
-            if e.capabilities.is_empty() {
-                anyhow::bail!("{at}: `capabilities` is empty; list what to grant, e.g. [\"gpu\"]");
+            if e.capabilities.is_empty() && e.limits.is_none() {
+                anyhow::bail!(
+                    "{at}: grants nothing; list `capabilities` (e.g. [\"gpu\"]) or `limits` (e.g. {{ memory = \"2GiB\" }})"
+                );
             }
-            let grant = Some(e.capabilities.clone());
+            if let Some(l) = &e.limits {
+                l.validate().map_err(|m| anyhow!("{at}: {m}"))?;
+            }
+            let grant = Grant {
+                caps: Some(e.capabilities.clone()),
+                limits: e.limits,
+            };
             self = match (&e.source, &e.digest, &e.publisher, &e.key) {
                 (Some(src), None, None, None) => self
                     .add_source(&base.join(src), grant)
@@ -282,6 +317,65 @@ impl TrustPolicy {
                         false
                     }
                 }))
+    }
+
+    /// Whether this policy caps any component's limits (a trust file with
+    /// `[limits]` or an entry with `limits`).
+    pub fn caps_limits(&self) -> bool {
+        self.default_limits.is_some()
+            || self.prefixes.iter().any(|(_, g)| g.limits.is_some())
+            || self.sources.iter().any(|(_, g)| g.limits.is_some())
+            || self.publishers.iter().any(|(_, _, g)| g.limits.is_some())
+    }
+
+    /// The caps on the limits of steps running the component with digest
+    /// `d` (built from `source`, or read from `wasm`), `None` for no cap.
+    /// The trust file's `[limits]` apply to every component; an entry that
+    /// names the component and has its own `limits` replaces the fields it
+    /// sets (several such entries: the most generous value of each field);
+    /// a component trusted by `--trust`, `--trust-all` or the builder
+    /// methods is not capped.
+    pub fn limits_for(
+        &self,
+        d: &Digest,
+        source: Option<&Path>,
+        wasm: Option<&Path>,
+    ) -> Option<LimitsCap> {
+        if self.all || !self.caps_limits() {
+            return None;
+        }
+        let hex = d.to_hex();
+        let mut matching: Vec<&Grant> = self
+            .prefixes
+            .iter()
+            .filter(|(p, _)| hex.starts_with(p.as_str()))
+            .map(|(_, g)| g)
+            .collect();
+        if let Some(s) = source.and_then(|s| s.canonicalize().ok()) {
+            matching.extend(self.sources.iter().filter(|(p, _)| *p == s).map(|(_, g)| g));
+        }
+        if !self.publishers.is_empty()
+            && let Some(w) = wasm
+            && let Ok(Some(sig)) = crate::signing::verify(w, d)
+        {
+            matching.extend(
+                self.publishers
+                    .iter()
+                    .filter(|(_, k, _)| k == sig.key.as_bytes())
+                    .map(|(_, _, g)| g),
+            );
+        }
+        if matching.iter().any(|g| g.caps.is_none()) {
+            return None;
+        }
+        let base = self.default_limits.unwrap_or_default();
+        let cap = matching
+            .iter()
+            .filter_map(|g| g.limits.as_ref())
+            .map(|l| base.overlaid(l))
+            .reduce(|a, b| a.widest(&b))
+            .or(self.default_limits)?;
+        (cap != LimitsCap::default()).then_some(cap)
     }
 }
 
@@ -670,12 +764,15 @@ impl Runtime {
 
         // Components, before anything is recorded.
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
-        let mut by_source: HashMap<(&ComponentSource, Requested<'_>), Arc<LoadedComponent>> =
-            HashMap::new();
+        type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
+        let mut by_source: HashMap<(&ComponentSource, Requested<'_>), Loaded> = HashMap::new();
         let mut components = Vec::with_capacity(n);
+        let trust = &self.inner.config.trust;
+        let caps_limits = trust.caps_limits();
+        let mut limit_caps: Vec<Option<LimitsCap>> = Vec::new();
         for s in &plan.steps {
             let requested = &s.capabilities;
-            let c = match by_source.get(&(&s.component, requested)) {
+            let (c, limit_cap) = match by_source.get(&(&s.component, requested)) {
                 Some(c) => c.clone(),
                 None => {
                     emit(RunEvent::Preparing {
@@ -702,10 +799,22 @@ impl Runtime {
                             }
                             _ => e.context(step_at(s)),
                         })?;
-                    by_source.insert((&s.component, requested), c.clone());
-                    c
+                    let limit_cap = if caps_limits {
+                        let (crate_dir, file) = match &s.component {
+                            ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
+                            ComponentSource::Wasm(p) => (None, Some(plan.resolve(p))),
+                        };
+                        trust.limits_for(&c.digest, crate_dir.as_deref(), file.as_deref())
+                    } else {
+                        None
+                    };
+                    by_source.insert((&s.component, requested), (c.clone(), limit_cap));
+                    (c, limit_cap)
                 }
             };
+            if caps_limits {
+                limit_caps.push(limit_cap);
+            }
             let (crate_dir, file) = match &s.component {
                 ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
                 ComponentSource::Wasm(p) => (None, Some(plan.resolve(p))),
@@ -733,6 +842,20 @@ impl Runtime {
             }
             components.push(c);
         }
+        // The trust policy's caps on the limits of each step's component.
+        let trust_capped;
+        let plan = if limit_caps.iter().any(Option::is_some) {
+            let mut p = plan.clone();
+            for (s, cap) in p.steps.iter_mut().zip(&limit_caps) {
+                if let Some(cap) = cap {
+                    s.limits = cap.apply(&s.limits);
+                }
+            }
+            trust_capped = p;
+            &trust_capped
+        } else {
+            plan
+        };
 
         // Host inputs.
         let mut host_inputs: Vec<BTreeMap<String, Digest>> = vec![BTreeMap::new(); n];

@@ -84,5 +84,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         )
     };
     println!("policy    would grant {grant}");
+    if let Some(cap) = trust.limits_for(&digest, None, Some(&args.component)) {
+        println!("limits    capped by the trust file: {}", cap.describe());
+    }
     Ok(ExitCode::SUCCESS)
 }
