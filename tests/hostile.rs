@@ -282,3 +282,52 @@ fn the_trust_file_caps_limits_and_raises_them_for_named_components() {
         assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
     }
 }
+
+/// A plugin importing WASI's HTTP client (`wasi:http/outgoing-handler`) is
+/// refused before anything runs: weir links no HTTP, for anyone.
+#[test]
+fn a_component_importing_wasi_http_is_refused_at_link_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let canary = tmp.path().join("canary.txt");
+    std::fs::write(&canary, "untouched").unwrap();
+    for trust in [
+        weir_runtime::TrustPolicy::default(),
+        weir_runtime::TrustPolicy::default().trust_all(),
+    ] {
+        let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(1);
+        cfg.trust = trust;
+        let rt = weir_runtime::Runtime::new(cfg).unwrap();
+        let e = format!(
+            "{:#}",
+            try_run(
+                &rt,
+                &plan(tmp.path(), vec![step("phone_home", &fixture("fetch"))])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("step 'phone_home'")
+                && e.contains("cannot run in the weir sandbox")
+                && e.contains("wasi:http/"),
+            "{e}"
+        );
+        assert!(
+            rt.records().runs(10).unwrap().is_empty(),
+            "nothing recorded"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched");
+    // `weir inspect` says so before anyone tries.
+    let out = weir()
+        .args(["inspect", "--store"])
+        .arg(tmp.path().join(".weir"))
+        .arg(fixture("fetch"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wasi:http/outgoing-handler")
+            && text.contains("links     NO, it cannot run in weir"),
+        "{text}"
+    );
+}

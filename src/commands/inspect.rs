@@ -83,6 +83,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             digest.short()
         )
     };
+    // Whether it links at all: imports beyond WASI preview 2, weir:step and
+    // weir's capabilities (wasi:http, say) are never satisfied, whatever the trust.
+    match ex.load(&args.component, &|_, _| true) {
+        Ok(_) => println!("links     yes"),
+        Err(e) => println!("links     NO, it cannot run in weir: {e:#}"),
+    }
     println!("policy    would grant {grant}");
     if let Some(cap) = trust.limits_for(&digest, None, Some(&args.component)) {
         println!("limits    capped by the trust file: {}", cap.describe());
