@@ -160,3 +160,68 @@ fn concurrent_runs_of_one_pipeline_share_a_store_safely() {
     assert_eq!(outputs(&store, "1"), outputs(&store, "2"));
     verify(&store);
 }
+
+/// Disk full while a step writes its output: the store lives on a 24 MiB
+/// tmpfs (mounted in a private user and mount namespace with `unshare`), a
+/// step writes 64 MiB, well under its output quota. The step fails with the
+/// filesystem's error, its partial output is discarded, the store verifies,
+/// and once the step asks for less the pipeline finishes with the earlier
+/// step cached. Everything happens inside the namespace (the tmpfs dies with
+/// it), so one shell script runs the steps and prints markers to check.
+#[test]
+fn disk_full_while_writing_an_artifact_fails_the_step_and_leaves_the_store_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("p.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            r#"let bomb = {:?};
+let mb = param("mb", 64);
+let p = pipeline("disk_full");
+let small = p.step("small", bomb).output("out").params(#{{ mode: "disk", mb: 1 }});
+p.step("fill", bomb).output("out").input("prev", small.out("out")).params(#{{ mode: "disk", mb: mb }});
+"#,
+            fixture("hostile").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let sh = r#"set -u
+mount -t tmpfs -o size=24m tmpfs "$MNT" || { echo "MOUNT FAILED"; exit 3; }
+S="$MNT/.weir"
+"$WEIR" run --store "$S" "$SCRIPT"; echo "FIRST rc=$?"
+echo "TMP $(ls -A "$S/tmp" | wc -l)"
+"$WEIR" store verify --store "$S"; echo "VERIFY rc=$?"
+"$WEIR" run --store "$S" "$SCRIPT" --param mb=2; echo "SECOND rc=$?"
+"$WEIR" store verify --store "$S"; echo "VERIFY2 rc=$?"
+"#;
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", sh])
+        .env("MNT", &mnt)
+        .env("WEIR", env!("CARGO_BIN_EXE_weir"))
+        .env("SCRIPT", &script)
+        .output()
+        .expect("unshare (util-linux) runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("MOUNT FAILED") && out.status.success(),
+        "this test needs unprivileged user and mount namespaces (unshare -rm): {text}"
+    );
+    // The step failed with the filesystem's error; the first step committed.
+    assert!(text.contains("FIRST rc=1"), "{text}");
+    assert!(
+        text.contains("the disk holding the store is full"),
+        "the error names the full disk: {text}"
+    );
+    assert!(text.contains("TMP 0"), "partial output discarded: {text}");
+    assert!(text.contains("VERIFY rc=0"), "{text}");
+    assert!(text.contains("SECOND rc=0"), "{text}");
+    assert!(text.contains("1 executed, 1 cached"), "{text}");
+    assert!(text.contains("VERIFY2 rc=0"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+}

@@ -164,6 +164,9 @@ impl AttemptResult {
     }
 }
 
+/// Below this many free bytes, a failed step's filesystem counts as full.
+const DISK_FULL_BYTES: u64 = 1 << 20;
+
 /// Why an attempt failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StepFailure {
@@ -189,6 +192,19 @@ pub enum StepFailure {
     /// Out of fuel.
     #[error("the step used up its fuel budget of {0} and was stopped")]
     Fuel(u64),
+    /// Failed while the filesystem holding its outputs (the store's) was
+    /// full: the guest sees only a failed write, the host says why.
+    #[error(
+        "the disk holding the store is full ({free} bytes free at {at}), so the step's outputs could not be written; it failed with: {said}"
+    )]
+    DiskFull {
+        /// What the step reported (its error or trap).
+        said: String,
+        /// Bytes free for unprivileged writers.
+        free: u64,
+        /// The output folder whose filesystem is full.
+        at: String,
+    },
     /// Wrote more into its outputs than the limits allow (found while it ran).
     #[error(
         "the step wrote {found} into its outputs while running, over its limit of {limit}, and was stopped; its partial output was discarded"
@@ -1048,6 +1064,23 @@ impl Executor {
                 })
             }
         };
+        let outcome = outcome.map_err(|f| match &f {
+            StepFailure::Returned(said) | StepFailure::Trapped(said) => {
+                match spec.outputs.iter().find_map(|(_, dir)| {
+                    crate::store::free_bytes(dir)
+                        .filter(|free| *free < DISK_FULL_BYTES)
+                        .map(|free| (free, dir))
+                }) {
+                    Some((free, dir)) => StepFailure::DiskFull {
+                        said: said.clone(),
+                        free,
+                        at: dir.display().to_string(),
+                    },
+                    None => f,
+                }
+            }
+            _ => f,
+        });
         let s = store.into_data();
         let mut logs = s.logs;
         if s.logs_dropped > 0 {
