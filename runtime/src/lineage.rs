@@ -87,7 +87,7 @@ impl Walk<'_> {
             let plan = self
                 .records
                 .plan_json(run)?
-                .and_then(|j| serde_json::from_str::<Plan>(&j).ok());
+                .and_then(|j| Plan::from_json(&j).ok());
             self.plans.insert(run, plan);
         }
         Ok(self.plans.get(&run).and_then(Option::as_ref))

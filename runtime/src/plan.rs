@@ -500,6 +500,16 @@ impl Plan {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// Reads a plan stored by [`Plan::to_json`] (a run's recorded plan):
+    /// the JSON must have the plan's shape and the plan must validate.
+    pub fn from_json(json: &str) -> Result<Plan, String> {
+        let plan: Plan = serde_json::from_str(json)
+            .map_err(|e| format!("a stored plan that does not parse: {e}"))?;
+        plan.validate()
+            .map_err(|e| format!("a stored plan that does not validate: {e}"))?;
+        Ok(plan)
+    }
+
     /// Checks names, references, params and limits, and that the steps form a
     /// DAG. Returns the steps' indices in a topological order.
     pub fn validate(&self) -> Result<Vec<usize>, PlanError> {

@@ -107,7 +107,13 @@ impl Tree {
         if !entries.windows(2).all(|w| w[0].name < w[1].name) {
             return Err("tree entries are not sorted and unique".into());
         }
-        Ok(Tree { entries })
+        let tree = Tree { entries };
+        // One encoding per tree: no CRLF, leading zeros, upper-case hex or
+        // missing final newline (the object's name is the digest of these bytes).
+        if tree.encode() != bytes {
+            return Err("tree object is not in canonical form".into());
+        }
+        Ok(tree)
     }
 
     /// The tree's digest.
