@@ -4,6 +4,7 @@
 //! are thin users of `weir-runtime` and `weir-dsl`.
 
 mod commands;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -81,6 +82,8 @@ enum Command {
     Trust(commands::trust::TrustWhat),
     /// Show a component's digest, imports, exports and what the trust policy would grant it
     Inspect(commands::inspect::Args),
+    /// Serve a project: cron schedules, the REST API and the dashboard
+    Serve(serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -112,6 +115,7 @@ fn main() -> ExitCode {
         Command::Cat(a) => commands::cat::run(a),
         Command::Store(w) => commands::store::run(w),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(code) => code,

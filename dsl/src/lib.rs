@@ -47,8 +47,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use weir_runtime::plan::{
-    ArtifactType, CacheMode, CmpOp, ComponentSource, Condition, InputSource, MapSpec, Operand,
-    Plan, StepPlan,
+    ArtifactType, CacheMode, Catchup, CmpOp, ComponentSource, Condition, Hook, InputSource,
+    MapSpec, Operand, Plan, StepPlan,
 };
 
 /// A script that could not be compiled into a plan; the message names the
@@ -699,6 +699,113 @@ fn register_policies(e: &mut Engine) {
         st.pipelines[p.index].schedule = Some(cron.to_string());
         Ok(())
     });
+    e.register_fn(
+        "schedule",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, cron: &str, opts: rhai::Map| -> RhaiResult<()> {
+            let pos = ctx.call_position();
+            let fields = cron.split_whitespace().count();
+            if !(5..=6).contains(&fields) {
+                return err(format!("schedule {cron:?}: expected a cron expression of 5 fields (minute hour day month weekday), found {fields}"), pos);
+            }
+            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+            let plan = &mut st.pipelines[p.index];
+            plan.schedule = Some(cron.to_string());
+            for (k, v) in opts {
+                match k.as_str() {
+                    "timezone" => match v.clone().try_cast::<rhai::ImmutableString>() {
+                        Some(tz) if !tz.trim().is_empty() => plan.serve.timezone = Some(tz.to_string()),
+                        _ => return err(format!("schedule: timezone must be an IANA name such as \"Europe/Paris\", found {}", kind(&v)), pos),
+                    },
+                    "catchup" => {
+                        plan.serve.catchup = match v.clone().try_cast::<rhai::ImmutableString>().as_deref() {
+                            Some("skip") => Catchup::Skip,
+                            Some("latest") => Catchup::Latest,
+                            Some("all") => Catchup::All,
+                            _ => return err(format!("schedule: catchup must be \"skip\", \"latest\" or \"all\", found {v}"), pos),
+                        }
+                    }
+                    "catchup_limit" => match v.as_int().ok().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+                        Some(n) => plan.serve.catchup_limit = n,
+                        None => return err(format!("schedule: catchup_limit must be a positive integer, found {v}"), pos),
+                    },
+                    other => return err(format!("schedule: unknown option '{other}' (options: timezone, catchup, catchup_limit)"), pos),
+                }
+            }
+            Ok(())
+        },
+    );
+    e.register_fn(
+        "max_active_runs",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, n: i64| -> RhaiResult<()> {
+            let Some(n) = u32::try_from(n).ok().filter(|n| *n > 0) else {
+                return err(
+                    format!("max_active_runs must be a positive integer, found {n}"),
+                    ctx.call_position(),
+                );
+            };
+            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.pipelines[p.index].serve.max_active_runs = n;
+            Ok(())
+        },
+    );
+    for (name, on_failure) in [("on_failure", true), ("on_success", false)] {
+        e.register_fn(
+            name,
+            move |ctx: NativeCallContext,
+                  p: &mut PipelineHandle,
+                  hook: rhai::Map|
+                  -> RhaiResult<()> {
+                let pos = ctx.call_position();
+                let hook = parse_hook(name, &hook).or_else(|m| err(m, pos))?;
+                let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+                let serve = &mut st.pipelines[p.index].serve;
+                if on_failure {
+                    serve.on_failure.push(hook);
+                } else {
+                    serve.on_success.push(hook);
+                }
+                Ok(())
+            },
+        );
+    }
+}
+
+/// `#{ webhook: "http://..." }` or `#{ command: ["prog", "arg"] }`.
+fn parse_hook(what: &str, m: &rhai::Map) -> Result<Hook, String> {
+    let usage = format!(
+        "{what} expects #{{ webhook: \"http://host/path\" }} or #{{ command: [\"program\", \"arg\"] }}"
+    );
+    if m.len() != 1 {
+        return Err(usage);
+    }
+    if let Some(url) = m.get("webhook") {
+        let url = url
+            .clone()
+            .try_cast::<rhai::ImmutableString>()
+            .ok_or_else(|| usage.clone())?;
+        if !url.starts_with("http://") || url.len() <= "http://".len() {
+            return Err(format!(
+                "{what}: webhook must be an http:// URL, found {url:?} (TLS is not supported; put a local relay in front)"
+            ));
+        }
+        return Ok(Hook::Webhook(url.to_string()));
+    }
+    if let Some(cmd) = m.get("command") {
+        let arr = cmd
+            .clone()
+            .try_cast::<rhai::Array>()
+            .ok_or_else(|| usage.clone())?;
+        let argv: Vec<String> = arr
+            .into_iter()
+            .map(|a| a.try_cast::<rhai::ImmutableString>().map(|s| s.to_string()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| format!("{what}: command must be a list of strings"))?;
+        if argv.first().is_none_or(|p| p.is_empty()) {
+            return Err(format!("{what}: command must name a program"));
+        }
+        return Ok(Hook::Command(argv));
+    }
+    Err(usage)
 }
 
 /// What a script value is, in the words of the language.

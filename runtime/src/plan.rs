@@ -31,6 +31,73 @@ pub struct Plan {
     /// A cron schedule (`"0 2 * * *"`), for `weir serve`; `weir run` ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// How `weir serve` runs the pipeline: schedule time zone, catch-up,
+    /// concurrency and notification hooks. `weir run` ignores it.
+    #[serde(default, skip_serializing_if = "ServeOptions::is_default")]
+    pub serve: ServeOptions,
+}
+
+/// What `weir serve` does with slots of a schedule that passed while it
+/// was not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Catchup {
+    /// Missed slots are recorded as skipped; only on-time slots run.
+    Skip,
+    /// Only the most recent missed slot runs (the default).
+    #[default]
+    Latest,
+    /// Every missed slot runs, oldest first, up to `catchup_limit`.
+    All,
+}
+
+/// A notification hook: an HTTP webhook that gets a JSON body, or a local
+/// command that gets the same JSON on stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Hook {
+    /// `POST`s the JSON to this `http://` URL (retried, with a timeout).
+    Webhook(String),
+    /// Runs this program with these arguments (no shell), JSON on stdin.
+    Command(Vec<String>),
+}
+
+/// Pipeline options for `weir serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeOptions {
+    /// IANA time zone the schedule is read in (default UTC).
+    pub timezone: Option<String>,
+    /// Missed slots after downtime.
+    pub catchup: Catchup,
+    /// With `Catchup::All`, at most this many missed slots run.
+    pub catchup_limit: u32,
+    /// At most this many runs of the pipeline at once; a slot that finds
+    /// the pipeline at the limit is recorded as skipped.
+    pub max_active_runs: u32,
+    /// Hooks called when a run fails.
+    pub on_failure: Vec<Hook>,
+    /// Hooks called when a run succeeds.
+    pub on_success: Vec<Hook>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            timezone: None,
+            catchup: Catchup::Latest,
+            catchup_limit: 10,
+            max_active_runs: 1,
+            on_failure: Vec::new(),
+            on_success: Vec::new(),
+        }
+    }
+}
+
+impl ServeOptions {
+    fn is_default(&self) -> bool {
+        *self == ServeOptions::default()
+    }
 }
 
 /// One step of a plan.
@@ -482,6 +549,7 @@ impl Plan {
             params: BTreeMap::new(),
             pools: BTreeMap::new(),
             schedule: None,
+            serve: ServeOptions::default(),
         }
     }
 

@@ -797,7 +797,7 @@ impl Runtime {
                                 };
                                 anyhow!("{}{e}; {how}", step_at(s))
                             }
-                            _ => e.context(step_at(s)),
+                            _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
                         })?;
                     let limit_cap = if caps_limits {
                         let (crate_dir, file) = match &s.component {

@@ -138,13 +138,12 @@ impl Row {
     }
 }
 
-/// Runs `weir compare`.
-pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let records = super::open_records(&args.store.resolve())?;
-    let runs = args
-        .runs
+/// The comparison of `runs` (params and metrics side by side), for
+/// `weir compare` and the server's `/api/compare`.
+fn comparison(records: &dyn Records, runs: &[RunId]) -> anyhow::Result<(Vec<Tracked>, Vec<Row>)> {
+    let runs = runs
         .iter()
-        .map(|r| tracked(&records, super::parse_run(r)?))
+        .map(|r| tracked(records, *r))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut rows = Vec::new();
     let mut params: Vec<&String> = runs.iter().flat_map(|t| t.params.keys()).collect();
@@ -177,19 +176,37 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
                 .collect(),
         });
     }
+    Ok((runs, rows))
+}
+
+/// The comparison of `runs` as JSON: `{runs: [...], rows: [{kind, name, values, differs}]}`.
+pub fn comparison_json(records: &dyn Records, runs: &[RunId]) -> anyhow::Result<Value> {
+    let (runs, rows) = comparison(records, runs)?;
+    Ok(json!({
+        "runs": runs.iter().map(|t| json!({"run": t.run.0, "pipeline": t.pipeline, "state": t.state})).collect::<Vec<_>>(),
+        "rows": rows.iter().map(|r| json!({
+            "kind": r.kind,
+            "name": r.name,
+            "values": r.values,
+            "differs": r.differs(),
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// Runs `weir compare`.
+pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let records = super::open_records(&args.store.resolve())?;
+    let ids = args
+        .runs
+        .iter()
+        .map(|r| super::parse_run(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
-        let out = json!({
-            "runs": runs.iter().map(|t| json!({"run": t.run.0, "pipeline": t.pipeline, "state": t.state})).collect::<Vec<_>>(),
-            "rows": rows.iter().map(|r| json!({
-                "kind": r.kind,
-                "name": r.name,
-                "values": r.values,
-                "differs": r.differs(),
-            })).collect::<Vec<_>>(),
-        });
+        let out = comparison_json(&records, &ids)?;
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let (runs, rows) = comparison(&records, &ids)?;
     let cell = |v: &Option<Value>| v.as_ref().map(show).unwrap_or_else(|| "-".into());
     let name_w = rows
         .iter()

@@ -10,6 +10,9 @@ pub struct Args {
     /// How many runs to list
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Print JSON for tools
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     store: StoreArg,
 }
@@ -18,6 +21,10 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let runs = records.runs(args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "{:>5}  {:<20} {:<10} {:>9}  {:<12}  error",
         "run", "pipeline", "state", "duration", "plan"

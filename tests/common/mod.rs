@@ -98,3 +98,186 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The token the server tests use.
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A `weir serve` process on a free loopback port; killed (SIGINT, then
+/// SIGKILL) when dropped.
+pub struct Served {
+    pub child: std::process::Child,
+    pub base: String,
+    pub output: std::sync::Arc<Mutex<String>>,
+}
+
+impl Served {
+    /// Starts `weir serve PROJECT --store STORE` and waits until it listens.
+    pub fn start(project: &Path, store: &Path) -> Served {
+        use std::io::BufRead as _;
+        let mut child = weir()
+            .arg("serve")
+            .arg(project)
+            .args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--store"])
+            .arg(store)
+            .env("WEIR_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = std::sync::Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+        let base = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("weir serve did not start: {}", output.lock().unwrap()));
+        Served {
+            child,
+            base,
+            output,
+        }
+    }
+
+    /// Stops the server the way Ctrl-C does and waits for it to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!(
+                    "weir serve did not stop on SIGINT: {}",
+                    self.output.lock().unwrap()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// GET with the token: status and JSON body.
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut r = Self::agent()
+            .get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POST JSON with the token: status and JSON body.
+    pub fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let mut r = Self::agent()
+            .post(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A raw request: method, path, extra headers; status, headers, body bytes.
+    pub fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let url = format!("{}{path}", self.base);
+        let agent = Self::agent();
+        let mut resp = if method == "POST" {
+            let mut rb = agent.post(&url);
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            rb.send(&b"{}"[..]).unwrap()
+        } else {
+            let mut rb = agent.get(&url);
+            for (k, v) in headers {
+                rb = rb.header(*k, *v);
+            }
+            rb.call().unwrap()
+        };
+        let hs = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_vec().unwrap_or_default();
+        (status, hs, body)
+    }
+
+    /// Waits until run `id` is no longer active; returns its detail.
+    pub fn wait_run(&self, id: i64, secs: u64) -> serde_json::Value {
+        let t = std::time::Instant::now();
+        loop {
+            let (s, v) = self.get(&format!("/api/runs/{id}"));
+            if s == 200 && v["run"]["active"] == false && v["run"]["ended_ms"].is_i64() {
+                return v;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(secs) {
+                panic!(
+                    "run {id} did not finish in {secs} s: {v}\n{}",
+                    self.output.lock().unwrap()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

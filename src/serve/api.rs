@@ -1,0 +1,831 @@
+//! The REST API and the dashboard's files. Every route but `/api/health`
+//! needs the token (`Authorization: Bearer`, the `weir_token` cookie, or
+//! `?token=` on a GET, which sets the cookie); Host and Origin must name
+//! this server; bodies and concurrent requests are bounded. Errors are JSON
+//! `{"error": "..."}`. `docs/openapi.json` documents every route in
+//! [`ROUTES`], and the tests check both agree.
+
+use super::{ApiError, Server, lock};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use weir_runtime::tree::{EntryKind, Tree};
+use weir_runtime::{Digest, InputSource, RunId};
+
+type S = State<Arc<Server>>;
+
+/// Every route: method and path (axum syntax). The router is built from
+/// this list, so it is the one list of what the server answers.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/health"),
+    ("GET", "/"),
+    ("GET", "/app.js"),
+    ("GET", "/app.css"),
+    ("GET", "/api/pipelines"),
+    ("POST", "/api/pipelines/{name}/runs"),
+    ("GET", "/api/runs"),
+    ("GET", "/api/runs/{id}"),
+    ("POST", "/api/runs/{id}/cancel"),
+    ("POST", "/api/runs/{id}/retry"),
+    ("GET", "/api/runs/{id}/steps/{step}"),
+    ("GET", "/api/runs/{id}/steps/{step}/logs"),
+    ("GET", "/api/runs/{id}/metrics"),
+    ("GET", "/api/compare"),
+    ("GET", "/api/artifacts/{digest}"),
+    ("GET", "/api/artifacts/{digest}/files/{*path}"),
+    ("GET", "/api/artifacts/{digest}/preview/{*path}"),
+    ("GET", "/api/models"),
+    ("GET", "/api/schedules"),
+];
+
+/// Largest request body accepted: 64 KiB.
+const MAX_BODY: usize = 64 << 10;
+/// Requests served at once; more get 503.
+const MAX_CONCURRENT: usize = 128;
+/// Bytes of a file shown in a preview.
+const PREVIEW_BYTES: u64 = 64 << 10;
+
+fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
+    match (method, path) {
+        ("GET", "/api/health") => get(health),
+        ("GET", "/") => get(index),
+        ("GET", "/app.js") => get(app_js),
+        ("GET", "/app.css") => get(app_css),
+        ("GET", "/api/pipelines") => get(pipelines),
+        ("POST", "/api/pipelines/{name}/runs") => post(trigger),
+        ("GET", "/api/runs") => get(runs),
+        ("GET", "/api/runs/{id}") => get(run_detail),
+        ("POST", "/api/runs/{id}/cancel") => post(cancel),
+        ("POST", "/api/runs/{id}/retry") => post(retry),
+        ("GET", "/api/runs/{id}/steps/{step}") => get(step_detail),
+        ("GET", "/api/runs/{id}/steps/{step}/logs") => get(step_logs),
+        ("GET", "/api/runs/{id}/metrics") => get(run_metrics),
+        ("GET", "/api/compare") => get(compare),
+        ("GET", "/api/artifacts/{digest}") => get(artifact),
+        ("GET", "/api/artifacts/{digest}/files/{*path}") => get(artifact_file),
+        ("GET", "/api/artifacts/{digest}/preview/{*path}") => get(artifact_preview),
+        ("GET", "/api/models") => get(models),
+        ("GET", "/api/schedules") => get(schedules),
+        // A route listed without a handler answers 501, and the route test fails.
+        _ => get(not_implemented).post(not_implemented),
+    }
+}
+
+async fn not_implemented() -> Response {
+    ApiError(StatusCode::NOT_IMPLEMENTED, "not implemented".into()).into_response()
+}
+
+/// The router: every route of [`ROUTES`] behind the guard.
+pub fn router(server: Arc<Server>) -> Router {
+    let mut r: Router<Arc<Server>> = Router::new();
+    for (method, path) in ROUTES {
+        r = r.route(path, handler(method, path));
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    r.fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            (Arc::clone(&server), limit),
+            guard,
+        ))
+        .with_state(server)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix("weir_token="))
+        .map(str::to_string)
+        .next()
+}
+
+fn query_token(req: &Request) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|kv| kv.strip_prefix("token="))
+            .map(str::to_string)
+            .next()
+    })
+}
+
+/// Host/Origin checks, the token, the concurrency bound and security headers.
+async fn guard(
+    State((server, limit)): State<(Arc<Server>, Arc<tokio::sync::Semaphore>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Ok(_permit) = limit.try_acquire_owned() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests at once".into(),
+        )
+        .into_response();
+    };
+    let headers = req.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !server.allowed_hosts.iter().any(|h| h == host) {
+        return ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("host {host:?} is not one this server answers to (weir serve --allow-host)"),
+        )
+        .into_response();
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://"))
+            .is_some_and(|o| server.allowed_hosts.iter().any(|h| h == o));
+        if !ok {
+            return ApiError(
+                StatusCode::FORBIDDEN,
+                "cross-origin requests are refused".into(),
+            )
+            .into_response();
+        }
+    }
+    let path = req.uri().path().to_string();
+    let mut set_cookie = false;
+    if path != "/api/health" {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
+        let query = (req.method() == Method::GET)
+            .then(|| query_token(&req))
+            .flatten();
+        let ok = |t: &Option<String>| {
+            t.as_deref()
+                .is_some_and(|t| ct_eq(t.as_bytes(), server.token.as_bytes()))
+        };
+        if ok(&query) {
+            set_cookie = true;
+        } else if !ok(&bearer) && !ok(&cookie_token(headers)) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "a token is required: Authorization: Bearer TOKEN (weir serve prints it)".into(),
+            )
+            .into_response();
+        }
+    }
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if set_cookie
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "weir_token={}; HttpOnly; SameSite=Strict; Path=/",
+            server.token
+        ))
+    {
+        h.append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn health() -> Response {
+    axum::Json(json!({ "ok": true })).into_response()
+}
+
+const INDEX_HTML: &str = include_str!("dashboard/index.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const APP_CSS: &str = include_str!("dashboard/app.css");
+
+async fn index() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn app_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+        .into_response()
+}
+
+async fn app_css() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS).into_response()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn parse_run(id: &str) -> Result<RunId, ApiError> {
+    id.parse::<i64>()
+        .map(RunId)
+        .map_err(|_| ApiError::bad(format!("expected a run number, found {id:?}")))
+}
+
+async fn pipelines(State(s): S) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let found = blocking(move || Ok(server.rescan())).await?;
+    let now = chrono::Utc::now();
+    let list: Vec<Value> = found
+        .values()
+        .map(|p| {
+            let next = p.schedule.as_deref().and_then(|c| {
+                super::schedule::Schedule::parse(c, p.serve.timezone.as_deref())
+                    .ok()
+                    .and_then(|sc| sc.next_after(now))
+                    .map(super::schedule::slot_text)
+            });
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            v["active_runs"] = json!(s.active_count(&p.name));
+            v["next_fire"] = json!(next);
+            v
+        })
+        .collect();
+    Ok(axum::Json(json!({ "pipelines": list })).into_response())
+}
+
+/// Params from a JSON object: strings as they are, other scalars as JSON text.
+fn params_from(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
+    if body.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let Some(params) = v.get("params") else {
+        return Ok(BTreeMap::new());
+    };
+    let obj = params
+        .as_object()
+        .ok_or_else(|| ApiError::bad("`params` must be an object of name: value"))?;
+    obj.iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(_) | Value::Bool(_) => v.to_string(),
+                _ => {
+                    return Err(ApiError::bad(format!(
+                        "param '{k}': only numbers, booleans and strings can be set, found {v}"
+                    )));
+                }
+            };
+            Ok((k.clone(), text))
+        })
+        .collect()
+}
+
+async fn trigger(State(s): S, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let params = params_from(&body)?;
+    let run = s.trigger(&name, params, None, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({ "run": run.0 }))).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    pipeline: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    v["duration_ms"] = json!(r.ended_ms.unwrap_or(now) - r.started_ms);
+    v["active"] = json!(s.active(r.id).is_some());
+    v
+}
+
+async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let server = Arc::clone(&s);
+    let list = blocking(move || {
+        let filtered = q.pipeline.is_some() || q.state.is_some();
+        let all = server
+            .runtime
+            .records()
+            .runs(if filtered { 100_000 } else { limit })?;
+        Ok(all
+            .iter()
+            .filter(|r| q.pipeline.as_deref().is_none_or(|p| r.pipeline == p))
+            .filter(|r| {
+                q.state
+                    .as_deref()
+                    .is_none_or(|st| r.state.to_string() == st)
+            })
+            .take(limit)
+            .map(|r| run_json(&server, r))
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(axum::Json(json!({ "runs": list })).into_response())
+}
+
+async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let records = server.runtime.records();
+        let r = records
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        let steps = records.steps(id)?;
+        let plan: Option<weir_runtime::Plan> = records
+            .plan_json(id)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        let live = server
+            .active(id)
+            .map(|a| lock(&a.live).states.clone())
+            .unwrap_or_default();
+        let recorded: BTreeMap<&str, &weir_runtime::records::StepSummary> =
+            steps.iter().map(|s| (s.step.as_str(), s)).collect();
+        let state_of = |name: &str| -> String {
+            if let Some(s) = recorded.get(name) {
+                s.state.to_string()
+            } else if let Some(s) = live.get(name) {
+                s.clone()
+            } else if r.ended_ms.is_some() {
+                "not run".into()
+            } else {
+                "pending".into()
+            }
+        };
+        let mut nodes = Vec::new();
+        let mut edges = Vec::new();
+        if let Some(plan) = &plan {
+            for st in &plan.steps {
+                let children: Vec<Value> = steps
+                    .iter()
+                    .filter(|c| c.step.starts_with(&format!("{}[", st.name)))
+                    .map(|c| json!({ "name": c.step, "state": c.state.to_string() }))
+                    .collect();
+                nodes.push(json!({
+                    "name": st.name,
+                    "state": state_of(&st.name),
+                    "gated": st.when.is_some(),
+                    "map": st.map.is_some(),
+                    "children": children,
+                    "origin": st.origin,
+                }));
+                for (input, src) in &st.inputs {
+                    if let InputSource::Step { step, output } = src {
+                        edges.push(json!({ "from": step, "to": st.name, "output": output, "input": input }));
+                    }
+                }
+            }
+        }
+        let mut run = run_json(&server, &r);
+        run["params"] = json!(plan.as_ref().map(|p| p.params.clone()));
+        Ok(json!({
+            "run": run,
+            "steps": steps,
+            "live": live,
+            "graph": { "nodes": nodes, "edges": edges },
+        }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn cancel(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let active = s
+        .active(id)
+        .ok_or_else(|| ApiError::conflict(format!("run {id} is not active")))?;
+    active.cancel.cancel();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "run": id.0, "cancelling": true })),
+    )
+        .into_response())
+}
+
+async fn retry(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    if s.active(id).is_some() {
+        return Err(ApiError::conflict(format!("run {id} is still active")));
+    }
+    let server = Arc::clone(&s);
+    let r = blocking(move || {
+        server
+            .runtime
+            .records()
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))
+    })
+    .await?;
+    if r.state == weir_runtime::RunState::Succeeded {
+        return Err(ApiError::conflict(format!(
+            "run {id} succeeded; there is nothing to retry"
+        )));
+    }
+    // The run's own params, so the retry continues the same run.
+    let server = Arc::clone(&s);
+    let params = blocking(move || {
+        let plan: Option<weir_runtime::Plan> = server
+            .runtime
+            .records()
+            .plan_json(id)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        Ok(plan
+            .map(|p| {
+                p.params
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, text)
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default())
+    })
+    .await?;
+    let run = s.trigger(&r.pipeline, params, Some(id), None).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "run": run.0 }))).into_response())
+}
+
+async fn step_detail(
+    State(s): S,
+    Path((id, step)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let records = server.runtime.records();
+        records
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        let plan: Option<weir_runtime::Plan> = records
+            .plan_json(id)?
+            .and_then(|j| serde_json::from_str(&j).ok());
+        let base = step.split('[').next().unwrap_or(&step).to_string();
+        let planned = plan
+            .as_ref()
+            .and_then(|p| p.steps.iter().find(|s| s.name == base).cloned());
+        let recorded = records.steps(id)?.into_iter().find(|s| s.step == step);
+        if planned.is_none() && recorded.is_none() {
+            return Err(ApiError::not_found(format!("run {id} has no step '{step}'")));
+        }
+        let live = server
+            .active(id)
+            .and_then(|a| lock(&a.live).states.get(&step).cloned());
+        let attempts = records.attempts(id, &step)?;
+        Ok(json!({
+            "run": id.0,
+            "step": step,
+            "state": recorded.as_ref().map(|r| r.state.to_string()).or(live).unwrap_or_else(|| "pending".into()),
+            "record": recorded,
+            "attempts": attempts,
+            "params": planned.as_ref().map(|p| p.params.clone()),
+            "limits": planned.as_ref().map(|p| p.limits),
+            "component": planned.as_ref().map(|p| p.component.clone()),
+        }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct LogsQuery {
+    /// Only lines after this position (live lines of an active run).
+    after: Option<u64>,
+}
+
+async fn step_logs(
+    State(s): S,
+    Path((id, step)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    // While the run is active: the live lines of this step after `after`.
+    if let Some(active) = s.active(id) {
+        let live = lock(&active.live);
+        let after = q.after.unwrap_or(0);
+        let lines: Vec<&super::LiveLog> = live
+            .logs
+            .iter()
+            .filter(|l| l.step == step && l.seq > after)
+            .collect();
+        let done = live
+            .states
+            .get(&step)
+            .is_some_and(|st| st != "running" && st != "retrying");
+        return Ok(axum::Json(json!({
+            "live": true,
+            "done": done,
+            "next": live.seq,
+            "lines": lines.iter().map(|l| json!({"attempt": l.attempt, "level": l.line.level, "message": l.line.message})).collect::<Vec<_>>(),
+        }))
+        .into_response());
+    }
+    let server = Arc::clone(&s);
+    let lines = blocking(move || {
+        let records = server.runtime.records();
+        records
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        Ok(records.logs(id, &step)?)
+    })
+    .await?;
+    Ok(axum::Json(json!({
+        "live": false,
+        "done": true,
+        "next": 0,
+        "lines": lines.iter().map(|(a, l)| json!({"attempt": a, "level": l.level, "message": l.message})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn run_metrics(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let records = server.runtime.records();
+        records
+            .run(id)?
+            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        let metrics: BTreeMap<String, BTreeMap<String, f64>> = records
+            .steps(id)?
+            .into_iter()
+            .filter(|s| !s.metrics.is_empty())
+            .map(|s| (s.step, s.metrics))
+            .collect();
+        Ok(json!({ "run": id.0, "metrics": metrics }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CompareQuery {
+    runs: String,
+}
+
+async fn compare(State(s): S, Query(q): Query<CompareQuery>) -> Result<Response, ApiError> {
+    let ids = q
+        .runs
+        .split(',')
+        .map(parse_run)
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.len() < 2 {
+        return Err(ApiError::bad("compare needs two or more runs: ?runs=3,4"));
+    }
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        for id in &ids {
+            server
+                .runtime
+                .records()
+                .run(*id)?
+                .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        }
+        Ok(crate::commands::metrics::comparison_json(
+            server.runtime.records(),
+            &ids,
+        )?)
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+fn resolve_digest(s: &Server, text: &str) -> Result<Digest, ApiError> {
+    if text.len() < 6 || text.len() > 64 || !text.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::bad(format!(
+            "expected an artifact digest (6 to 64 hex characters), found {text:?}"
+        )));
+    }
+    s.runtime
+        .store()
+        .resolve(text)
+        .map_err(|e| ApiError::not_found(e.to_string()))
+}
+
+async fn artifact(State(s): S, Path(digest): Path<String>) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let d = resolve_digest(&server, &digest)?;
+        let store = server.runtime.store();
+        let tree = store
+            .read_tree(&d)
+            .map_err(|e| ApiError::not_found(format!("artifact {}: {e}", d.short())))?;
+        let producer = server.runtime.records().producer(&d, None).ok().flatten();
+        Ok(json!({
+            "digest": d.to_hex(),
+            "bytes": tree.bytes(),
+            "entries": tree.entries.iter().map(|e| json!({
+                "name": e.name,
+                "kind": if e.kind == EntryKind::Folder { "folder" } else { "file" },
+                "digest": e.digest.to_hex(),
+                "bytes": e.bytes,
+            })).collect::<Vec<_>>(),
+            "producer": producer.map(|(run, step)| json!({"run": run.0, "step": step})),
+        }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// Walks `path` through the artifact's trees by entry name: only names the
+/// trees hold can be reached, so `..`, absolute paths and encoded slashes
+/// name nothing.
+fn find_file(s: &Server, d: &Digest, path: &str) -> Result<(String, Digest, u64), ApiError> {
+    let store = s.runtime.store();
+    let mut tree: Tree = store
+        .read_tree(d)
+        .map_err(|e| ApiError::not_found(format!("artifact {}: {e}", d.short())))?;
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return Err(ApiError::bad("name a file inside the artifact"));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let e = tree
+            .entries
+            .iter()
+            .find(|e| e.name == *part)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!("artifact {} has no '{path}'", d.short()))
+            })?;
+        let last = i + 1 == parts.len();
+        match (e.kind, last) {
+            (EntryKind::File, true) => return Ok((e.name, e.digest, e.bytes)),
+            (EntryKind::Folder, false) => {
+                tree = store.read_tree(&e.digest).map_err(ApiError::internal)?;
+            }
+            _ => {
+                return Err(ApiError::not_found(format!(
+                    "'{path}' in artifact {} is not a file",
+                    d.short()
+                )));
+            }
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "artifact {} has no '{path}'",
+        d.short()
+    )))
+}
+
+async fn artifact_file(
+    State(s): S,
+    Path((digest, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let (name, object) = blocking(move || {
+        let d = resolve_digest(&server, &digest)?;
+        let (name, fd, _) = find_file(&server, &d, &path)?;
+        Ok((name, server.runtime.store().object_path(&fd)))
+    })
+    .await?;
+    let file = tokio::fs::File::open(&object)
+        .await
+        .map_err(ApiError::internal)?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{safe}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn artifact_preview(
+    State(s): S,
+    Path((digest, path)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let d = resolve_digest(&server, &digest)?;
+        let (name, fd, bytes) = find_file(&server, &d, &path)?;
+        use std::io::Read as _;
+        let mut head = Vec::new();
+        std::fs::File::open(server.runtime.store().object_path(&fd))
+            .map_err(ApiError::internal)?
+            .take(PREVIEW_BYTES)
+            .read_to_end(&mut head)
+            .map_err(ApiError::internal)?;
+        let truncated = bytes > PREVIEW_BYTES;
+        let text = String::from_utf8_lossy(&head).into_owned();
+        if name.ends_with(".csv") {
+            let mut rows = Vec::new();
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(text.as_bytes());
+            for rec in rdr.records().take(21) {
+                let Ok(rec) = rec else { break };
+                rows.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
+            }
+            return Ok(json!({ "kind": "table", "name": name, "bytes": bytes, "rows": rows, "truncated": truncated }));
+        }
+        if name.ends_with(".parquet") {
+            return Ok(json!({ "kind": "binary", "name": name, "bytes": bytes,
+                "note": "Parquet has no preview yet; download the file" }));
+        }
+        if head.contains(&0) {
+            return Ok(json!({ "kind": "binary", "name": name, "bytes": bytes }));
+        }
+        Ok(json!({ "kind": "text", "name": name, "bytes": bytes, "text": text, "truncated": truncated }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn models(State(s): S) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let v = blocking(move || Ok(server.runtime.records().models(None)?)).await?;
+    Ok(axum::Json(json!({ "models": v })).into_response())
+}
+
+async fn schedules(State(s): S) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        for p in server.pipelines().into_values() {
+            let Some(expr) = &p.schedule else { continue };
+            let next: Vec<String> =
+                match super::schedule::Schedule::parse(expr, p.serve.timezone.as_deref()) {
+                    Ok(sc) => {
+                        let mut t = now;
+                        let mut v = Vec::new();
+                        for _ in 0..3 {
+                            let Some(n) = sc.next_after(t) else { break };
+                            v.push(super::schedule::slot_text(n));
+                            t = n;
+                        }
+                        v
+                    }
+                    Err(_) => Vec::new(),
+                };
+            out.push(json!({
+                "pipeline": p.name,
+                "schedule": expr,
+                "timezone": p.serve.timezone.clone().unwrap_or_else(|| "UTC".into()),
+                "catchup": p.serve.catchup,
+                "catchup_limit": p.serve.catchup_limit,
+                "max_active_runs": p.serve.max_active_runs,
+                "next": next,
+                "recent": server.slots.recent(Some(&p.name), 10)?,
+                "error": p.error,
+            }));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(axum::Json(json!({ "schedules": v })).into_response())
+}

@@ -1,0 +1,339 @@
+// The weir dashboard: a hash-routed page over the REST API. Every value
+// that came from a pipeline or a step is put in the page with textContent
+// or an attribute, never parsed as HTML.
+"use strict";
+
+const main = document.getElementById("main");
+let timer = null;
+
+// A page opened with ?token= has its cookie now; keep the token out of history.
+if (location.search.includes("token=")) {
+  history.replaceState(null, "", location.pathname + location.hash);
+}
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick" || k === "onsubmit") e[k] = v;
+    else if (v !== null && v !== undefined) e.setAttribute(k, v);
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined) continue;
+    e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return e;
+}
+
+function svg(tag, attrs, ...kids) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+
+async function api(path, opts) {
+  const r = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
+  return body;
+}
+
+function stateTag(s) {
+  return el("span", { class: "state st-" + String(s).replace(/\s+/g, "-"), "data-state": s }, s);
+}
+
+function fmtMs(ms) {
+  if (ms === null || ms === undefined) return "";
+  if (ms < 1000) return ms + " ms";
+  if (ms < 60000) return (ms / 1000).toFixed(1) + " s";
+  return Math.floor(ms / 60000) + " m " + Math.round((ms % 60000) / 1000) + " s";
+}
+
+function fmtTime(ms) {
+  return ms ? new Date(ms).toLocaleString() : "";
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+}
+
+function fail(e) {
+  show(el("p", { class: "error" }, String(e.message || e)));
+}
+
+function every(ms, f) {
+  clearInterval(timer);
+  timer = setInterval(() => f().catch(() => {}), ms);
+}
+
+// ---- runs list -----------------------------------------------------------
+async function pageRuns() {
+  const { runs } = await api("/api/runs?limit=100");
+  const rows = runs.map((r) =>
+    el("tr", { "data-run": r.id },
+      el("td", {}, el("a", { href: "#/runs/" + r.id }, "#" + r.id)),
+      el("td", {}, r.pipeline),
+      el("td", {}, stateTag(r.state)),
+      el("td", {}, fmtTime(r.started_ms)),
+      el("td", {}, fmtMs(r.duration_ms)),
+      el("td", { class: "error" }, r.error || "")));
+  show(
+    el("h1", {}, "Runs"),
+    el("table", { id: "runs" },
+      el("tr", {}, ["Run", "Pipeline", "State", "Started", "Duration", "Error"].map((h) => el("th", {}, h))),
+      rows),
+    runs.length ? null : el("p", { class: "muted" }, "No runs yet: trigger one from Pipelines."));
+  if (runs.some((r) => r.active)) every(1000, pageRuns); else every(3000, pageRuns);
+}
+
+// ---- pipelines and the trigger form ---------------------------------------
+async function pagePipelines() {
+  clearInterval(timer);
+  const { pipelines } = await api("/api/pipelines");
+  const cards = pipelines.map((p) => {
+    const inputs = Object.entries(p.params || {}).map(([k, v]) =>
+      el("p", {}, el("label", { for: "param-" + p.name + "-" + k }, k),
+        el("input", { id: "param-" + p.name + "-" + k, name: k, value: typeof v === "string" ? v : JSON.stringify(v) })));
+    const msg = el("p", { class: "error" });
+    const form = el("form", { class: "trigger", "data-pipeline": p.name }, inputs,
+      el("button", { type: "submit" }, "Trigger run"), msg);
+    form.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const params = {};
+      for (const i of form.querySelectorAll("input")) params[i.name] = i.value;
+      try {
+        const r = await api("/api/pipelines/" + encodeURIComponent(p.name) + "/runs", {
+          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ params }),
+        });
+        location.hash = "#/runs/" + r.run;
+      } catch (e) { msg.textContent = e.message; }
+    };
+    return el("div", { class: "card" },
+      el("h2", {}, p.name),
+      el("p", { class: "muted" }, p.script + " · " + p.steps + " steps" + (p.schedule ? " · schedule " + p.schedule + " (next " + (p.next_fire || "?") + ")" : "") + " · " + p.active_runs + " active"),
+      p.error ? el("p", { class: "error" }, p.error) : form);
+  });
+  show(el("h1", {}, "Pipelines"), cards.length ? cards : el("p", { class: "muted" }, "No pipeline scripts (*.rhai) in the project."));
+}
+
+// ---- a run: DAG, steps, step detail ---------------------------------------
+function layout(nodes, edges) {
+  const depth = {};
+  const preds = {};
+  for (const n of nodes) preds[n.name] = [];
+  for (const e of edges) if (preds[e.to]) preds[e.to].push(e.from);
+  const d = (name, seen) => {
+    if (depth[name] !== undefined) return depth[name];
+    if (seen.has(name)) return 0;
+    seen.add(name);
+    const ps = preds[name] || [];
+    depth[name] = ps.length ? 1 + Math.max(...ps.map((p) => d(p, seen))) : 0;
+    return depth[name];
+  };
+  for (const n of nodes) d(n.name, new Set());
+  const cols = {};
+  for (const n of nodes) (cols[depth[n.name]] = cols[depth[n.name]] || []).push(n.name);
+  const pos = {};
+  const W = 170, H = 34, GX = 60, GY = 22;
+  let maxRows = 0;
+  for (const [c, names] of Object.entries(cols)) {
+    names.forEach((name, i) => { pos[name] = { x: 10 + c * (W + GX), y: 10 + i * (H + GY) }; });
+    maxRows = Math.max(maxRows, names.length);
+  }
+  const ncols = Object.keys(cols).length;
+  return { pos, W, H, width: 20 + ncols * (W + GX), height: 20 + maxRows * (H + GY) };
+}
+
+const COLORS = {
+  succeeded: "#2e8b57", cached: "#3b7dd8", failed: "#c0392b", running: "#d68910", retrying: "#d68910",
+  skipped: "#a0a7b4", cancelled: "#6c3483", pending: "#b8bec9", "not run": "#a0a7b4",
+};
+
+function drawDag(graph, runId) {
+  const { pos, W, H, width, height } = layout(graph.nodes, graph.edges);
+  const s = svg("svg", { class: "dag", id: "dag", width, height, viewBox: `0 0 ${width} ${height}` });
+  for (const e of graph.edges) {
+    const a = pos[e.from], b = pos[e.to];
+    if (!a || !b) continue;
+    const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+    s.append(svg("path", { class: "edge", d: `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}` }));
+  }
+  for (const n of graph.nodes) {
+    const p = pos[n.name];
+    const g = svg("g", { class: "node", "data-step": n.name, "data-state": n.state, transform: `translate(${p.x},${p.y})` });
+    g.append(svg("rect", { width: W, height: H, rx: 5, fill: COLORS[n.state] || "#7a8394" }));
+    let label = n.name + (n.gated ? " ◇" : "") + (n.map ? " ×" + n.children.length : "");
+    if (label.length > 24) label = label.slice(0, 23) + "…";
+    g.append(svg("text", { x: 8, y: 14 }, label));
+    g.append(svg("text", { x: 8, y: 28 }, n.state + (n.gated ? " (gated)" : "")));
+    g.addEventListener("click", () => { location.hash = "#/runs/" + runId + "/steps/" + encodeURIComponent(n.name); });
+    s.append(g);
+  }
+  return s;
+}
+
+async function pageRun(id, step) {
+  const d = await api("/api/runs/" + id);
+  const r = d.run;
+  const actions = el("p", {});
+  if (r.active) {
+    const b = el("button", { id: "cancel", class: "secondary" }, "Cancel run");
+    b.onclick = async () => { try { await api("/api/runs/" + id + "/cancel", { method: "POST" }); } catch (e) { alert(e.message); } };
+    actions.append(b);
+  } else if (r.state !== "succeeded") {
+    const b = el("button", { id: "retry", class: "secondary" }, "Retry failed steps");
+    b.onclick = async () => { try { await api("/api/runs/" + id + "/retry", { method: "POST" }); route(); } catch (e) { alert(e.message); } };
+    actions.append(b);
+  }
+  const steps = d.steps.map((s) =>
+    el("tr", {},
+      el("td", {}, el("a", { href: "#/runs/" + id + "/steps/" + encodeURIComponent(s.step) }, s.step)),
+      el("td", {}, stateTag(s.state)),
+      el("td", {}, fmtMs(s.ended_ms - s.started_ms)),
+      el("td", {}, Object.entries(s.outputs || {}).map(([k, v]) => el("div", {}, k + " = ", el("a", { href: "#/artifacts/" + v, class: "mono" }, v.slice(0, 12))))),
+      el("td", { class: "error" }, s.error || "")));
+  const detail = el("div", { id: "step-detail" });
+  show(
+    el("h1", {}, "Run #" + r.id + " · " + r.pipeline + " ", stateTag(r.state)),
+    el("p", { class: "muted" }, "started " + fmtTime(r.started_ms) + " · " + fmtMs(r.duration_ms) + (r.params ? " · params " + JSON.stringify(r.params) : "")),
+    r.error ? el("p", { class: "error" }, r.error) : null,
+    actions,
+    drawDag(d.graph, id),
+    el("p", { class: "muted" }, "◇ gated by a condition · ×N map children · blue = cached"),
+    el("h2", {}, "Steps"),
+    el("table", { id: "steps" }, el("tr", {}, ["Step", "State", "Duration", "Outputs", "Error"].map((h) => el("th", {}, h))), steps),
+    detail);
+  if (step) await stepDetail(id, step, detail);
+  if (r.active) every(1000, () => pageRun(id, step)); else clearInterval(timer);
+}
+
+function metricsChart(metrics) {
+  const entries = Object.entries(metrics || {});
+  if (!entries.length) return el("p", { class: "muted" }, "no metrics");
+  const max = Math.max(...entries.map(([, v]) => Math.abs(v)), 1e-12);
+  const s = svg("svg", { class: "chart", width: 460, height: 24 * entries.length + 4 });
+  entries.forEach(([k, v], i) => {
+    const w = Math.max(2, 220 * Math.abs(v) / max);
+    s.append(svg("text", { x: 0, y: 24 * i + 16, fill: "#1d2433" }, k));
+    s.append(svg("rect", { x: 150, y: 24 * i + 4, width: w, height: 16, fill: "#3b7dd8" }));
+    s.append(svg("text", { x: 156 + w, y: 24 * i + 16, fill: "#1d2433" }, Number(v).toPrecision(4)));
+  });
+  return s;
+}
+
+async function stepDetail(id, step, into) {
+  const d = await api("/api/runs/" + id + "/steps/" + encodeURIComponent(step));
+  const logs = await api("/api/runs/" + id + "/steps/" + encodeURIComponent(step) + "/logs");
+  const rec = d.record || {};
+  const pre = el("pre", { class: "logs", id: "logs" },
+    logs.lines.map((l) => el("span", { class: "lvl-" + l.level }, "[" + l.attempt + "] " + l.level + " " + l.message + "\n")));
+  into.replaceChildren(
+    el("h2", {}, "Step " + step + " ", stateTag(d.state)),
+    el("div", { class: "row" },
+      el("div", { class: "card" },
+        el("p", {}, "cache key: ", el("span", { class: "mono" }, rec.cache_key || "—")),
+        el("p", {}, "component: ", el("span", { class: "mono" }, rec.component || JSON.stringify(d.component))),
+        el("p", {}, "attempts: " + (d.attempts || []).length),
+        el("p", {}, "params: ", el("span", { class: "mono" }, JSON.stringify(d.params))),
+        el("p", {}, "outputs: ", Object.entries(rec.outputs || {}).map(([k, v]) =>
+          el("span", {}, k + " = ", el("a", { href: "#/artifacts/" + v, class: "mono" }, v.slice(0, 12)), " "))),
+        rec.error ? el("p", { class: "error" }, rec.error) : null),
+      el("div", { class: "card" }, el("h2", {}, "Metrics"), metricsChart(rec.metrics))),
+    el("h2", {}, "Logs"), pre);
+}
+
+// ---- artifacts ----------------------------------------------------------
+async function pageArtifact(digest) {
+  clearInterval(timer);
+  const a = await api("/api/artifacts/" + digest);
+  const preview = el("div", { id: "preview" });
+  const rows = a.entries.map((e) => {
+    const cells = [el("td", {}, e.kind), el("td", {}, e.name), el("td", {}, e.bytes)];
+    if (e.kind === "file") {
+      const pv = el("button", { class: "secondary" }, "Preview");
+      pv.onclick = async () => {
+        try {
+          const p = await api("/api/artifacts/" + a.digest + "/preview/" + encodeURIComponent(e.name));
+          if (p.kind === "table") {
+            preview.replaceChildren(el("h2", {}, e.name), el("table", {}, p.rows.map((r, i) => el("tr", {}, r.map((c) => el(i ? "td" : "th", {}, c))))));
+          } else if (p.kind === "text") {
+            preview.replaceChildren(el("h2", {}, e.name), el("pre", { class: "logs" }, p.text));
+          } else {
+            preview.replaceChildren(el("p", { class: "muted" }, e.name + ": " + (p.note || "binary file")));
+          }
+        } catch (err) { preview.replaceChildren(el("p", { class: "error" }, err.message)); }
+      };
+      cells.push(el("td", {}, el("a", { href: "/api/artifacts/" + a.digest + "/files/" + encodeURIComponent(e.name) }, "download"), " ", pv));
+    } else cells.push(el("td", {}));
+    return el("tr", {}, cells);
+  });
+  show(
+    el("h1", {}, "Artifact ", el("span", { class: "mono" }, a.digest)),
+    el("p", { class: "muted" }, a.bytes + " bytes" + (a.producer ? " · made by run #" + a.producer.run + " step " + a.producer.step.step : "")),
+    el("table", {}, el("tr", {}, ["Kind", "Name", "Bytes", ""].map((h) => el("th", {}, h))), rows),
+    preview);
+}
+
+// ---- compare, models, schedules ------------------------------------------
+async function pageCompare(q) {
+  clearInterval(timer);
+  const runs = new URLSearchParams(q).get("runs") || "";
+  const input = el("input", { id: "compare-runs", value: runs, placeholder: "3,4" });
+  const form = el("form", {}, "Runs: ", input, " ", el("button", { type: "submit" }, "Compare"));
+  form.onsubmit = (ev) => { ev.preventDefault(); location.hash = "#/compare?runs=" + encodeURIComponent(input.value); };
+  if (!runs) return show(el("h1", {}, "Compare runs"), form);
+  const c = await api("/api/compare?runs=" + encodeURIComponent(runs));
+  show(el("h1", {}, "Compare runs"), form,
+    el("table", { id: "compare" },
+      el("tr", {}, el("th", {}, ""), el("th", {}, ""), c.runs.map((r) => el("th", {}, el("a", { href: "#/runs/" + r.run }, "#" + r.run)))),
+      c.rows.map((r) => el("tr", {}, el("td", {}, r.differs ? "*" : ""), el("td", {}, r.kind + " " + r.name),
+        r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v)))))));
+}
+
+async function pageModels() {
+  clearInterval(timer);
+  const { models } = await api("/api/models");
+  show(el("h1", {}, "Model registry"),
+    el("table", { id: "models" },
+      el("tr", {}, ["Model", "Version", "Stage", "Run", "Metrics", "Artifact"].map((h) => el("th", {}, h))),
+      models.map((m) => el("tr", {},
+        el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.stage),
+        el("td", {}, el("a", { href: "#/runs/" + m.run }, "#" + m.run)),
+        el("td", {}, Object.entries(m.metrics || {}).map(([k, v]) => k + "=" + Number(v).toPrecision(4)).join(" ")),
+        el("td", {}, el("a", { href: "#/artifacts/" + m.digest, class: "mono" }, String(m.digest).slice(0, 12)))))));
+}
+
+async function pageSchedules() {
+  clearInterval(timer);
+  const { schedules } = await api("/api/schedules");
+  show(el("h1", {}, "Schedules"),
+    el("table", { id: "schedules" },
+      el("tr", {}, ["Pipeline", "Cron", "Time zone", "Catch-up", "Next", "Recent slots"].map((h) => el("th", {}, h))),
+      schedules.map((s) => el("tr", {},
+        el("td", {}, s.pipeline), el("td", { class: "mono" }, s.schedule), el("td", {}, s.timezone),
+        el("td", {}, s.catchup + (s.catchup === "all" ? " (≤" + s.catchup_limit + ")" : "")),
+        el("td", {}, s.next.join(", ")),
+        el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + (r.run ? " #" + r.run : "") + (r.reason ? " (" + r.reason + ")" : "")))))))),
+    schedules.length ? null : el("p", { class: "muted" }, "No pipeline declares a schedule."));
+}
+
+// ---- routing ------------------------------------------------------------
+async function route() {
+  const h = location.hash.replace(/^#/, "") || "/";
+  const [path, q] = h.split("?");
+  const m = path.split("/").filter(Boolean);
+  try {
+    if (m.length === 0) return await pageRuns();
+    if (m[0] === "pipelines") return await pagePipelines();
+    if (m[0] === "runs" && m[1] && m[2] === "steps" && m[3]) return await pageRun(m[1], decodeURIComponent(m[3]));
+    if (m[0] === "runs" && m[1]) return await pageRun(m[1]);
+    if (m[0] === "artifacts" && m[1]) return await pageArtifact(m[1]);
+    if (m[0] === "compare") return await pageCompare(q || "");
+    if (m[0] === "models") return await pageModels();
+    if (m[0] === "schedules") return await pageSchedules();
+    show(el("p", {}, "Unknown page."));
+  } catch (e) { fail(e); }
+}
+
+window.addEventListener("hashchange", route);
+route();

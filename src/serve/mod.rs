@@ -1,0 +1,545 @@
+//! `weir serve`: one process that discovers a project's pipelines, fires
+//! their cron schedules, executes triggered and scheduled runs through the
+//! same runtime API as `weir run`, and serves the REST API and the
+//! dashboard. State lives in the store: runs in `weir.db`, schedule slots in
+//! `serve.db`, the API token in `serve.token`.
+
+mod api;
+mod hooks;
+pub mod schedule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use weir_runtime::plan::ServeOptions;
+use weir_runtime::records::LogLine;
+use weir_runtime::{Config, RunEvent, RunId, RunOptions, Runtime};
+
+/// Arguments of `weir serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The project folder: its pipeline scripts (*.rhai) are served [default: .]
+    project: Option<PathBuf>,
+    /// Address to listen on (loopback unless you say otherwise)
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: String,
+    /// Store folder [default: PROJECT/.weir]
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Steps to run at once
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// The API token [default: $WEIR_TOKEN, else the one in STORE/serve.token, made on first start]
+    #[arg(long)]
+    token: Option<String>,
+    /// Another host name clients may use in Host/Origin (besides the bind address, localhost and 127.0.0.1)
+    #[arg(long = "allow-host", value_name = "HOST")]
+    allow_hosts: Vec<String>,
+    /// Print the API's routes (method and path) and exit
+    #[arg(long, hide = true)]
+    list_routes: bool,
+}
+
+/// A pipeline script found in the project.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pipeline {
+    /// The pipeline's name (from `pipeline("...")`), or the script's file
+    /// name when it does not compile.
+    pub name: String,
+    /// The script, relative to the project folder.
+    pub script: PathBuf,
+    /// Its cron schedule.
+    pub schedule: Option<String>,
+    /// Time zone, catch-up, concurrency and hooks.
+    pub serve: ServeOptions,
+    /// Declared params and their defaults.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Number of steps.
+    pub steps: usize,
+    /// Why the script does not compile, if it does not.
+    pub error: Option<String>,
+}
+
+/// A step's live state while its run is active.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveLog {
+    /// Its position in the run's live log (for `?after=`).
+    pub seq: u64,
+    /// The step.
+    pub step: String,
+    /// The attempt.
+    pub attempt: u32,
+    /// The line.
+    pub line: LogLine,
+}
+
+/// What the server knows of an active run beyond its records.
+#[derive(Default)]
+pub struct Live {
+    /// Step name to state (`running`, or a final state's name).
+    pub states: BTreeMap<String, String>,
+    /// Log lines as they happen (the newest `MAX_LIVE_LINES`).
+    pub logs: std::collections::VecDeque<LiveLog>,
+    /// Lines seen in all.
+    pub seq: u64,
+}
+
+/// Lines of live log kept per active run (the records keep them all).
+const MAX_LIVE_LINES: usize = 20_000;
+
+/// An active run.
+pub struct ActiveRun {
+    /// Its pipeline.
+    pub pipeline: String,
+    /// Cancels it.
+    pub cancel: CancellationToken,
+    /// Live states and logs.
+    pub live: Mutex<Live>,
+}
+
+/// The server: long-lived, shared by the API handlers and the scheduler.
+pub struct Server {
+    /// The project folder (canonical).
+    pub project: PathBuf,
+    /// The runtime every run goes through.
+    pub runtime: Runtime,
+    /// The API token.
+    pub token: String,
+    /// Host names (with port) that requests may name in Host and Origin.
+    pub allowed_hosts: Vec<String>,
+    /// The base URL for links in notifications.
+    pub base_url: String,
+    pipelines: Mutex<BTreeMap<String, Pipeline>>,
+    active: Mutex<HashMap<RunId, Arc<ActiveRun>>>,
+    /// Schedule slots fired (serve.db).
+    pub slots: schedule::Slots,
+    tasks: TaskTracker,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// Why a request could not be served (status code and message).
+#[derive(Debug)]
+pub struct ApiError(pub axum::http::StatusCode, pub String);
+
+impl ApiError {
+    fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError(axum::http::StatusCode::BAD_REQUEST, msg.into())
+    }
+    fn not_found(msg: impl Into<String>) -> ApiError {
+        ApiError(axum::http::StatusCode::NOT_FOUND, msg.into())
+    }
+    fn conflict(msg: impl Into<String>) -> ApiError {
+        ApiError(axum::http::StatusCode::CONFLICT, msg.into())
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        ApiError(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{e:#}"),
+        )
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+/// Folders never searched for pipelines.
+const SKIP_DIRS: &[&str] = &[".weir", "target", "node_modules", ".git"];
+
+impl Server {
+    /// Finds the project's pipeline scripts (up to 4 folders deep) and
+    /// compiles each to learn its name, schedule and params. A script that
+    /// declares no pipeline (a module other scripts import) is left out.
+    pub fn discover(&self) -> BTreeMap<String, Pipeline> {
+        let mut found = BTreeMap::new();
+        let mut scripts = Vec::new();
+        find_scripts(&self.project, 0, &mut scripts);
+        scripts.sort();
+        for path in scripts {
+            let rel = path
+                .strip_prefix(&self.project)
+                .unwrap_or(&path)
+                .to_path_buf();
+            let p = match weir_dsl::compile_file(&path) {
+                Ok(plan) => Pipeline {
+                    name: plan.name.clone(),
+                    script: rel,
+                    schedule: plan.schedule.clone(),
+                    serve: plan.serve.clone(),
+                    params: plan.params.clone(),
+                    steps: plan.steps.len(),
+                    error: plan.schedule.as_deref().and_then(|c| {
+                        schedule::Schedule::parse(c, plan.serve.timezone.as_deref()).err()
+                    }),
+                },
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg.contains("declares no pipeline") {
+                        continue;
+                    }
+                    Pipeline {
+                        name: rel.to_string_lossy().into_owned(),
+                        script: rel,
+                        schedule: None,
+                        serve: ServeOptions::default(),
+                        params: BTreeMap::new(),
+                        steps: 0,
+                        error: Some(msg),
+                    }
+                }
+            };
+            if let Some(other) = found.get(&p.name) {
+                let other: &Pipeline = other;
+                let msg = format!(
+                    "pipeline '{}' is declared by both {} and {}",
+                    p.name,
+                    other.script.display(),
+                    p.script.display()
+                );
+                found.insert(
+                    p.name.clone(),
+                    Pipeline {
+                        error: Some(msg),
+                        ..p
+                    },
+                );
+            } else {
+                found.insert(p.name.clone(), p);
+            }
+        }
+        found
+    }
+
+    /// Re-reads the project's scripts.
+    pub fn rescan(&self) -> BTreeMap<String, Pipeline> {
+        let found = self.discover();
+        *lock(&self.pipelines) = found.clone();
+        found
+    }
+
+    /// The pipelines as last scanned.
+    pub fn pipelines(&self) -> BTreeMap<String, Pipeline> {
+        lock(&self.pipelines).clone()
+    }
+
+    /// The active run `id`, if it is active.
+    pub fn active(&self, id: RunId) -> Option<Arc<ActiveRun>> {
+        lock(&self.active).get(&id).cloned()
+    }
+
+    /// Number of active runs of `pipeline`.
+    pub fn active_count(&self, pipeline: &str) -> usize {
+        lock(&self.active)
+            .values()
+            .filter(|a| a.pipeline == pipeline)
+            .count()
+    }
+
+    /// Starts a run of `pipeline` with `params` (`--param` text values),
+    /// continuing run `resume` if given; `slot` is the schedule slot it
+    /// fills (RFC 3339), handed to a pipeline that declares a `slot` param.
+    /// Returns when the run is recorded (or could not start).
+    pub async fn trigger(
+        self: &Arc<Self>,
+        pipeline: &str,
+        mut params: BTreeMap<String, String>,
+        resume: Option<RunId>,
+        slot: Option<String>,
+    ) -> Result<RunId, ApiError> {
+        let p = self
+            .pipelines()
+            .get(pipeline)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("there is no pipeline '{pipeline}'")))?;
+        if let Some(e) = &p.error {
+            return Err(ApiError::bad(format!(
+                "pipeline '{pipeline}' cannot run: {e}"
+            )));
+        }
+        if let Some(slot) = slot
+            && p.params.contains_key("slot")
+        {
+            params.entry("slot".into()).or_insert(slot);
+        }
+        let script = self.project.join(&p.script);
+        let plan =
+            tokio::task::spawn_blocking(move || weir_dsl::compile_file_with(&script, &params))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+        let limit = plan.serve.max_active_runs as usize;
+        if self.active_count(&plan.name) >= limit {
+            return Err(ApiError::conflict(format!(
+                "pipeline '{}' already has {limit} active run(s) (max_active_runs {limit})",
+                plan.name
+            )));
+        }
+        let run = Arc::new(ActiveRun {
+            pipeline: plan.name.clone(),
+            cancel: self.shutdown.child_token(),
+            live: Mutex::new(Live::default()),
+        });
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<RunId, String>>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let on_event = {
+            let server = Arc::clone(self);
+            let run = Arc::clone(&run);
+            let started_tx = Arc::clone(&started_tx);
+            Arc::new(move |e: &RunEvent| {
+                if let RunEvent::RunStarted { run: id, .. } = e {
+                    lock(&server.active).insert(*id, Arc::clone(&run));
+                    if let Some(tx) = lock(&started_tx).take() {
+                        let _ = tx.send(Ok(*id));
+                    }
+                    return;
+                }
+                let mut live = lock(&run.live);
+                match e {
+                    RunEvent::StepStarted { step } => {
+                        live.states.insert(step.clone(), "running".into());
+                    }
+                    RunEvent::StepRetrying { step, .. } => {
+                        live.states.insert(step.clone(), "retrying".into());
+                    }
+                    RunEvent::StepFinished { step, state, .. } => {
+                        live.states.insert(step.clone(), state.to_string());
+                    }
+                    RunEvent::StepLog {
+                        step,
+                        attempt,
+                        line,
+                    } => {
+                        live.seq += 1;
+                        let seq = live.seq;
+                        live.logs.push_back(LiveLog {
+                            seq,
+                            step: step.clone(),
+                            attempt: *attempt,
+                            line: line.clone(),
+                        });
+                        if live.logs.len() > MAX_LIVE_LINES {
+                            live.logs.pop_front();
+                        }
+                    }
+                    _ => {}
+                }
+            })
+        };
+        let opts = RunOptions {
+            on_event: Some(on_event),
+            cancel: Some(run.cancel.clone()),
+            resume,
+            ..RunOptions::default()
+        };
+        let server = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let result = server.runtime.run(&plan, opts).await;
+            match result {
+                Ok(report) => {
+                    lock(&server.active).remove(&report.run);
+                    tracing::info!(run = %report.run, state = %report.state, "run finished");
+                    hooks::after_run(&server, &plan, &report).await;
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    tracing::warn!("run of '{}' could not start: {msg}", plan.name);
+                    if let Some(tx) = lock(&started_tx).take() {
+                        let _ = tx.send(Err(msg));
+                    }
+                }
+            }
+        });
+        match started_rx.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(msg)) => Err(ApiError::bad(msg)),
+            Err(_) => Err(ApiError::internal("the run ended before it was recorded")),
+        }
+    }
+}
+
+fn find_scripts(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            if depth < 4 && !name.starts_with('.') && !SKIP_DIRS.contains(&name.as_ref()) {
+                find_scripts(&path, depth + 1, out);
+            }
+        } else if ft.is_file() && name.ends_with(".rhai") {
+            out.push(path);
+        }
+    }
+}
+
+/// Locks a mutex, going on with the data if a holder panicked.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The token: `--token`, `$WEIR_TOKEN`, or the one kept in the store
+/// (made on first start, 32 random bytes as hex, file mode 0600).
+fn load_token(flag: Option<String>, store: &Path) -> anyhow::Result<(String, bool)> {
+    if let Some(t) = flag.or_else(|| std::env::var("WEIR_TOKEN").ok()) {
+        if t.len() < 16 {
+            anyhow::bail!(
+                "the API token must have at least 16 characters, found {}",
+                t.len()
+            );
+        }
+        return Ok((t, false));
+    }
+    let file = store.join("serve.token");
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        let t = t.trim().to_string();
+        if t.len() >= 16 {
+            return Ok((t, false));
+        }
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for a token: {e}"))?;
+    let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::create_dir_all(store)?;
+    let tmp = store.join(".serve.token.tmp");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(t.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &file)?;
+    Ok((t, true))
+}
+
+/// Runs `weir serve`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.list_routes {
+        for (method, path) in api::ROUTES {
+            println!("{method} {path}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let project = args
+        .project
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("project folder: {e}"))?;
+    let store = args.store.clone().unwrap_or_else(|| project.join(".weir"));
+    let mut config = Config::new(&store);
+    if let Some(j) = args.jobs {
+        config = config.jobs(j);
+    }
+    if let Some(file) = weir_runtime::TrustPolicy::find_file(&project) {
+        config.trust = config.trust.clone().with_file(&file)?;
+    }
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.jobs.max(2))
+        .enable_all()
+        .build()?;
+    let runtime = Runtime::new(config)?;
+    let (token, made) = load_token(args.token.clone(), &store)?;
+    let slots = schedule::Slots::open(&store.join("serve.db"))?;
+
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.bind))?;
+        let addr = listener.local_addr()?;
+        let mut allowed_hosts = vec![
+            addr.to_string(),
+            format!("localhost:{}", addr.port()),
+            format!("127.0.0.1:{}", addr.port()),
+            format!("[::1]:{}", addr.port()),
+        ];
+        allowed_hosts.extend(args.allow_hosts.iter().map(|h| {
+            if h.contains(':') {
+                h.clone()
+            } else {
+                format!("{h}:{}", addr.port())
+            }
+        }));
+        let server = Arc::new(Server {
+            project: project.clone(),
+            runtime,
+            token: token.clone(),
+            allowed_hosts,
+            base_url: format!("http://{addr}"),
+            pipelines: Mutex::new(BTreeMap::new()),
+            active: Mutex::new(HashMap::new()),
+            slots,
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        let found = server.rescan();
+        println!(
+            "weir serve: {} pipeline(s) in {}, store {}",
+            found.len(),
+            project.display(),
+            store.display()
+        );
+        for p in found.values() {
+            match (&p.error, &p.schedule) {
+                (Some(e), _) => println!("  {:<20} ERROR {e}", p.name),
+                (None, Some(s)) => println!("  {:<20} schedule {s}", p.name),
+                (None, None) => println!("  {:<20} manual", p.name),
+            }
+        }
+        println!("listening on http://{addr}");
+        if made {
+            println!(
+                "a new API token was made and saved in {}",
+                store.join("serve.token").display()
+            );
+        }
+        println!("dashboard: http://{addr}/?token={token}");
+        let scheduler = tokio::spawn(schedule::run_scheduler(Arc::clone(&server)));
+
+        let app = api::router(Arc::clone(&server));
+        let shutdown = server.shutdown.clone();
+        let signals = async move {
+            let ctrl_c = tokio::signal::ctrl_c();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+                _ = shutdown.cancelled() => {},
+            }
+            anyhow::Ok(())
+        };
+        let srv = axum::serve(listener, app).with_graceful_shutdown({
+            let server = Arc::clone(&server);
+            async move {
+                let _ = signals.await;
+                println!("shutting down: cancelling active runs");
+                server.shutdown.cancel();
+            }
+        });
+        srv.await?;
+        // Running steps are cancelled (child tokens of `shutdown`); wait for
+        // their runs to record it.
+        scheduler.abort();
+        server.tasks.close();
+        server.tasks.wait().await;
+        println!("stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

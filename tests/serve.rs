@@ -1,0 +1,581 @@
+//! `weir serve` against a real server process on a free loopback port:
+//! the API (trigger, watch, logs, artifacts, metrics, cancel, retry), its
+//! guard (token on every route, Host/Origin, bounded bodies, traversal),
+//! the OpenAPI file, and the cron scheduler across a restart.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A project with three pipelines built from the test fixtures.
+fn project(dir: &Path) {
+    let echo = fixture("echo").display().to_string();
+    let sleep = fixture("sleep").display().to_string();
+    std::fs::write(
+        dir.join("quick.rhai"),
+        format!(
+            r#"let greeting = param("greeting", "hello");
+let p = pipeline("quick");
+let a = p.step("a", {echo:?}).output("out")
+    .params(#{{ files: #{{ "data.csv": "x,y\n1,2\n3,4\n" }}, metrics: #{{ f1: 0.75, auc: 0.8 }}, note: greeting }});
+p.step("b", {echo:?}).output("out").input("prev", a.out("out")).params(#{{ note: "<script>alert(1)</script>" }});
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("slow.rhai"),
+        format!(
+            r#"let p = pipeline("slow");
+p.step("wait", {sleep:?}).output("out").params(#{{ ms: 3600000 }}).timeout("2h");
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flaky.rhai"),
+        format!(
+            r#"let fail = param("fail", "yes");
+let p = pipeline("flaky");
+let a = p.step("first", {echo:?}).output("out").params(#{{ note: "ok" }});
+p.step("second", {echo:?}).output("out").input("prev", a.out("out")).params(#{{ fail: fail }});
+"#
+        ),
+    )
+    .unwrap();
+    // A module other scripts could import: not a pipeline, not listed.
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    std::fs::write(dir.join("lib/helpers.rhai"), "fn twice(x) { x * 2 }\n").unwrap();
+}
+
+fn routes() -> Vec<(String, String)> {
+    let out = weir().args(["serve", "--list-routes"]).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (m, p) = l.split_once(' ').unwrap();
+            (m.to_string(), p.to_string())
+        })
+        .collect()
+}
+
+fn sample(path: &str) -> String {
+    path.replace("{name}", "quick")
+        .replace("{id}", "1")
+        .replace("{step}", "a")
+        .replace("{digest}", &"0".repeat(64))
+        .replace("{*path}", "x.csv")
+}
+
+/// Checks `value` against the OpenAPI schema `schema` (`type`, `required`,
+/// `properties`, `items`, `$ref` into components), naming where it fails.
+fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return check_schema(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(t) = schema["type"].as_str() {
+        let ok = match t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            _ => true,
+        } || (schema["nullable"] == true && value.is_null());
+        assert!(ok, "{at}: expected {t}, found {value}");
+    }
+    if let Some(req) = schema["required"].as_array() {
+        for k in req {
+            let k = k.as_str().unwrap();
+            assert!(
+                value.get(k).is_some(),
+                "{at}: missing required '{k}' in {value}"
+            );
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, s) in props {
+            if let Some(v) = obj.get(k)
+                && !v.is_null()
+            {
+                check_schema(doc, s, v, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check_schema(doc, items, v, &format!("{at}[{i}]"));
+        }
+    }
+}
+
+fn openapi() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("docs/openapi.json")).unwrap())
+        .unwrap()
+}
+
+/// Validates a 2xx response body against the OpenAPI document.
+fn conforms(doc: &Value, method: &str, path: &str, status: u16, body: &Value) {
+    let op = &doc["paths"][path][method.to_lowercase()];
+    assert!(
+        op.is_object(),
+        "{method} {path} is not in docs/openapi.json"
+    );
+    let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path}: no schema for {status}"
+    );
+    check_schema(doc, schema, body, &format!("{method} {path}"));
+}
+
+#[test]
+fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    project(&proj);
+    let mut srv = Served::start(&proj, &tmp.path().join("store"));
+    let doc = openapi();
+
+    // Every route is documented, and every documented route exists.
+    let routes = routes();
+    assert!(routes.len() >= 15, "{routes:?}");
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for m in ops.as_object().unwrap().keys() {
+            documented.push((m.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut listed = routes.clone();
+    listed.sort();
+    assert_eq!(
+        listed, documented,
+        "docs/openapi.json and the router disagree"
+    );
+
+    // The health check needs no token; every other route answers 401 without one.
+    let (s, _, body) = srv.raw("GET", "/api/health", &[]);
+    assert_eq!((s, body.as_slice()), (200, &br#"{"ok":true}"#[..]));
+    for (m, p) in &routes {
+        if p == "/api/health" {
+            continue;
+        }
+        let (s, _, body) = srv.raw(m, &sample(p), &[]);
+        assert_eq!(s, 401, "{m} {p} without a token");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
+        let (s, _, _) = srv.raw(
+            m,
+            &sample(p),
+            &[("Authorization", "Bearer wrong-token-0000000000")],
+        );
+        assert_eq!(s, 401, "{m} {p} with a wrong token");
+    }
+    // DNS rebinding and cross-site requests are refused.
+    let auth = format!("Bearer {TOKEN}");
+    let (s, _, _) = srv.raw(
+        "GET",
+        "/api/runs",
+        &[("Authorization", &auth), ("Host", "evil.example:80")],
+    );
+    assert_eq!(s, 421);
+    let (s, _, _) = srv.raw(
+        "POST",
+        "/api/pipelines/quick/runs",
+        &[("Authorization", &auth), ("Origin", "http://evil.example")],
+    );
+    assert_eq!(s, 403);
+
+    // Pipelines: the three scripts (the module is not one).
+    let (s, v) = srv.get("/api/pipelines");
+    assert_eq!(s, 200);
+    conforms(&doc, "GET", "/api/pipelines", s, &v);
+    let names: Vec<&str> = v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["flaky", "quick", "slow"]);
+
+    // Trigger with params, watch to completion.
+    let (s, v) = srv.post(
+        "/api/pipelines/quick/runs",
+        json!({ "params": { "greeting": "bonjour" } }),
+    );
+    assert_eq!(s, 201, "{v}");
+    conforms(&doc, "POST", "/api/pipelines/{name}/runs", s, &v);
+    let id = v["run"].as_i64().unwrap();
+    let detail = srv.wait_run(id, 120);
+    assert_eq!(detail["run"]["state"], "succeeded", "{detail}");
+    conforms(&doc, "GET", "/api/runs/{id}", 200, &detail);
+    assert_eq!(detail["run"]["params"]["greeting"], "bonjour");
+    let nodes = detail["graph"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(detail["graph"]["edges"][0]["from"], "a");
+    assert_eq!(detail["graph"]["edges"][0]["to"], "b");
+    let (s, v) = srv.get("/api/runs?pipeline=quick&state=succeeded");
+    conforms(&doc, "GET", "/api/runs", s, &v);
+    assert_eq!(v["runs"][0]["id"], id);
+    assert!(v["runs"][0]["duration_ms"].as_i64().unwrap() >= 0);
+
+    // Step detail, logs, metrics.
+    let (s, v) = srv.get(&format!("/api/runs/{id}/steps/a"));
+    conforms(&doc, "GET", "/api/runs/{id}/steps/{step}", s, &v);
+    assert_eq!(v["state"], "succeeded");
+    assert!(v["record"]["cache_key"].as_str().unwrap().len() == 64);
+    assert_eq!(v["params"]["note"], "bonjour");
+    let (s, v) = srv.get(&format!("/api/runs/{id}/steps/a/logs"));
+    conforms(&doc, "GET", "/api/runs/{id}/steps/{step}/logs", s, &v);
+    assert!(
+        v["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "echo done"),
+        "{v}"
+    );
+    let (s, v) = srv.get(&format!("/api/runs/{id}/metrics"));
+    conforms(&doc, "GET", "/api/runs/{id}/metrics", s, &v);
+    assert_eq!(v["metrics"]["a"]["f1"], 0.75);
+
+    // Artifacts: metadata, download as an attachment, preview; traversal names nothing.
+    let out = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "a")
+        .unwrap()["outputs"]["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = srv.get(&format!("/api/artifacts/{out}"));
+    conforms(&doc, "GET", "/api/artifacts/{digest}", s, &v);
+    assert!(
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "data.csv")
+    );
+    assert_eq!(v["producer"]["run"], id);
+    let (s, hs, body) = srv.raw(
+        "GET",
+        &format!("/api/artifacts/{out}/files/data.csv"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(s, 200);
+    assert_eq!(body, b"x,y\n1,2\n3,4\n");
+    let header = |n: &str| {
+        hs.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        header("content-disposition"),
+        "attachment; filename=\"data.csv\""
+    );
+    assert_eq!(header("content-type"), "application/octet-stream");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    let (s, v) = srv.get(&format!("/api/artifacts/{}/preview/data.csv", &out[..12]));
+    conforms(
+        &doc,
+        "GET",
+        "/api/artifacts/{digest}/preview/{*path}",
+        s,
+        &v,
+    );
+    assert_eq!(v["rows"], json!([["x", "y"], ["1", "2"], ["3", "4"]]));
+    for bad in [
+        format!("/api/artifacts/{out}/files/../../weir.db"),
+        format!("/api/artifacts/{out}/files/%2e%2e/%2e%2e/weir.db"),
+        format!("/api/artifacts/{out}/files/..%2f..%2fweir.db"),
+        format!("/api/artifacts/{out}/files//etc/passwd"),
+        format!("/api/artifacts/{out}/files/data.csv/../../../weir.db"),
+        "/api/artifacts/..%2f..%2fweir.db/files/x".to_string(),
+        "/api/artifacts/zzzzzzzz/files/x".to_string(),
+    ] {
+        let (s, _, body) = srv.raw("GET", &bad, &[("Authorization", &auth)]);
+        assert!(matches!(s, 400 | 404), "{bad}: {s}");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("SQLite"),
+            "{bad} leaked the database"
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert!(v["error"].is_string() || s == 404, "{bad}: errors are JSON");
+    }
+
+    // A long run is cancelled: the step is interrupted and recorded.
+    let (s, v) = srv.post("/api/pipelines/slow/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let slow = v["run"].as_i64().unwrap();
+    let t = Instant::now();
+    loop {
+        let (_, v) = srv.get(&format!("/api/runs/{slow}"));
+        if v["live"]["wait"] == "running" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the slow step never started: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Only one active run per pipeline by default.
+    let (s, v) = srv.post("/api/pipelines/slow/runs", json!({}));
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("max_active_runs"));
+    let (s, v) = srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
+    assert_eq!(s, 202, "{v}");
+    let cancelled = srv.wait_run(slow, 30);
+    assert_eq!(cancelled["run"]["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["steps"][0]["state"], "cancelled");
+    let (s, _) = srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
+    assert_eq!(s, 409, "an ended run cannot be cancelled");
+
+    // A failed run is retried in place: the failed step runs again with the
+    // run's params, the succeeded one is kept.
+    let (_, v) = srv.post("/api/pipelines/flaky/runs", json!({}));
+    let flaky = v["run"].as_i64().unwrap();
+    let d = srv.wait_run(flaky, 60);
+    assert_eq!(d["run"]["state"], "failed");
+    let (s, v) = srv.post(&format!("/api/runs/{flaky}/retry"), json!({}));
+    assert_eq!((s, v["run"].as_i64()), (202, Some(flaky)), "{v}");
+    let d = srv.wait_run(flaky, 60);
+    assert_eq!(
+        d["run"]["state"], "failed",
+        "fail=yes is the run's param, so it fails again"
+    );
+    let (s, _) = srv.post(&format!("/api/runs/{id}/retry"), json!({}));
+    assert_eq!(s, 409, "a succeeded run has nothing to retry");
+
+    // Compare, models, schedules.
+    let (_, v) = srv.post(
+        "/api/pipelines/quick/runs",
+        json!({ "params": { "greeting": "hi" } }),
+    );
+    let id2 = v["run"].as_i64().unwrap();
+    srv.wait_run(id2, 60);
+    let (s, v) = srv.get(&format!("/api/compare?runs={id},{id2}"));
+    conforms(&doc, "GET", "/api/compare", s, &v);
+    let greeting = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "greeting")
+        .unwrap();
+    assert_eq!(greeting["values"], json!(["bonjour", "hi"]));
+    assert_eq!(greeting["differs"], true);
+    let (s, v) = srv.get("/api/models");
+    conforms(&doc, "GET", "/api/models", s, &v);
+    let (s, v) = srv.get("/api/schedules");
+    conforms(&doc, "GET", "/api/schedules", s, &v);
+
+    // Bad requests get JSON errors: bad params, unknown things, big bodies.
+    let (s, v) = srv.post(
+        "/api/pipelines/quick/runs",
+        json!({ "params": { "nope": 1 } }),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("nope"), "{v}");
+    let (s, v) = srv.post("/api/pipelines/missing/runs", json!({}));
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = srv.get("/api/runs/999");
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = srv.get("/api/runs/abc");
+    assert_eq!(s, 400, "{v}");
+    let big = json!({ "params": { "greeting": "x".repeat(100_000) } });
+    let (s, _) = srv.post("/api/pipelines/quick/runs", big);
+    assert_eq!(s, 413);
+
+    // The dashboard: served with a strict CSP; ?token= sets a cookie.
+    let (s, hs, body) = srv.raw("GET", &format!("/?token={TOKEN}"), &[]);
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<script src=\"/app.js\">"));
+    let csp = hs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-security-policy"))
+        .unwrap();
+    assert!(csp.1.contains("script-src 'self'"));
+    let cookie = hs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .unwrap();
+    assert!(cookie.1.contains("HttpOnly") && cookie.1.contains("SameSite=Strict"));
+    let (s, _, _) = srv.raw(
+        "GET",
+        "/app.js",
+        &[("Cookie", &format!("weir_token={TOKEN}"))],
+    );
+    assert_eq!(s, 200);
+
+    // Graceful shutdown with an active run: it is cancelled and recorded.
+    let (_, v) = srv.post("/api/pipelines/slow/runs", json!({}));
+    let last = v["run"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = srv.stop();
+    assert!(status.success(), "{}", srv.output.lock().unwrap());
+    let out = weir()
+        .args(["show", &last.to_string(), "--json", "--store"])
+        .arg(tmp.path().join("store"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["run"]["state"], "cancelled", "{v}");
+    let verify = weir()
+        .args(["store", "verify", "--store"])
+        .arg(tmp.path().join("store"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+/// Runs of the scheduled pipeline: (slot param, started_ms), oldest first.
+fn scheduled_runs(store: &Path, pipeline: &str) -> Vec<(String, i64)> {
+    let out = weir()
+        .args(["runs", "--limit", "1000", "--json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut v = Vec::new();
+    for r in runs.as_array().into_iter().flatten() {
+        if r["pipeline"] != pipeline {
+            continue;
+        }
+        let id = r["id"].as_i64().unwrap();
+        let out = weir()
+            .args(["metrics", &id.to_string(), "--json", "--store"])
+            .arg(store)
+            .output()
+            .unwrap();
+        let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.push((
+            m["params"]["slot"].as_str().unwrap_or("").to_string(),
+            r["started_ms"].as_i64().unwrap(),
+        ));
+    }
+    v.sort();
+    v
+}
+
+/// Sleeps until the wall clock is just past a multiple of `period` seconds
+/// (a slot boundary), so that a server started now sees no slot come due
+/// during its start.
+fn align(period: i64) {
+    loop {
+        let ms = chrono::Utc::now().timestamp_millis() % (period * 1000);
+        if (200..500).contains(&ms) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_scheduler_fires_on_time_catches_up_after_a_restart_and_never_runs_a_slot_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    for (name, opts) in [
+        ("every_all", r#"#{ catchup: "all", catchup_limit: 2 }"#),
+        ("every_latest", r#"#{ timezone: "Europe/Paris" }"#),
+    ] {
+        std::fs::write(
+            proj.join(format!("{name}.rhai")),
+            format!(
+                r#"let slot = param("slot", "");
+let p = pipeline("{name}");
+p.schedule("*/4 * * * * *", {opts});
+p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
+"#
+            ),
+        )
+        .unwrap();
+    }
+    let store = tmp.path().join("store");
+
+    // On time: slots every 4 s start within a second of their time (the
+    // first may also compile the step's component).
+    align(4);
+    let mut srv = Served::start(&proj, &store);
+    std::thread::sleep(Duration::from_secs(9));
+    let (_, sched) = srv.get("/api/schedules");
+    assert_eq!(sched["schedules"].as_array().unwrap().len(), 2, "{sched}");
+    assert_eq!(sched["schedules"][1]["timezone"], "Europe/Paris");
+    assert_eq!(sched["schedules"][0]["next"].as_array().unwrap().len(), 3);
+    assert!(srv.stop().success());
+    let first = scheduled_runs(&store, "every_all");
+    assert!(
+        first.len() >= 2,
+        "{first:?}\n{}",
+        srv.output.lock().unwrap()
+    );
+    for (i, (slot, started)) in first.iter().enumerate() {
+        let slot_ms = chrono::DateTime::parse_from_rfc3339(slot)
+            .unwrap()
+            .timestamp_millis();
+        let late = started - slot_ms;
+        let bound = if i == 0 { 5000 } else { 1000 };
+        assert!(
+            (0..bound).contains(&late),
+            "slot {slot} started {late} ms after its time"
+        );
+    }
+
+    // Down for three or four slots, then up again just after a slot
+    // boundary: `all` runs the newest two missed slots (catchup_limit 2) and
+    // skips the rest, `latest` runs only the newest one.
+    std::thread::sleep(Duration::from_secs(12));
+    align(4);
+    let up = chrono::Utc::now().timestamp_millis();
+    let mut srv = Served::start(&proj, &store);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, sched) = srv.get("/api/schedules");
+    assert!(srv.stop().success());
+    let all = scheduled_runs(&store, "every_all");
+    let latest = scheduled_runs(&store, "every_latest");
+    let after = |runs: &[(String, i64)]| -> Vec<String> {
+        runs.iter()
+            .filter(|(_, started)| *started >= up)
+            .map(|(s, _)| s.clone())
+            .collect()
+    };
+    let (caught_all, caught_latest) = (after(&all), after(&latest));
+    assert_eq!(caught_all.len(), 2, "catch-up all, limit 2: {all:?}");
+    assert_eq!(caught_latest.len(), 1, "catch-up latest: {latest:?}");
+    // They are the newest missed slots: the last one is the boundary just before `up`.
+    let newest = chrono::DateTime::from_timestamp_millis(up - up % 4000).unwrap();
+    let newest = newest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(caught_all.last(), Some(&newest));
+    assert_eq!(caught_latest.last(), Some(&newest));
+    // The passed-over slots are recorded as skipped, with why.
+    let recent = sched["schedules"][0]["recent"].as_array().unwrap();
+    assert!(
+        recent.iter().any(|r| r["state"] == "skipped"
+            && r["reason"] == "missed while the server was down or busy"),
+        "{sched}"
+    );
+
+    // No slot ran twice, in either pipeline, across the restart.
+    for runs in [&all, &latest] {
+        let mut slots: Vec<&String> = runs.iter().map(|(s, _)| s).collect();
+        let n = slots.len();
+        slots.dedup();
+        assert_eq!(slots.len(), n, "a slot ran twice: {runs:?}");
+    }
+}
