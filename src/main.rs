@@ -84,6 +84,10 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Serve a project: cron schedules, the REST API and the dashboard
     Serve(serve::Args),
+    /// List scheduled pipelines with their next fire times and recent slots
+    Schedules(serve::cli::SchedulesArgs),
+    /// Run the past slots of a pipeline's schedule between two instants
+    Backfill(serve::cli::BackfillArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,6 +120,8 @@ fn main() -> ExitCode {
         Command::Store(w) => commands::store::run(w),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Schedules(a) => serve::cli::schedules(a),
+        Command::Backfill(a) => serve::cli::backfill(a),
     };
     match result {
         Ok(code) => code,

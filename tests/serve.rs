@@ -578,4 +578,207 @@ p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
         slots.dedup();
         assert_eq!(slots.len(), n, "a slot ran twice: {runs:?}");
     }
+
+    // `weir schedules` shows the next fire times and the recent slots.
+    let out = weir()
+        .arg("schedules")
+        .arg(&proj)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("every_all  */4 * * * * *  (UTC, catch-up All up to 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("every_latest  */4 * * * * *  (Europe/Paris"),
+        "{text}"
+    );
+    assert_eq!(text.matches("  next  ").count(), 6, "{text}");
+    assert!(text.contains("  past  "), "{text}");
+
+    // `weir backfill` runs the slots that were passed over and none that ran.
+    let (from, to) = (all[0].0.clone(), newest.clone());
+    let out = weir()
+        .args([
+            "backfill",
+            "every_all",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--project",
+        ])
+        .arg(&proj)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("already ran or was passed over; skipped"),
+        "{text}"
+    );
+    let all = scheduled_runs(&store, "every_all");
+    let span = chrono::DateTime::parse_from_rfc3339(&to)
+        .unwrap()
+        .timestamp()
+        - chrono::DateTime::parse_from_rfc3339(&from)
+            .unwrap()
+            .timestamp();
+    let slots: std::collections::BTreeSet<&String> = all.iter().map(|(s, _)| s).collect();
+    assert_eq!(slots.len(), all.len(), "a slot ran twice: {all:?}");
+    assert_eq!(
+        all.len() as i64,
+        span / 4 + 1,
+        "every slot from {from} to {to} ran once: {all:?}"
+    );
+    // A second backfill of the same range runs nothing.
+    let out = weir()
+        .args([
+            "backfill",
+            "every_all",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--project",
+        ])
+        .arg(&proj)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(scheduled_runs(&store, "every_all").len(), all.len());
+}
+
+/// A one-shot HTTP server that records the body of each POST it gets.
+fn webhook_sink() -> (u16, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn failure_and_success_hooks_are_called_and_a_broken_one_is_only_logged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let (port, bodies) = webhook_sink();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let echo = fixture("echo").display().to_string();
+    let note = tmp.path().join("success.json");
+    std::fs::write(
+        proj.join("hooked.rhai"),
+        format!(
+            r#"let fail = param("fail", "");
+let p = pipeline("hooked");
+p.on_failure(#{{ webhook: "http://127.0.0.1:{dead}/gone" }});
+p.on_failure(#{{ webhook: "http://127.0.0.1:{port}/hook" }});
+p.on_success(#{{ command: ["sh", "-c", "cat > {}"] }});
+let params = if fail == "" {{ #{{}} }} else {{ #{{ fail: fail }} }};
+p.step("only", {echo:?}).output("out").params(params);
+"#,
+            note.display()
+        ),
+    )
+    .unwrap();
+    let mut srv = Served::start(&proj, &tmp.path().join("store"));
+
+    // A failing run: the broken hook is tried and logged, the next one is called.
+    let (s, v) = srv.post(
+        "/api/pipelines/hooked/runs",
+        json!({ "params": { "fail": "boom" } }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["run"].as_i64().unwrap();
+    let body = bodies
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the webhook was called");
+    assert_eq!(body["event"], "run_failed");
+    assert_eq!(body["pipeline"], "hooked");
+    assert_eq!(body["run"], id);
+    assert_eq!(body["failing_step"], "only");
+    assert!(body["error"].as_str().unwrap().contains("boom"), "{body}");
+    assert_eq!(body["link"], format!("{}/#/runs/{id}", srv.base));
+
+    // A succeeding run: the command gets the same JSON on stdin.
+    let (_, v) = srv.post("/api/pipelines/hooked/runs", json!({}));
+    let ok = v["run"].as_i64().unwrap();
+    let t = Instant::now();
+    while !note.exists() || std::fs::read_to_string(&note).unwrap().is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the command hook did not run"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&note).unwrap()).unwrap();
+    assert_eq!(
+        (v["event"].as_str(), v["run"].as_i64()),
+        (Some("run_succeeded"), Some(ok))
+    );
+
+    // The server is fine and says what broke.
+    let (s, _) = srv.get("/api/runs");
+    assert_eq!(s, 200);
+    assert!(srv.stop().success());
+    let log = srv.output.lock().unwrap().clone();
+    assert!(
+        log.contains("hook failed") && log.contains(&format!("127.0.0.1:{dead}")),
+        "{log}"
+    );
+
+    // Bad hooks are script errors naming the line.
+    std::fs::write(
+        proj.join("hooked.rhai"),
+        "let p = pipeline(\"x\");\np.on_failure(#{ webhook: \"https://example.com\" });\n",
+    )
+    .unwrap();
+    let out = weir()
+        .arg("check")
+        .arg(proj.join("hooked.rhai"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hooked.rhai:2") && err.contains("webhook must be an http:// URL"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 //! `serve.db`, the API token in `serve.token`.
 
 mod api;
+pub mod cli;
 mod hooks;
 pub mod schedule;
 
@@ -153,72 +154,9 @@ impl From<anyhow::Error> for ApiError {
 const SKIP_DIRS: &[&str] = &[".weir", "target", "node_modules", ".git"];
 
 impl Server {
-    /// Finds the project's pipeline scripts (up to 4 folders deep) and
-    /// compiles each to learn its name, schedule and params. A script that
-    /// declares no pipeline (a module other scripts import) is left out.
-    pub fn discover(&self) -> BTreeMap<String, Pipeline> {
-        let mut found = BTreeMap::new();
-        let mut scripts = Vec::new();
-        find_scripts(&self.project, 0, &mut scripts);
-        scripts.sort();
-        for path in scripts {
-            let rel = path
-                .strip_prefix(&self.project)
-                .unwrap_or(&path)
-                .to_path_buf();
-            let p = match weir_dsl::compile_file(&path) {
-                Ok(plan) => Pipeline {
-                    name: plan.name.clone(),
-                    script: rel,
-                    schedule: plan.schedule.clone(),
-                    serve: plan.serve.clone(),
-                    params: plan.params.clone(),
-                    steps: plan.steps.len(),
-                    error: plan.schedule.as_deref().and_then(|c| {
-                        schedule::Schedule::parse(c, plan.serve.timezone.as_deref()).err()
-                    }),
-                },
-                Err(e) => {
-                    let msg = e.to_string();
-                    if msg.contains("declares no pipeline") {
-                        continue;
-                    }
-                    Pipeline {
-                        name: rel.to_string_lossy().into_owned(),
-                        script: rel,
-                        schedule: None,
-                        serve: ServeOptions::default(),
-                        params: BTreeMap::new(),
-                        steps: 0,
-                        error: Some(msg),
-                    }
-                }
-            };
-            if let Some(other) = found.get(&p.name) {
-                let other: &Pipeline = other;
-                let msg = format!(
-                    "pipeline '{}' is declared by both {} and {}",
-                    p.name,
-                    other.script.display(),
-                    p.script.display()
-                );
-                found.insert(
-                    p.name.clone(),
-                    Pipeline {
-                        error: Some(msg),
-                        ..p
-                    },
-                );
-            } else {
-                found.insert(p.name.clone(), p);
-            }
-        }
-        found
-    }
-
     /// Re-reads the project's scripts.
     pub fn rescan(&self) -> BTreeMap<String, Pipeline> {
-        let found = self.discover();
+        let found = discover(&self.project);
         *lock(&self.pipelines) = found.clone();
         found
     }
@@ -361,6 +299,66 @@ impl Server {
             Err(_) => Err(ApiError::internal("the run ended before it was recorded")),
         }
     }
+}
+
+/// Finds the project's pipeline scripts (up to 4 folders deep) and
+/// compiles each to learn its name, schedule and params. A script that
+/// declares no pipeline (a module other scripts import) is left out.
+pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
+    let mut found = BTreeMap::new();
+    let mut scripts = Vec::new();
+    find_scripts(project, 0, &mut scripts);
+    scripts.sort();
+    for path in scripts {
+        let rel = path.strip_prefix(project).unwrap_or(&path).to_path_buf();
+        let p = match weir_dsl::compile_file(&path) {
+            Ok(plan) => Pipeline {
+                name: plan.name.clone(),
+                script: rel,
+                schedule: plan.schedule.clone(),
+                serve: plan.serve.clone(),
+                params: plan.params.clone(),
+                steps: plan.steps.len(),
+                error: plan.schedule.as_deref().and_then(|c| {
+                    schedule::Schedule::parse(c, plan.serve.timezone.as_deref()).err()
+                }),
+            },
+            Err(e) => {
+                let msg = e.to_string();
+                if msg.contains("declares no pipeline") {
+                    continue;
+                }
+                Pipeline {
+                    name: rel.to_string_lossy().into_owned(),
+                    script: rel,
+                    schedule: None,
+                    serve: ServeOptions::default(),
+                    params: BTreeMap::new(),
+                    steps: 0,
+                    error: Some(msg),
+                }
+            }
+        };
+        if let Some(other) = found.get(&p.name) {
+            let other: &Pipeline = other;
+            let msg = format!(
+                "pipeline '{}' is declared by both {} and {}",
+                p.name,
+                other.script.display(),
+                p.script.display()
+            );
+            found.insert(
+                p.name.clone(),
+                Pipeline {
+                    error: Some(msg),
+                    ..p
+                },
+            );
+        } else {
+            found.insert(p.name.clone(), p);
+        }
+    }
+    found
 }
 
 fn find_scripts(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {

@@ -175,11 +175,14 @@ impl Slots {
         })
     }
 
-    /// Claims a slot; `false` if it was already claimed (by this or
-    /// another server, before or after a restart).
+    /// Claims a slot to run it; `false` if it already ran or is being run
+    /// (by this or another process, before or after a restart). A slot
+    /// passed over earlier (skipped) can be claimed, by `weir backfill`.
     pub fn claim(&self, pipeline: &str, slot: &str) -> anyhow::Result<bool> {
         let n = lock(&self.db).execute(
-            "INSERT OR IGNORE INTO slots (pipeline, slot, state, at_ms) VALUES (?1, ?2, 'claimed', ?3)",
+            "INSERT INTO slots (pipeline, slot, state, at_ms) VALUES (?1, ?2, 'claimed', ?3)
+             ON CONFLICT (pipeline, slot) DO UPDATE SET state = 'claimed', reason = NULL, at_ms = ?3
+             WHERE slots.state = 'skipped'",
             params![pipeline, slot, Utc::now().timestamp_millis()],
         )?;
         Ok(n == 1)

@@ -54,7 +54,7 @@ function fmtTime(ms) {
 }
 
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
 }
 
 function fail(e) {
@@ -134,7 +134,7 @@ function layout(nodes, edges) {
   const cols = {};
   for (const n of nodes) (cols[depth[n.name]] = cols[depth[n.name]] || []).push(n.name);
   const pos = {};
-  const W = 170, H = 34, GX = 60, GY = 22;
+  const W = 160, H = 36, GX = 34, GY = 20;
   let maxRows = 0;
   for (const [c, names] of Object.entries(cols)) {
     names.forEach((name, i) => { pos[name] = { x: 10 + c * (W + GX), y: 10 + i * (H + GY) }; });
@@ -163,9 +163,9 @@ function drawDag(graph, runId) {
     const g = svg("g", { class: "node", "data-step": n.name, "data-state": n.state, transform: `translate(${p.x},${p.y})` });
     g.append(svg("rect", { width: W, height: H, rx: 5, fill: COLORS[n.state] || "#7a8394" }));
     let label = n.name + (n.gated ? " ◇" : "") + (n.map ? " ×" + n.children.length : "");
-    if (label.length > 24) label = label.slice(0, 23) + "…";
-    g.append(svg("text", { x: 8, y: 14 }, label));
-    g.append(svg("text", { x: 8, y: 28 }, n.state + (n.gated ? " (gated)" : "")));
+    if (label.length > 22) label = label.slice(0, 21) + "…";
+    g.append(svg("text", { x: 8, y: 15 }, label));
+    g.append(svg("text", { x: 8, y: 30 }, n.state + (n.gated ? " (gated)" : "")));
     g.addEventListener("click", () => { location.hash = "#/runs/" + runId + "/steps/" + encodeURIComponent(n.name); });
     s.append(g);
   }
@@ -313,7 +313,7 @@ async function pageSchedules() {
         el("td", {}, s.pipeline), el("td", { class: "mono" }, s.schedule), el("td", {}, s.timezone),
         el("td", {}, s.catchup + (s.catchup === "all" ? " (≤" + s.catchup_limit + ")" : "")),
         el("td", {}, s.next.join(", ")),
-        el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + (r.run ? " #" + r.run : "") + (r.reason ? " (" + r.reason + ")" : "")))))))),
+        el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + (r.run ? " #" + r.run : "") + (r.reason ? " (" + r.reason + ")" : ""))))))),
     schedules.length ? null : el("p", { class: "muted" }, "No pipeline declares a schedule."));
 }
 

@@ -1,0 +1,305 @@
+//! The dashboard in a real browser: headless Chromium, driven through
+//! ChromeDriver's WebDriver protocol (Debian's `chromium` and
+//! `chromium-driver`, which `.ci/run` installs), against `weir serve` on
+//! the flagship churn project. Opens the runs list, triggers a run from the
+//! form, watches it complete on the run page, sees its DAG and a step's
+//! logs, and saves a screenshot of the run page under the test's output
+//! folder (`target/tmp/weir-browser/run-page.png`).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("the browser test needs Chromium: apt-get install chromium chromium-driver");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the browser test needs ChromeDriver: apt-get install chromium-driver");
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let base = format!("http://127.0.0.1:{port}");
+        let t = Instant::now();
+        while agent.get(&format!("{base}/status")).call().is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1100"]
+            }
+        }}});
+        let mut b = Browser {
+            driver,
+            base,
+            session: String::new(),
+            agent,
+        };
+        let v = b.call("POST", "/session", Some(caps));
+        b.session = v["sessionId"].as_str().expect("a session").to_string();
+        b
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = if path == "/session" {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/session/{}{path}", self.base, self.session)
+        };
+        let mut r = match method {
+            "GET" => self.agent.get(&url).call().unwrap(),
+            "DELETE" => self.agent.delete(&url).call().unwrap(),
+            _ => self
+                .agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.unwrap_or(json!({})).to_string().as_bytes())
+                .unwrap(),
+        };
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The first element matching `css`, waiting up to `secs` for it.
+    fn find(&self, css: &str, secs: u64) -> String {
+        let t = Instant::now();
+        loop {
+            let v = self.call(
+                "POST",
+                "/element",
+                Some(json!({ "using": "css selector", "value": css })),
+            );
+            if let Some(id) = v[ELEMENT].as_str() {
+                return id.to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "no element {css} after {secs} s; page: {}",
+                self.text("body")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn count(&self, css: &str) -> usize {
+        let v = self.call(
+            "POST",
+            "/elements",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    fn text(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        match v[ELEMENT].as_str() {
+            Some(id) => self
+                .call("GET", &format!("/element/{id}/text"), None)
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            None => String::new(),
+        }
+    }
+
+    fn click(&self, id: &str) {
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    fn type_into(&self, id: &str, text: &str) {
+        self.call("POST", &format!("/element/{id}/clear"), Some(json!({})));
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn screenshot(&self, to: &std::path::Path) {
+        let v = self.call("GET", "/screenshot", None);
+        let png = base64_decode(v.as_str().unwrap());
+        assert_eq!(&png[..4], b"\x89PNG");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self
+                .agent
+                .delete(&format!("{}/session/{}", self.base, self.session))
+                .call();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => 0,
+        }
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk.iter().fold(0u32, |acc, &c| {
+            (acc << 6) | if c == b'=' { 0 } else { val(c) }
+        });
+        let n = n << (6 * (4 - chunk.len()));
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad.min(2)]);
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_triggers_the_flagship_pipeline_and_shows_its_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = Served::start(&repo().join("examples/churn"), &tmp.path().join("store"));
+    let b = Browser::start();
+
+    // The runs list, opened with the token (which becomes a cookie).
+    b.goto(&format!("{}/?token={TOKEN}#/", srv.base));
+    b.find("table#runs", 30);
+    assert!(
+        !b.url().contains("token="),
+        "the token is dropped from the address bar"
+    );
+
+    // The trigger form: a smaller data set, then run.
+    b.goto(&format!("{}/#/pipelines", srv.base));
+    let rows = b.find("form[data-pipeline=\"churn\"] input[name=\"rows\"]", 30);
+    b.type_into(&rows, "6000");
+    let submit = b.find("form[data-pipeline=\"churn\"] button[type=\"submit\"]", 5);
+    b.click(&submit);
+
+    // The run page: it goes live, then completes.
+    let t = Instant::now();
+    while !b.url().contains("#/runs/") {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no run page: {}",
+            b.text("body")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let run: i64 = b.url().rsplit('/').next().unwrap().parse().unwrap();
+    b.find("svg#dag g.node", 60);
+    let t = Instant::now();
+    loop {
+        let state = b.text("h1 .state");
+        if state == "succeeded" {
+            break;
+        }
+        assert!(
+            !matches!(state.as_str(), "failed" | "cancelled"),
+            "the run {state}: {}\n{}",
+            b.text("body"),
+            srv.output.lock().unwrap()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(600),
+            "run {run} did not finish: {}",
+            b.text("body")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // The DAG: seven steps; the gate's two branches show one ran and one did not.
+    assert_eq!(b.count("svg#dag g.node"), 7, "{}", b.text("body"));
+    assert!(b.count("svg#dag path.edge") >= 6);
+    let states: Vec<String> = [
+        "generate_data",
+        "validate_data",
+        "compute_features",
+        "train_model",
+        "evaluate_model",
+    ]
+    .iter()
+    .map(|s| b.text(&format!("svg#dag g.node[data-step=\"{s}\"]")))
+    .collect();
+    assert!(states.iter().all(|s| s.contains("succeeded")), "{states:?}");
+    let gated = b.count("svg#dag g.node[data-state=\"skipped\"]");
+    assert_eq!(gated, 1, "one branch of the quality gate is skipped");
+
+    // A step's detail: params, cache key and its logs.
+    let node = b.find("svg#dag g.node[data-step=\"train_model\"]", 5);
+    b.click(&node);
+    b.find("#step-detail h2", 30);
+    assert!(b.text("#step-detail h2").contains("train_model"));
+    b.find("#logs", 10);
+    let detail = b.text("#step-detail");
+    assert!(
+        detail.contains("cache key:") && detail.contains("epochs"),
+        "{detail}"
+    );
+
+    let shot = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("weir-browser")
+        .join("run-page.png");
+    b.screenshot(&shot);
+    println!("screenshot of the run page: {}", shot.display());
+
+    // Back on the runs list, the run is there and succeeded.
+    b.goto(&format!("{}/#/", srv.base));
+    b.find(&format!("table#runs tr[data-run=\"{run}\"]"), 30);
+    assert!(
+        b.text(&format!("table#runs tr[data-run=\"{run}\"]"))
+            .contains("succeeded")
+    );
+}
