@@ -529,5 +529,151 @@ fn main() {
             note: "engine start, staleness checks from dep-info (no cargo), 3 cache hits".into(),
         });
     }
+    if want("serve") {
+        match serve_load(tmp.path()) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => eprintln!("skipping serve cases: {e}"),
+        }
+    }
     print(&rows);
+}
+
+/// `weir serve` (the release CLI) under a bounded local load: 20 runs in
+/// the store, then 10,000 requests from 8 keep-alive clients for each of
+/// the runs list and an artifact download. Each sample is one request's
+/// latency; the note has p99 and throughput.
+fn serve_load(tmp: &Path) -> Result<Vec<Row>, String> {
+    use std::io::BufRead as _;
+    let weir = repo().join("target/release/weir");
+    if !weir.is_file() {
+        return Err("build the CLI first (cargo build --release)".into());
+    }
+    let echo = weir_runtime::builder::build_crate(&repo().join("tests/guests/echo"))
+        .map_err(|e| e.to_string())?;
+    let proj = tmp.join("serve-project");
+    std::fs::create_dir_all(&proj).map_err(|e| e.to_string())?;
+    std::fs::write(
+        proj.join("quick.rhai"),
+        format!(
+            "let n = param(\"n\", 0);\nlet p = pipeline(\"quick\");\np.step(\"a\", {:?}).output(\"out\").params(#{{ n: n, files: #{{ \"data.csv\": \"x,y\\n1,2\\n\" }} }});\n",
+            echo.display().to_string()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    const TOKEN: &str = "bench-token-0123456789";
+    let mut child = std::process::Command::new(&weir)
+        .arg("serve")
+        .arg(&proj)
+        .args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--store"])
+        .arg(tmp.join("serve-store"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                if let Some(a) = l.strip_prefix("listening on ") {
+                    break a.to_string();
+                }
+            }
+            _ => return Err("weir serve did not start".into()),
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let agent = || -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into()
+    };
+    let auth = format!("Bearer {TOKEN}");
+    let a = agent();
+    let mut digest = String::new();
+    for n in 0..20 {
+        let mut r = a
+            .post(&format!("{base}/api/pipelines/quick/runs"))
+            .header("Authorization", &auth)
+            .send(format!("{{\"params\":{{\"n\":{n}}}}}").as_bytes())
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value =
+            serde_json::from_str(&r.body_mut().read_to_string().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        let id = v["run"].as_i64().ok_or(format!("no run: {v}"))?;
+        loop {
+            let mut r = a
+                .get(&format!("{base}/api/runs/{id}"))
+                .header("Authorization", &auth)
+                .call()
+                .map_err(|e| e.to_string())?;
+            let v: serde_json::Value =
+                serde_json::from_str(&r.body_mut().read_to_string().map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+            if v["run"]["active"] == false && v["run"]["ended_ms"].is_i64() {
+                digest = v["steps"][0]["outputs"]["out"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut rows = Vec::new();
+    for (case, path) in [
+        (
+            "serve: GET /api/runs (20 runs), 10k requests, 8 clients",
+            "/api/runs".to_string(),
+        ),
+        (
+            "serve: artifact download (12 B file), 10k requests, 8 clients",
+            format!("/api/artifacts/{digest}/files/data.csv"),
+        ),
+    ] {
+        let t = Instant::now();
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, auth) = (format!("{base}{path}"), auth.clone());
+                std::thread::spawn(move || {
+                    let a = agent();
+                    let mut lat = Vec::with_capacity(1250);
+                    for _ in 0..1250 {
+                        let t = Instant::now();
+                        let ok = a
+                            .get(&url)
+                            .header("Authorization", &auth)
+                            .call()
+                            .ok()
+                            .and_then(|mut r| {
+                                let s = r.status().as_u16();
+                                r.body_mut().read_to_vec().ok().map(|_| s)
+                            });
+                        lat.push(ms(t.elapsed()));
+                        assert_eq!(ok, Some(200), "{url}");
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.join().map_err(|_| "client thread panicked")?);
+        }
+        let wall = t.elapsed().as_secs_f64();
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let p99 = sorted[(sorted.len() * 99) / 100];
+        rows.push(Row {
+            case: case.into(),
+            unit: "ms",
+            note: format!("p99 {p99:.2} ms, {:.0} requests/s", all.len() as f64 / wall),
+            samples: all,
+        });
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    Ok(rows)
 }

@@ -115,6 +115,27 @@ impl Browser {
         }
     }
 
+    /// The first element matching an XPath expression, waiting up to `secs`.
+    fn find_xpath(&self, xpath: &str, secs: u64) -> String {
+        let t = Instant::now();
+        loop {
+            let v = self.call(
+                "POST",
+                "/element",
+                Some(json!({ "using": "xpath", "value": xpath })),
+            );
+            if let Some(id) = v[ELEMENT].as_str() {
+                return id.to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(secs),
+                "no element {xpath} after {secs} s; page: {}",
+                self.text("body")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn count(&self, css: &str) -> usize {
         let v = self.call(
             "POST",
@@ -294,6 +315,28 @@ fn the_dashboard_triggers_the_flagship_pipeline_and_shows_its_run() {
         .join("run-page.png");
     b.screenshot(&shot);
     println!("screenshot of the run page: {}", shot.display());
+
+    // The generated data's artifact page previews the Parquet file as a table.
+    let (_, detail) = srv.get(&format!("/api/runs/{run}"));
+    let data = detail["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "generate_data")
+        .unwrap()["outputs"]["data"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.goto(&format!("{}/#/artifacts/{data}", srv.base));
+    let preview = b.find_xpath("//tr[td[text()='customers.parquet']]//button", 30);
+    b.click(&preview);
+    b.find("#preview table", 30);
+    assert!(b.count("#preview th") >= 5, "{}", b.text("#preview"));
+    assert!(
+        b.count("#preview tr") >= 21,
+        "a header and 20 rows: {}",
+        b.text("#preview")
+    );
 
     // Back on the runs list, the run is there and succeeded.
     b.goto(&format!("{}/#/", srv.base));

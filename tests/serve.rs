@@ -46,6 +46,15 @@ p.step("second", {echo:?}).output("out").input("prev", a.out("out")).params(#{{ 
         ),
     )
     .unwrap();
+    std::fs::write(
+        dir.join("ticker.rhai"),
+        format!(
+            r#"let p = pipeline("ticker");
+p.step("ticks", {sleep:?}).output("out").params(#{{ ms: 2400, ticks: 6 }});
+"#
+        ),
+    )
+    .unwrap();
     // A module other scripts could import: not a pipeline, not listed.
     std::fs::create_dir_all(dir.join("lib")).unwrap();
     std::fs::write(dir.join("lib/helpers.rhai"), "fn twice(x) { x * 2 }\n").unwrap();
@@ -204,7 +213,7 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["flaky", "quick", "slow"]);
+    assert_eq!(names, ["flaky", "quick", "slow", "ticker"]);
 
     // Trigger with params, watch to completion.
     let (s, v) = srv.post(
@@ -313,6 +322,47 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         assert!(v["error"].is_string() || s == 404, "{bad}: errors are JSON");
     }
+
+    // Logs stream while the step runs: polling with `after` gets each new
+    // line once, before the run ends.
+    let (_, v) = srv.post("/api/pipelines/ticker/runs", json!({}));
+    let ticker = v["run"].as_i64().unwrap();
+    let (mut after, mut seen, mut live_seen) = (0u64, Vec::new(), 0);
+    let t = Instant::now();
+    loop {
+        let (s, v) = srv.get(&format!(
+            "/api/runs/{ticker}/steps/ticks/logs?after={after}"
+        ));
+        assert_eq!(s, 200, "{v}");
+        for l in v["lines"].as_array().unwrap() {
+            seen.push(l["message"].as_str().unwrap().to_string());
+        }
+        if v["live"] == true {
+            live_seen = seen.len();
+            after = v["next"].as_u64().unwrap();
+        } else {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the ticker never ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        live_seen >= 3,
+        "lines arrived while running: {live_seen} of {seen:?}"
+    );
+    let ticks: Vec<String> = (0..6).map(|i| format!("tick {i}")).collect();
+    assert_eq!(
+        &seen[..live_seen],
+        &ticks[..live_seen],
+        "each live line once, in order"
+    );
+    assert!(
+        seen.ends_with(&ticks),
+        "the records have them all: {seen:?}"
+    );
 
     // A long run is cancelled: the step is interrupted and recorded.
     let (s, v) = srv.post("/api/pipelines/slow/runs", json!({}));

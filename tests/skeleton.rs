@@ -248,6 +248,17 @@ fn a_guest_allocating_past_its_memory_limit_is_stopped() {
         "{err}"
     );
 
+    // Growing 4 MiB at a time, touching every page: stopped at the limit too.
+    let mut s = step("growing", &fixture("membomb"));
+    s.params = serde_json::json!({"bytes": 256u64 << 20, "chunk_mb": 4});
+    s.limits.memory_bytes = 64 << 20;
+    let r = run(&rt, &plan(tmp.path(), vec![s]));
+    let err = r.step("growing").unwrap().error.clone().unwrap();
+    assert!(
+        err.contains("exceeded its memory limit of 67108864 bytes"),
+        "{err}"
+    );
+
     // Under the limit it succeeds.
     let mut s = step("small", &fixture("membomb"));
     s.params = serde_json::json!({"bytes": 1 << 20});
