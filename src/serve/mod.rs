@@ -522,6 +522,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             anyhow::Ok(())
         };
+        // No Nagle delay: a small response written in two parts (headers,
+        // then a streamed body) would otherwise wait for the client's
+        // delayed ACK (about 40 ms).
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
+        });
         let srv = axum::serve(listener, app).with_graceful_shutdown({
             let server = Arc::clone(&server);
             async move {
