@@ -331,3 +331,23 @@ fn a_component_importing_wasi_http_is_refused_at_link_time() {
         "{text}"
     );
 }
+
+/// A guest asking the host for more random bytes in one call than the
+/// fixed bound (16 MiB) traps instead of making the host allocate them.
+#[test]
+fn a_huge_request_for_random_bytes_traps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let ok = hostile("small", serde_json::json!({ "mode": "bigrandom", "mb": 1 }));
+    let huge = hostile(
+        "huge",
+        serde_json::json!({ "mode": "bigrandom", "mb": 1024 }),
+    );
+    let r = run(&rt, &plan(tmp.path(), vec![ok, huge]));
+    assert_eq!(r.step("small").unwrap().state, StepState::Succeeded);
+    let e = r.step("huge").unwrap().error.clone().unwrap();
+    assert!(
+        e.starts_with("the step trapped") && e.contains("exceeds limit 16777216"),
+        "{e}"
+    );
+}

@@ -49,8 +49,9 @@ p.step("second", {echo:?}).output("out").input("prev", a.out("out")).params(#{{ 
     std::fs::write(
         dir.join("ticker.rhai"),
         format!(
-            r#"let p = pipeline("ticker");
-p.step("ticks", {sleep:?}).output("out").params(#{{ ms: 2400, ticks: 6 }});
+            r#"let n = param("n", 0);
+let p = pipeline("ticker");
+p.step("ticks", {sleep:?}).output("out").params(#{{ ms: 2400, ticks: 6, n: n }});
 "#
         ),
     )
@@ -362,6 +363,49 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
     assert!(
         seen.ends_with(&ticks),
         "the records have them all: {seen:?}"
+    );
+
+    // Or streamed: `follow=true` sends NDJSON lines as they happen, then
+    // the step's final state.
+    let (_, v) = srv.post(
+        "/api/pipelines/ticker/runs",
+        json!({ "params": { "n": 1 } }),
+    );
+    let ticker = v["run"].as_i64().unwrap();
+    let resp = ureq::get(&format!(
+        "{}/api/runs/{ticker}/steps/ticks/logs?follow=true",
+        srv.base
+    ))
+    .header("Authorization", &auth)
+    .call()
+    .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "application/x-ndjson"
+    );
+    let t = Instant::now();
+    let mut got: Vec<(Duration, Value)> = Vec::new();
+    let reader = std::io::BufReader::new(resp.into_body().into_reader());
+    for line in std::io::BufRead::lines(reader) {
+        got.push((t.elapsed(), serde_json::from_str(&line.unwrap()).unwrap()));
+    }
+    let (last_at, last) = got.last().unwrap().clone();
+    assert_eq!(last, json!({"done": true, "state": "succeeded"}), "{got:?}");
+    let msgs: Vec<&str> = got[..got.len() - 1]
+        .iter()
+        .map(|(_, v)| v["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msgs,
+        ["tick 0", "tick 1", "tick 2", "tick 3", "tick 4", "tick 5"]
+    );
+    assert!(
+        last_at - got[0].0 >= Duration::from_secs(1),
+        "the first line came while the step ran, not with the end: {got:?}"
     );
 
     // A long run is cancelled: the step is interrupted and recorded.

@@ -288,7 +288,7 @@ impl bindings::log::Host for HostState {
         };
         let line = LogLine {
             level: level.to_string(),
-            message: truncate(message, 64 << 10),
+            message: truncate(message, crate::limits::MAX_LOG_MESSAGE_BYTES),
         };
         if let Some(w) = &self.watch {
             w(Observed::Log(&line));
@@ -304,7 +304,7 @@ impl bindings::metrics::Host for HostState {
             return;
         }
         let metric = Metric {
-            name: truncate(name, 256),
+            name: truncate(name, crate::limits::MAX_METRIC_NAME_BYTES),
             value,
         };
         if let Some(w) = &self.watch {
@@ -416,7 +416,7 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        Ok(desired <= crate::limits::MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -923,7 +923,7 @@ impl Executor {
             .insecure_random_seed(u128::from_le_bytes(
                 derive("seed")[..16].try_into().unwrap_or([0; 16]),
             ))
-            .max_random_size(16 << 20);
+            .max_random_size(crate::limits::MAX_RANDOM_BYTES_PER_CALL);
         for (name, dir) in &spec.inputs {
             b.preopened_dir(dir, format!("/in/{name}"), FsPerms::ReadOnly)
                 .map_err(|e| anyhow!("mounting input '{name}' from {}: {e}", dir.display()))?;
@@ -1104,7 +1104,9 @@ impl Executor {
 fn trap_message(e: &wasmtime::Error) -> String {
     let mut msg = match e.downcast_ref::<Trap>() {
         Some(t) => t.to_string(),
-        None => format!("{e}"),
+        // A host call that failed (a refused request): its own message,
+        // not the backtrace context wasmtime wraps it in.
+        None => e.root_cause().to_string(),
     };
     let chain = format!("{e:?}");
     if let Some(bt) = chain

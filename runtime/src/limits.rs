@@ -17,6 +17,17 @@ pub const DEFAULT_STDIO_BYTES: u64 = 1 << 20;
 pub const DEFAULT_LOG_LINES: u64 = 10_000;
 /// The largest memory cap a step may ask for: 4 GiB (wasm32's address space).
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// Fixed bounds on what a guest passes through host calls and grows, the
+/// same for every step: the longest log message kept (longer ones are cut
+/// and marked `[truncated]`): 64 KiB.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 64 << 10;
+/// The longest metric name kept: 256 bytes.
+pub const MAX_METRIC_NAME_BYTES: usize = 256;
+/// The most random bytes one `get-random-bytes` call may ask for: 16 MiB
+/// (a larger request traps).
+pub const MAX_RANDOM_BYTES_PER_CALL: u64 = 16 << 20;
+/// The most elements a table may grow to: 1,000,000.
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// The most steps one pipeline may declare (map children not counted):
 /// 100,000. A plan this size builds in about a second and a run of it stays
 /// within a few hundred MiB; a script that declares more is refused where it

@@ -528,6 +528,97 @@ async fn step_detail(
 struct LogsQuery {
     /// Only lines after this position (live lines of an active run).
     after: Option<u64>,
+    /// Stream the lines as NDJSON while the step runs, ending with a
+    /// `{"done": true, "state": ...}` line.
+    follow: Option<bool>,
+}
+
+fn line_json(attempt: u32, l: &weir_runtime::records::LogLine) -> Value {
+    json!({"attempt": attempt, "level": l.level, "message": l.message})
+}
+
+/// `?follow=true`: the step's lines as NDJSON, as they happen, then a last
+/// line with its final state. Lines come from the run's live log while it
+/// is active and from the records once it has ended (skipping those sent).
+fn follow_logs(s: Arc<Server>, id: RunId, step: String) -> Response {
+    struct Cursor {
+        s: Arc<Server>,
+        id: RunId,
+        step: String,
+        after: u64,
+        sent: usize,
+        done: bool,
+    }
+    let start = Cursor {
+        s,
+        id,
+        step,
+        after: 0,
+        sent: 0,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(start, |mut c| async move {
+        if c.done {
+            return None;
+        }
+        loop {
+            let mut out = String::new();
+            match c.s.active(c.id) {
+                Some(active) => {
+                    let live = lock(&active.live);
+                    for l in live
+                        .logs
+                        .iter()
+                        .filter(|l| l.step == c.step && l.seq > c.after)
+                    {
+                        out.push_str(&line_json(l.attempt, &l.line).to_string());
+                        out.push('\n');
+                        c.sent += 1;
+                    }
+                    c.after = live.seq;
+                    let state = live.states.get(&c.step).cloned();
+                    if let Some(st) = state.filter(|st| st != "running" && st != "retrying") {
+                        out.push_str(&json!({"done": true, "state": st}).to_string());
+                        out.push('\n');
+                        c.done = true;
+                    }
+                }
+                None => {
+                    let (s, id, step) = (Arc::clone(&c.s), c.id, c.step.clone());
+                    let recorded = tokio::task::spawn_blocking(move || {
+                        let records = s.runtime.records();
+                        let lines = records.logs(id, &step).unwrap_or_default();
+                        let state = records
+                            .steps(id)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find(|r| r.step == step)
+                            .map(|r| r.state.to_string());
+                        (lines, state)
+                    })
+                    .await
+                    .unwrap_or_default();
+                    for (a, l) in recorded.0.iter().skip(c.sent) {
+                        out.push_str(&line_json(*a, l).to_string());
+                        out.push('\n');
+                    }
+                    let state = recorded.1.unwrap_or_else(|| "not run".into());
+                    out.push_str(&json!({"done": true, "state": state}).to_string());
+                    out.push('\n');
+                    c.done = true;
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), c));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 async fn step_logs(
@@ -536,6 +627,14 @@ async fn step_logs(
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let id = parse_run(&id)?;
+    if q.follow == Some(true) {
+        let server = Arc::clone(&s);
+        let exists = blocking(move || Ok(server.runtime.records().run(id)?.is_some())).await?;
+        if !exists {
+            return Err(ApiError::not_found(format!("there is no run {id}")));
+        }
+        return Ok(follow_logs(Arc::clone(&s), id, step));
+    }
     // While the run is active: the live lines of this step after `after`.
     if let Some(active) = s.active(id) {
         let live = lock(&active.live);

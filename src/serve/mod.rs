@@ -276,7 +276,9 @@ impl Server {
             ..RunOptions::default()
         };
         let server = Arc::clone(self);
+        let run_handle = Arc::clone(&run);
         self.tasks.spawn(async move {
+            let run = run_handle;
             let result = server.runtime.run(&plan, opts).await;
             match result {
                 Ok(report) => {
@@ -287,6 +289,8 @@ impl Server {
                 Err(e) => {
                     let msg = format!("{e:#}");
                     tracing::warn!("run of '{}' could not start: {msg}", plan.name);
+                    // If it was recorded before failing, it is not active any more.
+                    lock(&server.active).retain(|_, a| !Arc::ptr_eq(a, &run));
                     if let Some(tx) = lock(&started_tx).take() {
                         let _ = tx.send(Err(msg));
                     }

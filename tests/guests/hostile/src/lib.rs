@@ -2,7 +2,8 @@
 //! recursion), `flood` (megabytes of stdout full of terminal escapes),
 //! `biglog` (one huge log line), `disk` (writes `mb` MiB to its output),
 //! `inodes` (creates `files` files in its output), `disk_forever` and
-//! `inodes_forever` (the same, until stopped).
+//! `inodes_forever` (the same, until stopped), `bigrandom` (asks the host
+//! for `mb` MiB of random bytes in one call).
 
 use weir_sdk::serde_json::Value;
 use weir_sdk::{Context, Result};
@@ -31,6 +32,10 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
             }
         }
         "biglog" => ctx.info("x".repeat(2 << 20)),
+        "bigrandom" => {
+            let bytes = wasip2::random::random::get_random_bytes(num("mb", 64) << 20);
+            ctx.metric("random_bytes", bytes.len() as f64);
+        }
         "disk" => {
             let block = vec![7u8; 1 << 20];
             let out = ctx.output("out")?;
