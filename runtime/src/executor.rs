@@ -566,7 +566,7 @@ fn wasmtime_config(cfg: &EngineConfig, pooling: bool) -> wasmtime::Config {
             .max_core_instances_per_component(32)
             .max_tables_per_component(32)
             .max_memory_size(crate::limits::MAX_MEMORY_BYTES as usize)
-            .table_elements(1_000_000);
+            .table_elements(crate::limits::MAX_TABLE_ELEMENTS);
         c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
     }
     c
