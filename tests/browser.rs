@@ -96,40 +96,28 @@ impl Browser {
 
     /// The first element matching `css`, waiting up to `secs` for it.
     fn find(&self, css: &str, secs: u64) -> String {
-        let t = Instant::now();
-        loop {
-            let v = self.call(
-                "POST",
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            );
-            if let Some(id) = v[ELEMENT].as_str() {
-                return id.to_string();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(secs),
-                "no element {css} after {secs} s; page: {}",
-                self.text("body")
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.find_by("css selector", css, secs)
     }
 
     /// The first element matching an XPath expression, waiting up to `secs`.
     fn find_xpath(&self, xpath: &str, secs: u64) -> String {
+        self.find_by("xpath", xpath, secs)
+    }
+
+    fn find_by(&self, using: &str, value: &str, secs: u64) -> String {
         let t = Instant::now();
         loop {
             let v = self.call(
                 "POST",
                 "/element",
-                Some(json!({ "using": "xpath", "value": xpath })),
+                Some(json!({ "using": using, "value": value })),
             );
             if let Some(id) = v[ELEMENT].as_str() {
                 return id.to_string();
             }
             assert!(
                 t.elapsed() < Duration::from_secs(secs),
-                "no element {xpath} after {secs} s; page: {}",
+                "no element {value} after {secs} s; page: {}",
                 self.text("body")
             );
             std::thread::sleep(Duration::from_millis(200));

@@ -696,21 +696,24 @@ p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
 
     // `weir backfill` runs the slots that were passed over and none that ran.
     let (from, to) = (all[0].0.clone(), newest.clone());
-    let out = weir()
-        .args([
-            "backfill",
-            "every_all",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--project",
-        ])
-        .arg(&proj)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let backfill = || {
+        weir()
+            .args([
+                "backfill",
+                "every_all",
+                "--from",
+                &from,
+                "--to",
+                &to,
+                "--project",
+            ])
+            .arg(&proj)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap()
+    };
+    let out = backfill();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -736,22 +739,7 @@ p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
         "every slot from {from} to {to} ran once: {all:?}"
     );
     // A second backfill of the same range runs nothing.
-    let out = weir()
-        .args([
-            "backfill",
-            "every_all",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "--project",
-        ])
-        .arg(&proj)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert!(backfill().status.success());
     assert_eq!(scheduled_runs(&store, "every_all").len(), all.len());
 }
 

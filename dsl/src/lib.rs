@@ -690,49 +690,19 @@ fn register_policies(e: &mut Engine) {
             Ok(())
         },
     );
-    e.register_fn("schedule", |ctx: NativeCallContext, p: &mut PipelineHandle, cron: &str| -> RhaiResult<()> {
-        let fields = cron.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
-            return err(format!("schedule {cron:?}: expected a cron expression of 5 fields (minute hour day month weekday), found {fields}"), ctx.call_position());
-        }
-        let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.pipelines[p.index].schedule = Some(cron.to_string());
-        Ok(())
-    });
     e.register_fn(
         "schedule",
-        |ctx: NativeCallContext, p: &mut PipelineHandle, cron: &str, opts: rhai::Map| -> RhaiResult<()> {
-            let pos = ctx.call_position();
-            let fields = cron.split_whitespace().count();
-            if !(5..=6).contains(&fields) {
-                return err(format!("schedule {cron:?}: expected a cron expression of 5 fields (minute hour day month weekday), found {fields}"), pos);
-            }
-            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
-            let plan = &mut st.pipelines[p.index];
-            plan.schedule = Some(cron.to_string());
-            for (k, v) in opts {
-                match k.as_str() {
-                    "timezone" => match v.clone().try_cast::<rhai::ImmutableString>() {
-                        Some(tz) if !tz.trim().is_empty() => plan.serve.timezone = Some(tz.to_string()),
-                        _ => return err(format!("schedule: timezone must be an IANA name such as \"Europe/Paris\", found {}", kind(&v)), pos),
-                    },
-                    "catchup" => {
-                        plan.serve.catchup = match v.clone().try_cast::<rhai::ImmutableString>().as_deref() {
-                            Some("skip") => Catchup::Skip,
-                            Some("latest") => Catchup::Latest,
-                            Some("all") => Catchup::All,
-                            _ => return err(format!("schedule: catchup must be \"skip\", \"latest\" or \"all\", found {v}"), pos),
-                        }
-                    }
-                    "catchup_limit" => match v.as_int().ok().and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
-                        Some(n) => plan.serve.catchup_limit = n,
-                        None => return err(format!("schedule: catchup_limit must be a positive integer, found {v}"), pos),
-                    },
-                    other => return err(format!("schedule: unknown option '{other}' (options: timezone, catchup, catchup_limit)"), pos),
-                }
-            }
-            Ok(())
+        |ctx: NativeCallContext, p: &mut PipelineHandle, cron: &str| -> RhaiResult<()> {
+            set_schedule(p, cron, rhai::Map::new(), ctx.call_position())
         },
+    );
+    e.register_fn(
+        "schedule",
+        |ctx: NativeCallContext,
+         p: &mut PipelineHandle,
+         cron: &str,
+         opts: rhai::Map|
+         -> RhaiResult<()> { set_schedule(p, cron, opts, ctx.call_position()) },
     );
     e.register_fn(
         "max_active_runs",
@@ -768,6 +738,77 @@ fn register_policies(e: &mut Engine) {
             },
         );
     }
+}
+
+/// `p.schedule(cron)` and `p.schedule(cron, #{ timezone, catchup, catchup_limit })`.
+fn set_schedule(p: &PipelineHandle, cron: &str, opts: rhai::Map, pos: Position) -> RhaiResult<()> {
+    let fields = cron.split_whitespace().count();
+    if !(5..=6).contains(&fields) {
+        return err(
+            format!(
+                "schedule {cron:?}: expected a cron expression of 5 fields (minute hour day month weekday), found {fields}"
+            ),
+            pos,
+        );
+    }
+    let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+    let plan = &mut st.pipelines[p.index];
+    plan.schedule = Some(cron.to_string());
+    for (k, v) in opts {
+        match k.as_str() {
+            "timezone" => match v.clone().try_cast::<rhai::ImmutableString>() {
+                Some(tz) if !tz.trim().is_empty() => plan.serve.timezone = Some(tz.to_string()),
+                _ => {
+                    return err(
+                        format!(
+                            "schedule: timezone must be an IANA name such as \"Europe/Paris\", found {}",
+                            kind(&v)
+                        ),
+                        pos,
+                    );
+                }
+            },
+            "catchup" => {
+                plan.serve.catchup = match v.clone().try_cast::<rhai::ImmutableString>().as_deref()
+                {
+                    Some("skip") => Catchup::Skip,
+                    Some("latest") => Catchup::Latest,
+                    Some("all") => Catchup::All,
+                    _ => {
+                        return err(
+                            format!(
+                                "schedule: catchup must be \"skip\", \"latest\" or \"all\", found {v}"
+                            ),
+                            pos,
+                        );
+                    }
+                }
+            }
+            "catchup_limit" => match v
+                .as_int()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+            {
+                Some(n) => plan.serve.catchup_limit = n,
+                None => {
+                    return err(
+                        format!("schedule: catchup_limit must be a positive integer, found {v}"),
+                        pos,
+                    );
+                }
+            },
+            other => {
+                return err(
+                    format!(
+                        "schedule: unknown option '{other}' (options: timezone, catchup, catchup_limit)"
+                    ),
+                    pos,
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `#{ webhook: "http://..." }` or `#{ command: ["prog", "arg"] }`.

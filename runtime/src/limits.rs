@@ -111,10 +111,9 @@ impl Limits {
     }
 }
 
-/// Parses a size: a number of bytes (`"512"`) or a number with a unit
-/// (`"64KiB"`, `"256MiB"`, `"2GiB"`, `"1GB"`); the DSL and the trust file
-/// share this reading.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+/// Splits `"2.5 GiB"` into the trimmed text, its number and its unit
+/// (trimmed, maybe empty); `what` names what was expected, for the error.
+fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(&'a str, f64, &'a str), String> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -122,8 +121,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("expected a size such as \"256MiB\", found {t:?}"))?;
-    let mult: f64 = match unit.trim() {
+        .map_err(|_| format!("expected {what}, found {t:?}"))?;
+    Ok((t, n, unit.trim()))
+}
+
+/// Parses a size: a number of bytes (`"512"`) or a number with a unit
+/// (`"64KiB"`, `"256MiB"`, `"2GiB"`, `"1GB"`); the DSL and the trust file
+/// share this reading.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (t, n, unit) = number_and_unit(text, "a size such as \"256MiB\"")?;
+    let mult: f64 = match unit {
         "" | "B" => 1.0,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
@@ -143,15 +150,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration in milliseconds: seconds (`"30"`) or a number with a
 /// unit (`"500ms"`, `"30s"`, `"5m"`, `"2h"`).
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected a duration such as \"30s\", found {t:?}"))?;
-    let mult = match unit.trim() {
+    let (t, n, unit) = number_and_unit(text, "a duration such as \"30s\"")?;
+    let mult = match unit {
         "ms" => 1.0,
         "" | "s" => 1000.0,
         "m" | "min" => 60_000.0,

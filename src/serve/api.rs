@@ -254,6 +254,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)?
 }
 
+/// Run `id`'s record, or 404.
+fn need_run(
+    records: &dyn weir_runtime::records::Records,
+    id: RunId,
+) -> Result<weir_runtime::records::RunSummary, ApiError> {
+    records
+        .run(id)?
+        .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))
+}
+
+/// The plan run `id` recorded, if it still reads.
+fn recorded_plan(
+    records: &dyn weir_runtime::records::Records,
+    id: RunId,
+) -> Result<Option<weir_runtime::Plan>, ApiError> {
+    Ok(records
+        .plan_json(id)?
+        .and_then(|j| serde_json::from_str(&j).ok()))
+}
+
 fn parse_run(id: &str) -> Result<RunId, ApiError> {
     id.parse::<i64>()
         .map(RunId)
@@ -362,13 +382,9 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
     let server = Arc::clone(&s);
     let v = blocking(move || {
         let records = server.runtime.records();
-        let r = records
-            .run(id)?
-            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        let r = need_run(records, id)?;
         let steps = records.steps(id)?;
-        let plan: Option<weir_runtime::Plan> = records
-            .plan_json(id)?
-            .and_then(|j| serde_json::from_str(&j).ok());
+        let plan = recorded_plan(records, id)?;
         let live = server
             .active(id)
             .map(|a| lock(&a.live).states.clone())
@@ -442,14 +458,7 @@ async fn retry(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError
         return Err(ApiError::conflict(format!("run {id} is still active")));
     }
     let server = Arc::clone(&s);
-    let r = blocking(move || {
-        server
-            .runtime
-            .records()
-            .run(id)?
-            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))
-    })
-    .await?;
+    let r = blocking(move || need_run(server.runtime.records(), id)).await?;
     if r.state == weir_runtime::RunState::Succeeded {
         return Err(ApiError::conflict(format!(
             "run {id} succeeded; there is nothing to retry"
@@ -458,11 +467,7 @@ async fn retry(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError
     // The run's own params, so the retry continues the same run.
     let server = Arc::clone(&s);
     let params = blocking(move || {
-        let plan: Option<weir_runtime::Plan> = server
-            .runtime
-            .records()
-            .plan_json(id)?
-            .and_then(|j| serde_json::from_str(&j).ok());
+        let plan = recorded_plan(server.runtime.records(), id)?;
         Ok(plan
             .map(|p| {
                 p.params
@@ -491,12 +496,8 @@ async fn step_detail(
     let server = Arc::clone(&s);
     let v = blocking(move || {
         let records = server.runtime.records();
-        records
-            .run(id)?
-            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
-        let plan: Option<weir_runtime::Plan> = records
-            .plan_json(id)?
-            .and_then(|j| serde_json::from_str(&j).ok());
+        need_run(records, id)?;
+        let plan = recorded_plan(records, id)?;
         let base = step.split('[').next().unwrap_or(&step).to_string();
         let planned = plan
             .as_ref()
@@ -629,10 +630,7 @@ async fn step_logs(
     let id = parse_run(&id)?;
     if q.follow == Some(true) {
         let server = Arc::clone(&s);
-        let exists = blocking(move || Ok(server.runtime.records().run(id)?.is_some())).await?;
-        if !exists {
-            return Err(ApiError::not_found(format!("there is no run {id}")));
-        }
+        blocking(move || need_run(server.runtime.records(), id)).await?;
         return Ok(follow_logs(Arc::clone(&s), id, step));
     }
     // While the run is active: the live lines of this step after `after`.
@@ -659,9 +657,7 @@ async fn step_logs(
     let server = Arc::clone(&s);
     let lines = blocking(move || {
         let records = server.runtime.records();
-        records
-            .run(id)?
-            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        need_run(records, id)?;
         Ok(records.logs(id, &step)?)
     })
     .await?;
@@ -679,9 +675,7 @@ async fn run_metrics(State(s): S, Path(id): Path<String>) -> Result<Response, Ap
     let server = Arc::clone(&s);
     let v = blocking(move || {
         let records = server.runtime.records();
-        records
-            .run(id)?
-            .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+        need_run(records, id)?;
         let metrics: BTreeMap<String, BTreeMap<String, f64>> = records
             .steps(id)?
             .into_iter()
@@ -711,11 +705,7 @@ async fn compare(State(s): S, Query(q): Query<CompareQuery>) -> Result<Response,
     let server = Arc::clone(&s);
     let v = blocking(move || {
         for id in &ids {
-            server
-                .runtime
-                .records()
-                .run(*id)?
-                .ok_or_else(|| ApiError::not_found(format!("there is no run {id}")))?;
+            need_run(server.runtime.records(), *id)?;
         }
         Ok(crate::commands::metrics::comparison_json(
             server.runtime.records(),
@@ -934,16 +924,11 @@ async fn schedules(State(s): S) -> Result<Response, ApiError> {
             let Some(expr) = &p.schedule else { continue };
             let next: Vec<String> =
                 match super::schedule::Schedule::parse(expr, p.serve.timezone.as_deref()) {
-                    Ok(sc) => {
-                        let mut t = now;
-                        let mut v = Vec::new();
-                        for _ in 0..3 {
-                            let Some(n) = sc.next_after(t) else { break };
-                            v.push(super::schedule::slot_text(n));
-                            t = n;
-                        }
-                        v
-                    }
+                    Ok(sc) => sc
+                        .next_n(now, 3)
+                        .into_iter()
+                        .map(super::schedule::slot_text)
+                        .collect(),
                     Err(_) => Vec::new(),
                 };
             out.push(json!({

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_runtime::{Config, RunOptions, RunState, Runtime};
+use weir_runtime::{RunOptions, RunState, Runtime};
 
 /// Arguments of `weir schedules`.
 #[derive(clap::Args)]
@@ -47,21 +47,9 @@ pub struct BackfillArgs {
     max: usize,
 }
 
-fn project_and_store(
-    project: Option<PathBuf>,
-    store: Option<PathBuf>,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let project = project
-        .unwrap_or_else(|| PathBuf::from("."))
-        .canonicalize()
-        .map_err(|e| anyhow::anyhow!("project folder: {e}"))?;
-    let store = store.unwrap_or_else(|| project.join(".weir"));
-    Ok((project, store))
-}
-
 /// Runs `weir schedules`.
 pub fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
-    let (project, store) = project_and_store(args.project, args.store)?;
+    let (project, store) = super::project_and_store(args.project, args.store)?;
     let found = super::discover(&project);
     let slots = if store.join("serve.db").exists() {
         Some(Slots::open(&store.join("serve.db"))?)
@@ -91,16 +79,8 @@ pub fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
         }
         let sched =
             Schedule::parse(expr, p.serve.timezone.as_deref()).map_err(anyhow::Error::msg)?;
-        let mut t = now;
-        for _ in 0..args.next {
-            let Some(n) = sched.next_after(t) else { break };
-            let local = n.with_timezone(&tz.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC));
-            println!(
-                "  next  {}  ({})",
-                slot_text(n),
-                local.format("%Y-%m-%d %H:%M:%S %Z")
-            );
-            t = n;
+        for n in sched.next_n(now, args.next) {
+            println!("  next  {}  ({})", slot_text(n), sched.local(n));
         }
         if let Some(slots) = &slots {
             for r in slots.recent(Some(&p.name), 3)? {
@@ -136,7 +116,7 @@ fn instant(text: &str, what: &str) -> anyhow::Result<DateTime<Utc>> {
 
 /// Runs `weir backfill`.
 pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
-    let (project, store) = project_and_store(args.project, args.store)?;
+    let (project, store) = super::project_and_store(args.project, args.store)?;
     let found = super::discover(&project);
     let p = found.get(&args.pipeline).ok_or_else(|| {
         anyhow::anyhow!(
@@ -180,13 +160,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.max
         );
     }
-    let mut config = Config::new(&store);
-    if let Some(j) = args.jobs {
-        config = config.jobs(j);
-    }
-    if let Some(file) = weir_runtime::TrustPolicy::find_file(&project) {
-        config.trust = config.trust.clone().with_file(&file)?;
-    }
+    let config = super::project_config(&project, &store, args.jobs)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.jobs.max(1))
         .enable_all()

@@ -384,6 +384,33 @@ fn find_scripts(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The project folder (canonical; default `.`) and its store (default
+/// `PROJECT/.weir`), for `weir serve`, `weir schedules` and `weir backfill`.
+pub fn project_and_store(
+    project: Option<PathBuf>,
+    store: Option<PathBuf>,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let project = project
+        .unwrap_or_else(|| PathBuf::from("."))
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("project folder: {e}"))?;
+    let store = store.unwrap_or_else(|| project.join(".weir"));
+    Ok((project, store))
+}
+
+/// The runtime configuration for a project's runs: its store, `jobs` if
+/// given, and the project's trust file.
+pub fn project_config(project: &Path, store: &Path, jobs: Option<usize>) -> anyhow::Result<Config> {
+    let mut config = Config::new(store);
+    if let Some(j) = jobs {
+        config = config.jobs(j);
+    }
+    if let Some(file) = weir_runtime::TrustPolicy::find_file(project) {
+        config.trust = config.trust.clone().with_file(&file)?;
+    }
+    Ok(config)
+}
+
 /// Locks a mutex, going on with the data if a holder panicked.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -437,20 +464,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let project = args
-        .project
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .canonicalize()
-        .map_err(|e| anyhow::anyhow!("project folder: {e}"))?;
-    let store = args.store.clone().unwrap_or_else(|| project.join(".weir"));
-    let mut config = Config::new(&store);
-    if let Some(j) = args.jobs {
-        config = config.jobs(j);
-    }
-    if let Some(file) = weir_runtime::TrustPolicy::find_file(&project) {
-        config.trust = config.trust.clone().with_file(&file)?;
-    }
+    let (project, store) = project_and_store(args.project.clone(), args.store.clone())?;
+    let config = project_config(&project, &store, args.jobs)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.jobs.max(2))
         .enable_all()

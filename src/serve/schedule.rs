@@ -58,6 +58,27 @@ impl Schedule {
             .map(|d| d.with_timezone(&Utc))
     }
 
+    /// The next `n` slots after `t`.
+    pub fn next_n(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let mut out = Vec::with_capacity(n);
+        let mut t = t;
+        while out.len() < n {
+            let Some(next) = self.next_after(t) else {
+                break;
+            };
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    /// `t` in the schedule's time zone, for people.
+    pub fn local(&self, t: DateTime<Utc>) -> String {
+        t.with_timezone(&self.tz)
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string()
+    }
+
     /// The slots in `(after, until]`: how many there are (up to
     /// [`MAX_WALK`]) and the newest `keep` of them, oldest first.
     pub fn slots(
