@@ -9,10 +9,11 @@
 //! medians, and re-run before trusting a difference under ~10%.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use weir_runtime::executor::{EngineConfig, Executor};
 use weir_runtime::plan::{ComponentSource, InputSource, Plan, StepPlan};
-use weir_runtime::{Config, RunOptions, Runtime, StepState};
+use weir_runtime::{Config, RunEvent, RunOptions, Runtime, StepState};
 
 /// The same feature code the `standardize` wasm step runs, compiled natively.
 #[path = "../tests/guests/standardize/src/core.rs"]
@@ -217,6 +218,7 @@ fn main() {
                 continue;
             }
             let (mut first, mut per_step, mut cached) = (Vec::new(), Vec::new(), Vec::new());
+            let mut gaps = Vec::new();
             let reps = if n >= 1000 { 3 } else { 5 };
             for r in 0..reps {
                 let dir = tmp.path().join(format!("{shape}-{n}-{r}"));
@@ -225,11 +227,30 @@ fn main() {
                 let tokio = tokio();
                 // Load (and compile) the component outside the timed region.
                 rt.executor().load(&noop, &|_, _| false).expect("load");
+                // When each step finished: in a chain, the gap between two
+                // finishes is one step's whole cost on the critical path.
+                let finishes = Arc::new(Mutex::new(Vec::with_capacity(n)));
+                let sink = finishes.clone();
+                let opts = RunOptions {
+                    on_event: Some(Arc::new(move |e: &RunEvent| {
+                        if let RunEvent::StepFinished { .. } = e {
+                            sink.lock().expect("sink").push(Instant::now());
+                        }
+                    })),
+                    ..RunOptions::default()
+                };
                 let t = Instant::now();
-                let rep = tokio
-                    .block_on(rt.run(&plan, RunOptions::default()))
-                    .expect("run");
+                let rep = tokio.block_on(rt.run(&plan, opts)).expect("run");
                 let d = t.elapsed();
+                if shape == "chain" {
+                    let f = finishes.lock().expect("finishes");
+                    let mut g: Vec<f64> = f
+                        .windows(2)
+                        .map(|w| (w[1] - w[0]).as_secs_f64() * 1e6)
+                        .collect();
+                    g.sort_by(f64::total_cmp);
+                    gaps.push(g[g.len() / 2]);
+                }
                 assert!(rep.steps.iter().all(|s| s.state == StepState::Succeeded));
                 first.push(ms(d));
                 per_step.push(d.as_secs_f64() * 1e6 / n as f64);
@@ -252,6 +273,14 @@ fn main() {
                 samples: per_step,
                 note: "first run / N".into(),
             });
+            if !gaps.is_empty() {
+                rows.push(Row {
+                    case: format!("{case} no-op steps, per step, median over steps"),
+                    unit: "us",
+                    samples: gaps,
+                    note: "median gap between consecutive steps finishing".into(),
+                });
+            }
             rows.push(Row {
                 case: format!("{case} no-op steps, fully cached re-run"),
                 unit: "ms",

@@ -156,6 +156,68 @@ fn a_run_is_cancelled_through_its_token() {
 }
 
 #[test]
+fn dropping_the_run_future_cancels_the_run() {
+    // Two independent slow steps: they run on worker threads, not on the
+    // scheduler's own, and the caller gives up once both have started.
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut a = step("a", &fixture("sleep"));
+    a.params = serde_json::json!({ "ms": 60000 });
+    let mut b = step("b", &fixture("sleep"));
+    b.params = serde_json::json!({ "ms": 60001 });
+    let p = plan(tmp.path(), vec![a, b]);
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let sink = started.clone();
+    let opts = RunOptions {
+        on_event: Some(Arc::new(move |e: &RunEvent| {
+            if let RunEvent::StepStarted { .. } = e {
+                sink.add_permits(1);
+            }
+        })),
+        ..Default::default()
+    };
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    let finished = tokio.block_on(async {
+        tokio::select! {
+            r = rt.run(&p, opts) => Some(r),
+            _ = async {
+                let _ = started.acquire_many(2).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            } => None,
+        }
+    });
+    assert!(
+        finished.is_none(),
+        "the run cannot finish: its steps sleep a minute"
+    );
+    let t = std::time::Instant::now();
+    // The run goes on being recorded in the background, as cancelled.
+    let recorded = loop {
+        let runs = rt.records().runs(1).unwrap();
+        if let Some(r) = runs.first().filter(|r| r.state != RunState::Running) {
+            break r.clone();
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "the run was not stopped: {runs:?} {:?}",
+            runs.first().map(|r| rt.records().steps(r.id))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(recorded.state, RunState::Cancelled);
+    let steps = rt.records().steps(recorded.id).unwrap();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert!(
+        steps.iter().all(|s| s.state == StepState::Cancelled),
+        "{steps:?}"
+    );
+    let leftovers = std::fs::read_dir(tmp.path().join(".weir/tmp"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 0, "the attempts' staging folders were removed");
+}
+
+#[test]
 fn per_run_limit_caps_bound_every_step_and_are_recorded() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());
@@ -247,14 +309,13 @@ impl weir_runtime::records::Records for Counting {
     fn plan_json(&self, id: weir_runtime::RunId) -> anyhow::Result<Option<String>> {
         self.inner.plan_json(id)
     }
-    fn last_outputs(
+    fn previous_outputs(
         &self,
         p: &str,
         before: weir_runtime::RunId,
-    ) -> anyhow::Result<
-        std::collections::HashMap<String, std::collections::BTreeMap<String, weir_runtime::Digest>>,
-    > {
-        self.inner.last_outputs(p, before)
+        step: &str,
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, weir_runtime::Digest>>> {
+        self.inner.previous_outputs(p, before, step)
     }
     fn cache_lookup(
         &self,

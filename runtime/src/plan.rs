@@ -883,6 +883,24 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn stored_json_does_not_depend_on_insertion_order() {
+        // The plan digest hashes `to_json`; if serde_json's `preserve_order`
+        // feature were ever switched on (by any crate in the build), params
+        // would keep insertion order and equal plans would differ.
+        let mut a = Plan::new("p", "/tmp");
+        let mut s = StepPlan::new("s", ComponentSource::Wasm("x.wasm".into()));
+        s.params = serde_json::json!({"b": 1, "a": 2});
+        a.steps.push(s.clone());
+        let mut b = Plan::new("p", "/tmp");
+        let mut m = serde_json::Map::new();
+        m.insert("a".into(), 2.into());
+        m.insert("b".into(), 1.into());
+        s.params = serde_json::Value::Object(m);
+        b.steps.push(s);
+        assert_eq!(a.to_json(), b.to_json());
+    }
+
     fn step(name: &str, reads: &[(&str, &str)]) -> StepPlan {
         let mut s = StepPlan::new(name, ComponentSource::Wasm("x.wasm".into()));
         s.outputs.insert("out".into());

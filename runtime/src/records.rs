@@ -9,7 +9,7 @@
 use crate::digest::Digest;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -310,13 +310,20 @@ pub trait Records: Send + Sync {
     fn reopen_run(&self, id: RunId) -> anyhow::Result<()>;
     /// The plan a run executed, as recorded (JSON).
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>>;
-    /// For each step, the outputs it had in the newest run of `pipeline`
-    /// before `before` in which it succeeded or was cached.
-    fn last_outputs(
+    /// The outputs `step` had in the newest run of `pipeline` before
+    /// `before` in which it succeeded or was cached (for early cutoff).
+    fn previous_outputs(
         &self,
         pipeline: &str,
         before: RunId,
-    ) -> anyhow::Result<HashMap<String, BTreeMap<String, Digest>>>;
+        step: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>>;
+    /// Whether `pipeline` has any run before `before` (when it has none,
+    /// no step asks for [`Records::previous_outputs`]).
+    fn ran_before(&self, pipeline: &str, before: RunId) -> anyhow::Result<bool> {
+        let _ = (pipeline, before);
+        Ok(true)
+    }
     /// The entry cached under `key`, if any.
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>>;
     /// Drops a cache entry whose objects turned out missing or corrupt.
@@ -431,7 +438,11 @@ CREATE TABLE IF NOT EXISTS cache (
 
 /// The embedded SQLite backend.
 pub struct SqliteRecords {
+    /// Every write, and reads that must not interleave with writes (gc).
     conn: Mutex<Connection>,
+    /// Plain reads (cache lookups, listings): WAL readers never wait for a
+    /// writer, so a step's cache lookup does not queue behind a commit.
+    reader: Mutex<Connection>,
 }
 
 fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
@@ -476,7 +487,9 @@ impl SqliteRecords {
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Every commit is durable once it returns (the WAL is synced); the
+        // committer batches finished steps, so this costs one sync per batch.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
@@ -487,8 +500,13 @@ impl SqliteRecords {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let reader = Connection::open(path)
+            .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
+        reader.busy_timeout(std::time::Duration::from_secs(30))?;
+        reader.pragma_update(None, "query_only", "ON")?;
         Ok(SqliteRecords {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
         })
     }
 }
@@ -661,7 +679,7 @@ impl Records for SqliteRecords {
     }
 
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         Ok(
             c.query_row("SELECT plan_json FROM runs WHERE id = ?1", [id.0], |r| {
                 r.get(0)
@@ -670,30 +688,36 @@ impl Records for SqliteRecords {
         )
     }
 
-    fn last_outputs(
+    fn ran_before(&self, pipeline: &str, before: RunId) -> anyhow::Result<bool> {
+        let c = lock(&self.reader);
+        let mut st =
+            c.prepare_cached("SELECT 1 FROM runs WHERE pipeline = ?1 AND id < ?2 LIMIT 1")?;
+        Ok(st.exists(params![pipeline, before.0])?)
+    }
+
+    fn previous_outputs(
         &self,
         pipeline: &str,
         before: RunId,
-    ) -> anyhow::Result<HashMap<String, BTreeMap<String, Digest>>> {
-        let c = lock(&self.conn);
+        step: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+        // Walks `steps_by_name` (step, run_id) backwards from `before`:
+        // one indexed probe, however long the history.
+        let c = lock(&self.reader);
         let mut st = c.prepare_cached(
-            "SELECT s.step, s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
-             WHERE r.pipeline = ?1 AND s.run_id < ?2 AND s.state IN ('succeeded', 'cached')
-             ORDER BY s.run_id",
+            "SELECT s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
+             WHERE s.step = ?1 AND s.run_id < ?2 AND r.pipeline = ?3
+               AND s.state IN ('succeeded', 'cached')
+             ORDER BY s.run_id DESC LIMIT 1",
         )?;
-        let rows = st.query_map(params![pipeline, before.0], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let (step, outputs) = row?;
-            out.insert(step, json_map(&outputs));
-        }
-        Ok(out)
+        Ok(st
+            .query_row(params![step, before.0, pipeline], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|o| json_map(&o)))
     }
 
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let row: Option<(String, String, i64)> = c
             .prepare_cached("SELECT outputs, metrics, created_ms FROM cache WHERE key = ?1")?
             .query_row([key.to_hex()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -761,7 +785,7 @@ impl Records for SqliteRecords {
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let mut st = c.prepare(
             "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
@@ -770,7 +794,7 @@ impl Records for SqliteRecords {
     }
 
     fn run(&self, id: RunId) -> anyhow::Result<Option<RunSummary>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         Ok(c
             .query_row(
                 "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
@@ -781,7 +805,7 @@ impl Records for SqliteRecords {
     }
 
     fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let mut st = c.prepare(
             "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
         )?;
@@ -825,7 +849,7 @@ impl Records for SqliteRecords {
     }
 
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let mut st = c.prepare(
             "SELECT attempt, started_ms, ended_ms, error FROM attempts WHERE run_id = ?1 AND step = ?2 ORDER BY attempt",
         )?;
@@ -841,7 +865,7 @@ impl Records for SqliteRecords {
     }
 
     fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let mut st = c.prepare(
             "SELECT name, version, digest, run_id, step, metrics, stage, created_ms FROM models
              WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
@@ -918,7 +942,7 @@ impl Records for SqliteRecords {
         digest: &Digest,
         step: Option<&str>,
     ) -> anyhow::Result<Option<(RunId, StepSummary)>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         // Outputs are stored as JSON text; a full hex digest is unique in it.
         let pattern = format!("%\"{}\"%", digest.to_hex());
         let row = c
@@ -954,7 +978,7 @@ impl Records for SqliteRecords {
     }
 
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {
-        let c = lock(&self.conn);
+        let c = lock(&self.reader);
         let mut st = c.prepare(
             "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq",
         )?;

@@ -5,7 +5,7 @@
 //! open (or, with `resume`, reopen) a run record; then hand over to the
 //! scheduler (`scheduler.rs`).
 
-use crate::cache::{self, CacheKey};
+use crate::cache::CacheKey;
 use crate::digest::Digest;
 use crate::executor::{EngineConfig, Executor, LoadedComponent};
 use crate::limits::LimitsCap;
@@ -761,7 +761,6 @@ impl Runtime {
                 );
             }
         }
-
         // Components, before anything is recorded.
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
@@ -890,8 +889,8 @@ impl Runtime {
                 }
             }
         }
-
-        let plan_digest = plan_digest(plan, &components)?;
+        let plan_json = plan.to_json();
+        let plan_digest = plan_digest(&plan_json, &components);
         let records = self.inner.records.clone();
         let mut previous = HashMap::new();
         let run_id = match opts.resume {
@@ -912,7 +911,7 @@ impl Runtime {
                 records.reopen_run(id)?;
                 id
             }
-            None => records.begin_run(&plan.name, &plan_digest, &plan.to_json())?,
+            None => records.begin_run(&plan.name, &plan_digest, &plan_json)?,
         };
         emit(RunEvent::RunStarted {
             run: run_id,
@@ -942,14 +941,16 @@ impl Runtime {
     }
 }
 
-/// A plan's identity: its canonical JSON plus every step's component digest.
-fn plan_digest(plan: &Plan, components: &[Arc<LoadedComponent>]) -> anyhow::Result<Digest> {
+/// A plan's identity: its recorded JSON ([`Plan::to_json`], deterministic:
+/// the plan holds no hash maps and JSON objects keep their keys sorted) plus
+/// every step's component digest.
+fn plan_digest(plan_json: &str, components: &[Arc<LoadedComponent>]) -> Digest {
     let mut h = blake3::Hasher::new();
-    h.update(cache::canonical_json(&serde_json::to_value(plan)?).as_bytes());
+    h.update(plan_json.as_bytes());
     for c in components {
         h.update(c.digest.as_bytes());
     }
-    Ok(Digest::from(h.finalize()))
+    Digest::from(h.finalize())
 }
 
 /// "step 'x' (file:line:col): ", the prefix of errors about a step.

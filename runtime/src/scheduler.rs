@@ -75,8 +75,8 @@ pub(crate) struct Scheduler {
     first_error: Option<String>,
     commit: Option<Commit>,
     index: HashMap<String, usize>,
-    /// Each step's outputs in the previous run of this pipeline.
-    last_outputs: HashMap<String, BTreeMap<String, Digest>>,
+    /// Whether the pipeline ran before (else no step has earlier outputs).
+    ran_before: bool,
     /// Each step's tags, plus `gpu` for steps granted the GPU.
     tags: Vec<Vec<String>>,
     /// Pool sizes: the plan's, plus one GPU slot unless the plan sizes `gpu`.
@@ -126,11 +126,7 @@ impl Scheduler {
         let mut pools: HashMap<String, u32> =
             plan.pools.iter().map(|(k, v)| (k.clone(), *v)).collect();
         pools.entry("gpu".into()).or_insert(1);
-        let last_outputs = rt
-            .inner
-            .records
-            .last_outputs(&plan.name, run)
-            .unwrap_or_default();
+        let ran_before = rt.inner.records.ran_before(&plan.name, run).unwrap_or(true);
         let index = plan
             .steps
             .iter()
@@ -157,7 +153,7 @@ impl Scheduler {
             first_error: None,
             commit: None,
             index,
-            last_outputs,
+            ran_before,
             tags,
             pools,
         })
@@ -185,7 +181,38 @@ impl Scheduler {
         }
     }
 
+    /// Runs the plan on a thread of its own (with a small runtime), so a
+    /// unit that is the only one that can run (each step of a chain) runs
+    /// right there, without handing it to another thread and back. Other
+    /// units run on the caller's blocking pool. Dropping the returned future
+    /// cancels the run.
     pub(crate) async fn run(mut self) -> anyhow::Result<Outcome> {
+        let pool = tokio::runtime::Handle::try_current().ok();
+        let cancel = self.opts.cancel.clone().unwrap_or_default().child_token();
+        self.opts.cancel = Some(cancel.clone());
+        let _cancel_on_drop = cancel.drop_guard();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("weir-scheduler".into())
+            .spawn(move || {
+                let out = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(local) => {
+                        let pool = pool.unwrap_or_else(|| local.handle().clone());
+                        local.block_on(self.run_here(pool))
+                    }
+                    Err(e) => Err(anyhow!("starting the scheduler's runtime: {e}")),
+                };
+                let _ = tx.send(out);
+            })
+            .map_err(|e| anyhow!("starting the scheduler thread: {e}"))?;
+        rx.await
+            .map_err(|_| anyhow!("the scheduler thread panicked"))?
+    }
+
+    async fn run_here(mut self, pool: tokio::runtime::Handle) -> anyhow::Result<Outcome> {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<RecordOp>>();
         let committer = {
             let rt = self.rt.clone();
@@ -213,20 +240,23 @@ impl Scheduler {
         };
         self.commit = Some(tx);
 
-        let result = self.schedule().await;
+        let result = self.schedule(&pool).await;
 
         let outcome = result.map(|cancelled| self.finish(cancelled));
         self.commit = None;
-        tokio::task::spawn_blocking(move || committer.join())
-            .await
-            .map_err(|e| anyhow!("commit thread lost: {e}"))?
+        // This thread has nothing else to do while the last batch commits.
+        committer
+            .join()
             .map_err(|_| anyhow!("the commit thread panicked"))?
             .map_err(|e| anyhow!("recording the run: {e:#}"))?;
         outcome
     }
 
     /// Runs units until none are left; returns whether the run was stopped early.
-    async fn schedule(&mut self) -> anyhow::Result<Option<RunState>> {
+    async fn schedule(
+        &mut self,
+        pool: &tokio::runtime::Handle,
+    ) -> anyhow::Result<Option<RunState>> {
         let roots: Vec<usize> = self
             .order
             .iter()
@@ -242,7 +272,7 @@ impl Scheduler {
         // Each running unit's cancel token, cancelled when the run stops.
         let mut running: HashMap<tokio::task::Id, (Unit, CancellationToken)> = HashMap::new();
         let mut stopped = None;
-        loop {
+        'run: loop {
             while tasks.len() < jobs {
                 let Some(u) = self.next_launchable() else {
                     break;
@@ -261,9 +291,32 @@ impl Scheduler {
                     }
                     Err(back) => back,
                 };
+                if tasks.is_empty() && (self.ready.is_empty() || jobs == 1) {
+                    // The only unit that can run now (a chain's next step,
+                    // or any unit with one job): run it on this thread.
+                    let name = job.name.clone();
+                    let report = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => None,
+                        r = job.run_attempts(begun) => Some(r),
+                    };
+                    self.release(u);
+                    let Some(report) = report else {
+                        let why = "cancelled while running".to_string();
+                        self.record_not_run(u, &name, StepState::Cancelled, why);
+                        stopped = Some(RunState::Cancelled);
+                        break 'run;
+                    };
+                    self.finished(u, report)?;
+                    if self.opts.fail_fast && self.first_error.is_some() {
+                        stopped = Some(RunState::Failed);
+                        break 'run;
+                    }
+                    continue;
+                }
                 let stop = CancellationToken::new();
                 let token = stop.clone();
-                let h = tasks.spawn_blocking(move || (u, job.run_blocking(begun, token)));
+                let h = tasks.spawn_blocking_on(move || (u, job.run_blocking(begun, token)), pool);
                 running.insert(h.id(), (u, stop));
             }
             if tasks.is_empty() {
@@ -385,7 +438,7 @@ impl Scheduler {
             }
         };
         StepJob {
-            previous: self.last_outputs.get(&name).cloned(),
+            ran_before: self.ran_before,
             rt: self.rt.clone(),
             plan: self.plan.clone(),
             index: i,
@@ -943,8 +996,8 @@ struct Begun {
 
 /// One unit's work in a run: cache check, then attempts.
 struct StepJob {
-    /// The unit's outputs in the previous run of the pipeline (for early cutoff).
-    previous: Option<BTreeMap<String, Digest>>,
+    /// Whether the pipeline ran before (for early cutoff).
+    ran_before: bool,
     rt: Runtime,
     plan: Arc<Plan>,
     index: usize,
@@ -1098,10 +1151,18 @@ impl StepJob {
                         run: self.run,
                         step: self.name.clone(),
                     });
-                    let early = self
-                        .previous
-                        .as_ref()
-                        .is_some_and(|prev| *prev == record.outputs);
+                    // Early cutoff: the same outputs as the step's last success.
+                    let early = self.ran_before
+                        && self
+                            .rt
+                            .inner
+                            .records
+                            .previous_outputs(&self.plan.name, self.run, &self.name)
+                            .unwrap_or_else(|e| {
+                                tracing::warn!(step = %self.name, "reading earlier outputs: {e:#}");
+                                None
+                            })
+                            .is_some_and(|prev| prev == record.outputs);
                     let mut report = self.finish(record, cache_op, started);
                     report.early_cutoff = early;
                     return report;
