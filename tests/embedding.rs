@@ -244,7 +244,7 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
     assert!(e.contains("exceeded its timeout of 300ms"), "{e}");
     // The recorded plan is the capped one.
     let json = rt.records().plan_json(report.run).unwrap().unwrap();
-    assert!(json.contains("\"timeout_ms\": 300"), "{json}");
+    assert!(json.contains("\"timeout_ms\":300"), "{json}");
     // An unusable cap is refused before anything runs.
     let bad = weir_runtime::Limits {
         memory_bytes: 0,

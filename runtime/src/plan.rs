@@ -562,9 +562,15 @@ impl Plan {
         }
     }
 
-    /// The plan as stable, pretty JSON.
+    /// The plan as stable, compact JSON: what a run records (and what its
+    /// plan digest hashes).
     pub fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The same JSON, indented for people (`weir plan`).
+    pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 

@@ -358,16 +358,23 @@ pub trait Records: Send + Sync {
     ) -> anyhow::Result<Option<(RunId, StepSummary)>>;
 }
 
-/// Version 2 added the model registry (`models`); a version-1 file gains
-/// the table on open.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added the model registry (`models`); version 3 stores each
+/// distinct plan once (`plans`, named by the blake3 of its JSON; a run's
+/// `plan_key` names it, and `plan_json` is empty). Older files gain the
+/// table and column on open; their runs keep their own `plan_json`.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS plans (
+    key TEXT PRIMARY KEY,
+    json TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     pipeline TEXT NOT NULL,
     plan_digest TEXT NOT NULL,
     plan_json TEXT NOT NULL,
+    plan_key TEXT,
     state TEXT NOT NULL,
     started_ms INTEGER NOT NULL,
     ended_ms INTEGER,
@@ -499,6 +506,15 @@ impl SqliteRecords {
             );
         }
         conn.execute_batch(SCHEMA)?;
+        let has_plan_key = conn
+            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
+            .exists([])?;
+        if !has_plan_key
+            && let Err(e) = conn.execute("ALTER TABLE runs ADD COLUMN plan_key TEXT", [])
+            && !e.to_string().contains("duplicate column")
+        {
+            return Err(e.into());
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let reader = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
@@ -540,11 +556,34 @@ impl Records for SqliteRecords {
         plan_json: &str,
     ) -> anyhow::Result<RunId> {
         let c = lock(&self.conn);
-        c.execute(
-            "INSERT INTO runs (pipeline, plan_digest, plan_json, state, started_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![pipeline, plan_digest.to_hex(), plan_json, RunState::Running.as_str(), now_ms()],
-        )?;
-        Ok(RunId(c.last_insert_rowid()))
+        // The new run's row needs no sync of its own: the WAL is written in
+        // order, so the sync of the run's first commit covers it, and until
+        // then the run has recorded nothing that a power cut could lose.
+        // A plan is stored once, however often it runs.
+        let key = blake3::hash(plan_json.as_bytes()).to_hex();
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        let inserted = (|| -> rusqlite::Result<i64> {
+            let stored = c
+                .prepare_cached("SELECT 1 FROM plans WHERE key = ?1")?
+                .exists([key.as_str()])?;
+            if !stored {
+                c.prepare_cached("INSERT OR IGNORE INTO plans (key, json) VALUES (?1, ?2)")?
+                    .execute(params![key.as_str(), plan_json])?;
+            }
+            c.prepare_cached(
+                "INSERT INTO runs (pipeline, plan_digest, plan_json, plan_key, state, started_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                pipeline,
+                plan_digest.to_hex(),
+                key.as_str(),
+                RunState::Running.as_str(),
+                now_ms()
+            ])?;
+            Ok(c.last_insert_rowid())
+        })();
+        c.pragma_update(None, "synchronous", "FULL")?;
+        Ok(RunId(inserted?))
     }
 
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()> {
@@ -681,9 +720,11 @@ impl Records for SqliteRecords {
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
         let c = lock(&self.reader);
         Ok(
-            c.query_row("SELECT plan_json FROM runs WHERE id = ?1", [id.0], |r| {
-                r.get(0)
-            })
+            c.query_row(
+                "SELECT COALESCE(p.json, r.plan_json) FROM runs r LEFT JOIN plans p ON p.key = r.plan_key WHERE r.id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
             .optional()?,
         )
     }
@@ -787,7 +828,7 @@ impl Records for SqliteRecords {
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
-            "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
+            "SELECT id, pipeline, plan_digest, NULL, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit as i64], run_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -797,7 +838,7 @@ impl Records for SqliteRecords {
         let c = lock(&self.reader);
         Ok(c
             .query_row(
-                "SELECT id, pipeline, plan_digest, plan_json, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
+                "SELECT id, pipeline, plan_digest, NULL, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
                 [id.0],
                 run_row,
             )
@@ -998,6 +1039,44 @@ impl Records for SqliteRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_is_stored_once_and_older_files_keep_their_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.db");
+        // A version-2 file: runs hold their plan JSON themselves.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline TEXT NOT NULL,
+                 plan_digest TEXT NOT NULL, plan_json TEXT NOT NULL, state TEXT NOT NULL,
+                 started_ms INTEGER NOT NULL, ended_ms INTEGER, error TEXT);
+                 INSERT INTO runs (pipeline, plan_digest, plan_json, state, started_ms)
+                 VALUES ('p', 'x', '{\"old\":1}', 'succeeded', 1);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let r = SqliteRecords::open(&path).unwrap();
+        assert_eq!(r.plan_json(RunId(1)).unwrap().unwrap(), r#"{"old":1}"#);
+        let d = Digest::of(b"plan");
+        let a = r.begin_run("p", &d, r#"{"new":2}"#).unwrap();
+        let b = r.begin_run("p", &d, r#"{"new":2}"#).unwrap();
+        let c = r.begin_run("p", &d, r#"{"new":3}"#).unwrap();
+        assert_eq!(r.plan_json(a).unwrap().unwrap(), r#"{"new":2}"#);
+        assert_eq!(r.plan_json(b).unwrap().unwrap(), r#"{"new":2}"#);
+        assert_eq!(r.plan_json(c).unwrap().unwrap(), r#"{"new":3}"#);
+        let conn = lock(&r.conn);
+        let plans: i64 = conn
+            .query_row("SELECT COUNT(*) FROM plans", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(plans, 2, "two distinct plans, three runs");
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(r.runs(10).unwrap().len(), 4);
+    }
 
     fn step(
         run: RunId,

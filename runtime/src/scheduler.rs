@@ -454,7 +454,8 @@ impl Scheduler {
 
     /// Step `i`'s dependencies are all done and succeeded.
     fn on_ready(&mut self, i: usize) -> anyhow::Result<()> {
-        let s = self.plan.steps[i].clone();
+        let plan = self.plan.clone();
+        let s = &plan.steps[i];
         // Upstream outputs are known now.
         for (name, src) in &s.inputs {
             if let InputSource::Step { step, output } = src {

@@ -682,13 +682,18 @@ impl Store {
         // Measure first, so an output over its quota stores nothing at all.
         let mut used = (0u64, 0u64);
         measure(dir, "", quota, &mut used)?;
-        let mut used = (0u64, 0u64);
-        let (d, _) = self.ingest_output_dir(dir, "", quota, &mut used)?;
-        let view = self.views.join(d.to_hex());
         let io_err = |e: io::Error| IngestError::Io {
             path: String::from("."),
             source: e,
         };
+        let d = if used == (0, 0) {
+            // Nothing to walk again: an empty folder is the empty tree.
+            self.put_bytes(&Tree::default().encode()).map_err(io_err)?
+        } else {
+            used = (0, 0);
+            self.ingest_output_dir(dir, "", quota, &mut used)?.0
+        };
+        let view = self.views.join(d.to_hex());
         if view.exists() {
             if used == (0, 0) {
                 let mut pool = self.empty_dirs.lock().unwrap_or_else(|p| p.into_inner());

@@ -22,7 +22,7 @@ fn compile(args: &Args) -> anyhow::Result<weir_runtime::Plan> {
 
 /// Runs `weir plan`: the plan as stable JSON.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    println!("{}", compile(&args)?.to_json());
+    println!("{}", compile(&args)?.to_json_pretty());
     Ok(ExitCode::SUCCESS)
 }
 
