@@ -60,6 +60,15 @@ fn print(rows: &[Row]) {
     }
 }
 
+/// CPU time (user + system) this process has used, all threads.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -219,6 +228,7 @@ fn main() {
             }
             let (mut first, mut per_step, mut cached) = (Vec::new(), Vec::new(), Vec::new());
             let mut gaps = Vec::new();
+            let mut busy = Vec::new();
             let reps = if n >= 1000 { 3 } else { 5 };
             for r in 0..reps {
                 let dir = tmp.path().join(format!("{shape}-{n}-{r}"));
@@ -239,9 +249,10 @@ fn main() {
                     })),
                     ..RunOptions::default()
                 };
-                let t = Instant::now();
+                let (t, cpu) = (Instant::now(), cpu_time());
                 let rep = tokio.block_on(rt.run(&plan, opts)).expect("run");
                 let d = t.elapsed();
+                busy.push((cpu_time() - cpu).as_secs_f64() / d.as_secs_f64());
                 if shape == "chain" {
                     let f = finishes.lock().expect("finishes");
                     let mut g: Vec<f64> = f
@@ -272,6 +283,12 @@ fn main() {
                 unit: "us",
                 samples: per_step,
                 note: "first run / N".into(),
+            });
+            rows.push(Row {
+                case: format!("{case} no-op steps, first run, cores busy"),
+                unit: "x",
+                samples: busy,
+                note: "CPU time of all threads / wall time (2 = both cores)".into(),
             });
             if !gaps.is_empty() {
                 rows.push(Row {
