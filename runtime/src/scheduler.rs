@@ -268,32 +268,41 @@ impl Scheduler {
         }
         let jobs = self.rt.inner.config.jobs;
         let cancel = self.opts.cancel.clone().unwrap_or_default();
-        let mut tasks = tokio::task::JoinSet::new();
-        // Each running unit's cancel token, cancelled when the run stops.
-        let mut running: HashMap<tokio::task::Id, (Unit, CancellationToken)> = HashMap::new();
+        let queue = Arc::new(WorkQueue::default());
+        let _close = CloseOnDrop(queue.clone());
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Done>();
+        let mut workers = 0;
+        // Units handed to the workers (queued or running), with the token
+        // that interrupts each. Up to `jobs` run while as many more wait, so
+        // a worker that finishes one starts the next without waiting for
+        // this thread to wake up and hand it over.
+        let mut in_flight: HashMap<Unit, CancellationToken> = HashMap::new();
         let mut stopped = None;
         'run: loop {
-            while tasks.len() < jobs {
+            while in_flight.len() < 2 * jobs {
                 let Some(u) = self.next_launchable() else {
                     break;
                 };
                 let job = self.job(u);
-                self.emit(RunEvent::StepStarted {
-                    step: job.name.clone(),
-                });
-                // A cache hit finishes here, without a task or a thread hop.
+                // A cache hit finishes here, without a worker.
                 let begun = job.begin();
                 let (job, begun) = match job.try_cached(begun) {
                     Ok(report) => {
+                        self.emit(RunEvent::StepStarted {
+                            step: report.name.clone(),
+                        });
                         self.release(u);
                         self.finished(u, report)?;
                         continue;
                     }
                     Err(back) => back,
                 };
-                if tasks.is_empty() && (self.ready.is_empty() || jobs == 1) {
+                if in_flight.is_empty() && (self.ready.is_empty() || jobs == 1) {
                     // The only unit that can run now (a chain's next step,
                     // or any unit with one job): run it on this thread.
+                    self.emit(RunEvent::StepStarted {
+                        step: job.name.clone(),
+                    });
                     let name = job.name.clone();
                     let report = tokio::select! {
                         biased;
@@ -314,25 +323,33 @@ impl Scheduler {
                     }
                     continue;
                 }
+                if workers < jobs {
+                    let (q, tx) = (queue.clone(), done_tx.clone());
+                    drop(pool.spawn_blocking(move || work(&q, &tx)));
+                    workers += 1;
+                }
                 let stop = CancellationToken::new();
-                let token = stop.clone();
-                let h = tasks.spawn_blocking_on(move || (u, job.run_blocking(begun, token)), pool);
-                running.insert(h.id(), (u, stop));
+                in_flight.insert(u, stop.clone());
+                queue.push(Work {
+                    unit: u,
+                    job,
+                    begun,
+                    stop,
+                });
             }
-            if tasks.is_empty() {
+            if in_flight.is_empty() {
                 break;
             }
-            let joined = tokio::select! {
+            let done = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
                     stopped = Some(RunState::Cancelled);
                     break;
                 }
-                j = tasks.join_next_with_id() => j,
+                d = done_rx.recv() => d,
             };
-            let Some(joined) = joined else { break };
-            let (id, (u, report)) = joined.map_err(|e| anyhow!("a step task failed: {e}"))?;
-            running.remove(&id);
+            let (u, report) = done.ok_or_else(|| anyhow!("internal: the step workers stopped"))?;
+            in_flight.remove(&u);
             self.release(u);
             self.finished(u, report)?;
             if self.opts.fail_fast && self.first_error.is_some() {
@@ -340,34 +357,31 @@ impl Scheduler {
                 break;
             }
         }
+        // Units still waiting for a worker never started: back to `ready`,
+        // where the end of the run accounts for them like any unstarted unit.
+        for w in queue.close().into_iter().rev() {
+            in_flight.remove(&w.unit);
+            self.release(w.unit);
+            self.ready.push_front(w.unit);
+        }
         if stopped.is_some() {
-            for (_, stop) in running.values() {
+            for stop in in_flight.values() {
                 stop.cancel();
             }
-            while let Some(j) = tasks.join_next_with_id().await {
-                match j {
-                    Ok((id, (u, report))) if report.state == StepState::Cancelled => {
-                        running.remove(&id);
-                        self.release(u);
-                        let why = report
-                            .error
-                            .unwrap_or_else(|| "cancelled while running".into());
-                        self.record_not_run(u, &report.name, StepState::Cancelled, why);
-                    }
-                    Ok((id, (u, report))) => {
-                        running.remove(&id);
-                        self.release(u);
-                        self.finished(u, report)?;
-                    }
-                    Err(e) => {
-                        if let Some((u, _)) = running.remove(&e.id()) {
-                            self.release(u);
-                            let name = self.name(u);
-                            let why = "cancelled while running".to_string();
-                            self.record_not_run(u, &name, StepState::Cancelled, why);
-                        }
-                    }
-                }
+        }
+        while !in_flight.is_empty() {
+            let Some((u, report)) = done_rx.recv().await else {
+                break;
+            };
+            in_flight.remove(&u);
+            self.release(u);
+            if report.state == StepState::Cancelled {
+                let why = report
+                    .error
+                    .unwrap_or_else(|| "cancelled while running".into());
+                self.record_not_run(u, &report.name, StepState::Cancelled, why);
+            } else {
+                self.finished(u, report)?;
             }
         }
         Ok(stopped)
@@ -963,6 +977,102 @@ fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bo
         (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
         (CmpOp::Ge, Some(o)) => o != Ordering::Less,
     })
+}
+
+/// A unit handed to a worker thread.
+struct Work {
+    unit: Unit,
+    job: StepJob,
+    begun: Begun,
+    stop: CancellationToken,
+}
+
+/// A finished unit, back from a worker.
+type Done = (Unit, StepReport);
+
+/// Units waiting for a worker; closed when the run stops scheduling.
+#[derive(Default)]
+struct WorkQueue {
+    items: std::sync::Mutex<(VecDeque<Work>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl WorkQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Work>, bool)> {
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, w: Work) {
+        self.lock().0.push_back(w);
+        self.ready.notify_one();
+    }
+
+    /// The next unit, or `None` once closed.
+    fn pop(&self) -> Option<Work> {
+        let mut q = self.lock();
+        loop {
+            if let Some(w) = q.0.pop_front() {
+                return Some(w);
+            }
+            if q.1 {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Stops the workers; returns the units that never started.
+    fn close(&self) -> Vec<Work> {
+        let mut q = self.lock();
+        q.1 = true;
+        let left = q.0.drain(..).collect();
+        drop(q);
+        self.ready.notify_all();
+        left
+    }
+}
+
+/// Closes the queue however scheduling ends, so no worker waits forever.
+struct CloseOnDrop(Arc<WorkQueue>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A worker thread: runs queued units until the queue closes.
+fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>) {
+    while let Some(Work {
+        unit,
+        job,
+        mut begun,
+        stop,
+    }) = queue.pop()
+    {
+        // The unit starts now, not when it was queued.
+        begun.started = Instant::now();
+        begun.record.started_ms = now_ms();
+        if let Some(f) = &job.on_event {
+            f(&RunEvent::StepStarted {
+                step: job.name.clone(),
+            });
+        }
+        let name = job.name.clone();
+        let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            job.run_blocking(begun, stop)
+        }))
+        .unwrap_or_else(|_| {
+            StepReport::not_run(
+                &name,
+                StepState::Failed,
+                Some("internal error: the step's worker panicked".into()),
+            )
+        });
+        if done.send((unit, report)).is_err() {
+            return;
+        }
+    }
 }
 
 thread_local! {
