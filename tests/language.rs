@@ -399,10 +399,12 @@ fn fail_fast_stops_at_the_first_failure() {
 let p = pipeline("ff");
 p.step("bad", echo).output("out").params(#{ fail: "boom" });
 p.step("slow", sleep).output("out").params(#{ ms: 5000 });
-p.step("later", noop).output("out").params(#{ x: 1 });
+for i in 0..6 { p.step(`later${i}`, noop).output("out").params(#{ x: i }); }
 "#,
     );
     let plan = compile(&path, &[]);
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = started.clone();
     let t = std::time::Instant::now();
     let r = tokio::runtime::Runtime::new()
         .unwrap()
@@ -410,6 +412,11 @@ p.step("later", noop).output("out").params(#{ x: 1 });
             &plan,
             RunOptions {
                 fail_fast: true,
+                on_event: Some(std::sync::Arc::new(move |e: &weir_runtime::RunEvent| {
+                    if let weir_runtime::RunEvent::StepStarted { step } = e {
+                        sink.lock().unwrap().push(step.clone());
+                    }
+                })),
                 ..Default::default()
             },
         ))
@@ -420,6 +427,16 @@ p.step("later", noop).output("out").params(#{ x: 1 });
     );
     assert_eq!(r.state, RunState::Failed);
     assert_eq!(r.step("slow").unwrap().state, StepState::Cancelled);
+    // Steps waiting for a worker when `bad` failed never start.
+    for i in 0..6 {
+        let later = r.step(&format!("later{i}")).unwrap();
+        assert_eq!(later.state, StepState::Cancelled, "later{i}: {later:?}");
+    }
+    let started = started.lock().unwrap().clone();
+    assert!(
+        started.iter().all(|s| !s.starts_with("later")),
+        "started after the failure: {started:?}"
+    );
     assert_eq!(
         r.error.as_deref(),
         Some("step 'bad' failed: the step returned an error: asked to fail: boom")

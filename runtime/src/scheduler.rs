@@ -325,7 +325,8 @@ impl Scheduler {
                 }
                 if workers < jobs {
                     let (q, tx) = (queue.clone(), done_tx.clone());
-                    drop(pool.spawn_blocking(move || work(&q, &tx)));
+                    let fail_fast = self.opts.fail_fast;
+                    drop(pool.spawn_blocking(move || work(&q, &tx, fail_fast)));
                     workers += 1;
                 }
                 let stop = CancellationToken::new();
@@ -1007,18 +1008,25 @@ impl WorkQueue {
         self.ready.notify_one();
     }
 
-    /// The next unit, or `None` once closed.
+    /// The next unit, or `None` once closed (what is still queued then
+    /// never starts: [`WorkQueue::close`] hands it back).
     fn pop(&self) -> Option<Work> {
         let mut q = self.lock();
         loop {
-            if let Some(w) = q.0.pop_front() {
-                return Some(w);
-            }
             if q.1 {
                 return None;
             }
+            if let Some(w) = q.0.pop_front() {
+                return Some(w);
+            }
             q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
         }
+    }
+
+    /// Stops the workers taking more units, leaving them queued.
+    fn stop_taking(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
     }
 
     /// Stops the workers; returns the units that never started.
@@ -1041,8 +1049,10 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// A worker thread: runs queued units until the queue closes.
-fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>) {
+/// A worker thread: runs queued units until the queue closes. With
+/// `fail_fast`, a failed unit closes the queue at once, so no queued unit
+/// starts before the scheduler has seen the failure.
+fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>, fail_fast: bool) {
     while let Some(Work {
         unit,
         job,
@@ -1069,6 +1079,9 @@ fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>) {
                 Some("internal error: the step's worker panicked".into()),
             )
         });
+        if fail_fast && report.state == StepState::Failed {
+            queue.stop_taking();
+        }
         if done.send((unit, report)).is_err() {
             return;
         }
