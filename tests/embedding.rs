@@ -156,6 +156,32 @@ fn a_run_is_cancelled_through_its_token() {
 }
 
 #[test]
+fn a_run_works_from_a_current_thread_runtime() {
+    // Independent steps go to worker threads of the caller's blocking pool;
+    // a current-thread runtime has one too.
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let echo = fixture("echo");
+    let steps = (0..4)
+        .map(|i| {
+            let mut s = step(&format!("s{i}"), &echo);
+            s.params = serde_json::json!({ "i": i });
+            s
+        })
+        .collect();
+    let p = plan(tmp.path(), steps);
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = local.block_on(rt.run(&p, RunOptions::default())).unwrap();
+    assert_eq!(report.state, RunState::Succeeded);
+    assert!(report.steps.iter().all(|s| s.state == StepState::Succeeded));
+    let again = local.block_on(rt.run(&p, RunOptions::default())).unwrap();
+    assert!(again.steps.iter().all(|s| s.state == StepState::Cached));
+}
+
+#[test]
 fn dropping_the_run_future_cancels_the_run() {
     // Two independent slow steps: they run on worker threads, not on the
     // scheduler's own, and the caller gives up once both have started.
