@@ -114,12 +114,23 @@ fn the_event_stream_is_ordered_and_complete_for_a_run_with_a_retry_and_a_failure
     }
 }
 
+/// A step that sleeps `ms` milliseconds in a host call.
+fn sleeping(name: &str, ms: u64) -> weir_runtime::StepPlan {
+    let mut s = step(name, &fixture("sleep"));
+    s.params = serde_json::json!({ "ms": ms });
+    s
+}
+
+/// Attempt staging folders left in the store's `tmp/`.
+fn staging_folders(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join(".weir/tmp")).unwrap().count()
+}
+
 #[test]
 fn a_run_is_cancelled_through_its_token() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());
-    let mut slow = step("slow", &fixture("sleep"));
-    slow.params = serde_json::json!({ "ms": 60000 });
+    let slow = sleeping("slow", 60000);
     let mut next = step("next", &fixture("noop"));
     wire(&mut next, "x", "slow", "out");
     let p = plan(tmp.path(), vec![slow, next]);
@@ -146,9 +157,7 @@ fn a_run_is_cancelled_through_its_token() {
         rt.records().run(report.run).unwrap().unwrap().state,
         RunState::Cancelled
     );
-    let leftovers = std::fs::read_dir(tmp.path().join(".weir/tmp"))
-        .unwrap()
-        .count();
+    let leftovers = staging_folders(tmp.path());
     assert_eq!(
         leftovers, 0,
         "the cancelled attempt's staging folder was removed"
@@ -187,10 +196,7 @@ fn dropping_the_run_future_cancels_the_run() {
     // scheduler's own, and the caller gives up once both have started.
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());
-    let mut a = step("a", &fixture("sleep"));
-    a.params = serde_json::json!({ "ms": 60000 });
-    let mut b = step("b", &fixture("sleep"));
-    b.params = serde_json::json!({ "ms": 60001 });
+    let (a, b) = (sleeping("a", 60000), sleeping("b", 60001));
     let p = plan(tmp.path(), vec![a, b]);
     let started = Arc::new(tokio::sync::Semaphore::new(0));
     let sink = started.clone();
@@ -237,9 +243,7 @@ fn dropping_the_run_future_cancels_the_run() {
         steps.iter().all(|s| s.state == StepState::Cancelled),
         "{steps:?}"
     );
-    let leftovers = std::fs::read_dir(tmp.path().join(".weir/tmp"))
-        .unwrap()
-        .count();
+    let leftovers = staging_folders(tmp.path());
     assert_eq!(leftovers, 0, "the attempts' staging folders were removed");
 }
 

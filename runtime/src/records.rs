@@ -536,15 +536,15 @@ fn json_map(s: &str) -> BTreeMap<String, Digest> {
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
-    let state: String = r.get(4)?;
+    let state: String = r.get(3)?;
     Ok(RunSummary {
         id: RunId(r.get(0)?),
         pipeline: r.get(1)?,
         plan_digest: digest_col(r.get(2)?).unwrap_or_else(|| Digest::from_bytes([0; 32])),
         state: RunState::parse(&state).unwrap_or(RunState::Failed),
-        started_ms: r.get(5)?,
-        ended_ms: r.get(6)?,
-        error: r.get(7)?,
+        started_ms: r.get(4)?,
+        ended_ms: r.get(5)?,
+        error: r.get(6)?,
     })
 }
 
@@ -828,7 +828,7 @@ impl Records for SqliteRecords {
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
-            "SELECT id, pipeline, plan_digest, NULL, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
+            "SELECT id, pipeline, plan_digest, state, started_ms, ended_ms, error FROM runs ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit as i64], run_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -838,7 +838,7 @@ impl Records for SqliteRecords {
         let c = lock(&self.reader);
         Ok(c
             .query_row(
-                "SELECT id, pipeline, plan_digest, NULL, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
+                "SELECT id, pipeline, plan_digest, state, started_ms, ended_ms, error FROM runs WHERE id = ?1",
                 [id.0],
                 run_row,
             )

@@ -761,6 +761,7 @@ impl Runtime {
                 );
             }
         }
+
         // Components, before anything is recorded.
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
@@ -889,6 +890,7 @@ impl Runtime {
                 }
             }
         }
+
         let plan_json = plan.to_json();
         let plan_digest = plan_digest(&plan_json, &components);
         let records = self.inner.records.clone();

@@ -309,15 +309,13 @@ impl Scheduler {
                         _ = cancel.cancelled() => None,
                         r = job.run_attempts(begun) => Some(r),
                     };
-                    self.release(u);
                     let Some(report) = report else {
-                        let why = "cancelled while running".to_string();
-                        self.record_not_run(u, &name, StepState::Cancelled, why);
+                        self.settle(u, cancelled_while_running(&name))?;
                         stopped = Some(RunState::Cancelled);
                         break 'run;
                     };
-                    self.finished(u, report)?;
-                    if self.opts.fail_fast && self.first_error.is_some() {
+                    self.settle(u, report)?;
+                    if self.failed_fast() {
                         stopped = Some(RunState::Failed);
                         break 'run;
                     }
@@ -351,9 +349,8 @@ impl Scheduler {
             };
             let (u, report) = done.ok_or_else(|| anyhow!("internal: the step workers stopped"))?;
             in_flight.remove(&u);
-            self.release(u);
-            self.finished(u, report)?;
-            if self.opts.fail_fast && self.first_error.is_some() {
+            self.settle(u, report)?;
+            if self.failed_fast() {
                 stopped = Some(RunState::Failed);
                 break;
             }
@@ -375,17 +372,29 @@ impl Scheduler {
                 break;
             };
             in_flight.remove(&u);
-            self.release(u);
-            if report.state == StepState::Cancelled {
-                let why = report
-                    .error
-                    .unwrap_or_else(|| "cancelled while running".into());
-                self.record_not_run(u, &report.name, StepState::Cancelled, why);
-            } else {
-                self.finished(u, report)?;
-            }
+            self.settle(u, report)?;
         }
         Ok(stopped)
+    }
+
+    /// A unit that ran (or was interrupted) is over: its slot is free, and
+    /// it is recorded as finished, or as cancelled while running.
+    fn settle(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
+        self.release(u);
+        if report.state == StepState::Cancelled {
+            let why = report
+                .error
+                .unwrap_or_else(|| "cancelled while running".into());
+            self.record_not_run(u, &report.name, StepState::Cancelled, why);
+            Ok(())
+        } else {
+            self.finished(u, report)
+        }
+    }
+
+    /// Whether `fail_fast` stops the run now.
+    fn failed_fast(&self) -> bool {
+        self.opts.fail_fast && self.first_error.is_some()
     }
 
     fn next_launchable(&mut self) -> Option<Unit> {
@@ -980,6 +989,15 @@ fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bo
     })
 }
 
+/// The report of a unit stopped while it ran.
+fn cancelled_while_running(name: &str) -> StepReport {
+    StepReport::not_run(
+        name,
+        StepState::Cancelled,
+        Some("cancelled while running".into()),
+    )
+}
+
 /// A unit handed to a worker thread.
 struct Work {
     unit: Unit,
@@ -1213,13 +1231,7 @@ impl StepJob {
                 None
             }
         });
-        report.unwrap_or_else(|| {
-            StepReport::not_run(
-                &name,
-                StepState::Cancelled,
-                Some("cancelled while running".into()),
-            )
-        })
+        report.unwrap_or_else(|| cancelled_while_running(&name))
     }
 
     async fn run_attempts(self, b: Begun) -> StepReport {
