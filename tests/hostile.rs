@@ -34,6 +34,36 @@ fn deep_recursion_traps_cleanly() {
 }
 
 #[test]
+fn each_instance_starts_from_pristine_memory() {
+    // Instances' memories are reset for reuse (dirty pages copied back from
+    // the module's image up to a limit, the rest released): a step must never
+    // see what an earlier step wrote, in its statics or in grown memory.
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let steps: Vec<_> = (0..12)
+        .map(|i| {
+            // 4 MiB grown: more than the part of a memory kept resident.
+            let mut s = hostile(
+                &format!("p{i}"),
+                serde_json::json!({ "mode": "pristine", "pages": 64, "i": i }),
+            );
+            if i > 0 {
+                wire(&mut s, "prev", &format!("p{}", i - 1), "out");
+            }
+            s
+        })
+        .collect();
+    let r = run(&rt, &plan(tmp.path(), steps));
+    assert_eq!(r.state, RunState::Succeeded, "{r:?}");
+    for s in &r.steps {
+        let dirty = s.metrics.iter().find(|m| m.name == "dirty_bytes");
+        assert_eq!(dirty.map(|m| m.value), Some(0.0), "step {}", s.name);
+        let again = s.metrics.iter().find(|m| m.name == "dirty_bytes_again");
+        assert_eq!(again.map(|m| m.value), Some((8192 + 65536) as f64));
+    }
+}
+
+#[test]
 fn stdout_floods_and_huge_log_lines_are_bounded_and_escapes_are_not_replayed() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path());

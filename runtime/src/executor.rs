@@ -33,6 +33,16 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch ticks; a spinning guest notices its deadline within one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+/// How much of each linear memory stays resident when an instance's slot is
+/// reset for the next one: its dirty pages (found with Linux's `PAGEMAP_SCAN`,
+/// kernel 6.7+) are copied back from the module's image or zeroed in place,
+/// up to this much; the rest is released with `madvise`. Kept pages spare the
+/// next instance its page faults, and on a VM a copy-on-write fault costs a
+/// TLB shootdown of the other cores (BENCHMARKS.md: ~30% of a no-op step).
+/// `tests/hostile.rs` checks that instances still start from pristine memory.
+const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
+/// The same for tables.
+const KEEP_RESIDENT_TABLE: usize = 64 << 10;
 
 /// The fixed wall-clock time steps see: 2020-01-01T00:00:00Z.
 pub const SANDBOX_WALL_CLOCK_SECS: u64 = 1_577_836_800;
@@ -571,7 +581,11 @@ fn wasmtime_config(cfg: &EngineConfig, pooling: bool) -> wasmtime::Config {
             // time: each reset is an madvise whose TLB shootdown interrupts
             // the other cores (costly on a VM); batched, steps run ~10% faster
             // (BENCHMARKS.md). A slot is reused only after its reset.
-            .decommit_batch_size(8);
+            .decommit_batch_size(8)
+            // Reset dirty pages in place instead (see KEEP_RESIDENT_MEMORY).
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE);
         c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
     }
     c

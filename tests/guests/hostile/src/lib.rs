@@ -3,7 +3,10 @@
 //! `biglog` (one huge log line), `disk` (writes `mb` MiB to its output),
 //! `inodes` (creates `files` files in its output), `disk_forever` and
 //! `inodes_forever` (the same, until stopped), `bigrandom` (asks the host
-//! for `mb` MiB of random bytes in one call).
+//! for `mb` MiB of random bytes in one call), `pristine` (checks that its
+//! initialised and zeroed statics and `pages` freshly grown pages hold what a
+//! new instance must see, reports the bytes that did not as metric
+//! `dirty_bytes`, then overwrites them all for the next instance to find).
 
 use weir_sdk::serde_json::Value;
 use weir_sdk::{Context, Result};
@@ -15,6 +18,52 @@ fn recurse(n: u64, pad: &mut [u8; 256]) -> u64 {
     let mut next = *pad;
     std::hint::black_box(&mut next);
     recurse(n + 1, &mut next) + u64::from(pad[0])
+}
+
+/// A data segment: every fresh instance starts with these bytes.
+static mut DATA: [u8; 8192] = [0x5a; 8192];
+/// Zeroed data: every fresh instance starts with zeros here.
+static mut BSS: [u8; 65536] = [0; 65536];
+
+/// Bytes that differ from a fresh instance's, then marks them all.
+fn pristine(pages: usize) -> Result<u64> {
+    let mut dirty = 0u64;
+    // SAFETY: the step runs on one thread and nothing else touches these.
+    let (data, bss) = unsafe {
+        (
+            std::slice::from_raw_parts_mut((&raw mut DATA).cast::<u8>(), 8192),
+            std::slice::from_raw_parts_mut((&raw mut BSS).cast::<u8>(), 65536),
+        )
+    };
+    dirty += std::hint::black_box(&*data)
+        .iter()
+        .filter(|&&b| b != 0x5a)
+        .count() as u64;
+    dirty += std::hint::black_box(&*bss)
+        .iter()
+        .filter(|&&b| b != 0)
+        .count() as u64;
+    data.fill(0xa5);
+    bss.fill(0xa5);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let before = core::arch::wasm32::memory_grow(0, pages);
+        if before == usize::MAX {
+            weir_sdk::bail!("memory.grow by {pages} pages failed");
+        }
+        // SAFETY: these pages were just added to linear memory and the
+        // allocator does not know them; nothing else refers to them.
+        let grown =
+            unsafe { std::slice::from_raw_parts_mut((before * 65536) as *mut u8, pages * 65536) };
+        dirty += std::hint::black_box(&*grown)
+            .iter()
+            .filter(|&&b| b != 0)
+            .count() as u64;
+        grown.fill(0xa5);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = pages;
+    Ok(dirty)
 }
 
 fn run(ctx: &mut Context<Value>) -> Result<()> {
@@ -63,6 +112,14 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
             for i in 0u64.. {
                 std::fs::write(out.join(format!("f{i}")), b"x")?;
             }
+        }
+        "pristine" => {
+            let dirty = pristine(num("pages", 64) as usize)?;
+            ctx.metric("dirty_bytes", dirty as f64);
+            // The probe's own check: a second look in this instance sees
+            // its marks (grown pages are new again, statics are not).
+            let again = pristine(num("pages", 64) as usize)?;
+            ctx.metric("dirty_bytes_again", again as f64);
         }
         other => weir_sdk::bail!("unknown mode {other:?}"),
     }
