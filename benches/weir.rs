@@ -244,11 +244,14 @@ fn main() {
             let (mut first, mut per_step, mut cached) = (Vec::new(), Vec::new(), Vec::new());
             let mut gaps = Vec::new();
             let mut busy = Vec::new();
+            let (mut head, mut tail) = (Vec::new(), Vec::new());
+            let mut fan_busy = Vec::new();
             let reps = if n >= 1000 { 3 } else { 5 };
             for r in 0..reps {
                 let dir = tmp.path().join(format!("{shape}-{n}-{r}"));
                 let rt = Runtime::new(Config::new(&dir)).expect("runtime");
-                let plan = noop_plan(&dir, &noop, n, shape);
+                // Shared with the runs, as a host re-running a plan would.
+                let plan = Arc::new(noop_plan(&dir, &noop, n, shape));
                 let tokio = tokio();
                 // Load (and compile) the component outside the timed region.
                 rt.executor().load(&noop, &|_, _| false).expect("load");
@@ -256,18 +259,45 @@ fn main() {
                 // finishes is one step's whole cost on the critical path.
                 let finishes = Arc::new(Mutex::new(Vec::with_capacity(n)));
                 let sink = finishes.clone();
+                // CPU time when the root and when the last fanned-out step
+                // finished: how busy the cores were between the two.
+                let marks = Arc::new(Mutex::new(Vec::new()));
+                let mark = marks.clone();
                 let opts = RunOptions {
                     on_event: Some(Arc::new(move |e: &RunEvent| {
                         if let RunEvent::StepFinished { .. } = e {
-                            sink.lock().expect("sink").push(Instant::now());
+                            let mut f = sink.lock().expect("sink");
+                            f.push(Instant::now());
+                            if f.len() == 1 || f.len() == n {
+                                mark.lock()
+                                    .expect("marks")
+                                    .push((Instant::now(), cpu_time()));
+                            }
                         }
                     })),
                     ..RunOptions::default()
                 };
                 let (t, cpu) = (Instant::now(), cpu_time());
-                let rep = tokio.block_on(rt.run(&plan, opts)).expect("run");
+                let rep = tokio
+                    .block_on(rt.run_shared(plan.clone(), opts))
+                    .expect("run");
                 let d = t.elapsed();
                 busy.push((cpu_time() - cpu).as_secs_f64() / d.as_secs_f64());
+                {
+                    // The run's fixed costs: before its first step finished
+                    // (checks, plan record, scheduler set-up, the first
+                    // step itself) and after its last (final commit, report).
+                    let f = finishes.lock().expect("finishes");
+                    if let (Some(first), Some(last)) = (f.first(), f.last()) {
+                        head.push(ms(*first - t));
+                        tail.push(ms(d.saturating_sub(*last - t)));
+                    }
+                }
+                if let [(t0, c0), (t1, c1)] = marks.lock().expect("marks")[..]
+                    && shape == "fanout"
+                {
+                    fan_busy.push((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64());
+                }
                 if shape == "chain" {
                     let f = finishes.lock().expect("finishes");
                     let mut g: Vec<f64> = f
@@ -282,7 +312,7 @@ fn main() {
                 per_step.push(d.as_secs_f64() * 1e6 / n as f64);
                 let t = Instant::now();
                 let rep = tokio
-                    .block_on(rt.run(&plan, RunOptions::default()))
+                    .block_on(rt.run_shared(plan.clone(), RunOptions::default()))
                     .expect("run");
                 cached.push(ms(t.elapsed()));
                 assert!(rep.steps.iter().all(|s| s.state == StepState::Cached));
@@ -304,6 +334,27 @@ fn main() {
                 unit: "x",
                 samples: busy,
                 note: "CPU time of all threads / wall time (2 = both cores)".into(),
+            });
+            if !fan_busy.is_empty() {
+                rows.push(Row {
+                    case: format!("{case} no-op steps, fan-out phase, cores busy"),
+                    unit: "x",
+                    samples: fan_busy,
+                    note: "CPU time / wall from the root's finish to the last fanned-out step's"
+                        .into(),
+                });
+            }
+            rows.push(Row {
+                case: format!("{case} no-op steps, first step done"),
+                unit: "ms",
+                samples: head,
+                note: "from run() to the first StepFinished".into(),
+            });
+            rows.push(Row {
+                case: format!("{case} no-op steps, end after last step"),
+                unit: "ms",
+                samples: tail,
+                note: "from the last StepFinished to run() returning".into(),
             });
             if !gaps.is_empty() {
                 rows.push(Row {
@@ -526,7 +577,8 @@ fn main() {
             for (k, (_, rt, input, dir)) in runtimes.iter().enumerate() {
                 let mut plan = Plan::new("standardize", dir);
                 let mut s = StepPlan::new("std", ComponentSource::Wasm(wasm_file.clone()));
-                s.inputs.insert("data".into(), InputSource::Artifact(*input));
+                s.inputs
+                    .insert("data".into(), InputSource::Artifact(*input));
                 s.outputs.insert("out".into());
                 s.params = serde_json::json!({ "rep": r });
                 s.limits.memory_bytes = 2 << 30;

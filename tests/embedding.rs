@@ -253,7 +253,9 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
     let rt = runtime(tmp.path());
     let mut spin = step("spin", &fixture("spin"));
     spin.limits.timeout_ms = 600_000;
-    let p = plan(tmp.path(), vec![spin]);
+    // Shared with the run (`run_shared`): capping copies it, the caller's
+    // plan stays as it was.
+    let p = Arc::new(plan(tmp.path(), vec![spin]));
     let cap = weir_runtime::Limits {
         timeout_ms: 300,
         ..Default::default()
@@ -261,8 +263,8 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
     let started = std::time::Instant::now();
     let report = tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(rt.run(
-            &p,
+        .block_on(rt.run_shared(
+            p.clone(),
             RunOptions {
                 max_limits: Some(cap),
                 ..Default::default()
@@ -275,6 +277,8 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
     // The recorded plan is the capped one.
     let json = rt.records().plan_json(report.run).unwrap().unwrap();
     assert!(json.contains("\"timeout_ms\":300"), "{json}");
+    assert_eq!(p.steps[0].limits.timeout_ms, 600_000);
+    assert_eq!(Arc::strong_count(&p), 1, "the run let go of the plan");
     // An unusable cap is refused before anything runs.
     let bad = weir_runtime::Limits {
         memory_bytes: 0,

@@ -8,7 +8,7 @@ use crate::digest::Digest;
 use crate::limits::Limits;
 use crate::names::check_name;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// A whole pipeline, ready to run.
@@ -599,7 +599,8 @@ impl Plan {
                 crate::limits::MAX_STEPS
             )));
         }
-        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        // Hashed, not ordered: a 10,000-step plan's lookups stay O(1).
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.steps.len());
         for (i, s) in self.steps.iter().enumerate() {
             check_name("step", &s.name).map_err(|source| PlanError::Name {
                 at: s
@@ -650,7 +651,7 @@ impl Plan {
                 return Err(PlanError::Reference(format!(
                     "{}{what} reads from step '{step}', which does not exist{}",
                     s.at(),
-                    suggest(step, index.keys().copied())
+                    suggest(step, self.steps.iter().map(|s| s.name.as_str()))
                 )));
             };
             let up = &self.steps[j];
@@ -733,7 +734,7 @@ impl Plan {
     /// For each step, the indices of the steps it waits for: those it reads
     /// inputs from, maps over, or whose results its condition reads.
     pub fn dependencies(&self) -> Vec<Vec<usize>> {
-        let index: BTreeMap<&str, usize> = self
+        let index: HashMap<&str, usize> = self
             .steps
             .iter()
             .enumerate()

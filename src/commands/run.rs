@@ -56,7 +56,11 @@ pub fn parse_params(flags: &[String]) -> anyhow::Result<BTreeMap<String, String>
 
 /// Runs `weir run`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plan = weir_dsl::compile_file_with(&args.pipeline, &parse_params(&args.params)?)?;
+    // Shared with the run, not copied.
+    let plan = std::sync::Arc::new(weir_dsl::compile_file_with(
+        &args.pipeline,
+        &parse_params(&args.params)?,
+    )?);
     let resume = args.resume.as_deref().map(super::parse_run).transpose()?;
     let store = args
         .store
@@ -171,8 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 c.cancel();
             }
         });
-        rt.run(
-            &plan,
+        rt.run_shared(
+            plan.clone(),
             RunOptions {
                 on_event: Some(on_event),
                 cancel: Some(cancel.clone()),

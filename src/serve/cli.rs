@@ -191,7 +191,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("{e}");
             }
         };
-        match tokio.block_on(runtime.run(&plan, RunOptions::default())) {
+        match tokio.block_on(runtime.run_shared(std::sync::Arc::new(plan), RunOptions::default())) {
             Ok(report) => {
                 records.settle(&p.name, &slot, Some(report.run.0), None)?;
                 if report.state != RunState::Succeeded {

@@ -279,7 +279,8 @@ impl Server {
         let run_handle = Arc::clone(&run);
         self.tasks.spawn(async move {
             let run = run_handle;
-            let result = server.runtime.run(&plan, opts).await;
+            let plan = Arc::new(plan);
+            let result = server.runtime.run_shared(plan.clone(), opts).await;
             match result {
                 Ok(report) => {
                     lock(&server.active).remove(&report.run);
