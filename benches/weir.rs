@@ -541,15 +541,14 @@ fn main() {
             weir_runtime::builder::build_crate(&repo().join("tests/guests/standardize"))
                 .expect("build standardize");
         let tokio = tokio();
-        // One runtime per fuel setting, the component loaded outside the
-        // timed region.
+        // Without a fuel budget (the default) and with one (the step runs on
+        // the engine that counts fuel); one store each, the component loaded
+        // outside the timed region.
         let runtimes: Vec<(bool, Runtime, weir_runtime::Digest, PathBuf)> = [true, false]
             .into_iter()
             .map(|fuel| {
                 let dir = tmp.path().join(format!("standardize-store-{fuel}"));
-                let mut cfg = Config::new(&dir);
-                cfg.fuel = fuel;
-                let rt = Runtime::new(cfg).expect("runtime");
+                let rt = Runtime::new(Config::new(&dir)).expect("runtime");
                 let input = rt.store().ingest_path(&csv).expect("ingest");
                 rt.executor().load(&wasm_file, &|_, _| false).expect("load");
                 (fuel, rt, input, dir)
@@ -560,6 +559,8 @@ fn main() {
         let mut native = Vec::new();
         let mut wasm: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
         let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
+        let mut step_ms: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
+        let mut step_ratios: Vec<Vec<f64>> = vec![Vec::new(); runtimes.len()];
         for r in 0..5 {
             let t = Instant::now();
             let input = std::io::BufReader::with_capacity(
@@ -574,7 +575,7 @@ fn main() {
             assert_eq!(rows, 1_000_000);
             let n = ms(t.elapsed());
             native.push(n);
-            for (k, (_, rt, input, dir)) in runtimes.iter().enumerate() {
+            for (k, (fuel, rt, input, dir)) in runtimes.iter().enumerate() {
                 let mut plan = Plan::new("standardize", dir);
                 let mut s = StepPlan::new("std", ComponentSource::Wasm(wasm_file.clone()));
                 s.inputs
@@ -582,6 +583,9 @@ fn main() {
                 s.outputs.insert("out".into());
                 s.params = serde_json::json!({ "rep": r });
                 s.limits.memory_bytes = 2 << 30;
+                if *fuel {
+                    s.limits.fuel = Some(1 << 62);
+                }
                 plan.steps.push(s);
                 let t = Instant::now();
                 let rep = tokio
@@ -596,6 +600,9 @@ fn main() {
                 );
                 wasm[k].push(w);
                 ratios[k].push(w / n);
+                let step = ms(rep.steps[0].duration);
+                step_ms[k].push(step);
+                step_ratios[k].push(step / n);
             }
         }
         rows.push(Row {
@@ -605,7 +612,11 @@ fn main() {
             note: "tests/guests/standardize/src/core.rs, release".into(),
         });
         for (k, (fuel, _, _, _)) in runtimes.iter().enumerate() {
-            let fuel = if *fuel { "on (default)" } else { "off" };
+            let fuel = if *fuel {
+                "counted"
+            } else {
+                "not counted (default)"
+            };
             rows.push(Row {
                 case: format!("standardise 1M x 20 CSV, wasm step, fuel {fuel}"),
                 unit: "ms",
@@ -616,7 +627,20 @@ fn main() {
                 case: format!("standardise wasm/native, fuel {fuel}"),
                 unit: "x",
                 samples: ratios[k].clone(),
-                note: "per round: wasm step / the native run just before it".into(),
+                note: "per round: whole wasm run / the native run just before it".into(),
+            });
+            rows.push(Row {
+                case: format!("standardise, the step alone, fuel {fuel}"),
+                unit: "ms",
+                samples: step_ms[k].clone(),
+                note: "the step's duration: sandbox, instantiate, call, output hashed and linked"
+                    .into(),
+            });
+            rows.push(Row {
+                case: format!("standardise step/native, fuel {fuel}"),
+                unit: "x",
+                samples: step_ratios[k].clone(),
+                note: "per round: the step alone / the native run just before it".into(),
             });
         }
     }

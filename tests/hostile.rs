@@ -233,6 +233,28 @@ fn a_script_declaring_a_million_steps_is_refused_with_bounded_memory() {
 /// them for the components an entry names (`limits = { .. }`): a step may
 /// ask for 1 GiB, but only a component the file names gets it.
 #[test]
+fn a_fuel_cap_from_the_trust_file_stops_a_step_that_set_no_budget() {
+    // Steps without a fuel budget run on an engine that counts no fuel; a
+    // cap that gives one a budget moves it to the engine that does.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("weir.toml");
+    std::fs::write(&file, "[limits]\nfuel = 1000000\n").unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(1);
+    cfg.trust = weir_runtime::TrustPolicy::default()
+        .with_file(&file)
+        .unwrap();
+    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let mut spin = step("spin", &fixture("spin"));
+    spin.limits.timeout_ms = 120_000;
+    let started = std::time::Instant::now();
+    let r = run(&rt, &plan(tmp.path(), vec![spin]));
+    assert_eq!(r.state, RunState::Failed);
+    let e = r.step("spin").unwrap().error.clone().unwrap();
+    assert!(e.contains("used up its fuel budget of 1000000"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
 fn the_trust_file_caps_limits_and_raises_them_for_named_components() {
     let tmp = tempfile::tempdir().unwrap();
     let wasm = fixture("membomb");

@@ -88,7 +88,16 @@ pub struct LoadedComponent {
     pub capabilities: Vec<String>,
     /// Indices of the host capabilities it was linked with.
     host_caps: Vec<usize>,
+    /// Loaded on an engine that counts fuel.
+    fuel: bool,
     pre: Pre,
+}
+
+impl LoadedComponent {
+    /// Whether it runs on an engine that counts fuel (for fuel budgets).
+    pub fn counts_fuel(&self) -> bool {
+        self.fuel
+    }
 }
 
 enum Pre {
@@ -905,6 +914,7 @@ impl Executor {
             digest,
             capabilities,
             host_caps,
+            fuel: self.fuel,
             pre,
         });
         self.loaded

@@ -26,7 +26,10 @@ pub struct Config {
     pub store_dir: PathBuf,
     /// Steps run at once. Default: the number of cores.
     pub jobs: usize,
-    /// Count fuel so per-step fuel budgets work. Default: on.
+    /// Allow per-step fuel budgets. Steps with a budget run on a second
+    /// engine that counts fuel, started on first use; steps without one run
+    /// on an engine that does not count (counting costs ~10% of a step's
+    /// compute). `false` refuses fuel budgets. Default: on.
     pub fuel: bool,
     /// Use wasmtime's pooling allocator. Default: on.
     pub pooling: bool,
@@ -397,7 +400,8 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    /// Defaults for a store at `store_dir`: `jobs` = cores, fuel on, pooling on.
+    /// Defaults for a store at `store_dir`: `jobs` = cores, fuel budgets
+    /// allowed, pooling on.
     pub fn new(store_dir: impl Into<PathBuf>) -> Config {
         Config {
             store_dir: store_dir.into(),
@@ -623,7 +627,10 @@ impl RunReport {
 pub(crate) struct Inner {
     pub(crate) store: Store,
     pub(crate) records: Arc<dyn Records>,
+    /// Runs steps without a fuel budget (counts no fuel).
     pub(crate) executor: Executor,
+    /// Runs steps with a fuel budget; started by the first such step.
+    fuel_executor: std::sync::OnceLock<Result<Executor, String>>,
     pub(crate) config: Config,
 }
 
@@ -648,24 +655,37 @@ impl Runtime {
             Some(r) => r.clone(),
             None => Arc::new(SqliteRecords::open(&config.store_dir.join("weir.db"))?),
         };
-        let executor = Executor::new(
-            &EngineConfig {
-                max_concurrent: config.jobs as u32,
-                fuel: config.fuel,
-                pooling: config.pooling,
-                gpu: config.gpu,
-                capabilities: config.capabilities.clone(),
-            },
-            &store.compiled_dir(),
-        )?;
+        let executor = Executor::new(&engine_config(&config, false), &store.compiled_dir())?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,
                 records,
                 executor,
+                fuel_executor: std::sync::OnceLock::new(),
                 config,
             }),
         })
+    }
+
+    /// The executor for steps with (`fuel`) or without a fuel budget.
+    pub(crate) fn executor_for(&self, fuel: bool) -> anyhow::Result<&Executor> {
+        if !fuel {
+            return Ok(&self.inner.executor);
+        }
+        if !self.inner.config.fuel {
+            anyhow::bail!("a fuel budget is set but this runtime allows none (Config::fuel)");
+        }
+        self.inner
+            .fuel_executor
+            .get_or_init(|| {
+                Executor::new(
+                    &engine_config(&self.inner.config, true),
+                    &self.inner.store.compiled_dir(),
+                )
+                .map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("starting the fuel-counting engine: {e}"))
     }
 
     /// The content-addressed store.
@@ -678,20 +698,24 @@ impl Runtime {
         &*self.inner.records
     }
 
-    /// The executor (for loading components directly).
+    /// The executor of steps without a fuel budget (for loading components
+    /// directly).
     pub fn executor(&self) -> &Executor {
         &self.inner.executor
     }
 
     /// Builds (if a crate) and loads the component of a source, resolved against `base`.
     /// `requested` are the capabilities its step asked for; each is linked
-    /// only if the trust policy also grants it to the component.
+    /// only if the trust policy also grants it to the component. `fuel`: for
+    /// a step with a fuel budget (loaded on the engine that counts fuel).
     pub fn load_component(
         &self,
         source: &ComponentSource,
         base: &Path,
         requested: &std::collections::BTreeSet<String>,
+        fuel: bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
+        let executor = self.executor_for(fuel)?;
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -711,9 +735,46 @@ impl Runtime {
             ComponentSource::Crate(dir) => (Some(resolve(dir)), None),
             ComponentSource::Wasm(p) => (None, Some(resolve(p))),
         };
-        self.inner.executor.load(&wasm, &|d, cap| {
+        executor.load(&wasm, &|d, cap| {
             requested.contains(cap) && trust.grants(cap, d, crate_dir.as_deref(), file.as_deref())
         })
+    }
+
+    /// Loads step `s`'s component (off the async threads) for a step with
+    /// (`fuel`) or without a fuel budget; errors name the step and, for a
+    /// capability not granted, say how to grant it.
+    async fn load_for(
+        &self,
+        s: &crate::plan::StepPlan,
+        base: &Path,
+        fuel: bool,
+        emit: &(dyn Fn(RunEvent) + Sync),
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
+        emit(RunEvent::Preparing {
+            what: match &s.component {
+                ComponentSource::Crate(p) => format!("building {}", p.display()),
+                ComponentSource::Wasm(p) => format!("loading {}", p.display()),
+            },
+        });
+        let this = self.clone();
+        let source = s.component.clone();
+        let base = base.to_path_buf();
+        let req = s.capabilities.clone();
+        let requested = &s.capabilities;
+        tokio::task::spawn_blocking(move || this.load_component(&source, &base, &req, fuel))
+            .await
+            .map_err(|e| anyhow!("component loader panicked: {e}"))?
+            .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
+                Some(crate::executor::LoadError::NotGranted { digest, capability, .. }) => {
+                    let how = if requested.contains(capability) {
+                        format!("trust the component: weir run --trust {}, or name its step crate in the project's weir.toml", digest.short())
+                    } else {
+                        format!("request it with .requires(\"{capability}\") and trust the component: weir run --trust {}", digest.short())
+                    };
+                    anyhow!("{}{e}; {how}", step_at(s))
+                }
+                _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
+            })
     }
 
     /// Runs `plan` to the end and returns what every step did. An `Err` means
@@ -770,40 +831,19 @@ impl Runtime {
         // Components, before anything is recorded.
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
-        let mut by_source: HashMap<(&ComponentSource, Requested<'_>), Loaded> = HashMap::new();
+        let mut by_source: HashMap<(&ComponentSource, Requested<'_>, bool), Loaded> =
+            HashMap::new();
         let mut components = Vec::with_capacity(n);
         let trust = &self.inner.config.trust;
         let caps_limits = trust.caps_limits();
         let mut limit_caps: Vec<Option<LimitsCap>> = Vec::new();
         for s in &plan.steps {
             let requested = &s.capabilities;
-            let (c, limit_cap) = match by_source.get(&(&s.component, requested)) {
+            let fuel = s.limits.fuel.is_some();
+            let (c, limit_cap) = match by_source.get(&(&s.component, requested, fuel)) {
                 Some(c) => c.clone(),
                 None => {
-                    emit(RunEvent::Preparing {
-                        what: match &s.component {
-                            ComponentSource::Crate(p) => format!("building {}", p.display()),
-                            ComponentSource::Wasm(p) => format!("loading {}", p.display()),
-                        },
-                    });
-                    let this = self.clone();
-                    let source = s.component.clone();
-                    let base = plan.base_dir.clone();
-                    let req = requested.clone();
-                    let c = tokio::task::spawn_blocking(move || this.load_component(&source, &base, &req))
-                        .await
-                        .map_err(|e| anyhow!("component loader panicked: {e}"))?
-                        .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
-                            Some(crate::executor::LoadError::NotGranted { digest, capability, .. }) => {
-                                let how = if requested.contains(capability) {
-                                    format!("trust the component: weir run --trust {}, or name its step crate in the project's weir.toml", digest.short())
-                                } else {
-                                    format!("request it with .requires(\"{capability}\") and trust the component: weir run --trust {}", digest.short())
-                                };
-                                anyhow!("{}{e}; {how}", step_at(s))
-                            }
-                            _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
-                        })?;
+                    let c = self.load_for(s, &plan.base_dir, fuel, &emit).await?;
                     let limit_cap = if caps_limits {
                         let (crate_dir, file) = match &s.component {
                             ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
@@ -813,7 +853,7 @@ impl Runtime {
                     } else {
                         None
                     };
-                    by_source.insert((&s.component, requested), (c.clone(), limit_cap));
+                    by_source.insert((&s.component, requested, fuel), (c.clone(), limit_cap));
                     (c, limit_cap)
                 }
             };
@@ -839,12 +879,6 @@ impl Runtime {
                     c.digest.short()
                 );
             }
-            if s.limits.fuel.is_some() && !self.inner.executor.fuel_enabled() {
-                anyhow::bail!(
-                    "{}a fuel budget is set but this runtime counts no fuel (Config::fuel)",
-                    step_at(s)
-                );
-            }
             components.push(c);
         }
         // The trust policy's caps on the limits of each step's component.
@@ -854,6 +888,22 @@ impl Runtime {
                 if let Some(cap) = cap {
                     s.limits = cap.apply(&s.limits);
                 }
+            }
+        }
+        // A cap can give a step a fuel budget: such a step runs on the engine
+        // that counts fuel, so load its component there too.
+        let mut with_fuel: HashMap<(&ComponentSource, Requested<'_>), Arc<LoadedComponent>> =
+            HashMap::new();
+        for (s, c) in plan.steps.iter().zip(components.iter_mut()) {
+            if s.limits.fuel.is_some() && !c.counts_fuel() {
+                *c = match with_fuel.get(&(&s.component, &s.capabilities)) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let loaded = self.load_for(s, &plan.base_dir, true, &emit).await?;
+                        with_fuel.insert((&s.component, &s.capabilities), loaded.clone());
+                        loaded
+                    }
+                };
             }
         }
 
@@ -940,6 +990,18 @@ impl Runtime {
             error,
             plan_digest,
         })
+    }
+}
+
+/// The engine settings of a runtime's executors: `fuel` for the one that
+/// runs steps with a fuel budget.
+fn engine_config(config: &Config, fuel: bool) -> EngineConfig {
+    EngineConfig {
+        max_concurrent: config.jobs as u32,
+        fuel,
+        pooling: config.pooling,
+        gpu: config.gpu,
+        capabilities: config.capabilities.clone(),
     }
 }
 

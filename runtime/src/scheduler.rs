@@ -1374,10 +1374,13 @@ impl StepJob {
                 .map_err(|e| format!("cannot create output folder: {e}"))?;
             staging.0.push((name.clone(), dir));
         }
-        let result = self
+        let executor = self
             .rt
-            .inner
-            .executor
+            // The engine the component was loaded on (a step with a fuel
+            // budget was loaded on the one that counts fuel).
+            .executor_for(self.component.counts_fuel())
+            .map_err(|e| format!("{e:#}"))?;
+        let result = executor
             .run(AttemptSpec {
                 step: self.name.clone(),
                 component: self.component.clone(),
