@@ -40,6 +40,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// next instance its page faults, and on a VM a copy-on-write fault costs a
 /// TLB shootdown of the other cores (BENCHMARKS.md: ~30% of a no-op step).
 /// `tests/hostile.rs` checks that instances still start from pristine memory.
+/// Used only where the kernel has `PAGEMAP_SCAN`.
 const KEEP_RESIDENT_MEMORY: usize = 2 << 20;
 /// The same for tables.
 const KEEP_RESIDENT_TABLE: usize = 64 << 10;
@@ -590,11 +591,16 @@ fn wasmtime_config(cfg: &EngineConfig, pooling: bool) -> wasmtime::Config {
             // time: each reset is an madvise whose TLB shootdown interrupts
             // the other cores (costly on a VM); batched, steps run ~10% faster
             // (BENCHMARKS.md). A slot is reused only after its reset.
-            .decommit_batch_size(8)
-            // Reset dirty pages in place instead (see KEEP_RESIDENT_MEMORY).
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
-            .table_keep_resident(KEEP_RESIDENT_TABLE);
+            .decommit_batch_size(8);
+        // Reset dirty pages in place instead (see KEEP_RESIDENT_MEMORY). Only
+        // where the kernel can say which pages are dirty: without
+        // PAGEMAP_SCAN, keeping pages resident means zeroing all of them on
+        // every reset, which costs more than the faults it saves.
+        if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+            p.pagemap_scan(wasmtime::Enabled::Auto)
+                .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+                .table_keep_resident(KEEP_RESIDENT_TABLE);
+        }
         c.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
     }
     c
