@@ -725,11 +725,6 @@ impl Executor {
         Ok(l)
     }
 
-    /// Whether fuel budgets can be enforced.
-    pub fn fuel_enabled(&self) -> bool {
-        self.fuel
-    }
-
     /// Loads a component file: from memory if seen before, else from the
     /// on-disk compile cache, else compiles it (and caches the result).
     /// Errors say whether the file is not wasm, a core module rather than a

@@ -28,8 +28,8 @@ pub struct Config {
     pub jobs: usize,
     /// Allow per-step fuel budgets. Steps with a budget run on a second
     /// engine that counts fuel, started on first use; steps without one run
-    /// on an engine that does not count (counting costs ~10% of a step's
-    /// compute). `false` refuses fuel budgets. Default: on.
+    /// on an engine that does not count (counting added 2-13% to the
+    /// feature benchmark's step, BENCHMARKS.md). `false` refuses fuel budgets. Default: on.
     pub fuel: bool,
     /// Use wasmtime's pooling allocator. Default: on.
     pub pooling: bool,

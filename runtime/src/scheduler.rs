@@ -1068,8 +1068,9 @@ impl Drop for CloseOnDrop {
 }
 
 /// A worker thread: runs queued units until the queue closes. With
-/// `fail_fast`, a failed unit closes the queue at once, so no queued unit
-/// starts before the scheduler has seen the failure.
+/// `fail_fast`, a failed unit stops every worker taking units at once, so no
+/// queued unit starts before the scheduler has seen the failure (it hands
+/// them back when it closes the queue).
 fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>, fail_fast: bool) {
     while let Some(Work {
         unit,
