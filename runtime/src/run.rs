@@ -567,6 +567,9 @@ pub struct StepReport {
     /// The step ran, and its outputs equal those of its previous run, so
     /// what depends on it stays cached.
     pub early_cutoff: bool,
+    /// Outputs this attempt stored for the first time (see
+    /// `Scheduler::cannot_hit`).
+    pub(crate) created: Vec<Digest>,
 }
 
 impl StepReport {
@@ -582,6 +585,7 @@ impl StepReport {
             attempts: 0,
             metrics: Vec::new(),
             early_cutoff: false,
+            created: Vec::new(),
         }
     }
 

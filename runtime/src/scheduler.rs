@@ -24,7 +24,7 @@ use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
 use crate::store::{Quota, Store};
 use crate::tree::{Entry, EntryKind, Tree};
 use anyhow::anyhow;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -81,6 +81,10 @@ pub(crate) struct Scheduler {
     tags: Vec<Vec<String>>,
     /// Pool sizes: the plan's, plus one GPU slot unless the plan sizes `gpu`.
     pools: HashMap<String, u32>,
+    /// Artifacts first stored by this run's steps (see `cannot_hit`).
+    created: HashSet<Digest>,
+    /// Cache keys of the units that ran and succeeded in this run.
+    ran_keys: HashSet<CacheKey>,
 }
 
 type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
@@ -156,6 +160,8 @@ impl Scheduler {
             ran_before,
             tags,
             pools,
+            created: HashSet::new(),
+            ran_keys: HashSet::new(),
         })
     }
 
@@ -286,7 +292,12 @@ impl Scheduler {
                 let job = self.job(u);
                 // A cache hit finishes here, without a worker.
                 let begun = job.begin();
-                let (job, begun) = match job.try_cached(begun) {
+                let looked_up = if self.cannot_hit(&job, &begun.key) {
+                    Err((job, begun))
+                } else {
+                    job.try_cached(begun)
+                };
+                let (job, begun) = match looked_up {
                     Ok(report) => {
                         self.emit(RunEvent::StepStarted {
                             step: report.name.clone(),
@@ -390,6 +401,19 @@ impl Scheduler {
         } else {
             self.finished(u, report)
         }
+    }
+
+    /// Whether a cache lookup for `job` under `key` is sure to miss, so is
+    /// not made: one of its inputs was first stored by a step of this run,
+    /// and no unit of this run with that key has finished. A cache entry
+    /// names its inputs in its key, and one naming that input could only
+    /// have been written by this run. (At worst a lookup is skipped that
+    /// would have found an entry another process wrote in between, and the
+    /// unit runs; its outputs are the same.)
+    fn cannot_hit(&self, job: &StepJob, key: &CacheKey) -> bool {
+        !self.created.is_empty()
+            && job.inputs.values().any(|d| self.created.contains(d))
+            && !self.ran_keys.contains(key)
     }
 
     /// Whether `fail_fast` stops the run now.
@@ -715,6 +739,12 @@ impl Scheduler {
     }
 
     fn finished(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
+        if report.state == StepState::Succeeded
+            && let Some(k) = report.cache_key
+        {
+            self.ran_keys.insert(k);
+        }
+        self.created.extend(report.created.iter().copied());
         for (output, digest) in &report.outputs {
             self.emit(RunEvent::Artifact {
                 step: report.name.clone(),
@@ -1277,7 +1307,7 @@ impl StepJob {
                 error: outcome.as_ref().err().cloned(),
             });
             match outcome {
-                Ok(outputs) => {
+                Ok((outputs, created)) => {
                     record.state = StepState::Succeeded;
                     record.outputs = outputs;
                     record.error = None;
@@ -1302,6 +1332,7 @@ impl StepJob {
                             .is_some_and(|prev| prev == record.outputs);
                     let mut report = self.finish(record, cache_op, started);
                     report.early_cutoff = early;
+                    report.created = created;
                     return report;
                 }
                 Err(e) => {
@@ -1358,7 +1389,7 @@ impl StepJob {
         key: &CacheKey,
         attempt: u32,
         record: &mut StepRecord,
-    ) -> Result<BTreeMap<String, Digest>, String> {
+    ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), String> {
         let s = &self.plan.steps[self.index];
         let store: &Store = &self.rt.inner.store;
         let mut views = Vec::with_capacity(self.inputs.len());
@@ -1433,6 +1464,7 @@ impl StepJob {
             files: s.limits.output_files,
         };
         let mut outputs = BTreeMap::new();
+        let mut created = Vec::new();
         for (name, dir) in &staging.0 {
             let got = store
                 .ingest_output(dir, quota)
@@ -1440,10 +1472,13 @@ impl StepJob {
             quota.bytes = quota.bytes.saturating_sub(got.bytes);
             quota.files = quota.files.saturating_sub(got.files);
             outputs.insert(name.clone(), got.digest);
+            if got.created {
+                created.push(got.digest);
+            }
         }
         // Every staging folder now belongs to the store (a view, or the pool).
         staging.0.clear();
-        Ok(outputs)
+        Ok((outputs, created))
     }
 
     fn finish(
@@ -1463,6 +1498,7 @@ impl StepJob {
             attempts: record.attempt,
             metrics: record.metrics.clone(),
             early_cutoff: false,
+            created: Vec::new(),
         };
         let register = self.plan.steps[self.index]
             .register

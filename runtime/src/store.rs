@@ -101,6 +101,10 @@ pub struct Ingested {
     pub bytes: u64,
     /// Files and folders in it.
     pub files: u64,
+    /// Whether the folder's tree was new to the store: not here, nor on
+    /// its remote, before this call stored it. No cache entry written
+    /// before then can name it.
+    pub created: bool,
 }
 
 /// What [`Store::verify_objects`] found.
@@ -406,9 +410,15 @@ impl Store {
 
     /// Stores `bytes` as an object and returns its digest.
     pub fn put_bytes(&self, bytes: &[u8]) -> io::Result<Digest> {
+        self.put_new(bytes).map(|(d, _)| d)
+    }
+
+    /// Stores `bytes` as an object; returns its digest and whether it was
+    /// new (neither here nor on the remote before).
+    fn put_new(&self, bytes: &[u8]) -> io::Result<(Digest, bool)> {
         let d = Digest::of(bytes);
         if self.is_valid(&d)? {
-            return Ok(d);
+            return Ok((d, false));
         }
         let tmp = self.temp_path("obj");
         {
@@ -416,7 +426,7 @@ impl Store {
             f.write_all(bytes).map_err(io_at(&tmp))?;
         }
         self.rename_into(&tmp, d)?;
-        Ok(d)
+        Ok((d, true))
     }
 
     /// Makes the complete file at `tmp` the object `d` by renaming it (an
@@ -686,12 +696,13 @@ impl Store {
             path: String::from("."),
             source: e,
         };
-        let d = if used == (0, 0) {
+        let (d, created) = if used == (0, 0) {
             // Nothing to walk again: an empty folder is the empty tree.
-            self.put_bytes(&Tree::default().encode()).map_err(io_err)?
+            self.put_new(&Tree::default().encode()).map_err(io_err)?
         } else {
             used = (0, 0);
-            self.ingest_output_dir(dir, "", quota, &mut used)?.0
+            let (d, _, created) = self.ingest_output_dir(dir, "", quota, &mut used)?;
+            (d, created)
         };
         let view = self.views.join(d.to_hex());
         if view.exists() {
@@ -703,6 +714,7 @@ impl Store {
                         digest: d,
                         bytes: 0,
                         files: 0,
+                        created,
                     });
                 }
             }
@@ -722,6 +734,7 @@ impl Store {
             digest: d,
             bytes: used.0,
             files: used.1,
+            created,
         })
     }
 
@@ -731,7 +744,7 @@ impl Store {
         rel: &str,
         quota: Quota,
         used: &mut (u64, u64),
-    ) -> Result<(Digest, u64), IngestError> {
+    ) -> Result<(Digest, u64, bool), IngestError> {
         let io_err = |path: &str| {
             let path = if path.is_empty() {
                 ".".to_string()
@@ -764,7 +777,8 @@ impl Store {
             let ft = e.file_type().map_err(io_err(&shown))?;
             let p = e.path();
             if ft.is_dir() {
-                let (d, bytes) = self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
+                let (d, bytes, _) =
+                    self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
                 tree.entries.push(Entry {
                     name,
                     kind: EntryKind::Folder,
@@ -806,8 +820,8 @@ impl Store {
             }
         }
         tree.sort();
-        let d = self.put_bytes(&tree.encode()).map_err(io_err(rel))?;
-        Ok((d, tree.bytes()))
+        let (d, created) = self.put_new(&tree.encode()).map_err(io_err(rel))?;
+        Ok((d, tree.bytes(), created))
     }
 
     /// The folder where tree `d` is laid out, creating it (as hard links to
@@ -1015,6 +1029,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!((d.bytes, d.files), (5, 2));
+        assert!(d.created, "the first ingest of this folder stores its tree");
+        // The same content again: stored already, so not new.
+        let again = store.temp_path("out");
+        fs::create_dir_all(again.join("sub")).unwrap();
+        fs::write(again.join("sub/x.txt"), "hello").unwrap();
+        let a = store
+            .ingest_output(
+                &again,
+                Quota {
+                    bytes: 100,
+                    files: 100,
+                },
+            )
+            .unwrap();
+        assert_eq!(a.digest, d.digest);
+        assert!(!a.created, "a tree already in the store is not new");
         let d = d.digest;
         assert!(!out.exists());
         assert_eq!(
