@@ -402,7 +402,10 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics (run_id, step);
-CREATE INDEX IF NOT EXISTS steps_by_name ON steps (step, run_id);
+-- An index of steps by name took one page write per step record (its
+-- entries spread over a page per name), and grew with every run: gone.
+DROP INDEX IF EXISTS steps_by_name;
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, id);
 CREATE TABLE IF NOT EXISTS logs (
     run_id INTEGER NOT NULL,
     step TEXT NOT NULL,
@@ -520,12 +523,18 @@ impl SqliteRecords {
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
         reader.busy_timeout(std::time::Duration::from_secs(30))?;
         reader.pragma_update(None, "query_only", "ON")?;
+        reader.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         Ok(SqliteRecords {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
         })
     }
 }
+
+/// How much of the records file the read connection reads through a memory
+/// map instead of a system call per page: the committer's writes empty its
+/// page cache, so every cache lookup reads its pages again.
+const READER_MMAP_BYTES: i64 = 256 << 20;
 
 fn digest_col(s: Option<String>) -> Option<Digest> {
     s.and_then(|s| s.parse().ok())
@@ -589,10 +598,26 @@ impl Records for SqliteRecords {
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()> {
         let mut c = lock(&self.conn);
         let tx = c.transaction()?;
+        // Each statement is looked up once per transaction, when first needed.
+        let mut steps = None;
+        let mut metrics_st = None;
+        let mut logs = None;
+        let mut attempts = None;
+        let mut cache = None;
+        fn stmt<'a, 'c>(
+            slot: &'a mut Option<rusqlite::CachedStatement<'c>>,
+            tx: &'c rusqlite::Transaction<'_>,
+            sql: &str,
+        ) -> rusqlite::Result<&'a mut rusqlite::CachedStatement<'c>> {
+            match slot {
+                Some(st) => Ok(st),
+                None => Ok(slot.insert(tx.prepare_cached(sql)?)),
+            }
+        }
         for op in ops {
             match op {
                 RecordOp::Step(s) => {
-                    tx.prepare_cached(
+                    stmt(&mut steps, &tx,
                         "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )?
@@ -609,11 +634,11 @@ impl Records for SqliteRecords {
                         serde_json::to_string(&s.inputs)?,
                         serde_json::to_string(&s.outputs)?,
                     ])?;
-                    let mut m = tx.prepare_cached(
-                        "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
                     for (i, metric) in s.metrics.iter().enumerate() {
-                        m.execute(params![
+                        stmt(&mut metrics_st, &tx,
+                            "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![
                             s.run.0,
                             s.step,
                             i as i64,
@@ -621,14 +646,11 @@ impl Records for SqliteRecords {
                             metric.value
                         ])?;
                     }
-                    let mut l = tx.prepare_cached(
-                        "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?;
-                    let mut a = tx.prepare_cached(
-                        "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )?;
                     for at in &s.attempts {
-                        a.execute(params![
+                        stmt(&mut attempts, &tx,
+                            "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute(params![
                             s.run.0,
                             s.step,
                             at.attempt,
@@ -638,7 +660,10 @@ impl Records for SqliteRecords {
                         ])?;
                     }
                     for (i, (attempt, line)) in s.logs.iter().enumerate() {
-                        l.execute(params![
+                        stmt(&mut logs, &tx,
+                            "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        )?
+                        .execute(params![
                             s.run.0,
                             s.step,
                             attempt,
@@ -655,7 +680,7 @@ impl Records for SqliteRecords {
                     run,
                     step,
                 } => {
-                    tx.prepare_cached(
+                    stmt(&mut cache, &tx,
                         "INSERT OR REPLACE INTO cache (key, outputs, metrics, run_id, step, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
                     .execute(params![
@@ -704,6 +729,7 @@ impl Records for SqliteRecords {
                 }
             }
         }
+        drop((steps, metrics_st, logs, attempts, cache));
         tx.commit()?;
         Ok(())
     }
@@ -742,14 +768,14 @@ impl Records for SqliteRecords {
         before: RunId,
         step: &str,
     ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
-        // Walks `steps_by_name` (step, run_id) backwards from `before`:
-        // one indexed probe, however long the history.
+        // Walks the pipeline's runs backwards from `before` (`runs_by_pipeline`)
+        // with one probe of the steps' primary key each: one probe when the
+        // step succeeded in the run before, one per earlier run otherwise.
         let c = lock(&self.reader);
         let mut st = c.prepare_cached(
-            "SELECT s.outputs FROM steps s JOIN runs r ON r.id = s.run_id
-             WHERE s.step = ?1 AND s.run_id < ?2 AND r.pipeline = ?3
-               AND s.state IN ('succeeded', 'cached')
-             ORDER BY s.run_id DESC LIMIT 1",
+            "SELECT s.outputs FROM runs r JOIN steps s ON s.run_id = r.id AND s.step = ?1
+             WHERE r.pipeline = ?3 AND r.id < ?2 AND s.state IN ('succeeded', 'cached')
+             ORDER BY r.id DESC LIMIT 1",
         )?;
         Ok(st
             .query_row(params![step, before.0, pipeline], |r| r.get::<_, String>(0))
@@ -1039,6 +1065,77 @@ impl Records for SqliteRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previous_outputs_are_the_newest_earlier_success_of_the_same_pipeline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.db");
+        // A file from before this schema change still has the old index.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("CREATE INDEX steps_by_name ON steps (step, run_id);")
+                .unwrap();
+        }
+        let r = SqliteRecords::open(&path).unwrap();
+        let d = Digest::of(b"plan");
+        let out = |b: &[u8]| BTreeMap::from([("out".to_string(), Digest::of(b))]);
+        let record = |run: RunId, state: StepState, o: &BTreeMap<String, Digest>| {
+            RecordOp::Step(Box::new(StepRecord {
+                run,
+                step: "a".into(),
+                state,
+                attempt: 1,
+                cache_key: None,
+                component: None,
+                started_ms: 0,
+                ended_ms: 0,
+                error: None,
+                outputs: o.clone(),
+                inputs: BTreeMap::new(),
+                metrics: Vec::new(),
+                logs: Vec::new(),
+                attempts: Vec::new(),
+            }))
+        };
+        let r1 = r.begin_run("p", &d, "{}").unwrap();
+        r.commit(&[record(r1, StepState::Succeeded, &out(b"1"))])
+            .unwrap();
+        let r2 = r.begin_run("p", &d, "{}").unwrap();
+        r.commit(&[record(r2, StepState::Cached, &out(b"2"))])
+            .unwrap();
+        // Newer, but another pipeline, or failed: neither counts.
+        let other = r.begin_run("q", &d, "{}").unwrap();
+        r.commit(&[record(other, StepState::Succeeded, &out(b"q"))])
+            .unwrap();
+        let r3 = r.begin_run("p", &d, "{}").unwrap();
+        r.commit(&[record(r3, StepState::Failed, &out(b"3"))])
+            .unwrap();
+        let r4 = r.begin_run("p", &d, "{}").unwrap();
+        r.commit(&[record(r4, StepState::Succeeded, &out(b"4"))])
+            .unwrap();
+
+        let prev = |before: RunId, step: &str| r.previous_outputs("p", before, step).unwrap();
+        assert_eq!(prev(r4, "a"), Some(out(b"2")), "skips r3 (failed) and q");
+        assert_eq!(prev(r3, "a"), Some(out(b"2")));
+        assert_eq!(prev(r2, "a"), Some(out(b"1")));
+        assert_eq!(prev(r1, "a"), None, "nothing before the first run");
+        assert_eq!(prev(RunId(r4.0 + 1), "a"), Some(out(b"4")));
+        assert_eq!(prev(RunId(r4.0 + 1), "b"), None, "no such step");
+        assert_eq!(
+            r.previous_outputs("q", RunId(r4.0 + 1), "a").unwrap(),
+            Some(out(b"q"))
+        );
+        let conn = lock(&r.conn);
+        let old: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'steps_by_name'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the old index is dropped when the file is opened");
+    }
 
     #[test]
     fn a_plan_is_stored_once_and_older_files_keep_their_plans() {
