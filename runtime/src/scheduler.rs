@@ -220,15 +220,21 @@ impl Scheduler {
 
     async fn run_here(mut self, pool: tokio::runtime::Handle) -> anyhow::Result<Outcome> {
         let (tx, rx) = std::sync::mpsc::channel::<Vec<RecordOp>>();
+        // Set once the run has sent its last records: no more windows.
+        let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let committer = {
             let rt = self.rt.clone();
+            let ended = ended.clone();
             std::thread::Builder::new()
                 .name("weir-commit".into())
                 .spawn(move || -> anyhow::Result<()> {
                     while let Ok(msg) = rx.recv() {
                         // Group commit: let a burst of finished steps gather,
                         // then one flush and one transaction for all of them.
-                        std::thread::sleep(COMMIT_WINDOW);
+                        // The end of the run cuts the window short (unpark).
+                        if !ended.load(std::sync::atomic::Ordering::Acquire) {
+                            std::thread::park_timeout(COMMIT_WINDOW);
+                        }
                         let mut ops = msg;
                         while let Ok(more) = rx.try_recv() {
                             ops.extend(more);
@@ -250,6 +256,10 @@ impl Scheduler {
 
         let outcome = result.map(|cancelled| self.finish(cancelled));
         self.commit = None;
+        // Everything is sent: the last batch commits without waiting out a
+        // window (a commit already under way takes what arrived meanwhile).
+        ended.store(true, std::sync::atomic::Ordering::Release);
+        committer.thread().unpark();
         // This thread has nothing else to do while the last batch commits.
         committer
             .join()
