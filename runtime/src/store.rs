@@ -35,6 +35,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Files at least this big are hashed with memory mapping on all cores.
 const MMAP_THRESHOLD: u64 = 1 << 20;
 
+/// Trees of at most this many entries are kept decoded once verified...
+const MEMO_TREE_ENTRIES: usize = 256;
+/// ...and at most this many of them (the memo starts over when full).
+const MEMO_TREES: usize = 16_384;
+
 /// Stat facts that change when a file's bytes are rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Fingerprint {
@@ -136,6 +141,10 @@ pub struct Store {
     views: PathBuf,
     tmp: PathBuf,
     verified: Mutex<HashMap<Digest, Fingerprint>>,
+    /// Small trees decoded since this store was opened, by digest (an
+    /// object's bytes never change, so neither does its decoding): a cache
+    /// hit re-checks its output trees with a stat each, without reading them.
+    trees: Mutex<HashMap<Digest, std::sync::Arc<Tree>>>,
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Vec<Digest>>,
@@ -191,6 +200,7 @@ impl Store {
             tmp: root.join("tmp"),
             root,
             verified: Mutex::new(HashMap::new()),
+            trees: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
             unsynced: Mutex::new(Vec::new()),
             empty_dirs: Mutex::new(Vec::new()),
@@ -575,10 +585,26 @@ impl Store {
         if !self.is_valid(d)? {
             return Ok(false);
         }
-        // Just verified (hashed, or its stat matched an earlier hash): decode without hashing again.
-        let path = self.object_path(d);
-        let Ok(tree) = Tree::decode(&fs::read(&path).map_err(io_at(&path))?) else {
-            return Ok(false);
+        let known = self.trees.lock().ok().and_then(|t| t.get(d).cloned());
+        let tree = match known {
+            Some(t) => t,
+            None => {
+                // Just verified (hashed, or its stat matched an earlier hash): decode without hashing again.
+                let path = self.object_path(d);
+                let Ok(tree) = Tree::decode(&fs::read(&path).map_err(io_at(&path))?) else {
+                    return Ok(false);
+                };
+                let tree = std::sync::Arc::new(tree);
+                if tree.entries.len() <= MEMO_TREE_ENTRIES
+                    && let Ok(mut t) = self.trees.lock()
+                {
+                    if t.len() >= MEMO_TREES {
+                        t.clear();
+                    }
+                    t.insert(*d, tree.clone());
+                }
+                tree
+            }
         };
         for e in &tree.entries {
             let ok = match e.kind {
