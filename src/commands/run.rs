@@ -99,9 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let b = bar.clone();
     // Progress lines go to stderr, through the bar when it is drawn.
-    let say = move |b: &ProgressBar, line: String| {
+    let say = move |b: &ProgressBar, mut line: String| {
         if b.is_hidden() {
-            eprintln!("{line}");
+            // One write per line (eprintln! makes two), and a closed stderr
+            // does not stop the run.
+            line.push('\n');
+            let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
         } else {
             b.println(line);
         }
@@ -222,6 +225,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             cutoff.join(", ")
         );
     }
+    // Gathered into one write: a line each is a system call each.
+    let mut outputs = String::new();
     for s in &report.steps {
         for (name, d) in &s.outputs {
             let path = rt
@@ -229,9 +234,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .view(d)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            println!("  {}.{name} = {} {}", s.name, d.short(), path);
+            outputs.push_str(&format!("  {}.{name} = {} {}\n", s.name, d.short(), path));
         }
     }
+    print!("{outputs}");
     if let Some(cron) = &plan.schedule {
         println!(
             "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
