@@ -364,6 +364,31 @@ pub trait Records: Send + Sync {
 /// table and column on open; their runs keep their own `plan_json`.
 const SCHEMA_VERSION: i64 = 3;
 
+/// Whether a file already holds what [`SCHEMA`] makes: every table and
+/// index it creates, none it drops (read from `SCHEMA` itself), and the
+/// column older files gain by `ALTER`. (A weir from before the steps-by-name
+/// index was dropped re-creates it on open without changing the version.)
+fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut have = std::collections::HashSet::new();
+    let mut st = conn.prepare("SELECT name FROM sqlite_master")?;
+    for name in st.query_map([], |r| r.get::<_, String>(0))? {
+        have.insert(name?);
+    }
+    for line in SCHEMA.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ok = match words.as_slice() {
+            ["CREATE", "TABLE" | "INDEX", "IF", "NOT", "EXISTS", name, ..] => have.contains(*name),
+            ["DROP", "INDEX", "IF", "EXISTS", name] => !have.contains(name.trim_end_matches(';')),
+            _ => true,
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
+        .exists([])
+}
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS plans (
     key TEXT PRIMARY KEY,
@@ -515,17 +540,22 @@ impl SqliteRecords {
                 path.display()
             );
         }
-        conn.execute_batch(SCHEMA)?;
-        let has_plan_key = conn
-            .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
-            .exists([])?;
-        if !has_plan_key
-            && let Err(e) = conn.execute("ALTER TABLE runs ADD COLUMN plan_key TEXT", [])
-            && !e.to_string().contains("duplicate column")
-        {
-            return Err(e.into());
+        // Brought up to date only when it is not: the check writes nothing
+        // (setting the version on every open took a write lock and a sync).
+        let current = version == SCHEMA_VERSION && schema_current(&conn)?;
+        if !current {
+            conn.execute_batch(SCHEMA)?;
+            let has_plan_key = conn
+                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
+                .exists([])?;
+            if !has_plan_key
+                && let Err(e) = conn.execute("ALTER TABLE runs ADD COLUMN plan_key TEXT", [])
+                && !e.to_string().contains("duplicate column")
+            {
+                return Err(e.into());
+            }
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let reader = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
         reader.busy_timeout(std::time::Duration::from_secs(30))?;
@@ -1081,14 +1111,24 @@ mod tests {
     fn previous_outputs_are_the_newest_earlier_success_of_the_same_pipeline() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weir.db");
-        // A file from before this schema change still has the old index.
+        // A file of this schema version on which a weir from before this
+        // change re-created the old index (it does so on every open).
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(SCHEMA).unwrap();
             c.execute_batch("CREATE INDEX steps_by_name ON steps (step, run_id);")
                 .unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .unwrap();
+        }
+        {
+            let c = Connection::open(&path).unwrap();
+            assert!(!schema_current(&c).unwrap(), "the old index is seen");
+            let empty = Connection::open_in_memory().unwrap();
+            assert!(!schema_current(&empty).unwrap(), "missing tables are seen");
         }
         let r = SqliteRecords::open(&path).unwrap();
+        assert!(schema_current(&lock(&r.conn)).unwrap());
         let d = Digest::of(b"plan");
         let out = |b: &[u8]| BTreeMap::from([("out".to_string(), Digest::of(b))]);
         let record = |run: RunId, state: StepState, o: &BTreeMap<String, Digest>| {
