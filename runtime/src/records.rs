@@ -374,12 +374,18 @@ fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
     for name in st.query_map([], |r| r.get::<_, String>(0))? {
         have.insert(name?);
     }
-    for line in SCHEMA.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
+    for statement in SCHEMA.split(';') {
+        let words: Vec<&str> = statement
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .flat_map(str::split_whitespace)
+            .collect();
         let ok = match words.as_slice() {
+            [] => true,
             ["CREATE", "TABLE" | "INDEX", "IF", "NOT", "EXISTS", name, ..] => have.contains(*name),
-            ["DROP", "INDEX", "IF", "EXISTS", name] => !have.contains(name.trim_end_matches(';')),
-            _ => true,
+            ["DROP", "INDEX", "IF", "EXISTS", name] => !have.contains(*name),
+            // A statement of another form: run the script to be sure.
+            _ => false,
         };
         if !ok {
             return Ok(false);
@@ -533,6 +539,9 @@ impl SqliteRecords {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
+        // A large batch can grow the log past the autocheckpoint's ~4 MB;
+        // once checkpointed it is cut back to this instead of keeping its size.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             anyhow::bail!(
@@ -571,6 +580,16 @@ impl SqliteRecords {
         })
     }
 }
+
+/// The outputs of step ?1 in the newest run of pipeline ?3 before run ?2 in
+/// which it succeeded or was cached.
+const PREVIOUS_OUTPUTS: &str =
+    "SELECT s.outputs FROM runs r JOIN steps s ON s.run_id = r.id AND s.step = ?1
+     WHERE r.pipeline = ?3 AND r.id < ?2 AND s.state IN ('succeeded', 'cached')
+     ORDER BY r.id DESC LIMIT 1";
+
+/// The size SQLite's log is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 8 << 20;
 
 /// How much of the records file the read connection reads through a memory
 /// map instead of a system call per page: the committer's writes empty its
@@ -810,14 +829,10 @@ impl Records for SqliteRecords {
         step: &str,
     ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
         // Walks the pipeline's runs backwards from `before` (`runs_by_pipeline`)
-        // with one probe of the steps' primary key each: one probe when the
-        // step succeeded in the run before, one per earlier run otherwise.
+        // with one probe of the steps' primary key each, back to the step's
+        // last success: one probe when that was the run before.
         let c = lock(&self.reader);
-        let mut st = c.prepare_cached(
-            "SELECT s.outputs FROM runs r JOIN steps s ON s.run_id = r.id AND s.step = ?1
-             WHERE r.pipeline = ?3 AND r.id < ?2 AND s.state IN ('succeeded', 'cached')
-             ORDER BY r.id DESC LIMIT 1",
-        )?;
+        let mut st = c.prepare_cached(PREVIOUS_OUTPUTS)?;
         Ok(st
             .query_row(params![step, before.0, pipeline], |r| r.get::<_, String>(0))
             .optional()?
@@ -1128,7 +1143,22 @@ mod tests {
             assert!(!schema_current(&empty).unwrap(), "missing tables are seen");
         }
         let r = SqliteRecords::open(&path).unwrap();
-        assert!(schema_current(&lock(&r.conn)).unwrap());
+        assert!(
+            schema_current(&lock(&r.conn)).unwrap(),
+            "every statement of SCHEMA is one schema_current reads, and holds after open"
+        );
+        let plan: Vec<String> = lock(&r.reader)
+            .prepare(&format!("EXPLAIN QUERY PLAN {PREVIOUS_OUTPUTS}"))
+            .unwrap()
+            .query_map(params!["a", 1, "p"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("runs_by_pipeline"))
+                && plan.iter().any(|l| l.contains("sqlite_autoindex_steps_1")),
+            "early cutoff walks runs by pipeline and probes steps by key: {plan:?}"
+        );
         let d = Digest::of(b"plan");
         let out = |b: &[u8]| BTreeMap::from([("out".to_string(), Digest::of(b))]);
         let record = |run: RunId, state: StepState, o: &BTreeMap<String, Digest>| {
