@@ -231,9 +231,16 @@ impl Scheduler {
                     while let Ok(msg) = rx.recv() {
                         // Group commit: let a burst of finished steps gather,
                         // then one flush and one transaction for all of them.
-                        // The end of the run cuts the window short (unpark).
-                        if !ended.load(std::sync::atomic::Ordering::Acquire) {
-                            std::thread::park_timeout(COMMIT_WINDOW);
+                        // The end of the run cuts the window short (unpark);
+                        // other wake-ups (the channel's own, spurious ones)
+                        // do not.
+                        let deadline = Instant::now() + COMMIT_WINDOW;
+                        while !ended.load(std::sync::atomic::Ordering::Acquire) {
+                            let now = Instant::now();
+                            if now >= deadline {
+                                break;
+                            }
+                            std::thread::park_timeout(deadline - now);
                         }
                         let mut ops = msg;
                         while let Ok(more) = rx.try_recv() {
@@ -257,7 +264,7 @@ impl Scheduler {
         let outcome = result.map(|cancelled| self.finish(cancelled));
         self.commit = None;
         // Everything is sent: the last batch commits without waiting out a
-        // window (a commit already under way takes what arrived meanwhile).
+        // window (after a commit under way, what arrived meanwhile goes next).
         ended.store(true, std::sync::atomic::Ordering::Release);
         committer.thread().unpark();
         // This thread has nothing else to do while the last batch commits.
