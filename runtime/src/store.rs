@@ -37,8 +37,15 @@ const MMAP_THRESHOLD: u64 = 1 << 20;
 
 /// Trees of at most this many entries are kept decoded once verified...
 const MEMO_TREE_ENTRIES: usize = 256;
-/// ...and at most this many of them (the memo starts over when full).
-const MEMO_TREES: usize = 16_384;
+/// ...up to this many entries in all (the memo starts over when full).
+const MEMO_ENTRIES: usize = 65_536;
+
+/// Decoded trees by digest, with their entry count in all.
+#[derive(Default)]
+struct TreeMemo {
+    trees: HashMap<Digest, std::sync::Arc<Tree>>,
+    entries: usize,
+}
 
 /// Stat facts that change when a file's bytes are rewritten.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -144,7 +151,7 @@ pub struct Store {
     /// Small trees decoded since this store was opened, by digest (an
     /// object's bytes never change, so neither does its decoding): a cache
     /// hit re-checks its output trees with a stat each, without reading them.
-    trees: Mutex<HashMap<Digest, std::sync::Arc<Tree>>>,
+    trees: Mutex<TreeMemo>,
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Vec<Digest>>,
@@ -200,7 +207,7 @@ impl Store {
             tmp: root.join("tmp"),
             root,
             verified: Mutex::new(HashMap::new()),
-            trees: Mutex::new(HashMap::new()),
+            trees: Mutex::new(TreeMemo::default()),
             counter: AtomicU64::new(0),
             unsynced: Mutex::new(Vec::new()),
             empty_dirs: Mutex::new(Vec::new()),
@@ -585,7 +592,7 @@ impl Store {
         if !self.is_valid(d)? {
             return Ok(false);
         }
-        let known = self.trees.lock().ok().and_then(|t| t.get(d).cloned());
+        let known = self.trees.lock().ok().and_then(|t| t.trees.get(d).cloned());
         let tree = match known {
             Some(t) => t,
             None => {
@@ -596,12 +603,16 @@ impl Store {
                 };
                 let tree = std::sync::Arc::new(tree);
                 if tree.entries.len() <= MEMO_TREE_ENTRIES
-                    && let Ok(mut t) = self.trees.lock()
+                    && let Ok(mut m) = self.trees.lock()
                 {
-                    if t.len() >= MEMO_TREES {
-                        t.clear();
+                    // An empty tree counts as one, so the number of trees is bounded too.
+                    let n = tree.entries.len().max(1);
+                    if m.entries + n > MEMO_ENTRIES {
+                        *m = TreeMemo::default();
                     }
-                    t.insert(*d, tree.clone());
+                    if m.trees.insert(*d, tree.clone()).is_none() {
+                        m.entries += n;
+                    }
                 }
                 tree
             }
