@@ -391,6 +391,11 @@ fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
             return Ok(false);
         }
     }
+    has_plan_key(conn)
+}
+
+/// Whether `runs` has the column files before schema version 3 lack.
+fn has_plan_key(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
         .exists([])
 }
@@ -523,22 +528,28 @@ impl SqliteRecords {
         }
     }
 
-    fn open_once(path: &Path) -> anyhow::Result<SqliteRecords> {
-        let conn = Connection::open(path)
+    /// A connection to the records at `path`, as both of ours are set up.
+    fn connect(path: &Path) -> anyhow::Result<Connection> {
+        let c = Connection::open(path)
             .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Closing does not copy the log into the file (3-5 ms of every
+        // `weir` command): the log stays beside it, durable, bounded by the
+        // autocheckpoint, which copies it during a later commit instead.
+        c.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
+        Ok(c)
+    }
+
+    fn open_once(path: &Path) -> anyhow::Result<SqliteRecords> {
+        let conn = Self::connect(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Every commit is durable once it returns (the WAL is synced); the
         // committer batches finished steps, so this costs one sync per batch.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Closing does not copy the log into the file (3-4 ms of every
-        // `weir` command): the log stays beside it, durable, bounded by the
-        // autocheckpoint, which copies it during a later commit instead.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
         // A large batch can grow the log past the autocheckpoint's ~4 MB;
         // once checkpointed it is cut back to this instead of keeping its size.
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
@@ -554,10 +565,7 @@ impl SqliteRecords {
         let current = version == SCHEMA_VERSION && schema_current(&conn)?;
         if !current {
             conn.execute_batch(SCHEMA)?;
-            let has_plan_key = conn
-                .prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
-                .exists([])?;
-            if !has_plan_key
+            if !has_plan_key(&conn)?
                 && let Err(e) = conn.execute("ALTER TABLE runs ADD COLUMN plan_key TEXT", [])
                 && !e.to_string().contains("duplicate column")
             {
@@ -565,14 +573,8 @@ impl SqliteRecords {
             }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
-        let reader = Connection::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open run records {}: {e}", path.display()))?;
-        reader.busy_timeout(std::time::Duration::from_secs(30))?;
+        let reader = Self::connect(path)?;
         reader.pragma_update(None, "query_only", "ON")?;
-        reader.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-            true,
-        )?;
         reader.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
         Ok(SqliteRecords {
             conn: Mutex::new(conn),
@@ -1179,22 +1181,18 @@ mod tests {
                 attempts: Vec::new(),
             }))
         };
-        let r1 = r.begin_run("p", &d, "{}").unwrap();
-        r.commit(&[record(r1, StepState::Succeeded, &out(b"1"))])
-            .unwrap();
-        let r2 = r.begin_run("p", &d, "{}").unwrap();
-        r.commit(&[record(r2, StepState::Cached, &out(b"2"))])
-            .unwrap();
+        // A run of `pipeline` in which step "a" ended in `state` with `o`.
+        let ran = |pipeline: &str, state: StepState, o: &[u8]| {
+            let run = r.begin_run(pipeline, &d, "{}").unwrap();
+            r.commit(&[record(run, state, &out(o))]).unwrap();
+            run
+        };
+        let r1 = ran("p", StepState::Succeeded, b"1");
+        let r2 = ran("p", StepState::Cached, b"2");
         // Newer, but another pipeline, or failed: neither counts.
-        let other = r.begin_run("q", &d, "{}").unwrap();
-        r.commit(&[record(other, StepState::Succeeded, &out(b"q"))])
-            .unwrap();
-        let r3 = r.begin_run("p", &d, "{}").unwrap();
-        r.commit(&[record(r3, StepState::Failed, &out(b"3"))])
-            .unwrap();
-        let r4 = r.begin_run("p", &d, "{}").unwrap();
-        r.commit(&[record(r4, StepState::Succeeded, &out(b"4"))])
-            .unwrap();
+        ran("q", StepState::Succeeded, b"q");
+        let r3 = ran("p", StepState::Failed, b"3");
+        let r4 = ran("p", StepState::Succeeded, b"4");
 
         let prev = |before: RunId, step: &str| r.previous_outputs("p", before, step).unwrap();
         assert_eq!(prev(r4, "a"), Some(out(b"2")), "skips r3 (failed) and q");

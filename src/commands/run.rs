@@ -2,6 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -234,7 +235,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .view(d)
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
-            outputs.push_str(&format!("  {}.{name} = {} {}\n", s.name, d.short(), path));
+            let _ = writeln!(outputs, "  {}.{name} = {} {}", s.name, d.short(), path);
         }
     }
     print!("{outputs}");
