@@ -1,11 +1,15 @@
 //! weir's benchmark harness: `cargo bench --bench weir [-- FILTER]`.
 //!
 //! Prints one table: for each case the median and the spread (min..max) of
-//! several repetitions, on fresh stores in a temporary folder. Cases:
-//! component compile (cold vs the on-disk cache), no-op step chains and
-//! fan-outs (first run and fully cached re-run; per-step overhead), and the
-//! hello example (first run and cached re-run, including cargo's staleness
-//! check of its three crates). The machine is shared and noisy: compare
+//! several repetitions, on fresh stores in a temporary folder. Cases (any
+//! substring of a case's name selects it): the real CLI on generated chains
+//! (`rss`: wall time and peak RSS), component compile (cold vs the on-disk
+//! cache), no-op step chains and fan-outs (first run and fully cached re-run;
+//! per-step overhead; cores busy), a chain and a fan-out of busy steps (`busy`:
+//! ~1 ms of guest CPU each; cores busy and the fan-out's speed-up), plan
+//! building, `weir` start-up, artifact ingest, the standardise feature code
+//! natively and as a wasm step, the hello example, and the HTTP server. BENCHMARKS.md
+//! says what each measures. The machine is shared and noisy: compare
 //! medians, and re-run before trusting a difference under ~10%.
 
 use std::path::{Path, PathBuf};
@@ -79,6 +83,9 @@ fn tokio() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio")
 }
+
+/// Rounds of the spin guest's loop in each busy step: ~1 ms on this machine.
+const BUSY_ROUNDS: u64 = 1_000_000;
 
 fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
     let mut p = Plan::new("bench", base);
@@ -371,6 +378,109 @@ fn main() {
                 note: "cache lookups + validity checks + record".into(),
             });
         }
+    }
+
+    if want("busy") {
+        // The same shapes with real CPU work in every step (the spin guest,
+        // a fixed number of rounds, ~1 ms here): whether a fan-out keeps both
+        // cores busy when the steps, not weir's own bookkeeping, are the work.
+        let spin = weir_runtime::builder::build_crate(&repo().join("tests/guests/spin"))
+            .expect("build spin");
+        let n = 1000;
+        let (mut chain, mut fan, mut fan_busy) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut speedup, mut slower) = (Vec::new(), Vec::new());
+        for r in 0..3 {
+            let (mut walls, mut sums) = (Vec::new(), Vec::new());
+            for shape in ["chain", "fanout"] {
+                let dir = tmp.path().join(format!("busy-{shape}-{r}"));
+                let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+                let mut plan = noop_plan(&dir, &spin, n, shape);
+                for (i, s) in plan.steps.iter_mut().enumerate() {
+                    s.params = serde_json::json!({ "i": i, "iterations": BUSY_ROUNDS });
+                }
+                let plan = Arc::new(plan);
+                rt.executor().load(&spin, &|_, _| false).expect("load");
+                let marks = Arc::new(Mutex::new(Vec::new()));
+                let (mark, finished) = (marks.clone(), Arc::new(Mutex::new(0usize)));
+                // Each step's own time (a worker's, from taking the unit).
+                let durations = Arc::new(Mutex::new(Vec::with_capacity(n + 1)));
+                let sink = durations.clone();
+                let opts = RunOptions {
+                    on_event: Some(Arc::new(move |e: &RunEvent| {
+                        if let RunEvent::StepFinished { duration, .. } = e {
+                            sink.lock().expect("durations").push(*duration);
+                            let mut k = finished.lock().expect("count");
+                            *k += 1;
+                            if *k == 1 || *k == n {
+                                mark.lock()
+                                    .expect("marks")
+                                    .push((Instant::now(), cpu_time()));
+                            }
+                        }
+                    })),
+                    ..RunOptions::default()
+                };
+                let t = Instant::now();
+                let rep = tokio().block_on(rt.run_shared(plan, opts)).expect("run");
+                let d = t.elapsed();
+                assert!(rep.steps.iter().all(|s| s.state == StepState::Succeeded));
+                walls.push(d);
+                sums.push(
+                    durations
+                        .lock()
+                        .expect("durations")
+                        .iter()
+                        .sum::<Duration>(),
+                );
+                if let [(t0, c0), (t1, c1)] = marks.lock().expect("marks")[..]
+                    && shape == "fanout"
+                {
+                    fan_busy.push((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64());
+                }
+            }
+            chain.push(ms(walls[0]));
+            fan.push(ms(walls[1]));
+            speedup.push(walls[0].as_secs_f64() / walls[1].as_secs_f64());
+            slower.push(sums[1].as_secs_f64() / sums[0].as_secs_f64());
+        }
+        let per_step: Vec<f64> = chain.iter().map(|c| c * 1e3 / n as f64).collect();
+        rows.push(Row {
+            case: format!("chain {n} busy steps, first run"),
+            unit: "ms",
+            samples: chain,
+            note: format!("spin guest, {BUSY_ROUNDS} rounds per step"),
+        });
+        rows.push(Row {
+            case: format!("chain {n} busy steps, per step"),
+            unit: "us",
+            samples: per_step,
+            note: "first run / N: one step's work plus weir's overhead".into(),
+        });
+        rows.push(Row {
+            case: format!("fanout {n} busy steps, first run"),
+            unit: "ms",
+            samples: fan,
+            note: "the same steps, all depending on the first".into(),
+        });
+        rows.push(Row {
+            case: format!("fanout {n} busy steps, fan-out phase, cores busy"),
+            unit: "x",
+            samples: fan_busy,
+            note: "CPU time / wall from the root's finish to the last fanned-out step's".into(),
+        });
+        rows.push(Row {
+            case: format!("fanout {n} busy steps, speed-up over the chain"),
+            unit: "x",
+            samples: speedup,
+            note: "chain wall / fan-out wall, same round (2 = both cores fully used)".into(),
+        });
+        rows.push(Row {
+            case: format!("fanout {n} busy steps, steps' own time against the chain's"),
+            unit: "x",
+            samples: slower,
+            note: "sum of the steps' durations, fan-out / chain: side by side each runs slower"
+                .into(),
+        });
     }
 
     for n in [100usize, 1000, 10_000] {
