@@ -864,3 +864,61 @@ p.step("only", {echo:?}).output("out").params(params);
         "{err}"
     );
 }
+
+/// How many times the `weir-epoch` thread of process `pid` has gone to sleep
+/// and woken (its voluntary context switches), or `None` without one.
+fn epoch_wakeups(pid: u32) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != "weir-epoch" {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        return status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|n| n.trim().parse().ok());
+    }
+    None
+}
+
+#[test]
+fn an_idle_server_leaves_the_epoch_asleep_and_a_spinning_step_still_times_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let spin = fixture("spin").display().to_string();
+    std::fs::write(
+        proj.join("spin.rhai"),
+        format!("let p = pipeline(\"spin\");\np.step(\"forever\", {spin:?}).output(\"out\").timeout(\"300ms\");\n"),
+    )
+    .unwrap();
+    let mut srv = Served::start(&proj, &tmp.path().join("store"));
+    let pid = srv.child.id();
+    let idle = |what: &str| {
+        std::thread::sleep(Duration::from_millis(200));
+        let before = epoch_wakeups(pid).expect("the server has an epoch thread");
+        std::thread::sleep(Duration::from_secs(1));
+        let woke = epoch_wakeups(pid).unwrap() - before;
+        // Ticking, it would wake every millisecond (every few on a coarse
+        // kernel timer): hundreds of times a second.
+        assert!(
+            woke <= 5,
+            "{what}: the idle epoch thread woke {woke} times in 1 s"
+        );
+    };
+    idle("before any run");
+
+    // A guest that never returns is still stopped at its timeout: the epoch
+    // ticks while it runs.
+    let (s, v) = srv.post("/api/pipelines/spin/runs", json!({}));
+    assert!(s == 200 || s == 201 || s == 202, "{s} {v}");
+    let id = v["run"].as_i64().unwrap();
+    let detail = srv.wait_run(id, 60);
+    assert_eq!(detail["steps"][0]["state"], "failed", "{detail}");
+    let error = detail["steps"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("exceeded its timeout of 300ms"), "{detail}");
+
+    idle("after the run");
+    srv.stop();
+}

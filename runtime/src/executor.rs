@@ -31,8 +31,74 @@ use wasmtime::{Engine, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-/// How often the epoch ticks; a spinning guest notices its deadline within one tick.
+/// How often the epoch ticks while guests run; a spinning guest notices its
+/// deadline within one tick (the kernel's timer may round the sleep up).
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Drives an engine's epoch while any guest runs, and sleeps otherwise, so an
+/// idle host (`weir serve` between runs) is not woken every tick.
+struct Ticker {
+    /// Guest calls under way ([`Ticker::running`] guards).
+    running: std::sync::atomic::AtomicUsize,
+    stop: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Ticker {
+    /// Starts the ticker thread for `engine`.
+    fn start(engine: Engine) -> anyhow::Result<Arc<Ticker>> {
+        let t = Arc::new(Ticker {
+            running: Default::default(),
+            stop: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        });
+        let me = t.clone();
+        let handle = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !me.stop.load(Ordering::Acquire) {
+                    if me.running.load(Ordering::Acquire) == 0 {
+                        // Woken by the next guest (or the executor's drop); a
+                        // wake-up that came before this park returns at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        let _ = t.thread.set(handle.thread().clone());
+        Ok(t)
+    }
+
+    /// Keeps the epoch ticking until the guard drops: hold it while a guest
+    /// runs, or its deadline never comes.
+    fn running(self: &Arc<Self>) -> Ticking {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Ticking(self.clone())
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+}
+
+/// A guest call under way (see [`Ticker::running`]).
+struct Ticking(Arc<Ticker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 /// How much of each linear memory stays resident when an instance's slot is
 /// reset for the next one: its dirty pages (found with Linux's `PAGEMAP_SCAN`,
 /// kernel 6.7+) are copied back from the module's image or zeroed in place,
@@ -557,13 +623,13 @@ pub struct Executor {
     engine_tag: String,
     compiled_dir: PathBuf,
     loaded: Mutex<HashMap<LoadKey, Arc<LoadedComponent>>>,
-    stop_ticker: Arc<AtomicBool>,
+    ticker: Arc<Ticker>,
     fuel: bool,
 }
 
 impl Drop for Executor {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 
@@ -654,20 +720,7 @@ impl Executor {
             let bytes = h.0.finalize();
             bytes.to_hex()[..16].to_string()
         };
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        {
-            let engine = engine.clone();
-            let stop = stop_ticker.clone();
-            std::thread::Builder::new()
-                .name("weir-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .context("starting the epoch ticker thread")?;
-        }
+        let ticker = Ticker::start(engine.clone())?;
         std::fs::create_dir_all(compiled_dir)?;
         for c in &cfg.capabilities {
             c.check().map_err(|e| anyhow!(e))?;
@@ -683,7 +736,7 @@ impl Executor {
             engine_tag,
             compiled_dir: compiled_dir.to_path_buf(),
             loaded: Mutex::new(HashMap::new()),
-            stop_ticker,
+            ticker,
             fuel: cfg.fuel,
         })
     }
@@ -1024,6 +1077,8 @@ impl Executor {
         {
             return fail(StepFailure::Setup(e.to_string()));
         }
+        // The epoch ticks while this guest may run (until this returns).
+        let _ticking = self.ticker.running();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
