@@ -99,6 +99,7 @@ impl Drop for Ticking {
         self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
 /// How much of each linear memory stays resident when an instance's slot is
 /// reset for the next one: its dirty pages (found with Linux's `PAGEMAP_SCAN`,
 /// kernel 6.7+) are copied back from the module's image or zeroed in place,
