@@ -84,6 +84,33 @@ fn tokio() -> tokio::runtime::Runtime {
         .expect("tokio")
 }
 
+/// A generated script for the CLI cases: `n` no-op steps as a chain, or as
+/// a root, `n - 1` steps depending on it and a collect step reading them all;
+/// one line per step, as a generator of pipelines would write it.
+fn cli_script(noop: &Path, n: usize, chain: bool) -> String {
+    let noop = noop.display().to_string();
+    let mut s = format!(
+        "let p = pipeline(\"rss\");\nlet root = p.step(\"s0\", {noop:?}).output(\"out\");\nlet prev = root;\n"
+    );
+    if !chain {
+        s.push_str(&format!(
+            "let collect = p.step(\"collect\", {noop:?}).output(\"out\");\n"
+        ));
+    }
+    for i in 1..n {
+        if chain {
+            s.push_str(&format!(
+                "prev = p.step(\"s{i}\", {noop:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "prev = p.step(\"s{i}\", {noop:?}).input(\"in\", root.out(\"out\")).output(\"out\").params(#{{ i: {i} }}); collect.input(\"in{i}\", prev.out(\"out\"));\n"
+            ));
+        }
+    }
+    s
+}
+
 /// Rounds of the spin guest's loop in each busy step: ~1 ms on this machine.
 const BUSY_ROUNDS: u64 = 1_000_000;
 
@@ -148,24 +175,23 @@ fn main() {
         if !weir.is_file() {
             eprintln!("skipping rss cases: build the CLI first (cargo build --release)");
         }
-        for n in [100usize, 1000, 10_000] {
+        let sizes = [10usize, 100, 1000, 10_000];
+        let shapes = sizes
+            .map(|n| (n, true))
+            .into_iter()
+            .chain(sizes.map(|n| (n, false)));
+        for (n, chain) in shapes {
             if !weir.is_file() {
                 break;
             }
-            let dir = tmp.path().join(format!("rss-{n}"));
+            let shape = if chain { "chain" } else { "fan-out + collect" };
+            let dir = tmp.path().join(format!(
+                "rss-{n}-{}",
+                if chain { "chain" } else { "fanout" }
+            ));
             std::fs::create_dir_all(&dir).expect("dir");
-            let mut script = format!(
-                "let p = pipeline(\"rss\");\nlet prev = p.step(\"s0\", {:?}).output(\"out\");\n",
-                noop.display().to_string()
-            );
-            for i in 1..n {
-                script.push_str(&format!(
-                    "prev = p.step(\"s{i}\", {:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n",
-                    noop.display().to_string()
-                ));
-            }
             let path = dir.join("p.rhai");
-            std::fs::write(&path, script).expect("script");
+            std::fs::write(&path, cli_script(&noop, n, chain)).expect("script");
             for (label, runs) in [("first run", 1), ("cached re-run", 5)] {
                 let mut wall = Vec::new();
                 let mut rss = Vec::new();
@@ -185,16 +211,21 @@ fn main() {
                     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
                     unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
                     wall.push(ms(t.elapsed()));
+                    assert!(
+                        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                        "weir run {} failed (wait status {status})",
+                        path.display()
+                    );
                     rss.push(usage.ru_maxrss as f64 / 1024.0);
                 }
                 rows.push(Row {
-                    case: format!("weir run, {n}-step chain, {label}: wall"),
+                    case: format!("weir run, {n}-step {shape}, {label}: wall"),
                     unit: "ms",
                     samples: wall,
                     note: "whole process: start, plan, run, records".into(),
                 });
                 rows.push(Row {
-                    case: format!("weir run, {n}-step chain, {label}: peak RSS"),
+                    case: format!("weir run, {n}-step {shape}, {label}: peak RSS"),
                     unit: "MiB",
                     samples: rss,
                     note: "getrusage of the child".into(),
