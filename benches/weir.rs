@@ -1,16 +1,19 @@
 //! weir's benchmark harness: `cargo bench --bench weir [-- FILTER]`.
 //!
 //! Prints one table: for each case the median and the spread (min..max) of
-//! several repetitions, on fresh stores in a temporary folder. Cases (any
-//! substring of a case's name selects it): the real CLI on generated chains
-//! (`rss`: wall time and peak RSS), component compile (cold vs the on-disk
-//! cache), no-op step chains and fan-outs (first run and fully cached re-run;
-//! per-step overhead; cores busy), a chain and a fan-out of busy steps (`busy`:
-//! ~1 ms of guest CPU each; cores busy and the fan-out's speed-up), plan
-//! building, `weir` start-up, artifact ingest, the standardise feature code
-//! natively and as a wasm step, the hello example, and the HTTP server. BENCHMARKS.md
-//! says what each measures. The machine is shared and noisy: compare
-//! medians, and re-run before trusting a difference under ~10%.
+//! several repetitions, on fresh stores in a temporary folder. An argument
+//! selects the groups whose key contains it (`rss`, `compile`, `chain 1000`,
+//! `fanout 10`, `busy`, `plan 100`, `startup`, `ingest`, `standardize`,
+//! `hello`, `serve`; `chain` or `fanout` for a whole shape). The groups: the
+//! real CLI on generated chains and fan-outs (`rss`: wall time and peak RSS),
+//! component compile (cold vs the on-disk cache), no-op step chains and
+//! fan-outs (first run and fully cached re-run; per-step overhead; cores
+//! busy), a chain and a fan-out of busy steps (`busy`: ~0.8 ms of guest CPU
+//! each; cores busy and the fan-out's speed-up), plan building, `weir`
+//! start-up, artifact ingest, the standardise feature code natively and as a
+//! wasm step, the hello example, and the HTTP server. BENCHMARKS.md says what
+//! each measures. The machine is shared and noisy: compare medians, and
+//! re-run before trusting a difference under ~10%.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -111,7 +114,7 @@ fn cli_script(noop: &Path, n: usize, chain: bool) -> String {
     s
 }
 
-/// Rounds of the spin guest's loop in each busy step: ~1 ms on this machine.
+/// Rounds of the spin guest's loop in each busy step: ~0.8 ms on this machine.
 const BUSY_ROUNDS: u64 = 1_000_000;
 
 fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
@@ -426,8 +429,11 @@ fn main() {
                 let dir = tmp.path().join(format!("busy-{shape}-{r}"));
                 let rt = Runtime::new(Config::new(&dir)).expect("runtime");
                 let mut plan = noop_plan(&dir, &spin, n, shape);
+                // The fan-out's collect only gathers: zero rounds, so both
+                // shapes run the same 1,000 busy steps.
                 for (i, s) in plan.steps.iter_mut().enumerate() {
-                    s.params = serde_json::json!({ "i": i, "iterations": BUSY_ROUNDS });
+                    let rounds = if s.name == "collect" { 0 } else { BUSY_ROUNDS };
+                    s.params = serde_json::json!({ "i": i, "iterations": rounds });
                 }
                 let plan = Arc::new(plan);
                 rt.executor().load(&spin, &|_, _| false).expect("load");
@@ -438,8 +444,10 @@ fn main() {
                 let sink = durations.clone();
                 let opts = RunOptions {
                     on_event: Some(Arc::new(move |e: &RunEvent| {
-                        if let RunEvent::StepFinished { duration, .. } = e {
-                            sink.lock().expect("durations").push(*duration);
+                        if let RunEvent::StepFinished { step, duration, .. } = e {
+                            if step != "collect" {
+                                sink.lock().expect("durations").push(*duration);
+                            }
                             let mut k = finished.lock().expect("count");
                             *k += 1;
                             if *k == 1 || *k == n {

@@ -721,11 +721,12 @@ impl Executor {
             let bytes = h.0.finalize();
             bytes.to_hex()[..16].to_string()
         };
-        let ticker = Ticker::start(engine.clone())?;
         std::fs::create_dir_all(compiled_dir)?;
         for c in &cfg.capabilities {
             c.check().map_err(|e| anyhow!(e))?;
         }
+        // Last: nothing after it can fail and leave its thread behind.
+        let ticker = Ticker::start(engine.clone())?;
         Ok(Executor {
             engine,
             linker,
