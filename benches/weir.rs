@@ -501,7 +501,7 @@ fn main() {
             case: format!("fanout {n} busy steps, first run"),
             unit: "ms",
             samples: fan,
-            note: "the same steps, all depending on the first".into(),
+            note: "the same steps, all depending on the first; a collect of zero rounds".into(),
         });
         rows.push(Row {
             case: format!("fanout {n} busy steps, fan-out phase, cores busy"),
