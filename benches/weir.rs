@@ -114,6 +114,54 @@ fn cli_script(noop: &Path, n: usize, chain: bool) -> String {
     s
 }
 
+/// What a run's events show the harness, recorded as they come.
+#[derive(Default)]
+struct Seen {
+    /// When each step finished, in order: in a chain, the gap between two
+    /// finishes is one step's whole cost on the critical path.
+    finishes: Vec<Instant>,
+    /// Each finished step's own duration, in the same order.
+    durations: Vec<Duration>,
+    /// Time and the process's CPU time at the first finish and at the n-th
+    /// (in a fan-out: the root's and the last fanned-out step's).
+    marks: Vec<(Instant, Duration)>,
+}
+
+impl Seen {
+    /// Run options whose events fill the returned `Seen`; `n` is the finish
+    /// marked besides the first.
+    fn watch(n: usize) -> (Arc<Mutex<Seen>>, RunOptions) {
+        let seen = Arc::new(Mutex::new(Seen {
+            finishes: Vec::with_capacity(n + 1),
+            durations: Vec::with_capacity(n + 1),
+            marks: Vec::new(),
+        }));
+        let sink = seen.clone();
+        let opts = RunOptions {
+            on_event: Some(Arc::new(move |e: &RunEvent| {
+                if let RunEvent::StepFinished { duration, .. } = e {
+                    let mut s = sink.lock().expect("seen");
+                    s.finishes.push(Instant::now());
+                    s.durations.push(*duration);
+                    if s.finishes.len() == 1 || s.finishes.len() == n {
+                        s.marks.push((Instant::now(), cpu_time()));
+                    }
+                }
+            })),
+            ..RunOptions::default()
+        };
+        (seen, opts)
+    }
+
+    /// CPU time over wall time between the two marks: how busy the cores were.
+    fn cores_busy(&self) -> Option<f64> {
+        let [(t0, c0), (t1, c1)] = self.marks[..] else {
+            return None;
+        };
+        Some((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64())
+    }
+}
+
 /// Rounds of the spin guest's loop in each busy step: ~0.8 ms on this machine.
 const BUSY_ROUNDS: u64 = 1_000_000;
 
@@ -296,52 +344,29 @@ fn main() {
                 let tokio = tokio();
                 // Load (and compile) the component outside the timed region.
                 rt.executor().load(&noop, &|_, _| false).expect("load");
-                // When each step finished: in a chain, the gap between two
-                // finishes is one step's whole cost on the critical path.
-                let finishes = Arc::new(Mutex::new(Vec::with_capacity(n)));
-                let sink = finishes.clone();
-                // CPU time when the root and when the last fanned-out step
-                // finished: how busy the cores were between the two.
-                let marks = Arc::new(Mutex::new(Vec::new()));
-                let mark = marks.clone();
-                let opts = RunOptions {
-                    on_event: Some(Arc::new(move |e: &RunEvent| {
-                        if let RunEvent::StepFinished { .. } = e {
-                            let mut f = sink.lock().expect("sink");
-                            f.push(Instant::now());
-                            if f.len() == 1 || f.len() == n {
-                                mark.lock()
-                                    .expect("marks")
-                                    .push((Instant::now(), cpu_time()));
-                            }
-                        }
-                    })),
-                    ..RunOptions::default()
-                };
+                let (seen, opts) = Seen::watch(n);
                 let (t, cpu) = (Instant::now(), cpu_time());
                 let rep = tokio
                     .block_on(rt.run_shared(plan.clone(), opts))
                     .expect("run");
                 let d = t.elapsed();
                 busy.push((cpu_time() - cpu).as_secs_f64() / d.as_secs_f64());
-                {
-                    // The run's fixed costs: before its first step finished
-                    // (checks, plan record, scheduler set-up, the first
-                    // step itself) and after its last (final commit, report).
-                    let f = finishes.lock().expect("finishes");
-                    if let (Some(first), Some(last)) = (f.first(), f.last()) {
-                        head.push(ms(*first - t));
-                        tail.push(ms(d.saturating_sub(*last - t)));
-                    }
+                let seen = seen.lock().expect("seen");
+                // The run's fixed costs: before its first step finished
+                // (checks, plan record, scheduler set-up, the first step
+                // itself) and after its last (final commit, report).
+                if let (Some(first), Some(last)) = (seen.finishes.first(), seen.finishes.last()) {
+                    head.push(ms(*first - t));
+                    tail.push(ms(d.saturating_sub(*last - t)));
                 }
-                if let [(t0, c0), (t1, c1)] = marks.lock().expect("marks")[..]
-                    && shape == "fanout"
+                if shape == "fanout"
+                    && let Some(b) = seen.cores_busy()
                 {
-                    fan_busy.push((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64());
+                    fan_busy.push(b);
                 }
                 if shape == "chain" {
-                    let f = finishes.lock().expect("finishes");
-                    let mut g: Vec<f64> = f
+                    let mut g: Vec<f64> = seen
+                        .finishes
                         .windows(2)
                         .map(|w| (w[1] - w[0]).as_secs_f64() * 1e6)
                         .collect();
@@ -416,7 +441,7 @@ fn main() {
 
     if want("busy") {
         // The same shapes with real CPU work in every step (the spin guest,
-        // a fixed number of rounds, ~1 ms here): whether a fan-out keeps both
+        // a fixed number of rounds, ~0.8 ms here): whether a fan-out keeps both
         // cores busy when the steps, not weir's own bookkeeping, are the work.
         let spin = weir_runtime::builder::build_crate(&repo().join("tests/guests/spin"))
             .expect("build spin");
@@ -437,28 +462,7 @@ fn main() {
                 }
                 let plan = Arc::new(plan);
                 rt.executor().load(&spin, &|_, _| false).expect("load");
-                let marks = Arc::new(Mutex::new(Vec::new()));
-                let (mark, finished) = (marks.clone(), Arc::new(Mutex::new(0usize)));
-                // Each step's own time (a worker's, from taking the unit).
-                let durations = Arc::new(Mutex::new(Vec::with_capacity(n + 1)));
-                let sink = durations.clone();
-                let opts = RunOptions {
-                    on_event: Some(Arc::new(move |e: &RunEvent| {
-                        if let RunEvent::StepFinished { step, duration, .. } = e {
-                            if step != "collect" {
-                                sink.lock().expect("durations").push(*duration);
-                            }
-                            let mut k = finished.lock().expect("count");
-                            *k += 1;
-                            if *k == 1 || *k == n {
-                                mark.lock()
-                                    .expect("marks")
-                                    .push((Instant::now(), cpu_time()));
-                            }
-                        }
-                    })),
-                    ..RunOptions::default()
-                };
+                let (seen, opts) = Seen::watch(n);
                 // The tokio runtime is started outside the timed region.
                 let tokio = tokio();
                 let t = Instant::now();
@@ -466,17 +470,14 @@ fn main() {
                 let d = t.elapsed();
                 assert!(rep.steps.iter().all(|s| s.state == StepState::Succeeded));
                 walls.push(d);
-                sums.push(
-                    durations
-                        .lock()
-                        .expect("durations")
-                        .iter()
-                        .sum::<Duration>(),
-                );
-                if let [(t0, c0), (t1, c1)] = marks.lock().expect("marks")[..]
-                    && shape == "fanout"
+                let seen = seen.lock().expect("seen");
+                // The busy steps' own times (a worker's, from taking the
+                // unit); the fan-out's collect finishes last and is left out.
+                sums.push(seen.durations[..n].iter().sum::<Duration>());
+                if shape == "fanout"
+                    && let Some(b) = seen.cores_busy()
                 {
-                    fan_busy.push((c1 - c0).as_secs_f64() / (t1 - t0).as_secs_f64());
+                    fan_busy.push(b);
                 }
             }
             chain.push(ms(walls[0]));

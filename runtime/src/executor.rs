@@ -38,7 +38,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Drives an engine's epoch while any guest runs, and sleeps otherwise, so an
 /// idle host (`weir serve` between runs) is not woken every tick.
 struct Ticker {
-    /// Guest calls under way ([`Ticker::running`] guards).
+    /// Guest calls under way ([`Ticker::keep_ticking`] guards).
     running: std::sync::atomic::AtomicUsize,
     stop: AtomicBool,
     thread: std::sync::OnceLock<std::thread::Thread>,
@@ -74,7 +74,7 @@ impl Ticker {
 
     /// Keeps the epoch ticking until the guard drops: hold it while a guest
     /// runs, or its deadline never comes.
-    fn running(self: &Arc<Self>) -> Ticking {
+    fn keep_ticking(self: &Arc<Self>) -> Ticking {
         if self.running.fetch_add(1, Ordering::AcqRel) == 0
             && let Some(t) = self.thread.get()
         {
@@ -91,7 +91,7 @@ impl Ticker {
     }
 }
 
-/// A guest call under way (see [`Ticker::running`]).
+/// A guest call under way (see [`Ticker::keep_ticking`]).
 struct Ticking(Arc<Ticker>);
 
 impl Drop for Ticking {
@@ -1080,7 +1080,7 @@ impl Executor {
             return fail(StepFailure::Setup(e.to_string()));
         }
         // The epoch ticks while this guest may run (until this returns).
-        let _ticking = self.ticker.running();
+        let _ticking = self.ticker.keep_ticking();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
