@@ -279,6 +279,11 @@ pub enum StepFailure {
     /// Out of fuel.
     #[error("the step used up its fuel budget of {0} and was stopped")]
     Fuel(u64),
+    /// Held more open files, streams and other handles than one instance may.
+    #[error(
+        "the step held more than {0} open files, folders, streams or other handles at once, over its handle limit, and was stopped"
+    )]
+    Handles(usize),
     /// Failed while the filesystem holding its outputs (the store's) was
     /// full: the guest sees only a failed write, the host says why.
     #[error(
@@ -338,6 +343,26 @@ pub struct HostState {
     extensions: Vec<Box<dyn std::any::Any + Send>>,
 }
 
+/// The host was asked to hold more for a guest than its step's memory
+/// limit leaves (see [`HostState::charge`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "over the step's memory limit of {limit} bytes: the guest's memory holds {guest} bytes and the host {host} bytes for it, and {asked} more were asked for"
+)]
+pub struct OverMemoryLimit {
+    /// The step's memory limit.
+    pub limit: u64,
+    /// The guest's linear memory.
+    pub guest: u64,
+    /// What the host already holds for it.
+    pub host: u64,
+    /// What was asked for.
+    pub asked: u64,
+}
+
+/// What the host counts for one kept log line or metric beyond its text.
+const RECORD_OVERHEAD: u64 = 64;
+
 impl HostState {
     /// The per-attempt state of type `T` that a host capability granted to
     /// this step declared with [`crate::capability::Capability::state`].
@@ -345,6 +370,70 @@ impl HostState {
         self.extensions
             .iter_mut()
             .find_map(|e| e.downcast_mut::<T>())
+    }
+
+    /// Counts `bytes` that the host keeps on this guest's behalf (a
+    /// capability's buffers or results) against the step's memory limit,
+    /// which the guest's linear memory shares: the guest and everything the
+    /// host holds for it stay within the one limit. Refused (and nothing
+    /// counted) when they would not; give it back with
+    /// [`HostState::release`] when the host lets go of it.
+    pub fn charge(&mut self, bytes: u64) -> Result<(), OverMemoryLimit> {
+        self.limiter.charge(bytes)
+    }
+
+    /// Gives back `bytes` counted by [`HostState::charge`].
+    pub fn release(&mut self, bytes: u64) {
+        self.limiter.host = self.limiter.host.saturating_sub(bytes);
+    }
+
+    /// Bytes the guest may still take, in linear memory or held by the host.
+    pub fn room(&self) -> u64 {
+        self.limiter
+            .limit
+            .saturating_sub(self.limiter.used + self.limiter.host)
+    }
+
+    /// Keeps one log line (already cut to its limit) if the line limit and
+    /// the memory budget allow, else counts it as dropped.
+    pub(crate) fn log_line(&mut self, level: bindings::log::Level, message: String) {
+        use bindings::log::Level;
+        if self.logs.len() >= self.log_cap
+            || self.charge(message.len() as u64 + RECORD_OVERHEAD).is_err()
+        {
+            self.logs_dropped += 1;
+            return;
+        }
+        let level = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        let line = LogLine {
+            level: level.to_string(),
+            message,
+        };
+        if let Some(w) = &self.watch {
+            w(Observed::Log(&line));
+        }
+        self.logs.push(line);
+    }
+
+    /// Keeps one metric value (its name already cut) like [`HostState::log_line`].
+    pub(crate) fn metric(&mut self, name: String, value: f64) {
+        if self.metrics.len() >= self.log_cap
+            || self.charge(name.len() as u64 + RECORD_OVERHEAD).is_err()
+        {
+            self.logs_dropped += 1;
+            return;
+        }
+        let metric = Metric { name, value };
+        if let Some(w) = &self.watch {
+            w(Observed::Metric(&metric));
+        }
+        self.metrics.push(metric);
     }
 }
 
@@ -359,58 +448,22 @@ impl WasiView for HostState {
 
 impl bindings::types::Host for HostState {}
 
+// Both are shadowed in the linker by `bounded`, which reads the guest's text
+// in place and copies only what is kept; these serve bindgen's signatures.
 impl bindings::log::Host for HostState {
     fn write(&mut self, level: bindings::log::Level, message: String) {
-        use bindings::log::Level;
-        if self.logs.len() >= self.log_cap {
-            self.logs_dropped += 1;
-            return;
-        }
-        let level = match level {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        };
-        let line = LogLine {
-            level: level.to_string(),
-            message: truncate(message, crate::limits::MAX_LOG_MESSAGE_BYTES),
-        };
-        if let Some(w) = &self.watch {
-            w(Observed::Log(&line));
-        }
-        self.logs.push(line);
+        let kept = crate::bounded::cut(&message, crate::limits::MAX_LOG_MESSAGE_BYTES);
+        drop(message);
+        self.log_line(level, kept);
     }
 }
 
 impl bindings::metrics::Host for HostState {
     fn emit(&mut self, name: String, value: f64) {
-        if self.metrics.len() >= self.log_cap {
-            self.logs_dropped += 1;
-            return;
-        }
-        let metric = Metric {
-            name: truncate(name, crate::limits::MAX_METRIC_NAME_BYTES),
-            value,
-        };
-        if let Some(w) = &self.watch {
-            w(Observed::Metric(&metric));
-        }
-        self.metrics.push(metric);
+        let kept = crate::bounded::cut(&name, crate::limits::MAX_METRIC_NAME_BYTES);
+        drop(name);
+        self.metric(kept, value);
     }
-}
-
-fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str(" [truncated]");
-    }
-    s
 }
 
 /// Measures a running step's output folders now and then (from the epoch
@@ -474,11 +527,30 @@ impl OutputWatch {
     }
 }
 
-/// Caps the total linear memory of one instance and remembers a refusal.
+/// Caps the total linear memory of one instance, together with what the
+/// host holds on its behalf, and remembers a refusal.
 struct MemoryLimiter {
     limit: u64,
+    /// Linear memory.
     used: u64,
+    /// Held by the host for the guest ([`HostState::charge`]).
+    host: u64,
     refused: Option<u64>,
+}
+
+impl MemoryLimiter {
+    fn charge(&mut self, bytes: u64) -> Result<(), OverMemoryLimit> {
+        if self.used + self.host + bytes > self.limit {
+            return Err(OverMemoryLimit {
+                limit: self.limit,
+                guest: self.used,
+                host: self.host,
+                asked: bytes,
+            });
+        }
+        self.host += bytes;
+        Ok(())
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -489,8 +561,8 @@ impl ResourceLimiter for MemoryLimiter {
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let grow = (desired - current.min(desired)) as u64;
-        if self.used + grow > self.limit {
-            self.refused = Some(self.used + grow);
+        if self.used + self.host + grow > self.limit {
+            self.refused = Some(self.used + self.host + grow);
             return Ok(false);
         }
         self.used += grow;
@@ -626,6 +698,42 @@ pub struct Executor {
     loaded: Mutex<HashMap<LoadKey, Arc<LoadedComponent>>>,
     ticker: Arc<Ticker>,
     fuel: bool,
+    /// The most entries one instance's resource table may hold.
+    max_handles: usize,
+}
+
+/// The most handles (open files and folders, streams, pollables) one
+/// instance may hold at once: [`crate::limits::MAX_HANDLES`], or less where
+/// the process's descriptor limit could not otherwise serve `concurrent`
+/// instances at their maximum and still keep
+/// [`crate::limits::HOST_RESERVED_DESCRIPTORS`] for the host's own work
+/// (the store, the records, the server). Raises the process's soft
+/// descriptor limit to its hard limit first, as servers do.
+fn handles_per_instance(concurrent: u32) -> usize {
+    use crate::limits::{HOST_RESERVED_DESCRIPTORS, MAX_HANDLES, MIN_HANDLES};
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return MAX_HANDLES;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let for_guests = soft.saturating_sub(HOST_RESERVED_DESCRIPTORS);
+    let each = (for_guests / u64::from(concurrent.max(1))) as usize;
+    each.clamp(MIN_HANDLES, MAX_HANDLES)
 }
 
 impl Drop for Executor {
@@ -714,6 +822,11 @@ impl Executor {
             .map_err(|e| anyhow!("linking WASI: {e}"))?;
         TrustedStep::add_to_linker::<HostState, HasSelf<HostState>>(&mut trusted_linker, |s| s)
             .map_err(|e| anyhow!("linking weir trusted imports: {e}"))?;
+        crate::bounded::shadow_step_imports(&mut linker)
+            .and_then(|()| crate::bounded::shadow_step_imports(&mut trusted_linker))
+            .and_then(|()| crate::bounded::shadow_gpu_imports(&mut trusted_linker))
+            .map_err(|e| anyhow!("linking weir's bounded imports: {e}"))?;
+        let max_handles = handles_per_instance(cfg.max_concurrent);
         let engine_tag = {
             use std::hash::Hash;
             let mut h = Blake3Hasher(blake3::Hasher::new());
@@ -740,6 +853,7 @@ impl Executor {
             loaded: Mutex::new(HashMap::new()),
             ticker,
             fuel: cfg.fuel,
+            max_handles,
         })
     }
 
@@ -1036,12 +1150,13 @@ impl Executor {
             Err(e) => return fail(StepFailure::Setup(format!("{e:#}"))),
         };
         let timeout = spec.limits.timeout();
-        let state = HostState {
+        let mut state = HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
                 limit: spec.limits.memory_bytes,
                 used: 0,
+                host: 0,
                 refused: None,
             },
             logs: Vec::new(),
@@ -1072,6 +1187,7 @@ impl Executor {
                 .filter_map(|&i| self.host_caps[i].state.as_ref().map(|f| f()))
                 .collect(),
         };
+        state.table.set_max_capacity(self.max_handles);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         if self.fuel
@@ -1146,6 +1262,13 @@ impl Executor {
                     }
                 } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
                     StepFailure::Fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+                } else if e.chain().any(|c| {
+                    matches!(
+                        c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                        Some(wasmtime::component::ResourceTableError::Full)
+                    )
+                }) {
+                    StepFailure::Handles(self.max_handles)
                 } else {
                     StepFailure::Trapped(trap_message(&e))
                 })

@@ -27,6 +27,17 @@ impl HostState {
             .ok_or_else(|| "the gpu capability is not granted to this step".to_string())
     }
 
+    /// Keeps `m` for the guest, counted against the step's memory limit.
+    fn keep(&mut self, m: Matrix) -> Result<Resource<Tensor>, String> {
+        let bytes = m.as_slice().len() as u64 * 4;
+        self.charge(bytes)
+            .map_err(|e| format!("a {} tensor: {e}", m.shape()))?;
+        self.table.push(Tensor(m)).map_err(|e| {
+            self.release(bytes);
+            e.to_string()
+        })
+    }
+
     fn tensor(&self, t: &Resource<Tensor>) -> Result<&Matrix, String> {
         self.table
             .get(t)
@@ -120,7 +131,7 @@ impl gpu::HostTensor for HostState {
     ) -> Result<Resource<Tensor>, String> {
         let m =
             Matrix::from_vec(rows as usize, cols as usize, values).map_err(|e| e.to_string())?;
-        self.table.push(Tensor(m)).map_err(|e| e.to_string())
+        self.keep(m)
     }
 
     fn from_csv(
@@ -160,6 +171,12 @@ impl gpu::HostTensor for HostState {
                 data.push(v);
             }
             rows += 1;
+            if data.len() as u64 * 4 > self.room() {
+                return Err(format!(
+                    "input '{input}' file '{file}': its values do not fit the step's memory limit ({} bytes left)",
+                    self.room()
+                ));
+            }
             if data.len() > MAX_CELLS {
                 return Err(format!(
                     "input '{input}' file '{file}' is over the tensor limit of {MAX_CELLS} cells"
@@ -167,7 +184,7 @@ impl gpu::HostTensor for HostState {
             }
         }
         let m = Matrix::from_vec(rows, idx.len(), data).map_err(|e| e.to_string())?;
-        self.table.push(Tensor(m)).map_err(|e| e.to_string())
+        self.keep(m)
     }
 
     fn from_npy(&mut self, input: String, file: String) -> Result<Resource<Tensor>, String> {
@@ -180,11 +197,18 @@ impl gpu::HostTensor for HostState {
                 "input '{input}' file '{file}' is over the tensor limit of {MAX_CELLS} cells"
             ));
         }
+        if meta.len() > self.room() {
+            return Err(format!(
+                "input '{input}' file '{file}' ({} bytes) does not fit the step's memory limit ({} bytes left)",
+                meta.len(),
+                self.room()
+            ));
+        }
         let bytes =
             std::fs::read(&path).map_err(|e| format!("input '{input}' file '{file}': {e}"))?;
         let m = weir_host_gpu::npy::read_npy(&bytes, MAX_CELLS)
             .map_err(|e| format!("input '{input}' file '{file}': {e}"))?;
-        self.table.push(Tensor(m)).map_err(|e| e.to_string())
+        self.keep(m)
     }
 
     fn rows(&mut self, t: Resource<Tensor>) -> u32 {
@@ -202,7 +226,8 @@ impl gpu::HostTensor for HostState {
     }
 
     fn drop(&mut self, t: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(t)?;
+        let t = self.table.delete(t)?;
+        self.release(t.0.as_slice().len() as u64 * 4);
         Ok(())
     }
 }
@@ -280,6 +305,6 @@ impl gpu::Host for HostState {
         let p = model
             .predict_proba(self.training_backend()?, self.tensor(&x)?)
             .map_err(|e| e.to_string())?;
-        self.table.push(Tensor(p)).map_err(|e| e.to_string())
+        self.keep(p)
     }
 }

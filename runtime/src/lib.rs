@@ -21,11 +21,13 @@
 #![deny(missing_docs)]
 
 mod bindings;
+mod bounded;
 pub mod builder;
 pub mod cache;
 pub mod capability;
 pub mod digest;
 pub mod executor;
+mod faults;
 mod gpu;
 pub mod limits;
 pub mod lineage;

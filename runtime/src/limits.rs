@@ -23,9 +23,23 @@ pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
 pub const MAX_LOG_MESSAGE_BYTES: usize = 64 << 10;
 /// The longest metric name kept: 256 bytes.
 pub const MAX_METRIC_NAME_BYTES: usize = 256;
+/// The longest name (of an input, output, file or column) a guest may pass
+/// to a host call: 4 KiB.
+pub const MAX_NAME_BYTES: usize = 4 << 10;
 /// The most random bytes one `get-random-bytes` call may ask for: 16 MiB
 /// (a larger request traps).
 pub const MAX_RANDOM_BYTES_PER_CALL: u64 = 16 << 20;
+/// The most handles (open files and folders, streams, pollables) one step
+/// may hold at once: 1,024. Less where the process's descriptor limit is
+/// too small for every running step to hold this many (the executor
+/// divides what is left after [`HOST_RESERVED_DESCRIPTORS`] among them),
+/// but never less than [`MIN_HANDLES`].
+pub const MAX_HANDLES: usize = 1024;
+/// The fewest handles a step is given: 64.
+pub const MIN_HANDLES: usize = 64;
+/// File descriptors kept for the host's own work (the store's files, the
+/// records, the server's connections) whatever the steps hold: 1,024.
+pub const HOST_RESERVED_DESCRIPTORS: u64 = 1024;
 /// The most elements a table may grow to: 1,000,000.
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 /// The most steps one pipeline may declare (map children not counted):

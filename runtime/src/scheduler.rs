@@ -85,6 +85,84 @@ pub(crate) struct Scheduler {
     created: HashSet<Digest>,
     /// Cache keys of the units that ran and succeeded in this run.
     ran_keys: HashSet<CacheKey>,
+    /// Set by the committer when new objects could not be made durable.
+    durability: Arc<Durability>,
+}
+
+/// What the committer tells the scheduler when the store cannot make new
+/// objects durable (an I/O error on write or sync): the steps whose records
+/// were turned into failures, and why. The run stops at once.
+#[derive(Default)]
+struct Durability {
+    lost: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Durability {
+    fn failure(&self) -> Option<String> {
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        lost.first().map(|(step, why)| {
+            format!(
+                "the outputs of {} step(s) could not be made durable (first: step '{step}': {why}); the run was stopped",
+                lost.len()
+            )
+        })
+    }
+
+    /// Turns the successes in `ops` into failures that name `why` (their
+    /// objects may not survive a crash, so no record may name them), drops
+    /// their cache entries and model registrations, and ends the run failed.
+    fn downgrade(&self, ops: &mut Vec<RecordOp>, why: &str) {
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        ops.retain(|op| !matches!(op, RecordOp::Cache { .. } | RecordOp::RegisterModel { .. }));
+        for op in ops.iter_mut() {
+            if let RecordOp::Step(r) = op
+                && r.state == StepState::Succeeded
+            {
+                r.state = StepState::Failed;
+                r.error = Some(why.to_string());
+                r.outputs.clear();
+                lost.push((r.step.clone(), why.to_string()));
+            }
+        }
+    }
+
+    /// The run's outcome as recorded: steps whose records were turned into
+    /// failures are failures in the report too.
+    fn apply(&self, (mut steps, mut children, mut state, mut error): Outcome) -> Outcome {
+        let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if lost.is_empty() {
+            return (steps, children, state, error);
+        }
+        for r in steps.iter_mut().chain(children.iter_mut()) {
+            if let Some((_, why)) = lost.iter().find(|(s, _)| *s == r.name) {
+                r.state = StepState::Failed;
+                r.error = Some(why.clone());
+                r.outputs.clear();
+            }
+        }
+        if state != RunState::Cancelled {
+            state = RunState::Failed;
+            if error.is_none() {
+                error = self.failure();
+            }
+        }
+        (steps, children, state, error)
+    }
+
+    /// A run's end, failed if anything was lost.
+    fn end(&self, ops: &mut [RecordOp]) {
+        let Some(why) = self.failure() else {
+            return;
+        };
+        for op in ops.iter_mut() {
+            if let RecordOp::RunEnded { state, error, .. } = op
+                && *state != RunState::Cancelled
+            {
+                *state = RunState::Failed;
+                error.get_or_insert(why.clone());
+            }
+        }
+    }
 }
 
 type Outcome = (Vec<StepReport>, Vec<StepReport>, RunState, Option<String>);
@@ -162,6 +240,7 @@ impl Scheduler {
             pools,
             created: HashSet::new(),
             ran_keys: HashSet::new(),
+            durability: Arc::default(),
         })
     }
 
@@ -225,6 +304,7 @@ impl Scheduler {
         let committer = {
             let rt = self.rt.clone();
             let ended = ended.clone();
+            let durability = self.durability.clone();
             std::thread::Builder::new()
                 .name("weir-commit".into())
                 .spawn(move || -> anyhow::Result<()> {
@@ -247,10 +327,20 @@ impl Scheduler {
                             ops.extend(more);
                         }
                         // Objects first, then the records that name them.
-                        rt.inner
-                            .store
-                            .sync()
-                            .map_err(|e| anyhow!("flushing new objects to disk: {e}"))?;
+                        // A failed flush is tried once more; if it fails
+                        // again, the batch's successes become failures.
+                        let store = &rt.inner.store;
+                        if let Err(e) = store.sync().or_else(|_| {
+                            std::thread::sleep(Duration::from_millis(10));
+                            store.sync()
+                        }) {
+                            tracing::error!("flushing new objects to disk: {e}");
+                            durability.downgrade(
+                                &mut ops,
+                                &format!("its outputs could not be made durable: flushing new objects to disk: {e}"),
+                            );
+                        }
+                        durability.end(&mut ops);
                         rt.inner.records.commit(&ops)?;
                     }
                     Ok(())
@@ -272,7 +362,7 @@ impl Scheduler {
             .join()
             .map_err(|_| anyhow!("the commit thread panicked"))?
             .map_err(|e| anyhow!("recording the run: {e:#}"))?;
-        outcome
+        outcome.map(|o| self.durability.apply(o))
     }
 
     /// Runs units until none are left; returns whether the run was stopped early.
@@ -434,7 +524,15 @@ impl Scheduler {
     }
 
     /// Whether `fail_fast` stops the run now.
-    fn failed_fast(&self) -> bool {
+    /// Whether the run must stop now: a step failed under `fail_fast`, or
+    /// the store could not make finished steps' outputs durable.
+    fn failed_fast(&mut self) -> bool {
+        if let Some(why) = self.durability.failure() {
+            if self.first_error.is_none() {
+                self.first_error = Some(why);
+            }
+            return true;
+        }
         self.opts.fail_fast && self.first_error.is_some()
     }
 

@@ -23,6 +23,7 @@
 //! `corrupt/` and treated as missing, never handed to a step.
 
 use crate::digest::Digest;
+use crate::faults::{Fault, Faults};
 use crate::tree::{Entry, EntryKind, Tree, check_entry_name};
 use std::collections::HashMap;
 use std::fs;
@@ -159,6 +160,8 @@ pub struct Store {
     empty_dirs: Mutex<Vec<PathBuf>>,
     /// A second home for objects (see [`crate::remote`]).
     remote: Option<std::sync::Arc<dyn crate::remote::ObjectRemote>>,
+    /// Injected I/O failures (tests only; see [`crate::faults`]).
+    faults: Faults,
 }
 
 impl Drop for Store {
@@ -212,6 +215,7 @@ impl Store {
             unsynced: Mutex::new(Vec::new()),
             empty_dirs: Mutex::new(Vec::new()),
             remote: None,
+            faults: Faults::from_env(),
         };
         for d in [&store.root, &store.objects, &store.views, &store.tmp] {
             fs::create_dir_all(d).map_err(io_at(d))?;
@@ -390,8 +394,21 @@ impl Store {
         if pending.is_empty() {
             return Ok(());
         }
+        self.sync_these(&pending).inspect_err(|_| {
+            // Not durable yet: the next call tries them again.
+            self.unsynced
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(pending.iter().copied());
+        })
+    }
+
+    fn sync_these(&self, pending: &[Digest]) -> io::Result<()> {
+        self.faults
+            .check(Fault::Sync)
+            .map_err(io_at(&self.objects))?;
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for d in &pending {
+        for d in pending {
             let path = self.object_path(d);
             match fs::File::open(&path) {
                 Ok(f) => f.sync_data().map_err(io_at(&path))?,
@@ -413,7 +430,7 @@ impl Store {
         }
         // The remote gets them too before any record names them.
         if let Some(remote) = &self.remote {
-            for d in &pending {
+            for d in pending {
                 let path = self.object_path(d);
                 if path.exists() {
                     remote.put(d, &path).map_err(|e| {
@@ -438,6 +455,7 @@ impl Store {
             return Ok((d, false));
         }
         let tmp = self.temp_path("obj");
+        self.faults.check(Fault::Write).map_err(io_at(&tmp))?;
         {
             let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
             f.write_all(bytes).map_err(io_at(&tmp))?;
@@ -473,6 +491,7 @@ impl Store {
     /// `d` by hard link, keeping `src` (an output file stays in its view).
     fn link_into(&self, src: &Path, d: Digest) -> io::Result<()> {
         let dst = self.object_path(&d);
+        self.faults.check(Fault::Write).map_err(io_at(&dst))?;
         fs::set_permissions(src, fs::Permissions::from_mode(0o444)).map_err(io_at(src))?;
         let parent = dst.parent().unwrap_or(&self.objects);
         let linked = match fs::hard_link(src, &dst) {

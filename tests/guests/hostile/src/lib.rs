@@ -1,6 +1,9 @@
 //! Misbehaves on purpose, as param `mode` says: `recurse` (unbounded
 //! recursion), `flood` (megabytes of stdout full of terminal escapes),
-//! `biglog` (one huge log line), `disk` (writes `mb` MiB to its output),
+//! `biglog` (one huge log line), `logbomb` and `metricbomb` (a string of
+//! `mb` MiB passed to `log.write` or as a metric name `times` times),
+//! `fd_hog` (opens files until an open fails), `bystander` (writes `files`
+//! small files and `done.txt`), `disk` (writes `mb` MiB to its output),
 //! `inodes` (creates `files` files in its output), `disk_forever` and
 //! `inodes_forever` (the same, until stopped), `bigrandom` (asks the host
 //! for `mb` MiB of random bytes in one call), `pristine` (checks that its
@@ -81,6 +84,38 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
             }
         }
         "biglog" => ctx.info("x".repeat(2 << 20)),
+        "logbomb" | "metricbomb" => {
+            // One string of `mb` MiB, handed to the host `times` times.
+            let big = "x".repeat((num("mb", 64) as usize) << 20);
+            for i in 0..num("times", 30) {
+                if p["mode"] == "logbomb" {
+                    ctx.info(big.as_str());
+                } else {
+                    ctx.metric(&big, i as f64);
+                }
+            }
+        }
+        "fd_hog" => {
+            // Opens files and keeps them open, until an open fails (or the
+            // host stops the step first).
+            let out = ctx.output("out")?;
+            std::fs::write(out.join("f"), b"x")?;
+            let mut held = Vec::new();
+            loop {
+                match std::fs::File::open(out.join("f")) {
+                    Ok(f) => held.push(f),
+                    Err(e) => weir_sdk::bail!("open failed after {} files: {e}", held.len()),
+                }
+            }
+        }
+        "bystander" => {
+            // Writes `files` small files and one summary; all must be stored.
+            let out = ctx.output("out")?;
+            for i in 0..num("files", 20) {
+                std::fs::write(out.join(format!("f{i}")), format!("{i}\n"))?;
+            }
+            std::fs::write(out.join("done.txt"), b"ok")?;
+        }
         "bigrandom" => {
             let bytes = wasip2::random::random::get_random_bytes(num("mb", 64) << 20);
             ctx.metric("random_bytes", bytes.len() as f64);

@@ -2,7 +2,8 @@
 //! CSV `data/<file>` (feature columns, one label column), or with a `.npy`
 //! file, features from `data/<file>` and labels from `data/<label>`, and writes the model
 //! to `out`. Mode `score`: reads the model from input `model`, predicts the
-//! CSV and records `accuracy`.
+//! CSV and records `accuracy`. Mode `bigtensor`: asks the host to hold
+//! `times` tensors of `cells` values (a hostile case).
 
 use weir_sdk::gpu::{LogisticConfig, MlpConfig, Tensor, predict_proba, train_logistic, train_mlp};
 use weir_sdk::{Context, Result, anyhow};
@@ -10,15 +11,46 @@ use weir_sdk::{Context, Result, anyhow};
 #[derive(serde::Deserialize)]
 struct Params {
     mode: String,
+    #[serde(default)]
     file: String,
+    #[serde(default)]
     features: Vec<String>,
+    #[serde(default)]
     label: String,
+    #[serde(default)]
     classes: u32,
     #[serde(default)]
     hidden: Vec<u32>,
+    /// `bigtensor`: values per tensor, and tensors asked for.
+    #[serde(default)]
+    cells: u32,
+    #[serde(default)]
+    times: u32,
+}
+
+/// Asks the host to hold `times` tensors of `cells` values each, keeping
+/// every one it gets; records how many it got and the first refusal.
+fn big_tensors(ctx: &Context<Params>) {
+    let p = ctx.params();
+    let values = vec![0.5f32; p.cells as usize];
+    let mut kept = Vec::new();
+    for _ in 0..p.times {
+        match Tensor::from_values(p.cells, 1, &values) {
+            Ok(t) => kept.push(t),
+            Err(e) => {
+                ctx.info(format!("refused: {e}"));
+                break;
+            }
+        }
+    }
+    ctx.metric("tensors_kept", kept.len() as f64);
 }
 
 fn run(ctx: &mut Context<Params>) -> Result<()> {
+    if ctx.params().mode == "bigtensor" {
+        big_tensors(ctx);
+        return Ok(());
+    }
     let p = ctx.params();
     let (x, y) = if p.file.ends_with(".npy") {
         (
