@@ -533,8 +533,8 @@ impl Store {
     }
 
     /// Whether object `d` is present with bytes that hash to `d`. A present
-    /// but corrupt object is quarantined (moved to `corrupt/`), and every
-    /// view is dropped, since views may link to it; the result is `false`.
+    /// but corrupt object is quarantined (moved to `corrupt/`), after the
+    /// views that link to it are dropped; the result is `false`.
     pub fn is_valid(&self, d: &Digest) -> io::Result<bool> {
         let path = self.object_path(d);
         let m = match fs::symlink_metadata(&path) {
@@ -566,6 +566,13 @@ impl Store {
 
     fn quarantine(&self, d: &Digest, path: &Path) -> io::Result<()> {
         tracing::warn!(object = %d, "store object is corrupt; moving it to corrupt/ and recomputing");
+        // Views hard-link objects, so those that link this one show the
+        // corrupt bytes: they go first, while the object is still in place
+        // (a crash in between leaves it to be found again). Other views
+        // stay: steps may be reading them or about to mount them.
+        if let Ok(m) = fs::symlink_metadata(path) {
+            self.drop_views_showing(m.dev(), m.ino())?;
+        }
         let dir = self.root.join("corrupt");
         fs::create_dir_all(&dir)?;
         let _ = fs::rename(
@@ -575,12 +582,37 @@ impl Store {
         if let Ok(mut v) = self.verified.lock() {
             v.remove(d);
         }
-        // Views hard-link objects, so one may show the corrupt bytes: drop them all.
-        let trash = self.temp_path("views-trash");
-        if fs::rename(&self.views, &trash).is_ok() {
-            fs::create_dir_all(&self.views)?;
-            make_writable(&trash);
-            let _ = fs::remove_dir_all(&trash);
+        Ok(())
+    }
+
+    /// Removes every view that holds the file `(dev, ino)` somewhere inside.
+    fn drop_views_showing(&self, dev: u64, ino: u64) -> io::Result<()> {
+        fn holds(dir: &Path, dev: u64, ino: u64) -> bool {
+            use std::os::unix::fs::DirEntryExt;
+            let Ok(rd) = fs::read_dir(dir) else {
+                return false;
+            };
+            rd.flatten().any(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => holds(&e.path(), dev, ino),
+                // The entry's inode comes with the listing; the device
+                // needs a stat, only for a match.
+                Ok(_) => e.ino() == ino && e.metadata().is_ok_and(|m| m.dev() == dev),
+                Err(_) => false,
+            })
+        }
+        let rd = match fs::read_dir(&self.views) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_at(&self.views)(e)),
+        };
+        for view in rd.flatten() {
+            if holds(&view.path(), dev, ino) {
+                let trash = self.temp_path("view-trash");
+                if fs::rename(view.path(), &trash).is_ok() {
+                    make_writable(&trash);
+                    let _ = fs::remove_dir_all(&trash);
+                }
+            }
         }
         Ok(())
     }
@@ -1017,14 +1049,19 @@ mod tests {
             fs::read_to_string(view.join("data.csv")).unwrap(),
             "a,b\n1,2\n"
         );
+        let other_src = tmp.path().join("other.csv");
+        fs::write(&other_src, "c\n3\n").unwrap();
+        let other = store.view(&store.ingest_path(&other_src).unwrap()).unwrap();
         let blob = Digest::of(b"a,b\n1,2\n");
-        // Corrupt the blob behind the store's back: detected, quarantined, views dropped.
+        // Corrupt the blob behind the store's back: detected, quarantined,
+        // the views that show it dropped, the others kept.
         let p = store.object_path(&blob);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         fs::write(&p, "a,b\n9,9\n").unwrap();
         assert!(!store.is_valid_tree(&d).unwrap());
         assert!(!p.exists());
         assert!(!view.exists());
+        assert!(other.join("other.csv").is_file());
         // Ingesting again repairs it.
         assert_eq!(store.ingest_path(&src).unwrap(), d);
         assert!(store.is_valid_tree(&d).unwrap());
