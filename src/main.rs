@@ -3,6 +3,42 @@
 //! Each subcommand lives in its own module under `commands/`; all of them
 //! are thin users of `weir-runtime` and `weir-dsl`.
 
+/// `println!` for command output, which may hold guest or script text:
+/// control characters are escaped ([`weir_runtime::names::inert`]; line
+/// breaks and tabs kept), and a closed pipe (`weir show 1 | head`) ends the
+/// command quietly through `?` instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            weir_runtime::names::inert(&format!($($arg)*), true)
+        )?
+    }};
+}
+
+/// `print!` with the same care as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(
+            std::io::stdout().lock(),
+            "{}",
+            weir_runtime::names::inert(&format!($($arg)*), true)
+        )?
+    }};
+}
+
+/// `println!` for JSON (serde escapes control characters in strings), with
+/// a closed pipe ending the command quietly.
+macro_rules! jsonln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 mod commands;
 mod serve;
 
@@ -131,7 +167,12 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            // The chain may quote guest or script text.
+            let text = format!("error: {e:#}\n");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr().lock(),
+                weir_runtime::names::inert(&text, true).as_bytes(),
+            );
             ExitCode::from(2)
         }
     }

@@ -464,7 +464,7 @@ fn after_corruption_every_run_recomputes_what_was_lost() {
         for _ in 0..20 {
             let victim = &all[(rng.next() % n_objects as u64) as usize];
             let mut bytes = std::fs::read(victim).unwrap();
-            if bytes.is_empty() || rng.next() % 2 == 0 {
+            if bytes.is_empty() || rng.next().is_multiple_of(2) {
                 bytes.truncate(bytes.len() / 2);
                 if bytes.is_empty() {
                     bytes.push(b'!');
@@ -502,4 +502,66 @@ fn after_corruption_every_run_recomputes_what_was_lost() {
 fn reorder_roots_first(body: &str) -> String {
     let (roots, rest): (Vec<&str>, Vec<&str>) = body.lines().partition(|l| l.starts_with("let r"));
     roots.into_iter().chain(rest).collect::<Vec<_>>().join("\n")
+}
+
+/// Issue 19, item 4: a guest that named a file with ESC/BEL sequences got
+/// the step refused, but `weir run` and `weir show` printed the name raw
+/// (the terminal's title changed, the screen cleared). Every command that
+/// prints guest text now shows control characters escaped.
+#[test]
+fn guest_text_never_reaches_the_terminal_raw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let hostile = fixture("hostile");
+    let f = script(
+        tmp.path(),
+        "evil",
+        &format!(
+            "p.step(\"name\", \"{h}\").output(\"out\").params(#{{ mode: \"evil_text\" }});\n\
+             p.step(\"error\", \"{h}\").output(\"out\").params(#{{ mode: \"evil_text\", fail: true }});",
+            h = hostile.display()
+        ),
+    );
+    let mut said = Vec::new();
+    let run = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--follow")
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    said.push(("run", run.stdout, run.stderr));
+    for args in [
+        vec!["show", "1"],
+        vec!["logs", "1", "name"],
+        vec!["logs", "1", "error"],
+        vec!["metrics", "1"],
+        vec!["runs"],
+    ] {
+        let o = weir()
+            .args(&args)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        said.push((args[0], o.stdout, o.stderr));
+    }
+    for (cmd, stdout, stderr) in &said {
+        for (stream, bytes) in [("stdout", stdout), ("stderr", stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !bytes.iter().any(|&b| b == 0x1b || b == 0x07 || b == b'\r')
+                    && !text.contains('\u{202e}'),
+                "weir {cmd} printed raw control characters on {stream}: {text:?}"
+            );
+            assert!(
+                !text.lines().any(|l| l.starts_with("forged line")),
+                "weir {cmd} let a guest start a line of its own on {stream}: {text}"
+            );
+        }
+    }
+    let run_err = String::from_utf8_lossy(&said[0].2);
+    assert!(run_err.contains("\\u{1b}]0;pwned\\u{7}"), "{run_err}");
 }

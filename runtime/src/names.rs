@@ -75,3 +75,43 @@ mod tests {
         }
     }
 }
+
+/// Text that came from a guest or a script (a file name, an error, a log
+/// line, a metric name) made inert for a terminal: control characters
+/// (ESC, BEL, CR, ...) and Unicode direction overrides are shown escaped
+/// (`\u{1b}`), so printing it cannot move the cursor, retitle the window,
+/// clear the screen or reorder what follows. `newlines` keeps line breaks
+/// and tabs (multi-line messages); without it they are escaped too (a
+/// name must stay on its line). The one rule every printer uses.
+pub fn inert(text: &str, newlines: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| {
+        (c.is_control() && !(newlines && (c == '\n' || c == '\t')))
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod inert_tests {
+    use super::inert;
+
+    #[test]
+    fn control_characters_and_direction_overrides_are_escaped() {
+        assert_eq!(inert("plain é", false), "plain é");
+        assert_eq!(inert("a\x1b]0;t\x07b", false), "a\\u{1b}]0;t\\u{7}b");
+        assert_eq!(inert("x\ny\tz\r", true), "x\ny\tz\\r");
+        assert_eq!(inert("x\ny", false), "x\\ny");
+        assert_eq!(inert("ab\u{202e}cd", true), "ab\\u{202e}cd");
+    }
+}

@@ -845,7 +845,11 @@ impl Store {
         for e in fs::read_dir(dir).map_err(io_err(rel))? {
             let e = e.map_err(io_err(rel))?;
             let os_name = e.file_name();
-            let shown = format!("{rel}{}", os_name.to_string_lossy());
+            // Guest text: shown inert wherever the error goes.
+            let shown = format!(
+                "{rel}{}",
+                crate::names::inert(&os_name.to_string_lossy(), false)
+            );
             let name = os_name.into_string().map_err(|_| IngestError::BadName {
                 path: shown.clone(),
                 reason: "file names must be UTF-8",
@@ -958,7 +962,10 @@ fn measure(dir: &Path, rel: &str, quota: Quota, used: &mut (u64, u64)) -> Result
         rel.to_string()
     }))? {
         let e = e.map_err(io_err(rel.to_string()))?;
-        let shown = format!("{rel}{}", e.file_name().to_string_lossy());
+        let shown = format!(
+            "{rel}{}",
+            crate::names::inert(&e.file_name().to_string_lossy(), false)
+        );
         used.1 += 1;
         if used.1 > quota.files {
             return Err(IngestError::Quota {

@@ -28,6 +28,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             c.capabilities.join(", ")
         )
     };
-    println!("{} {}{note}", c.digest, wasm.display());
+    outln!("{} {}{note}", c.digest, wasm.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -34,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 "file"
             };
-            println!(
+            outln!(
                 "{:<6} {} {:>12} {}",
                 kind,
                 e.digest.short(),
@@ -67,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     for e in &tree.entries {
-        println!("{} {:>12} {}", e.digest.short(), e.bytes, e.name);
+        outln!("{} {:>12} {}", e.digest.short(), e.bytes, e.name);
     }
     Ok(ExitCode::SUCCESS)
 }

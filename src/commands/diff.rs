@@ -52,9 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut names: Vec<&String> = sa.keys().chain(sb.keys()).collect();
     names.sort();
     names.dedup();
-    println!(
+    outln!(
         "{:<24} {:<8} {:<8} {:<8} outputs",
-        "step", "code", "params", "inputs"
+        "step",
+        "code",
+        "params",
+        "inputs"
     );
     for n in names {
         match (sa.get(n), sb.get(n)) {
@@ -69,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .filter(|o| x.outputs.get(*o) != y.outputs.get(*o))
                     .map(|o| format!("{o} differs"))
                     .collect();
-                println!(
+                outln!(
                     "{:<24} {:<8} {:<8} {:<8} {}",
                     n,
                     word(x.component == y.component),
@@ -82,8 +85,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            (Some(_), None) => println!("{n:<24} only in run {a}"),
-            (None, Some(_)) => println!("{n:<24} only in run {b}"),
+            (Some(_), None) => outln!("{n:<24} only in run {a}"),
+            (None, Some(_)) => outln!("{n:<24} only in run {b}"),
             (None, None) => {}
         }
     }

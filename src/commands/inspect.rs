@@ -36,11 +36,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for d in &args.trust {
         trust = trust.trust(d).map_err(anyhow::Error::msg)?;
     }
-    println!("component {}", args.component.display());
-    println!("digest    {digest}");
+    outln!("component {}", args.component.display());
+    outln!("digest    {digest}");
     let is_step = exports.iter().any(|e| e == "run");
     let wants_gpu = imports.iter().any(|i| i == GPU_INTERFACE);
-    println!(
+    outln!(
         "world     {}",
         match (is_step, wants_gpu) {
             (true, true) => "weir:step/trusted-step (imports the gpu capability)",
@@ -50,8 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let signed = weir_runtime::signing::verify(&args.component, &digest);
     match &signed {
-        Ok(None) => println!("signature none"),
-        Ok(Some(s)) => println!(
+        Ok(None) => outln!("signature none"),
+        Ok(Some(s)) => outln!(
             "signature valid, by publisher '{}' ({}){}",
             s.publisher,
             weir_runtime::signing::format_public_key(&s.key),
@@ -60,18 +60,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ => ", a key the trust policy does not name".to_string(),
             }
         ),
-        Err(why) => println!("signature INVALID: {why}"),
+        Err(why) => outln!("signature INVALID: {why}"),
     }
     if let Some(f) = &file {
-        println!("policy    from {}", f.display());
+        outln!("policy    from {}", f.display());
     }
-    println!("imports:");
+    outln!("imports:");
     for i in &imports {
-        println!("  {i}");
+        outln!("  {i}");
     }
-    println!("exports:");
+    outln!("exports:");
     for e in &exports {
-        println!("  {e}");
+        outln!("  {e}");
     }
     let grant = if !wants_gpu {
         "the minimal sandbox (it asks for no capability)".to_string()
@@ -86,12 +86,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Whether it links at all: imports beyond WASI preview 2, weir:step and
     // weir's capabilities (wasi:http, say) are never satisfied, whatever the trust.
     match ex.load(&args.component, &|_, _| true) {
-        Ok(_) => println!("links     yes"),
-        Err(e) => println!("links     NO, it cannot run in weir: {e:#}"),
+        Ok(_) => outln!("links     yes"),
+        Err(e) => outln!("links     NO, it cannot run in weir: {e:#}"),
     }
-    println!("policy    would grant {grant}");
+    outln!("policy    would grant {grant}");
     if let Some(cap) = trust.limits_for(&digest, None, Some(&args.component)) {
-        println!("limits    capped by the trust file: {}", cap.describe());
+        outln!("limits    capped by the trust file: {}", cap.describe());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,7 @@ fn describe(l: &Lineage) -> String {
     }
 }
 
-fn print(l: &Lineage, prefix: &str) {
+fn print(l: &Lineage, prefix: &str) -> std::io::Result<()> {
     for (i, (name, child)) in l.inputs.iter().enumerate() {
         let last = i + 1 == l.inputs.len();
         let (branch, more) = if last {
@@ -58,9 +58,10 @@ fn print(l: &Lineage, prefix: &str) {
         } else {
             ("├─", "│  ")
         };
-        println!("{prefix}{branch} {name}: {}", describe(child));
-        print(child, &format!("{prefix}{more}"));
+        outln!("{prefix}{branch} {name}: {}", describe(child));
+        print(child, &format!("{prefix}{more}"))?;
     }
+    Ok(())
 }
 
 /// Runs `weir lineage`.
@@ -74,10 +75,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let tree = lineage(&records, &digest, args.depth)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&tree)?);
+        jsonln!("{}", serde_json::to_string_pretty(&tree)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{}", describe(&tree));
-    print(&tree, "");
+    outln!("{}", describe(&tree));
+    print(&tree, "")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -31,19 +31,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     for (attempt, line) in records.logs(id, &args.step)? {
-        // Guest text may hold terminal escapes: show control characters escaped.
-        let msg: String = line
-            .message
-            .chars()
-            .flat_map(|c| {
-                if c.is_control() && c != '\t' {
-                    c.escape_default().collect::<Vec<_>>()
-                } else {
-                    vec![c]
-                }
-            })
-            .collect();
-        println!("[attempt {attempt}] {:<6} {msg}", line.level);
+        // Guest text may hold terminal escapes and line breaks.
+        let msg = super::one_line(&line.message);
+        outln!("[attempt {attempt}] {:<6} {msg}", line.level);
     }
     Ok(ExitCode::SUCCESS)
 }

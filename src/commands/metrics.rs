@@ -93,23 +93,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "params": t.params,
             "metrics": t.metrics,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        jsonln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("run {} ({}, {})", t.run, t.pipeline, t.state);
+    outln!("run {} ({}, {})", t.run, t.pipeline, t.state);
     if t.params.is_empty() {
-        println!("params: none");
+        outln!("params: none");
     } else {
-        println!("params:");
+        outln!("params:");
         let w = t.params.keys().map(String::len).max().unwrap_or(0);
         for (k, v) in &t.params {
-            println!("  {k:<w$}  {}", show(v));
+            outln!(
+                "  {:<w$}  {}",
+                super::one_line(k),
+                super::one_line(&show(v))
+            );
         }
     }
     if t.metrics.is_empty() {
-        println!("metrics: none");
+        outln!("metrics: none");
     } else {
-        println!("metrics:");
+        outln!("metrics:");
         let w = t
             .metrics
             .iter()
@@ -118,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or(0);
         for (step, m) in &t.metrics {
             for (k, v) in m {
-                println!("  {:<w$}  {}", format!("{step}.{k}"), super::fmt_metric(*v));
+                let name = format!("{step}.{}", super::one_line(k));
+                outln!("  {name:<w$}  {}", super::fmt_metric(*v));
             }
         }
     }
@@ -203,7 +208,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
         let out = comparison_json(&records, &ids)?;
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        jsonln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     let (runs, rows) = comparison(&records, &ids)?;
@@ -227,16 +232,16 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for (t, w) in runs.iter().zip(&col_w) {
         head.push_str(&format!("  {:>w$}", format!("run {}", t.run)));
     }
-    println!("{}", head.trim_end());
+    outln!("{}", head.trim_end());
     for r in &rows {
         let mark = if r.differs() { "*" } else { " " };
         let mut line = format!("{mark} {:<name_w$}", format!("{} {}", r.kind, r.name));
         for (v, w) in r.values.iter().zip(&col_w) {
             line.push_str(&format!("  {:>w$}", cell(v)));
         }
-        println!("{}", line.trim_end());
+        outln!("{}", line.trim_end());
     }
     let n = rows.iter().filter(|r| r.differs()).count();
-    println!("{n} of {} rows differ (marked *)", rows.len());
+    outln!("{n} of {} rows differ (marked *)", rows.len());
     Ok(ExitCode::SUCCESS)
 }

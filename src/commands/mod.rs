@@ -31,6 +31,12 @@ pub fn open_records(store: &Path) -> anyhow::Result<SqliteRecords> {
     SqliteRecords::open(&db)
 }
 
+/// Guest or script text shown on one line: control characters, line breaks
+/// and tabs escaped, so it cannot start a line of its own.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    weir_runtime::names::inert(text, false)
+}
+
 /// Formats a duration in ms for tables.
 pub fn fmt_ms(ms: i64) -> String {
     if ms < 1000 {

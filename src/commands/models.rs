@@ -87,7 +87,7 @@ pub fn find(records: &dyn Records, spec: &str) -> anyhow::Result<ModelVersion> {
 fn metrics_line(v: &ModelVersion) -> String {
     v.metrics
         .iter()
-        .map(|(k, x)| format!("{k}={}", super::fmt_metric(*x)))
+        .map(|(k, x)| format!("{}={}", super::one_line(k), super::fmt_metric(*x)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -99,19 +99,23 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
             let records = super::open_records(&store.resolve())?;
             let versions = records.models(name.as_deref())?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&versions)?);
+                jsonln!("{}", serde_json::to_string_pretty(&versions)?);
                 return Ok(ExitCode::SUCCESS);
             }
             if versions.is_empty() {
-                println!("no models registered (a step with .register(\"name\") adds versions)");
+                outln!("no models registered (a step with .register(\"name\") adds versions)");
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
+            outln!(
                 "{:<20} {:>7} {:<10} {:<12} {:>5}  metrics",
-                "model", "version", "stage", "artifact", "run"
+                "model",
+                "version",
+                "stage",
+                "artifact",
+                "run"
             );
             for v in &versions {
-                println!(
+                outln!(
                     "{:<20} {:>7} {:<10} {:<12} {:>5}  {}",
                     v.name,
                     v.version,
@@ -134,21 +138,21 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
                     "components": components.iter().map(|(s, d)| json!({"step": s, "digest": d})).collect::<Vec<_>>(),
                     "lineage": tree,
                 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                jsonln!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("model     {}@{}", v.name, v.version);
-            println!("stage     {}", v.stage);
-            println!("artifact  {}", v.digest);
-            println!("made by   run {} step {}", v.run, v.step);
-            println!("metrics   {}", metrics_line(&v));
+            outln!("model     {}@{}", v.name, v.version);
+            outln!("stage     {}", v.stage);
+            outln!("artifact  {}", v.digest);
+            outln!("made by   run {} step {}", v.run, v.step);
+            outln!("metrics   {}", metrics_line(&v));
             for (what, d) in &data {
-                println!("data      {} {what}", d.short());
+                outln!("data      {} {what}", d.short());
             }
             for (step, d) in &components {
-                println!("component {} {step}", d.short());
+                outln!("component {} {step}", d.short());
             }
-            println!("(full tree: weir lineage {}@{})", v.name, v.version);
+            outln!("(full tree: weir lineage {}@{})", v.name, v.version);
         }
         What::Promote {
             model,
@@ -167,9 +171,9 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("unknown stage {stage:?} (stages: {})", all.join(", "));
             };
             let archived = records.promote(name, version, st)?;
-            println!("{name}@{version} is now {st}");
+            outln!("{name}@{version} is now {st}");
             for a in archived {
-                println!("{name}@{a} moved from {st} to archived");
+                outln!("{name}@{a} moved from {st} to archived");
             }
         }
     }

@@ -112,7 +112,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
 weir_sdk::step!(run);
 "#,
     )?;
-    println!("created step crate {}", dir.display());
-    println!("build it with: weir build {}", dir.display());
+    outln!("created step crate {}", dir.display());
+    outln!("build it with: weir build {}", dir.display());
     Ok(ExitCode::SUCCESS)
 }

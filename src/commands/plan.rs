@@ -22,7 +22,7 @@ fn compile(args: &Args) -> anyhow::Result<weir_runtime::Plan> {
 
 /// Runs `weir plan`: the plan as stable JSON.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    println!("{}", compile(&args)?.to_json_pretty());
+    outln!("{}", compile(&args)?.to_json_pretty());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -31,7 +31,7 @@ pub fn check(args: Args) -> anyhow::Result<ExitCode> {
     let plan = compile(&args)?;
     let maps = plan.steps.iter().filter(|s| s.map.is_some()).count();
     let gates = plan.steps.iter().filter(|s| s.when.is_some()).count();
-    println!(
+    outln!(
         "{}: pipeline '{}' is valid: {} steps ({maps} maps, {gates} gated), {} params{}",
         args.pipeline.display(),
         plan.name,
@@ -114,6 +114,6 @@ pub fn graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
             out.push_str("}\n");
         }
     }
-    print!("{out}");
+    out!("{out}");
     Ok(ExitCode::SUCCESS)
 }

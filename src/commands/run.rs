@@ -100,7 +100,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let b = bar.clone();
     // Progress lines go to stderr, through the bar when it is drawn.
-    let say = move |b: &ProgressBar, mut line: String| {
+    let say = move |b: &ProgressBar, line: String| {
+        // Step errors, log lines and metric names are guest text.
+        let mut line = weir_runtime::names::inert(&line, true).into_owned();
         if b.is_hidden() {
             // One write per line (eprintln! makes two), and a closed stderr
             // does not stop the run.
@@ -128,7 +130,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             delay,
         } => say(
             &b,
-            format!("  retry  {step}: attempt {attempt} failed ({error}); retrying in {delay:.1?}"),
+            format!(
+                "  retry  {step}: attempt {attempt} failed ({}); retrying in {delay:.1?}",
+                super::one_line(error)
+            ),
         ),
         RunEvent::StepStarted { step } => b.set_message(format!("running {step}")),
         RunEvent::StepFinished {
@@ -156,16 +161,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             attempt,
             line,
         } if follow => {
-            let msg: String = line
-                .message
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+            let msg = super::one_line(&line.message);
             say(&b, format!("  [{step}#{attempt}] {:<6} {msg}", line.level))
         }
         RunEvent::StepMetric { step, metric, .. } if follow => say(
             &b,
-            format!("  [{step}] metric {} = {}", metric.name, metric.value),
+            format!(
+                "  [{step}] metric {} = {}",
+                super::one_line(&metric.name),
+                metric.value
+            ),
         ),
         _ => {}
     });
@@ -212,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             summary.push_str(&format!(", {} {word}", count(st)));
         }
     }
-    println!("{summary} (store {})", store.display());
+    outln!("{summary} (store {})", store.display());
     let cutoff: Vec<&str> = report
         .steps
         .iter()
@@ -221,7 +226,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|s| s.name.as_str())
         .collect();
     if !cutoff.is_empty() {
-        println!(
+        outln!(
             "  early cutoff: {} re-ran with outputs identical to the previous run, so their dependants stayed cached",
             cutoff.join(", ")
         );
@@ -238,9 +243,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = writeln!(outputs, "  {}.{name} = {} {}", s.name, d.short(), path);
         }
     }
-    print!("{outputs}");
+    out!("{outputs}");
     if let Some(cron) = &plan.schedule {
-        println!(
+        outln!(
             "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
         );
     }
@@ -267,7 +272,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             } else {
                 "already registered"
             };
-            println!(
+            outln!(
                 "model {}@{} {new} (artifact {}, stage {}){}{}",
                 v.name,
                 v.version,
@@ -279,7 +284,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(e) = &report.error {
-        eprintln!("error: run {} {}: {e}", report.run, report.state);
+        let e = super::one_line(e);
+        let text = format!("error: run {} {}: {e}\n", report.run, report.state);
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr().lock(),
+            weir_runtime::names::inert(&text, true).as_bytes(),
+        );
     }
     Ok(match report.state {
         RunState::Succeeded => ExitCode::SUCCESS,

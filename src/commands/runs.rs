@@ -22,26 +22,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let runs = records.runs(args.limit)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&runs)?);
+        jsonln!("{}", serde_json::to_string_pretty(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "{:>5}  {:<20} {:<10} {:>9}  {:<12}  error",
-        "run", "pipeline", "state", "duration", "plan"
+        "run",
+        "pipeline",
+        "state",
+        "duration",
+        "plan"
     );
     for r in runs {
         let dur = r
             .ended_ms
             .map(|e| super::fmt_ms(e - r.started_ms))
             .unwrap_or_else(|| "-".into());
-        println!(
+        outln!(
             "{:>5}  {:<20} {:<10} {:>9}  {:<12}  {}",
             r.id,
             r.pipeline,
             r.state,
             dur,
             r.plan_digest.short(),
-            r.error.unwrap_or_default()
+            super::one_line(&r.error.unwrap_or_default())
         );
     }
     Ok(ExitCode::SUCCESS)

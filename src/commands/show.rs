@@ -23,13 +23,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let r = super::need_run(&records, id)?;
     let steps = records.steps(id)?;
     if args.json {
-        println!(
+        jsonln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "run": r, "steps": steps }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "run {} of pipeline {}: {} (plan {})",
         r.id,
         r.pipeline,
@@ -37,11 +37,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         r.plan_digest.short()
     );
     if let Some(e) = &r.error {
-        println!("error: {e}");
+        outln!("error: {}", super::one_line(e));
     }
-    println!(
+    outln!(
         "{:<20} {:<10} {:>8} {:>9}  {:<12}  outputs",
-        "step", "state", "attempts", "duration", "cache key"
+        "step",
+        "state",
+        "attempts",
+        "duration",
+        "cache key"
     );
     for s in steps {
         let outs: Vec<String> = s
@@ -49,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(n, d)| format!("{n}={}", d.short()))
             .collect();
-        println!(
+        outln!(
             "{:<20} {:<10} {:>8} {:>9}  {:<12}  {}",
             s.step,
             s.state,
@@ -59,12 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             outs.join(" ")
         );
         for (name, v) in &s.metrics {
-            println!("{:<20}   {name} = {v}", "");
+            outln!("{:<20}   {} = {v}", "", super::one_line(name));
         }
         if s.attempts > 1 {
             for a in records.attempts(id, &s.step)? {
-                let outcome = a.error.as_deref().unwrap_or("succeeded");
-                println!(
+                let outcome = super::one_line(a.error.as_deref().unwrap_or("succeeded"));
+                outln!(
                     "{:<20}   attempt {} ({}): {outcome}",
                     "",
                     a.attempt,
@@ -73,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(e) = &s.error {
-            println!(
+            outln!(
                 "{:<20}   error: {}",
                 "",
                 e.replace('\n', "\n                         ")

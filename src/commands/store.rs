@@ -42,7 +42,7 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    println!(
+    outln!(
         "{} objects ({} bytes) re-hashed: {} corrupt; {} stray files; {checked} artifacts referenced by records: {} missing or damaged; {cleaned} temporary leftovers removed",
         objects.objects,
         objects.bytes,
@@ -51,13 +51,13 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
         missing.len()
     );
     for d in &objects.corrupt {
-        println!("corrupt object {d} (moved to corrupt/; the step that made it will run again)");
+        outln!("corrupt object {d} (moved to corrupt/; the step that made it will run again)");
     }
     for p in &objects.stray {
-        println!("stray file {}", p.display());
+        outln!("stray file {}", p.display());
     }
     for m in &missing {
-        println!("{m}");
+        outln!("{m}");
     }
     Ok(if objects.corrupt.is_empty() && missing.is_empty() {
         ExitCode::SUCCESS

@@ -57,12 +57,12 @@ pub enum TrustWhat {
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let key = signing::generate_key().map_err(anyhow::Error::msg)?;
     write_new(&args.out, signing::format_secret_key(&key).as_bytes())?;
-    println!("secret key {} (keep it private)", args.out.display());
-    println!(
+    outln!("secret key {} (keep it private)", args.out.display());
+    outln!(
         "public key {}",
         signing::format_public_key(&key.verifying_key())
     );
-    println!(
+    outln!(
         "projects trust it with: weir trust add --publisher NAME --key {}",
         signing::format_public_key(&key.verifying_key())
     );
@@ -106,7 +106,7 @@ pub fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let tmp = path.with_extension("sig.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&sig)? + "\n")?;
     std::fs::rename(&tmp, &path)?;
-    println!(
+    outln!(
         "signed {} ({}) as {}: {}",
         args.component.display(),
         digest.short(),
@@ -191,7 +191,7 @@ pub fn trust(what: TrustWhat) -> anyhow::Result<ExitCode> {
                 );
             }
             std::fs::rename(&tmp, &file)?;
-            println!("added to {}:{}", file.display(), entry.trim_end());
+            outln!("added to {}:{}", file.display(), entry.trim_end());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -514,7 +514,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         for p in found.values() {
             match (&p.error, &p.schedule) {
-                (Some(e), _) => println!("  {:<20} ERROR {e}", p.name),
+                (Some(e), _) => println!(
+                    "  {:<20} ERROR {}",
+                    p.name,
+                    weir_runtime::names::inert(&e.to_string(), true)
+                ),
                 (None, Some(s)) => println!("  {:<20} schedule {s}", p.name),
                 (None, None) => println!("  {:<20} manual", p.name),
             }

@@ -2,7 +2,9 @@
 //! recursion), `flood` (megabytes of stdout full of terminal escapes),
 //! `biglog` (one huge log line), `logbomb` and `metricbomb` (a string of
 //! `mb` MiB passed to `log.write` or as a metric name `times` times),
-//! `fd_hog` (opens files until an open fails), `bystander` (writes `files`
+//! `fd_hog` (opens files until an open fails), `evil_text` (terminal
+//! escapes in a file name, a log line, a metric name and, with `fail`, its
+//! error), `bystander` (writes `files`
 //! small files and `done.txt`), `disk` (writes `mb` MiB to its output),
 //! `inodes` (creates `files` files in its output), `disk_forever` and
 //! `inodes_forever` (the same, until stopped), `bigrandom` (asks the host
@@ -107,6 +109,18 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
                     Err(e) => weir_sdk::bail!("open failed after {} files: {e}", held.len()),
                 }
             }
+        }
+        "evil_text" => {
+            // Terminal escapes (retitle, clear screen, bell) and a line
+            // break in everything the host may print: a file name, a log
+            // line, a metric name, and (with `fail`) the step's error.
+            let evil = "\x1b]0;pwned\x07\x1b[2J\r\nforged line\u{202e}";
+            ctx.info(format!("log {evil}"));
+            ctx.metric(&format!("metric {evil}"), 1.0);
+            if p.get("fail").is_some() {
+                weir_sdk::bail!("error {evil}");
+            }
+            std::fs::write(ctx.output("out")?.join(format!("name {evil}")), b"x")?;
         }
         "bystander" => {
             // Writes `files` small files and one summary; all must be stored.
