@@ -565,3 +565,120 @@ fn guest_text_never_reaches_the_terminal_raw() {
     let run_err = String::from_utf8_lossy(&said[0].2);
     assert!(run_err.contains("\\u{1b}]0;pwned\\u{7}"), "{run_err}");
 }
+
+/// Issue 19, item 5: a downloaded script could read any host file the user
+/// can (`.input("x", "/etc/passwd")`) into the store. Now host inputs come
+/// only from inside the project, or from roots its weir.toml names; the
+/// refusal says which lines to add.
+#[test]
+fn a_script_reads_host_files_only_inside_its_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("proj");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(&outside, proj.join("link")).unwrap();
+    let noop = fixture("noop");
+    let try_input = |path: &str| {
+        let f = script(
+            &proj,
+            "reader",
+            &format!(
+                "p.step(\"a\", \"{}\").input(\"x\", \"{path}\").output(\"out\");",
+                noop.display()
+            ),
+        );
+        weir()
+            .arg("run")
+            .arg(&f)
+            .arg("--store")
+            .arg(tmp.path().join("store"))
+            .output()
+            .unwrap()
+    };
+    for path in [
+        outside.join("secret.txt").display().to_string(),
+        "../outside/secret.txt".to_string(),
+        // Through a link inside the project: what counts is where it leads.
+        "link/secret.txt".to_string(),
+    ] {
+        let out = try_input(&path);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path}: {said}");
+        assert!(
+            said.contains("input 'x' reads")
+                && said.contains("outside the project")
+                && said.contains("[inputs]")
+                && said.contains("roots = ["),
+            "{path}: {said}"
+        );
+    }
+    let store = std::fs::read_dir(tmp.path().join("store").join("objects"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(store, 0, "nothing was read into the store");
+    // Inside the project, or under a root the project's weir.toml names: read.
+    std::fs::write(proj.join("mine.txt"), "mine").unwrap();
+    assert!(try_input("mine.txt").status.success());
+    std::fs::write(
+        proj.join("weir.toml"),
+        "[inputs]\nroots = [\"../outside\"]\n",
+    )
+    .unwrap();
+    let out = try_input("link/secret.txt");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 19, item 5: a downloaded script could make weir run `cargo build`
+/// on any crate it names, running that crate's `build.rs` natively before
+/// any trust check. Now weir builds step crates only inside the project or
+/// under `[build] roots`, and refuses before cargo starts.
+#[test]
+fn a_script_builds_step_crates_only_inside_its_project() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("proj");
+    let evil = tmp.path().join("evil");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::create_dir_all(evil.join("src")).unwrap();
+    let marker = tmp.path().join("build-script-ran");
+    std::fs::write(
+        evil.join("Cargo.toml"),
+        "[package]\nname = \"evil\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[lib]\ncrate-type = [\"cdylib\"]\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        evil.join("build.rs"),
+        format!(
+            "fn main() {{ std::fs::write({:?}, \"ran\").unwrap(); }}\n",
+            marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(evil.join("src/lib.rs"), "").unwrap();
+    let f = script(
+        &proj,
+        "builder",
+        "p.step(\"a\", \"../evil\").output(\"out\");",
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(tmp.path().join("store"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("builds the step crate")
+            && said.contains("outside the project")
+            && said.contains("[build]"),
+        "{said}"
+    );
+    assert!(!marker.exists(), "the crate's build script ran");
+}

@@ -772,6 +772,63 @@ fn webhook_sink() -> (u16, std::sync::mpsc::Receiver<Value>) {
     (port, rx)
 }
 
+/// Issue 19, item 5: a downloaded script registered a command hook that
+/// `weir serve` then ran as the server's user. Commands are now declared in
+/// the project's weir.toml and named by scripts; an inline command, or a
+/// name the file does not declare, makes the pipeline an error that says
+/// which lines to add, and nothing runs.
+#[test]
+fn a_script_cannot_make_the_server_run_a_command_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    let pwned = tmp.path().join("pwned");
+    std::fs::write(
+        proj.join("inline.rhai"),
+        format!(
+            "let p = pipeline(\"inline\");\np.on_success(#{{ command: [\"touch\", {:?}] }});\np.step(\"only\", {echo:?}).output(\"out\");\n",
+            pwned.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("named.rhai"),
+        format!(
+            "let p = pipeline(\"named\");\np.on_success(#{{ command: \"deploy\" }});\np.step(\"only\", {echo:?}).output(\"out\");\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let (s, v) = srv.get("/api/pipelines");
+    assert_eq!(s, 200);
+    let error = |name: &str| {
+        v["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["error"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let inline = error("inline");
+    assert!(
+        inline.contains("command hooks written in a pipeline script are refused")
+            && inline.contains("[hooks.NAME]"),
+        "{v}"
+    );
+    let named = error("named");
+    assert!(
+        named.contains("the hook 'deploy' is not declared") && named.contains("[hooks.deploy]"),
+        "{v}"
+    );
+    let (s, v) = srv.post("/api/pipelines/inline/runs", json!({}));
+    assert!(s >= 400, "{s} {v}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!pwned.exists(), "the script's command ran");
+}
+
 #[test]
 fn failure_and_success_hooks_are_called_and_a_broken_one_is_only_logged() {
     let tmp = tempfile::tempdir().unwrap();
@@ -792,10 +849,18 @@ fn failure_and_success_hooks_are_called_and_a_broken_one_is_only_logged() {
 let p = pipeline("hooked");
 p.on_failure(#{{ webhook: "http://127.0.0.1:{dead}/gone" }});
 p.on_failure(#{{ webhook: "http://127.0.0.1:{port}/hook" }});
-p.on_success(#{{ command: ["sh", "-c", "cat > {}"] }});
+p.on_success(#{{ command: "note" }});
 let params = if fail == "" {{ #{{}} }} else {{ #{{ fail: fail }} }};
 p.step("only", {echo:?}).output("out").params(params);
-"#,
+"#
+        ),
+    )
+    .unwrap();
+    // The command is the project's to declare, the script's to name.
+    std::fs::write(
+        proj.join("weir.toml"),
+        format!(
+            "[hooks.note]\ncommand = [\"sh\", \"-c\", \"cat > {}\"]\n",
             note.display()
         ),
     )

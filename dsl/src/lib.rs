@@ -811,10 +811,12 @@ fn set_schedule(p: &PipelineHandle, cron: &str, opts: rhai::Map, pos: Position) 
     Ok(())
 }
 
-/// `#{ webhook: "http://..." }` or `#{ command: ["prog", "arg"] }`.
+/// `#{ webhook: "http://..." }`, `#{ command: "NAME" }` (a hook the
+/// project's weir.toml declares) or `#{ command: ["prog", "arg"] }` (which
+/// `weir serve` refuses: see [`Hook::Command`]).
 fn parse_hook(what: &str, m: &rhai::Map) -> Result<Hook, String> {
     let usage = format!(
-        "{what} expects #{{ webhook: \"http://host/path\" }} or #{{ command: [\"program\", \"arg\"] }}"
+        "{what} expects #{{ webhook: \"http://host/path\" }} or #{{ command: \"NAME\" }} (a hook declared in the project's weir.toml as [hooks.NAME])"
     );
     if m.len() != 1 {
         return Err(usage);
@@ -832,6 +834,10 @@ fn parse_hook(what: &str, m: &rhai::Map) -> Result<Hook, String> {
         return Ok(Hook::Webhook(url.to_string()));
     }
     if let Some(cmd) = m.get("command") {
+        if let Some(name) = cmd.clone().try_cast::<rhai::ImmutableString>() {
+            weir_runtime::names::check_name("hook", &name).map_err(|e| format!("{what}: {e}"))?;
+            return Ok(Hook::Named(name.to_string()));
+        }
         let arr = cmd
             .clone()
             .try_cast::<rhai::Array>()

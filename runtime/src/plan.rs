@@ -59,7 +59,13 @@ pub enum Hook {
     /// `POST`s the JSON to this `http://` URL (retried, with a timeout).
     Webhook(String),
     /// Runs this program with these arguments (no shell), JSON on stdin.
+    /// Written in a script, refused by `weir serve`: a script may come from
+    /// someone else, so the commands weir runs are declared in the
+    /// project's `weir.toml` and named ([`Hook::Named`]).
     Command(Vec<String>),
+    /// Runs the command the project's `weir.toml` declares as
+    /// `[hooks.NAME]`, JSON on stdin.
+    Named(String),
 }
 
 /// Pipeline options for `weir serve`.

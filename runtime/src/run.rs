@@ -68,6 +68,63 @@ pub struct TrustPolicy {
     /// The trust file's `[limits]`: caps for every component that no
     /// entry with its own `limits` names.
     default_limits: Option<LimitsCap>,
+    /// Where pipeline scripts may reach on the host (see [`Project`]).
+    project: Option<Project>,
+    /// Command hooks the trust file declares, by name (`[hooks.NAME]`).
+    hooks: BTreeMap<String, Vec<String>>,
+}
+
+/// The part of the host a pipeline script may reach: a script may come
+/// from someone else, so it may read host files (`.input("x", path)`) and
+/// have weir build step crates (whose `build.rs` runs natively) only inside
+/// its project folder and the roots the project's trust file adds
+/// (`[inputs] roots`, `[build] roots`). The project folder is the trust
+/// file's folder, or the script's own when there is no trust file
+/// ([`TrustPolicy::confine_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Project {
+    root: PathBuf,
+    /// The trust file, for messages that say which line would allow something.
+    file: Option<PathBuf>,
+    inputs: Vec<PathBuf>,
+    builds: Vec<PathBuf>,
+}
+
+impl Project {
+    /// `Ok` if `path` (canonical) is inside the project or one of `extra`;
+    /// else the refusal, naming the trust file line that would allow it.
+    fn allows(
+        &self,
+        path: &Path,
+        extra: &[PathBuf],
+        what: &str,
+        section: &str,
+    ) -> Result<(), String> {
+        if path.starts_with(&self.root) || extra.iter().any(|r| path.starts_with(r)) {
+            return Ok(());
+        }
+        let folder = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        let toml_path = format!("{:?}", folder.display().to_string());
+        let (file, where_) = match &self.file {
+            Some(f) => (
+                f.display().to_string(),
+                format!("the folder of {}", f.display()),
+            ),
+            None => (
+                self.root.join(TRUST_FILE).display().to_string(),
+                "the pipeline script's folder; there is no weir.toml".to_string(),
+            ),
+        };
+        Err(format!(
+            "{what} {}, outside the project {} ({where_}); a pipeline script may reach only its own project, since it may come from someone else. To allow it, add to {file}:\n  [{section}]\n  roots = [{toml_path}]",
+            path.display(),
+            self.root.display()
+        ))
+    }
 }
 
 /// What one trust entry grants: every capability and any limits (`caps:
@@ -107,6 +164,28 @@ struct TrustFile {
     limits: Option<LimitsCap>,
     #[serde(default)]
     trust: Vec<TrustEntry>,
+    /// Host folders pipeline scripts may read besides the project.
+    #[serde(default)]
+    inputs: Roots,
+    /// Folders of step crates weir may build besides the project's.
+    #[serde(default)]
+    build: Roots,
+    /// Command hooks scripts may name.
+    #[serde(default)]
+    hooks: BTreeMap<String, HookEntry>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Roots {
+    #[serde(default)]
+    roots: Vec<PathBuf>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookEntry {
+    command: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -230,6 +309,7 @@ impl TrustPolicy {
         let file: TrustFile = toml::from_str(&text)
             .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        self.read_project(path, base, &file)?;
         if let Some(l) = &file.limits {
             l.validate()
                 .map_err(|m| anyhow!("{}: [limits]: {m}", path.display()))?;
@@ -274,6 +354,106 @@ impl TrustPolicy {
             };
         }
         Ok(self)
+    }
+
+    /// The project part of a trust file: its folder, `[inputs]`, `[build]`
+    /// and `[hooks]`.
+    fn read_project(&mut self, path: &Path, base: &Path, file: &TrustFile) -> anyhow::Result<()> {
+        let canon = |section: &str, r: &PathBuf| {
+            base.join(r).canonicalize().map_err(|e| {
+                anyhow!(
+                    "{}: [{section}] roots: {}: {e}",
+                    path.display(),
+                    r.display()
+                )
+            })
+        };
+        let root = base
+            .canonicalize()
+            .map_err(|e| anyhow!("{}: {e}", base.display()))?;
+        self.project = Some(Project {
+            root,
+            file: Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
+            inputs: file
+                .inputs
+                .roots
+                .iter()
+                .map(|r| canon("inputs", r))
+                .collect::<anyhow::Result<_>>()?,
+            builds: file
+                .build
+                .roots
+                .iter()
+                .map(|r| canon("build", r))
+                .collect::<anyhow::Result<_>>()?,
+        });
+        for (name, h) in &file.hooks {
+            crate::names::check_name("hook", name)
+                .map_err(|e| anyhow!("{}: [hooks.{name}]: {e}", path.display()))?;
+            if h.command.first().is_none_or(|p| p.is_empty()) {
+                anyhow::bail!(
+                    "{}: [hooks.{name}]: `command` must name a program, as in command = [\"notify-send\", \"weir\"]",
+                    path.display()
+                );
+            }
+            self.hooks.insert(name.clone(), h.command.clone());
+        }
+        Ok(())
+    }
+
+    /// Confines pipeline scripts to `dir` (the script's folder) when no
+    /// trust file set the project already; see [`TrustPolicy::check_input`].
+    pub fn confine_to(mut self, dir: &Path) -> TrustPolicy {
+        if self.project.is_none()
+            && let Ok(root) = dir.canonicalize()
+        {
+            self.project = Some(Project {
+                root,
+                file: None,
+                inputs: Vec::new(),
+                builds: Vec::new(),
+            });
+        }
+        self
+    }
+
+    /// Whether a pipeline may read the host file or folder `path` as an
+    /// input: always, unless the policy confines scripts to a project (a
+    /// trust file, or [`TrustPolicy::confine_to`]); then only inside it or
+    /// its `[inputs] roots`. The refusal says which trust file line would
+    /// allow it.
+    pub fn check_input(&self, path: &Path) -> Result<(), String> {
+        let Some(p) = &self.project else {
+            return Ok(());
+        };
+        // A path that does not resolve is reported by the read itself.
+        let Ok(canon) = path.canonicalize() else {
+            return Ok(());
+        };
+        p.allows(&canon, &p.inputs, "reads", "inputs")
+    }
+
+    /// Whether weir may build the step crate in `dir` for a pipeline (its
+    /// `build.rs` would run natively): like [`TrustPolicy::check_input`],
+    /// with `[build] roots`.
+    pub fn check_build(&self, dir: &Path) -> Result<(), String> {
+        let Some(p) = &self.project else {
+            return Ok(());
+        };
+        let canon = dir
+            .canonicalize()
+            .map_err(|e| format!("step crate {}: {e}", dir.display()))?;
+        p.allows(&canon, &p.builds, "builds the step crate", "build")
+    }
+
+    /// The command of the hook the trust file declares as `name`.
+    pub fn hook(&self, name: &str) -> Option<&[String]> {
+        self.hooks.get(name).map(Vec::as_slice)
+    }
+
+    /// The names of the hooks the trust file declares.
+    pub fn hook_names(&self) -> impl Iterator<Item = &str> {
+        self.hooks.keys().map(String::as_str)
     }
 
     /// Finds the trust file for a pipeline in `dir` or the folders above it.
@@ -697,6 +877,11 @@ impl Runtime {
         &self.inner.store
     }
 
+    /// The trust policy runs are checked against.
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.inner.config.trust
+    }
+
     /// The run records.
     pub fn records(&self) -> &dyn Records {
         &*self.inner.records
@@ -727,14 +912,16 @@ impl Runtime {
                 base.join(p)
             }
         };
+        let trust = &self.inner.config.trust;
         let wasm = match source {
-            ComponentSource::Crate(dir) => crate::builder::build_crate_cached(
-                &resolve(dir),
-                &self.inner.store.root().join("builds"),
-            )?,
+            ComponentSource::Crate(dir) => {
+                let dir = resolve(dir);
+                // Before cargo runs the crate's build script.
+                trust.check_build(&dir).map_err(|e| anyhow!(e))?;
+                crate::builder::build_crate_cached(&dir, &self.inner.store.root().join("builds"))?
+            }
             ComponentSource::Wasm(p) => resolve(p),
         };
-        let trust = &self.inner.config.trust;
         let (crate_dir, file) = match source {
             ComponentSource::Crate(dir) => (Some(resolve(dir)), None),
             ComponentSource::Wasm(p) => (None, Some(resolve(p))),
@@ -919,6 +1106,11 @@ impl Runtime {
                 match src {
                     InputSource::Path(p) => {
                         let p = plan.resolve(p);
+                        self.inner
+                            .config
+                            .trust
+                            .check_input(&p)
+                            .map_err(|e| anyhow!("{}input '{name}' {e}", step_at(s)))?;
                         let d = match ingested.get(&p) {
                             Some(d) => *d,
                             None => {
@@ -1026,5 +1218,46 @@ pub(crate) fn step_at(s: &crate::plan::StepPlan) -> String {
     match &s.origin {
         Some(o) => format!("step '{}' ({o}): ", s.name),
         None => format!("step '{}': ", s.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrustPolicy;
+
+    #[test]
+    fn a_trust_file_sets_the_project_and_its_extra_roots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (proj, data, shared) = (
+            tmp.path().join("proj"),
+            tmp.path().join("data"),
+            tmp.path().join("shared"),
+        );
+        for d in [&proj, &data, &shared, &tmp.path().join("other")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let file = proj.join("weir.toml");
+        std::fs::write(
+            &file,
+            "[inputs]\nroots = [\"../data\"]\n[build]\nroots = [\"../shared\"]\n[hooks.notify]\ncommand = [\"notify-send\", \"weir\"]\n",
+        )
+        .unwrap();
+        let t = TrustPolicy::default().with_file(&file).unwrap();
+        assert!(t.check_input(&proj).is_ok());
+        assert!(t.check_input(&data).is_ok());
+        assert!(t.check_build(&shared).is_ok());
+        let e = t.check_build(&data).unwrap_err();
+        assert!(e.contains("[build]") && e.contains("weir.toml"), "{e}");
+        let e = t.check_input(&tmp.path().join("other")).unwrap_err();
+        assert!(e.contains("[inputs]"), "{e}");
+        assert_eq!(
+            t.hook("notify"),
+            Some(&["notify-send".to_string(), "weir".to_string()][..])
+        );
+        // Without a trust file, the script's folder is the project.
+        let t = TrustPolicy::default().confine_to(&proj);
+        assert!(t.check_input(&data).is_err());
+        // Embedders that set neither are not confined.
+        assert!(TrustPolicy::default().check_input(&data).is_ok());
     }
 }

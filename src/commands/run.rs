@@ -74,6 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(file) = weir_runtime::TrustPolicy::find_file(&plan.base_dir) {
         config.trust = config.trust.clone().with_file(&file)?;
     }
+    // The script may come from someone else: it reaches only its project.
+    config.trust = config.trust.clone().confine_to(&plan.base_dir);
     for d in &args.trust {
         config.trust = config.trust.clone().trust(d).map_err(anyhow::Error::msg)?;
     }
@@ -247,6 +249,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(cron) = &plan.schedule {
         outln!(
             "schedule: {cron} (this run was started by hand; `weir serve` runs the pipeline on its schedule)"
+        );
+    }
+    if !plan.serve.on_failure.is_empty() || !plan.serve.on_success.is_empty() {
+        outln!(
+            "hooks: the pipeline's on_failure/on_success hooks are called by `weir serve` only; `weir run` did not call them"
         );
     }
     for s in plan.steps.iter().filter(|s| s.register.is_some()) {

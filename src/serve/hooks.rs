@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use weir_runtime::plan::Hook;
 use weir_runtime::run::RunReport;
-use weir_runtime::{Plan, RunState, StepState};
+use weir_runtime::{Plan, RunState, StepState, TrustPolicy};
 
 const TRIES: u32 = 3;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +40,13 @@ pub async fn after_run(server: &Arc<Server>, plan: &Plan, report: &RunReport) {
     }
     let body = body(server, plan, report).to_string();
     for hook in hooks.clone() {
+        let hook = match resolve(&hook, server.runtime.trust()) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(pipeline = %plan.name, run = %report.run, "hook refused: {e}");
+                continue;
+            }
+        };
         let body = body.clone();
         let outcome = tokio::task::spawn_blocking(move || call(&hook, &body)).await;
         match outcome {
@@ -52,8 +59,37 @@ pub async fn after_run(server: &Arc<Server>, plan: &Plan, report: &RunReport) {
     }
 }
 
+/// Why a pipeline's hooks cannot run under `trust`, if they cannot: an
+/// inline command (a script may come from someone else, so weir runs only
+/// commands the project's weir.toml declares), or a name it does not declare.
+pub fn problem(serve: &weir_runtime::plan::ServeOptions, trust: &TrustPolicy) -> Option<String> {
+    let all = serve.on_failure.iter().chain(&serve.on_success);
+    all.map(|h| resolve(h, trust)).find_map(Result::err)
+}
+
+/// The hook to call: a webhook, or the command a named hook stands for.
+fn resolve(hook: &Hook, trust: &TrustPolicy) -> Result<Hook, String> {
+    match hook {
+        Hook::Webhook(_) => Ok(hook.clone()),
+        Hook::Named(name) => trust
+            .hook(name)
+            .map(|argv| Hook::Command(argv.to_vec()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = trust.hook_names().collect();
+                format!(
+                    "the hook '{name}' is not declared in the project's weir.toml (declared: {}); add\n  [hooks.{name}]\n  command = [\"program\", \"arg\"]",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            }),
+        Hook::Command(argv) => Err(format!(
+            "command hooks written in a pipeline script are refused, since a script may come from someone else; declare it in the project's weir.toml as\n  [hooks.NAME]\n  command = {argv:?}\nand name it in the script: #{{ command: \"NAME\" }}"
+        )),
+    }
+}
+
 fn call(hook: &Hook, body: &str) -> Result<(), String> {
     match hook {
+        Hook::Named(name) => Err(format!("hook '{name}' was not resolved")),
         Hook::Webhook(url) => {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .timeout_global(Some(WEBHOOK_TIMEOUT))

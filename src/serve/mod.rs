@@ -156,7 +156,10 @@ const SKIP_DIRS: &[&str] = &[".weir", "target", "node_modules", ".git"];
 impl Server {
     /// Re-reads the project's scripts.
     pub fn rescan(&self) -> BTreeMap<String, Pipeline> {
-        let found = discover(&self.project);
+        let mut found = discover(&self.project);
+        for p in found.values_mut().filter(|p| p.error.is_none()) {
+            p.error = hooks::problem(&p.serve, self.runtime.trust());
+        }
         *lock(&self.pipelines) = found.clone();
         found
     }
@@ -409,6 +412,8 @@ pub fn project_config(project: &Path, store: &Path, jobs: Option<usize>) -> anyh
     if let Some(file) = weir_runtime::TrustPolicy::find_file(project) {
         config.trust = config.trust.clone().with_file(&file)?;
     }
+    // Scripts may come from someone else: they reach only the project.
+    config.trust = config.trust.clone().confine_to(project);
     Ok(config)
 }
 
