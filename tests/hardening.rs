@@ -682,3 +682,33 @@ fn a_script_builds_step_crates_only_inside_its_project() {
     );
     assert!(!marker.exists(), "the crate's build script ran");
 }
+
+/// Issue 19, item 6: a component built against another version of the
+/// contract (`weir:step@0.2.0`) ran because its exports matched
+/// structurally. It is refused at load, naming both versions.
+#[test]
+fn a_component_of_another_contract_version_is_refused_at_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = script(
+        tmp.path(),
+        "future",
+        &format!(
+            "p.step(\"a\", \"{}\").output(\"out\");",
+            fixture("future_contract").display()
+        ),
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(tmp.path().join(".weir"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("was built for weir:step@0.2.0")
+            && said.contains("supports weir:step@0.1.0 only"),
+        "{said}"
+    );
+}

@@ -490,6 +490,25 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
     let big = json!({ "params": { "greeting": "x".repeat(100_000) } });
     let (s, _) = srv.post("/api/pipelines/quick/runs", big);
     assert_eq!(s, 413);
+    // Issue 19, item 6: a body declared over the cap is refused at once,
+    // without waiting for (or reading) it.
+    {
+        use std::io::{Read as _, Write as _};
+        let addr = srv.base.trim_start_matches("http://").to_string();
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            c,
+            "POST /api/pipelines/quick/runs HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n{{"
+        )
+        .unwrap();
+        let started = Instant::now();
+        let mut got = [0u8; 256];
+        let n = c.read(&mut got).expect("an answer before the body");
+        let head = String::from_utf8_lossy(&got[..n]);
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
 
     // The dashboard: served with a strict CSP; ?token= sets a cookie.
     let (s, hs, body) = srv.raw("GET", &format!("/?token={TOKEN}"), &[]);

@@ -349,8 +349,18 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "params",
         |ctx: NativeCallContext, s: &mut StepHandle, map: rhai::Map| -> RhaiResult<StepHandle> {
+            let map = Dynamic::from_map(map);
+            if let Some(at) = non_finite(&map, String::new()) {
+                return err(
+                    format!(
+                        "step '{}': params: {at} is not a finite number (NaN and infinities cannot be passed to a step)",
+                        s.name()
+                    ),
+                    ctx.call_position(),
+                );
+            }
             let v: serde_json::Value =
-                rhai::serde::from_dynamic(&Dynamic::from_map(map)).or_else(|e| {
+                rhai::serde::from_dynamic(&map).or_else(|e| {
                     err(
                         format!(
                             "step '{}': params cannot be expressed as JSON: {e}",
@@ -372,12 +382,19 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "timeout",
         |ctx: NativeCallContext, s: &mut StepHandle, d: Dynamic| -> RhaiResult<StepHandle> {
-            let ms = parse_duration_ms(&d).or_else(|m| {
-                err(
-                    format!("step '{}': timeout: {m}", s.name()),
-                    ctx.call_position(),
-                )
-            })?;
+            let max = weir_runtime::limits::MAX_TIMEOUT.as_millis() as u64;
+            let ms = parse_duration_ms(&d)
+                .and_then(|ms| match ms {
+                    0 => Err("must be at least 1 ms, found 0".to_string()),
+                    ms if ms > max => Err(format!("must be at most 7 days, found {ms} ms")),
+                    ms => Ok(ms),
+                })
+                .or_else(|m| {
+                    err(
+                        format!("step '{}': timeout: {m}", s.name()),
+                        ctx.call_position(),
+                    )
+                })?;
             s.with(|st| st.limits.timeout_ms = ms);
             Ok(s.clone())
         },
@@ -504,6 +521,39 @@ fn add_input(
     Ok(s.clone())
 }
 
+/// The path (`a.b[2]`) of the first float in `v` that is NaN or infinite.
+fn non_finite(v: &Dynamic, at: String) -> Option<String> {
+    let here = || {
+        if at.is_empty() {
+            "the value".to_string()
+        } else {
+            at.clone()
+        }
+    };
+    if let Some(f) = v.clone().try_cast::<rhai::FLOAT>() {
+        return (!f.is_finite()).then(here);
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite(x, format!("{at}[{i}]")));
+    }
+    if let Some(m) = v.read_lock::<rhai::Map>() {
+        return m.iter().find_map(|(k, x)| {
+            non_finite(
+                x,
+                if at.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{at}.{k}")
+                },
+            )
+        });
+    }
+    None
+}
+
 /// Parses a `--param` override in the type of the param's default.
 fn parse_override(name: &str, text: &str, default: &Dynamic) -> Result<Dynamic, String> {
     let bad = |what: &str| {
@@ -553,6 +603,12 @@ fn register_params(e: &mut Engine, state: Arc<Mutex<Declared>>) {
                 }
                 None => default,
             };
+            if non_finite(&value, String::new()).is_some() {
+                return err(
+                    format!("param '{name}': {value} is not a finite number (NaN and infinities cannot be passed to a step)"),
+                    pos,
+                );
+            }
             let json: serde_json::Value = rhai::serde::from_dynamic(&value)
                 .or_else(|e| err(format!("param '{name}': {e}"), pos))?;
             st.params.insert(name.to_string(), json);
@@ -572,12 +628,12 @@ macro_rules! step_method {
 
 fn register_policies(e: &mut Engine) {
     step_method!(e, "retries", |ctx, s, n: i64| {
-        let Ok(n) = u32::try_from(n) else {
+        let max = weir_runtime::limits::MAX_RETRIES;
+        let Some(n) = u32::try_from(n).ok().filter(|n| *n <= max) else {
             return err(
                 format!(
-                    "step '{}': retries must be between 0 and {}, found {n}",
+                    "step '{}': retries must be between 0 and {max}, found {n}",
                     s.name(),
-                    u32::MAX
                 ),
                 ctx.call_position(),
             );
@@ -585,12 +641,21 @@ fn register_policies(e: &mut Engine) {
         s.with(|st| st.retry.retries = n);
     });
     step_method!(e, "retry_delay", |ctx, s, d: Dynamic| {
-        let ms = parse_duration_ms(&d).or_else(|m| {
-            err(
-                format!("step '{}': retry_delay: {m}", s.name()),
-                ctx.call_position(),
-            )
-        })?;
+        let max = weir_runtime::limits::MAX_RETRY_DELAY.as_millis() as u64;
+        let ms = parse_duration_ms(&d)
+            .and_then(|ms| {
+                if ms > max {
+                    Err(format!("must be at most 1 day, found {ms} ms"))
+                } else {
+                    Ok(ms)
+                }
+            })
+            .or_else(|m| {
+                err(
+                    format!("step '{}': retry_delay: {m}", s.name()),
+                    ctx.call_position(),
+                )
+            })?;
         s.with(|st| st.retry.delay_ms = ms);
     });
     step_method!(e, "backoff", |ctx, s, f: f64| {

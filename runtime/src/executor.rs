@@ -1004,6 +1004,7 @@ impl Executor {
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
+        check_contract(what, &imports)?;
         let wants_gpu = imports.iter().any(|name| name == GPU_INTERFACE);
         let is_granted = |c: &str| granted.iter().any(|g| g == c);
         if wants_gpu && !is_granted("gpu") {
@@ -1308,6 +1309,25 @@ impl Executor {
             metrics: s.metrics,
         }
     }
+}
+
+/// Refuses a component built against another version of weir's contract
+/// (`weir:step@X` imports with X not this weir's): its exports may match
+/// structurally, but what they mean may not.
+fn check_contract(what: &str, imports: &[String]) -> anyhow::Result<()> {
+    let ours = crate::cache::STEP_WORLD
+        .split_once('@')
+        .map_or("", |(_, v)| v);
+    let other = imports.iter().find_map(|i| {
+        let (iface, version) = i.strip_prefix("weir:step/")?.split_once('@')?;
+        (version != ours).then(|| (iface.to_string(), version.to_string()))
+    });
+    if let Some((iface, version)) = other {
+        anyhow::bail!(
+            "{what} was built for weir:step@{version} (it imports weir:step/{iface}@{version}), but this weir supports weir:step@{ours} only; rebuild it with the weir-sdk of this weir (`weir build`)"
+        );
+    }
+    Ok(())
 }
 
 /// The reason of a trap in one paragraph: the trap kind, then the guest backtrace.

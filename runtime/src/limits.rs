@@ -15,6 +15,12 @@ pub const DEFAULT_OUTPUT_FILES: u64 = 100_000;
 pub const DEFAULT_STDIO_BYTES: u64 = 1 << 20;
 /// Default number of log lines kept per attempt: 10,000.
 pub const DEFAULT_LOG_LINES: u64 = 10_000;
+/// The longest timeout a step may ask for: 7 days.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most retries a step may ask for: 100.
+pub const MAX_RETRIES: u32 = 100;
+/// The longest wait between attempts a step may ask for: 1 day.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(24 * 3600);
 /// The largest memory cap a step may ask for: 4 GiB (wasm32's address space).
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
 /// Fixed bounds on what a guest passes through host calls and grows, the
@@ -118,6 +124,13 @@ impl Limits {
         if self.timeout_ms == 0 {
             return Err("timeout must be at least 1 ms, found 0".into());
         }
+        if self.timeout_ms > MAX_TIMEOUT.as_millis() as u64 {
+            return Err(format!(
+                "timeout must be at most 7 days ({} ms), found {} ms",
+                MAX_TIMEOUT.as_millis(),
+                self.timeout_ms
+            ));
+        }
         if self.fuel == Some(0) {
             return Err("fuel must be at least 1 when set, found 0".into());
         }
@@ -135,8 +148,24 @@ fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(&'a str, f64, &'a s
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
-        .map_err(|_| format!("expected {what}, found {t:?}"))?;
+        .map_err(|_| format!("expected {what}, found {}", shorten(t)))?;
+    if !n.is_finite() || n >= 1e18 {
+        return Err(format!("{} is too large for {what}", shorten(t)));
+    }
     Ok((t, n, unit.trim()))
+}
+
+/// `text` quoted for a message, cut in the middle when long: a script's
+/// twenty-thousand-digit number does not fill the screen.
+pub fn shorten(text: &str) -> String {
+    const KEEP: usize = 24;
+    let chars = text.chars().count();
+    if chars <= 2 * KEEP + 8 {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(KEEP).collect();
+    let tail: String = text.chars().skip(chars - 8).collect();
+    format!("\"{head}...{tail}\" ({chars} characters)")
 }
 
 /// Parses a size: a number of bytes (`"512"`) or a number with a unit
@@ -154,7 +183,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GB" => 1e9,
         u => {
             return Err(format!(
-                "unknown size unit {u:?} in {t:?} (use B, KiB, MiB, GiB, KB, MB or GB)"
+                "unknown size unit {u:?} in {} (use B, KiB, MiB, GiB, KB, MB or GB)",
+                shorten(t)
             ));
         }
     };
@@ -172,7 +202,8 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "h" => 3_600_000.0,
         u => {
             return Err(format!(
-                "unknown duration unit {u:?} in {t:?} (use ms, s, m or h)"
+                "unknown duration unit {u:?} in {} (use ms, s, m or h)",
+                shorten(t)
             ));
         }
     };

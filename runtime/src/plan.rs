@@ -106,6 +106,36 @@ impl ServeOptions {
     }
 }
 
+/// The path (`a.b[2]`) of the first number in `v` that is not finite.
+/// (serde_json keeps no NaN or infinity, but a plan read from elsewhere
+/// could hold one as a float it parsed from a string: checked anyway.)
+fn non_finite(v: &serde_json::Value, at: String) -> Option<String> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().filter(|f| !f.is_finite()).map(|_| {
+            if at.is_empty() {
+                "the value".into()
+            } else {
+                at
+            }
+        }),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| non_finite(x, format!("{at}[{i}]"))),
+        serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+            non_finite(
+                x,
+                if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                },
+            )
+        }),
+        _ => None,
+    }
+}
+
 /// One step of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +261,36 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     fn is_none(&self) -> bool {
         *self == RetryPolicy::default()
+    }
+
+    /// Checks the policy against [`crate::limits::MAX_RETRIES`] and
+    /// [`crate::limits::MAX_RETRY_DELAY`], naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::limits::{MAX_RETRIES, MAX_RETRY_DELAY};
+        if self.retries > MAX_RETRIES {
+            return Err(format!(
+                "retries must be at most {MAX_RETRIES}, found {}",
+                self.retries
+            ));
+        }
+        let max = MAX_RETRY_DELAY.as_millis() as u64;
+        for (what, ms) in [
+            ("retry_delay", self.delay_ms),
+            ("max_delay", self.max_delay_ms),
+        ] {
+            if ms > max {
+                return Err(format!(
+                    "{what} must be at most 1 day ({max} ms), found {ms} ms"
+                ));
+            }
+        }
+        if !(1.0..=100.0).contains(&self.backoff) {
+            return Err(format!(
+                "backoff must be between 1.0 and 100.0, found {}",
+                self.backoff
+            ));
+        }
+        Ok(())
     }
 
     /// The wait before attempt `attempt` (2 for the first retry).
@@ -635,6 +695,15 @@ impl Plan {
             s.limits
                 .validate()
                 .map_err(|e| PlanError::Invalid(format!("{}{e}", s.at())))?;
+            s.retry
+                .validate()
+                .map_err(|e| PlanError::Invalid(format!("{}{e}", s.at())))?;
+            if let Some(path) = non_finite(&s.params, String::new()) {
+                return Err(PlanError::Invalid(format!(
+                    "{}params: {path} is not a finite number (NaN and infinities cannot be passed to a step)",
+                    s.at()
+                )));
+            }
         }
         for (name, size) in &self.pools {
             check_name("pool", name).map_err(|source| PlanError::Name {

@@ -192,6 +192,23 @@ async fn guard(
             .into_response();
         }
     }
+    // A body declared larger than the cap is refused before any of it is
+    // read (the body limit alone would read up to the cap first).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        let mut resp = ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over the limit of {MAX_BODY} bytes"),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
