@@ -504,3 +504,45 @@ fn two_hosts_sharing_records_and_a_remote_reuse_each_others_results() {
         "from host A"
     );
 }
+
+/// Issues 21 and 29: 16 concurrent runs on one `Runtime` with `jobs = 2`
+/// lost runs to "maximum concurrent limit of 8 for component instances
+/// reached" (`jobs` bounded steps per run but sized the instance pool of the
+/// whole runtime). Steps now wait for one of the runtime's slots, and no run
+/// fails for lack of one.
+#[test]
+fn many_concurrent_runs_on_one_runtime_all_succeed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path()); // jobs = 2
+    let plans: Vec<weir_runtime::Plan> = (0..16)
+        .map(|r| {
+            let steps = (0..4)
+                .map(|i| {
+                    let mut s = sleeping(&format!("s{i}"), 20);
+                    // A different key per run: nothing comes from the cache.
+                    s.params["run"] = serde_json::json!(r);
+                    s
+                })
+                .collect();
+            plan(tmp.path(), steps)
+        })
+        .collect();
+    let tokio = tokio::runtime::Runtime::new().unwrap();
+    // All 16 at once, each on the runtime's tasks.
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|p| {
+            let rt = rt.clone();
+            tokio.spawn(async move { rt.run(&p, RunOptions::default()).await })
+        })
+        .collect();
+    let reports: Vec<_> = handles
+        .into_iter()
+        .map(|h| tokio.block_on(h).expect("the run task"))
+        .collect();
+    for r in reports {
+        let r = r.expect("the run started");
+        assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+        assert!(r.steps.iter().all(|s| s.state == StepState::Succeeded));
+    }
+}

@@ -190,17 +190,16 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
     std::fs::write(
         &file,
         format!(
-            "[[trust]]\nsource = {:?}\ncapabilities = [\"gpu\"]\n",
-            repo().join("tests/guests/noop").display().to_string()
+            "[[trust]]\nsource = {:?}\ncapabilities = [\"gpu\"]\n[build]\nroots = [{:?}]\n",
+            repo().join("tests/guests/noop").display().to_string(),
+            repo().join("tests/guests").display().to_string()
         ),
     )
     .unwrap();
     let mut cfg = Config::new(tmp.path().join(".weir2")).jobs(2);
     cfg.trust = TrustPolicy::default().with_file(&file).unwrap();
     let rt = Runtime::new(cfg).unwrap();
-    let e = try_run(&rt, &crate_plan(tmp.path()))
-        .unwrap_err()
-        .to_string();
+    let e = format!("{:#}", try_run(&rt, &crate_plan(tmp.path())).unwrap_err());
     assert!(
         e.contains("step 'score'") || e.contains("step 'train'"),
         "{e}"

@@ -74,6 +74,58 @@ guest imports_gpu_untrusted "$g/trainer.wasm" '#{}' '.requires("gpu")' 'granted 
 guest garbage_binary "$work/garbage.wasm" '#{}' '' 'garbage.wasm'
 guest truncated_binary "$work/truncated.wasm" '#{}' '' 'truncated.wasm'
 
+# Round two (issue 19): what a guest sends through imports stays within
+# its step's memory limit; one guest cannot take the host's descriptors;
+# guest text reaches the terminal escaped; other contract versions, and
+# scripts reaching out of their project, are refused.
+guest log_bomb_64MiB_x30 "$g/hostile.wasm" '#{ mode: "logbomb", mb: 64, times: 30 }' '.memory("256MiB")' 'succeeded'
+guest metric_bomb_64MiB_x30 "$g/hostile.wasm" '#{ mode: "metricbomb", mb: 64, times: 30 }' '.memory("256MiB")' 'succeeded'
+cat >"$work/tensor_bomb.rhai" <<RHAI
+let p = pipeline("hostile_tensor");
+p.step("t", "$g/trainer.wasm").output("out").params(#{ mode: "bigtensor", cells: 16777216, times: 30 }).memory("256MiB").requires("gpu");
+RHAI
+measure tensor_bomb_64MiB_x30 'succeeded' "$weir" run --store "$work/store-tensor" --trust-all "$work/tensor_bomb.rhai"
+{
+  echo 'let p = pipeline("hostile_fds");'
+  echo "p.step(\"hog\", \"$g/hostile.wasm\").output(\"out\").params(#{ mode: \"fd_hog\" });"
+  for i in 0 1 2 3 4 5; do
+    echo "p.step(\"b$i\", \"$g/hostile.wasm\").output(\"out\").params(#{ mode: \"bystander\", files: 20, i: $i });"
+  done
+} >"$work/fds.rhai"
+measure descriptor_hog "over its handle limit" "$weir" run --jobs 4 --store "$work/store-fds" "$work/fds.rhai"
+lost=$("$weir" show 1 --json --store "$work/store-fds" | python3 -c '
+import json, os, sys
+v = json.load(sys.stdin)
+store = sys.argv[1]
+lost = 0
+for s in v["steps"]:
+    if s["step"] == "hog":
+        continue
+    d = s["outputs"].get("out")
+    if s["state"] != "succeeded" or not d or len(os.listdir(os.path.join(store, "views", d))) != 21:
+        lost += 1
+print(lost)' "$work/store-fds")
+guest evil_text_in_names "$g/hostile.wasm" '#{ mode: "evil_text" }' '' 'unusable name'
+raw=0
+grep -q $'\x1b' "$work/out" && raw=$((raw + 1))
+for cmd in "show 1" "logs 1 evil_text_in_names" "metrics 1" "runs"; do
+  # shellcheck disable=SC2086
+  "$weir" $cmd --store "$work/store-evil_text_in_names" >"$work/cmd.out" 2>&1 || true
+  grep -q $'\x1b' "$work/cmd.out" && raw=$((raw + 1))
+done
+guest other_contract_version "$g/future_contract.wasm" '#{}' '' 'was built for weir:step@0.2.0'
+mkdir -p "$work/proj"
+cat >"$work/proj/reads_etc.rhai" <<RHAI
+let p = pipeline("hostile_reader");
+p.step("r", "$g/noop.wasm").input("x", "/etc/passwd").output("out");
+RHAI
+measure script_reads_outside "outside the project" "$weir" run --store "$work/store-reader" "$work/proj/reads_etc.rhai"
+cat >"$work/proj/builds_outside.rhai" <<RHAI
+let p = pipeline("hostile_builder");
+p.step("b", "$work").output("out");
+RHAI
+measure script_builds_outside "builds the step crate" "$weir" run --store "$work/store-builder" "$work/proj/builds_outside.rhai"
+
 # Hostile scripts: every tests/ui case must fail with its golden message.
 for f in tests/ui/*.rhai; do
   name=script_$(basename "$f" .rhai)
@@ -92,4 +144,10 @@ echo "escape fixture: $tried attempts, escapes: ${escapes:-?}; canary: $(cat "$w
 echo "memory bomb asking for 1 GiB at once (512 MiB limit): peak RSS $((bomb / 1024)) MiB vs $((base / 1024)) MiB for a no-op run: +$(((bomb - base) / 1024)) MiB (refused at the first grow)"
 echo "memory bomb growing 16 MiB at a time, touching every page (512 MiB limit): peak RSS $((grow / 1024)) MiB: +$(((grow - base) / 1024)) MiB"
 echo "spinning guest, timeout 1 s: step ran ${spin_ms} ms, so it stopped $((spin_ms - 1000)) ms after its deadline"
-[ "$bad" = 0 ] && [ "$panics" = 0 ] && [ "${escapes:-1}" = 0 ]
+for m in log_bomb_64MiB_x30 metric_bomb_64MiB_x30 tensor_bomb_64MiB_x30; do
+  r=$(cat "$work/rss.$m")
+  echo "$m (256 MiB limit): peak RSS $((r / 1024)) MiB: +$(((r - base) / 1024)) MiB over a no-op run"
+done
+echo "descriptor hog beside 6 bystanders: bystanders not recorded whole (records lost): $lost"
+echo "guest escape sequences that reached the terminal raw (run, show, logs, metrics, runs): $raw"
+[ "$bad" = 0 ] && [ "$panics" = 0 ] && [ "${escapes:-1}" = 0 ] && [ "$lost" = 0 ] && [ "$raw" = 0 ]

@@ -1017,3 +1017,136 @@ fn an_idle_server_leaves_the_epoch_asleep_and_a_spinning_step_still_times_out() 
     idle("after the run");
     srv.stop();
 }
+
+/// Issue 21, bugs 1 and 2, with real concurrent HTTP clients on loopback:
+/// with 8 long runs active, concurrent triggers failed with "maximum
+/// concurrent limit of 8 for component instances reached"; and 10
+/// simultaneous triggers of a `max_active_runs(1)` pipeline admitted three.
+/// Now steps wait for the server's step slots, and admission is decided and
+/// counted in one step.
+#[test]
+fn concurrent_triggers_all_run_and_admission_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let sleep = fixture("sleep").display().to_string();
+    std::fs::write(
+        proj.join("wide.rhai"),
+        format!(
+            "let n = param(\"n\", 0);\nlet p = pipeline(\"wide\");\np.max_active_runs(50);\nfor i in 0..4 {{ p.step(`s${{i}}`, {sleep:?}).output(\"out\").params(#{{ ms: 100, n: n }}); }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("single.rhai"),
+        format!(
+            "let n = param(\"n\", 0);\nlet p = pipeline(\"single\");\np.max_active_runs(1);\np.step(\"s\", {sleep:?}).output(\"out\").params(#{{ ms: 2000, n: n }});\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let burst = |pipeline: &str, n: usize| -> Vec<(u16, Value)> {
+        let barrier = std::sync::Barrier::new(n);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (srv, barrier) = (&srv, &barrier);
+                    sc.spawn(move || {
+                        barrier.wait();
+                        srv.post(
+                            &format!("/api/pipelines/{pipeline}/runs"),
+                            json!({ "params": { "n": i } }),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let wide = burst("wide", 20);
+    for (s, v) in &wide {
+        assert_eq!(*s, 201, "{v}");
+    }
+    for (_, v) in &wide {
+        let detail = srv.wait_run(v["run"].as_i64().unwrap(), 120);
+        assert_eq!(detail["run"]["state"], "succeeded", "{detail}");
+    }
+    let single = burst("single", 10);
+    let admitted = single.iter().filter(|(s, _)| *s == 201).count();
+    let refused = single.iter().filter(|(s, _)| *s == 409).count();
+    assert_eq!((admitted, refused), (1, 9), "{single:?}");
+}
+
+/// The server process's peak resident set size, in bytes.
+fn peak_rss(srv: &Served) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.child.id())).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// Issue 21, bug 5: one run logging 3,000 lines of 60 KB took the server
+/// from 124 to 525 MB, and fetching that log returned 206 MB in one
+/// response. Now an attempt keeps at most 16 MiB of log text, the live
+/// buffer is bounded in bytes, and the logs route pages (`limit`, `after`).
+#[test]
+fn a_log_flood_is_bounded_in_memory_and_the_logs_route_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let hostile = fixture("hostile").display().to_string();
+    std::fs::write(
+        proj.join("flood.rhai"),
+        format!(
+            "let n = param(\"n\", 3000);\nlet p = pipeline(\"flood\");\np.step(\"f\", {hostile:?}).output(\"out\").params(#{{ mode: \"logflood\", lines: n, kb: 60 }});\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    // A small run first: the server's own peak with a run behind it.
+    let (s, v) = srv.post(
+        "/api/pipelines/flood/runs",
+        json!({ "params": { "n": 10 } }),
+    );
+    assert_eq!(s, 201, "{v}");
+    srv.wait_run(v["run"].as_i64().unwrap(), 120);
+    let before = peak_rss(&srv);
+    let (s, v) = srv.post("/api/pipelines/flood/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let id = v["run"].as_i64().unwrap();
+    srv.wait_run(id, 300);
+    let grew = peak_rss(&srv).saturating_sub(before);
+    eprintln!("server peak RSS grew {} MiB under the flood", grew >> 20);
+    assert!(grew < 96 << 20, "the server grew {} MiB", grew >> 20);
+    // Paged: each page at most ~1 MiB; all pages hold every kept line.
+    let (mut after, mut pages, mut lines, mut biggest) = (0u64, 0, 0usize, 0usize);
+    loop {
+        let (s, hs, body) = srv.raw(
+            "GET",
+            &format!("/api/runs/{id}/steps/f/logs?after={after}&limit=1000"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        );
+        assert_eq!(s, 200, "{hs:?}");
+        biggest = biggest.max(body.len());
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        lines += page["lines"].as_array().unwrap().len();
+        after = page["next"].as_u64().unwrap();
+        pages += 1;
+        if page["more"] != true {
+            break;
+        }
+        assert!(pages < 1000);
+    }
+    assert!(
+        biggest < (1 << 20) + (128 << 10),
+        "a page of {biggest} bytes"
+    );
+    // 16 MiB of 60 KiB lines kept (about 270), and the note of what was dropped.
+    assert!(
+        (250..=300).contains(&lines),
+        "{lines} lines in {pages} pages"
+    );
+}

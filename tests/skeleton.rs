@@ -20,6 +20,17 @@ p.step("report", "{h}/steps/write_report").input("stats", stats.out("stats")).ou
     );
     let path = dir.join("pipeline.rhai");
     std::fs::write(&path, script).unwrap();
+    // The script reads and builds from the hello example, outside its own
+    // folder: the project's weir.toml allows it (docs/sandbox.md).
+    std::fs::write(
+        dir.join("weir.toml"),
+        format!(
+            "[inputs]\nroots = [{:?}]\n[build]\nroots = [{:?}]\n",
+            hello.join("data").display().to_string(),
+            hello.join("steps").display().to_string()
+        ),
+    )
+    .unwrap();
     path
 }
 

@@ -215,6 +215,9 @@ pub struct AttemptSpec {
     pub attempt: u32,
     /// Sees each log line and metric as the guest records it.
     pub watch: Option<Watch>,
+    /// Cancelling it stops the attempt (with what it logged so far kept):
+    /// the outcome is [`StepFailure::Cancelled`].
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// Something a guest recorded, shown to a [`Watch`] as it happens.
@@ -331,6 +334,8 @@ pub struct HostState {
     log_cap: usize,
     watch: Option<Watch>,
     logs_dropped: u64,
+    /// Bytes of log text and metric names kept.
+    log_bytes: usize,
     metrics: Vec<Metric>,
     deadline: Instant,
     timed_out: bool,
@@ -399,11 +404,13 @@ impl HostState {
     pub(crate) fn log_line(&mut self, level: bindings::log::Level, message: String) {
         use bindings::log::Level;
         if self.logs.len() >= self.log_cap
+            || self.log_bytes + message.len() > crate::limits::MAX_LOG_BYTES
             || self.charge(message.len() as u64 + RECORD_OVERHEAD).is_err()
         {
             self.logs_dropped += 1;
             return;
         }
+        self.log_bytes += message.len();
         let level = match level {
             Level::Trace => "trace",
             Level::Debug => "debug",
@@ -424,11 +431,13 @@ impl HostState {
     /// Keeps one metric value (its name already cut) like [`HostState::log_line`].
     pub(crate) fn metric(&mut self, name: String, value: f64) {
         if self.metrics.len() >= self.log_cap
+            || self.log_bytes + name.len() > crate::limits::MAX_LOG_BYTES
             || self.charge(name.len() as u64 + RECORD_OVERHEAD).is_err()
         {
             self.logs_dropped += 1;
             return;
         }
+        self.log_bytes += name.len();
         let metric = Metric { name, value };
         if let Some(w) = &self.watch {
             w(Observed::Metric(&metric));
@@ -1164,6 +1173,7 @@ impl Executor {
             log_cap: spec.limits.log_lines as usize,
             watch: spec.watch.clone(),
             logs_dropped: 0,
+            log_bytes: 0,
             metrics: Vec::new(),
             deadline: Instant::now() + timeout,
             timed_out: false,
@@ -1246,11 +1256,26 @@ impl Executor {
         };
         // The outer timeout also stops a guest that is blocked in a host call
         // (where epoch checks cannot run); the grace lets the epoch check fire first.
-        let outcome = match tokio::time::timeout(timeout + Duration::from_millis(100), call).await {
-            Err(_) => Err(StepFailure::Timeout(timeout)),
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(msg))) => Err(StepFailure::Returned(msg)),
-            Ok(Err(e)) => {
+        let timed = tokio::time::timeout(timeout + Duration::from_millis(100), call);
+        // Cancelling stops the guest at its next epoch tick or host call;
+        // the store, and so what it logged, stays.
+        let cancelled = async {
+            match &spec.cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            biased;
+            _ = cancelled => None,
+            r = timed => Some(r),
+        };
+        let outcome = match ended {
+            None => Err(StepFailure::Cancelled),
+            Some(Err(_)) => Err(StepFailure::Timeout(timeout)),
+            Some(Ok(Ok(Ok(())))) => Ok(()),
+            Some(Ok(Ok(Err(msg)))) => Err(StepFailure::Returned(msg)),
+            Some(Ok(Err(e))) => {
                 let s = store.data_mut();
                 Err(if s.timed_out {
                     StepFailure::Timeout(timeout)

@@ -27,6 +27,11 @@ pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
 /// same for every step: the longest log message kept (longer ones are cut
 /// and marked `[truncated]`): 64 KiB.
 pub const MAX_LOG_MESSAGE_BYTES: usize = 64 << 10;
+/// The most log text (messages and metric names) kept per attempt: 16 MiB.
+/// Lines past it are counted and dropped, like lines past `log_lines`: a
+/// step that logs hundreds of megabytes cannot make its host (or `weir
+/// serve`, which shows them live) hold them.
+pub const MAX_LOG_BYTES: usize = 16 << 20;
 /// The longest metric name kept: 256 bytes.
 pub const MAX_METRIC_NAME_BYTES: usize = 256;
 /// The longest name (of an input, output, file or column) a guest may pass

@@ -339,6 +339,26 @@ pub trait Records: Send + Sync {
     fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>>;
     /// The log lines of every attempt of a step, with attempt numbers.
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>>;
+    /// A page of a step's log lines, in the order of [`Records::logs`]: up
+    /// to `limit` lines after the first `skip`, fewer where they would pass
+    /// `max_bytes` of message text (never none while lines remain), and
+    /// whether more follow. The default reads them all and slices them; a
+    /// backend pages in its query.
+    fn logs_page(
+        &self,
+        id: RunId,
+        step: &str,
+        skip: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> anyhow::Result<LogPage> {
+        let all = self.logs(id, step)?;
+        Ok(LogPage::take(
+            all.into_iter().skip(skip as usize),
+            limit,
+            max_bytes,
+        ))
+    }
     /// The attempts of a step in a run, in order.
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>>;
     /// Versions of the model `name` (or of every model), oldest first.
@@ -356,6 +376,39 @@ pub trait Records: Send + Sync {
         digest: &Digest,
         step: Option<&str>,
     ) -> anyhow::Result<Option<(RunId, StepSummary)>>;
+}
+
+/// A page of log lines ([`Records::logs_page`]).
+#[derive(Debug, Default)]
+pub struct LogPage {
+    /// Attempt and line, in order.
+    pub lines: Vec<(u32, LogLine)>,
+    /// Whether lines follow this page.
+    pub more: bool,
+}
+
+impl LogPage {
+    /// Up to `limit` lines of `lines` within `max_bytes` of message text
+    /// (at least one while any remain).
+    pub fn take(
+        lines: impl Iterator<Item = (u32, LogLine)>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> LogPage {
+        let mut page = LogPage::default();
+        let mut bytes = 0usize;
+        for (a, l) in lines {
+            let n = l.message.len() + l.level.len();
+            if page.lines.len() >= limit.max(1) || (!page.lines.is_empty() && bytes + n > max_bytes)
+            {
+                page.more = true;
+                break;
+            }
+            bytes += n;
+            page.lines.push((a, l));
+        }
+        page
+    }
 }
 
 /// Version 2 added the model registry (`models`); version 3 stores each
@@ -1100,6 +1153,43 @@ impl Records for SqliteRecords {
             )
             .optional()?;
         Ok(row)
+    }
+
+    fn logs_page(
+        &self,
+        id: RunId,
+        step: &str,
+        skip: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> anyhow::Result<LogPage> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare(
+            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq LIMIT ?3 OFFSET ?4",
+        )?;
+        let rows = st.query_map(
+            params![id.0, step, limit.max(1) as i64 + 1, skip as i64],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    LogLine {
+                        level: r.get(1)?,
+                        message: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        // Rows are read one at a time: a page stops before its bytes run over.
+        let mut failed = None;
+        let page = LogPage::take(
+            rows.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+            limit,
+            max_bytes,
+        );
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(page),
+        }
     }
 
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Config {
     /// The store folder (objects, views, compile cache, `weir.db`).
     pub store_dir: PathBuf,
-    /// Steps run at once. Default: the number of cores.
+    /// Steps run at once, across all the runs of one [`Runtime`] (a step
+    /// waits for a slot; the instance pool is sized from it). Default: the
+    /// number of cores.
     pub jobs: usize,
     /// Allow per-step fuel budgets. Steps with a budget run on a second
     /// engine that counts fuel, started on first use; steps without one run
@@ -308,7 +310,10 @@ impl TrustPolicy {
             .map_err(|e| anyhow!("cannot read trust file {}: {e}", path.display()))?;
         let file: TrustFile = toml::from_str(&text)
             .map_err(|e| anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         self.read_project(path, base, &file)?;
         if let Some(l) = &file.limits {
             l.validate()
@@ -443,6 +448,10 @@ impl TrustPolicy {
         let canon = dir
             .canonicalize()
             .map_err(|e| format!("step crate {}: {e}", dir.display()))?;
+        // A crate the trust file names as a `source` is the project's to build.
+        if self.sources.iter().any(|(s, _)| *s == canon) {
+            return Ok(());
+        }
         p.allows(&canon, &p.builds, "builds the step crate", "build")
     }
 
@@ -816,6 +825,10 @@ pub(crate) struct Inner {
     /// Runs steps with a fuel budget; started by the first such step.
     fuel_executor: std::sync::OnceLock<Result<Executor, String>>,
     pub(crate) config: Config,
+    /// Step attempts that may run at once across every run of this runtime
+    /// (`jobs`; the executors' instance pools are sized from it): an
+    /// attempt waits for a slot, it never fails for lack of one.
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The long-lived object that runs plans. Cheap to clone; clones share the
@@ -846,6 +859,7 @@ impl Runtime {
                 records,
                 executor,
                 fuel_executor: std::sync::OnceLock::new(),
+                slots: Arc::new(tokio::sync::Semaphore::new(config.jobs.max(1))),
                 config,
             }),
         })

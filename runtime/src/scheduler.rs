@@ -421,18 +421,13 @@ impl Scheduler {
                     self.emit(RunEvent::StepStarted {
                         step: job.name.clone(),
                     });
-                    let name = job.name.clone();
-                    let report = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => None,
-                        r = job.run_attempts(begun) => Some(r),
-                    };
-                    let Some(report) = report else {
-                        self.settle(u, cancelled_while_running(&name))?;
+                    let report = job.run_attempts(begun, &cancel).await;
+                    let was_cancelled = report.state == StepState::Cancelled;
+                    self.settle(u, report)?;
+                    if was_cancelled {
                         stopped = Some(RunState::Cancelled);
                         break 'run;
-                    };
-                    self.settle(u, report)?;
+                    }
                     if self.failed_fast() {
                         stopped = Some(RunState::Failed);
                         break 'run;
@@ -499,6 +494,20 @@ impl Scheduler {
     /// it is recorded as finished, or as cancelled while running.
     fn settle(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
         self.release(u);
+        if report.state == StepState::Cancelled && report.attempts > 0 {
+            // Stopped during an attempt: recorded with its logs and duration.
+            self.emit(RunEvent::StepFinished {
+                step: report.name.clone(),
+                state: report.state,
+                duration: report.duration,
+                error: report.error.clone(),
+            });
+            match u {
+                Unit::Step(i) => self.reports[i] = Some(report),
+                Unit::Child(_, _) => self.children_done.push(report),
+            }
+            return Ok(());
+        }
         if report.state == StepState::Cancelled {
             let why = report
                 .error
@@ -1366,12 +1375,7 @@ impl StepJob {
     fn run_blocking(self, b: Begun, stop: CancellationToken) -> StepReport {
         let name = self.name.clone();
         let report = ATTEMPT_RT.with(|local| match local {
-            Ok(local) => local.block_on(async {
-                tokio::select! {
-                    r = self.run_attempts(b) => Some(r),
-                    _ = stop.cancelled() => None,
-                }
-            }),
+            Ok(local) => Some(local.block_on(self.run_attempts(b, &stop))),
             Err(e) => {
                 tracing::error!("no runtime for the attempt thread: {e}");
                 None
@@ -1380,7 +1384,10 @@ impl StepJob {
         report.unwrap_or_else(|| cancelled_while_running(&name))
     }
 
-    async fn run_attempts(self, b: Begun) -> StepReport {
+    /// The attempts, with retries. Cancelling `stop` ends the attempt under
+    /// way (its logs and duration are kept in the record) or the wait for
+    /// the next one; the unit then ends `cancelled`.
+    async fn run_attempts(self, b: Begun, stop: &CancellationToken) -> StepReport {
         let Begun {
             key,
             started,
@@ -1410,11 +1417,23 @@ impl StepJob {
                         ),
                     },
                 ));
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => break,
+                }
             }
             record.attempt = attempt;
             let attempt_started = now_ms();
-            let outcome = self.attempt(&key, attempt, &mut record).await;
+            let outcome = self.attempt(&key, attempt, &mut record, stop).await;
+            if stop.is_cancelled() && outcome.is_err() {
+                record.attempts.push(crate::records::AttemptRecord {
+                    attempt,
+                    started_ms: attempt_started,
+                    ended_ms: now_ms(),
+                    error: Some("cancelled while running".into()),
+                });
+                break;
+            }
             record.attempts.push(crate::records::AttemptRecord {
                 attempt,
                 started_ms: attempt_started,
@@ -1455,6 +1474,11 @@ impl StepJob {
                     record.error = Some(e);
                 }
             }
+        }
+        if stop.is_cancelled() {
+            record.state = StepState::Cancelled;
+            record.error = Some("cancelled while running".into());
+            return self.finish(record, None, started);
         }
         record.state = StepState::Failed;
         if attempts > 1 {
@@ -1504,6 +1528,7 @@ impl StepJob {
         key: &CacheKey,
         attempt: u32,
         record: &mut StepRecord,
+        stop: &CancellationToken,
     ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), String> {
         let s = &self.plan.steps[self.index];
         let store: &Store = &self.rt.inner.store;
@@ -1527,6 +1552,11 @@ impl StepJob {
             // budget was loaded on the one that counts fuel).
             .executor_for(self.component.counts_fuel())
             .map_err(|e| format!("{e:#}"))?;
+        // A slot of the runtime's own: other runs' steps count too.
+        let _slot = tokio::select! {
+            slot = self.rt.inner.slots.acquire() => slot.map_err(|e| format!("no step slot: {e}"))?,
+            _ = stop.cancelled() => return Err("cancelled while waiting for a step slot".into()),
+        };
         let result = executor
             .run(AttemptSpec {
                 step: self.name.clone(),
@@ -1537,6 +1567,7 @@ impl StepJob {
                 limits: s.limits,
                 seed: *key,
                 attempt,
+                cancel: Some(stop.clone()),
                 watch: self.on_event.clone().map(|sink| {
                     let step = self.name.clone();
                     Arc::new(move |o: crate::executor::Observed<'_>| match o {

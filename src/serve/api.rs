@@ -544,8 +544,11 @@ async fn step_detail(
 
 #[derive(serde::Deserialize)]
 struct LogsQuery {
-    /// Only lines after this position (live lines of an active run).
+    /// Only lines after this position: the `next` of the previous page.
     after: Option<u64>,
+    /// At most this many lines (default and maximum [`LOG_PAGE_LINES`]);
+    /// a page also stops before [`LOG_PAGE_BYTES`] of text.
+    limit: Option<usize>,
     /// Stream the lines as NDJSON while the step runs, ending with a
     /// `{"done": true, "state": ...}` line.
     follow: Option<bool>,
@@ -602,28 +605,36 @@ fn follow_logs(s: Arc<Server>, id: RunId, step: String) -> Response {
                     }
                 }
                 None => {
-                    let (s, id, step) = (Arc::clone(&c.s), c.id, c.step.clone());
+                    // Recorded: the rest, a page per chunk.
+                    let (s, id, step, skip) = (Arc::clone(&c.s), c.id, c.step.clone(), c.sent);
                     let recorded = tokio::task::spawn_blocking(move || {
                         let records = s.runtime.records();
-                        let lines = records.logs(id, &step).unwrap_or_default();
-                        let state = records
-                            .steps(id)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .find(|r| r.step == step)
-                            .map(|r| r.state.to_string());
-                        (lines, state)
+                        let page = records
+                            .logs_page(id, &step, skip as u64, LOG_PAGE_LINES, LOG_PAGE_BYTES)
+                            .unwrap_or_default();
+                        let state = (!page.more).then(|| {
+                            records
+                                .steps(id)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .find(|r| r.step == step)
+                                .map(|r| r.state.to_string())
+                        });
+                        (page, state)
                     })
                     .await
                     .unwrap_or_default();
-                    for (a, l) in recorded.0.iter().skip(c.sent) {
+                    for (a, l) in &recorded.0.lines {
                         out.push_str(&line_json(*a, l).to_string());
                         out.push('\n');
+                        c.sent += 1;
                     }
-                    let state = recorded.1.unwrap_or_else(|| "not run".into());
-                    out.push_str(&json!({"done": true, "state": state}).to_string());
-                    out.push('\n');
-                    c.done = true;
+                    if let Some(state) = recorded.1 {
+                        let state = state.unwrap_or_else(|| "not run".into());
+                        out.push_str(&json!({"done": true, "state": state}).to_string());
+                        out.push('\n');
+                        c.done = true;
+                    }
                 }
             }
             if !out.is_empty() {
@@ -650,42 +661,62 @@ async fn step_logs(
         blocking(move || need_run(server.runtime.records(), id)).await?;
         return Ok(follow_logs(Arc::clone(&s), id, step));
     }
-    // While the run is active: the live lines of this step after `after`.
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(LOG_PAGE_LINES).clamp(1, LOG_PAGE_LINES);
+    // While the run is active: the live lines of this step after `after`
+    // (positions in the run's live log).
     if let Some(active) = s.active(id) {
         let live = lock(&active.live);
-        let after = q.after.unwrap_or(0);
-        let lines: Vec<&super::LiveLog> = live
-            .logs
-            .iter()
-            .filter(|l| l.step == step && l.seq > after)
-            .collect();
+        let mut lines = Vec::new();
+        let (mut bytes, mut next, mut more) = (0usize, live.seq, false);
+        for l in live.logs.iter().filter(|l| l.step == step && l.seq > after) {
+            let n = l.line.message.len();
+            if lines.len() >= limit || (!lines.is_empty() && bytes + n > LOG_PAGE_BYTES) {
+                more = true;
+                break;
+            }
+            bytes += n;
+            next = l.seq;
+            lines.push(line_json(l.attempt, &l.line));
+        }
+        if !more {
+            next = live.seq;
+        }
         let done = live
             .states
             .get(&step)
             .is_some_and(|st| st != "running" && st != "retrying");
         return Ok(axum::Json(json!({
             "live": true,
-            "done": done,
-            "next": live.seq,
-            "lines": lines.iter().map(|l| json!({"attempt": l.attempt, "level": l.line.level, "message": l.line.message})).collect::<Vec<_>>(),
+            "done": done && !more,
+            "next": next,
+            "more": more,
+            "lines": lines,
         }))
         .into_response());
     }
+    // Recorded: positions are line numbers in the step's log.
     let server = Arc::clone(&s);
-    let lines = blocking(move || {
+    let page = blocking(move || {
         let records = server.runtime.records();
         need_run(records, id)?;
-        Ok(records.logs(id, &step)?)
+        Ok(records.logs_page(id, &step, after, limit, LOG_PAGE_BYTES)?)
     })
     .await?;
     Ok(axum::Json(json!({
         "live": false,
-        "done": true,
-        "next": 0,
-        "lines": lines.iter().map(|(a, l)| json!({"attempt": a, "level": l.level, "message": l.message})).collect::<Vec<_>>(),
+        "done": !page.more,
+        "next": after + page.lines.len() as u64,
+        "more": page.more,
+        "lines": page.lines.iter().map(|(a, l)| line_json(*a, l)).collect::<Vec<_>>(),
     }))
     .into_response())
 }
+
+/// Lines in one page of a step's logs, at most.
+const LOG_PAGE_LINES: usize = 1000;
+/// Bytes of log text in one page, at most (a page holds one line at least).
+const LOG_PAGE_BYTES: usize = 1 << 20;
 
 async fn run_metrics(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run(&id)?;

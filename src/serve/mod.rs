@@ -86,15 +86,17 @@ pub struct Live {
     pub logs: std::collections::VecDeque<LiveLog>,
     /// Lines seen in all.
     pub seq: u64,
+    /// Bytes of message text in `logs`.
+    pub bytes: usize,
 }
 
-/// Lines of live log kept per active run (the records keep them all).
+/// Lines of live log kept per active run (the records keep them all)...
 const MAX_LIVE_LINES: usize = 20_000;
+/// ...and bytes of their text: the oldest go first.
+const MAX_LIVE_BYTES: usize = 8 << 20;
 
 /// An active run.
 pub struct ActiveRun {
-    /// Its pipeline.
-    pub pipeline: String,
     /// Cancels it.
     pub cancel: CancellationToken,
     /// Live states and logs.
@@ -115,6 +117,9 @@ pub struct Server {
     pub base_url: String,
     pipelines: Mutex<BTreeMap<String, Pipeline>>,
     active: Mutex<HashMap<RunId, Arc<ActiveRun>>>,
+    /// Runs admitted per pipeline and not yet over (preparing or running):
+    /// `max_active_runs` is checked and counted under this one lock.
+    admitted: Arc<Mutex<HashMap<String, usize>>>,
     /// Schedule slots fired (serve.db).
     pub slots: schedule::Slots,
     tasks: TaskTracker,
@@ -174,12 +179,28 @@ impl Server {
         lock(&self.active).get(&id).cloned()
     }
 
-    /// Number of active runs of `pipeline`.
+    /// Number of active runs of `pipeline` (admitted and not over,
+    /// including those still preparing).
     pub fn active_count(&self, pipeline: &str) -> usize {
-        lock(&self.active)
-            .values()
-            .filter(|a| a.pipeline == pipeline)
-            .count()
+        lock(&self.admitted).get(pipeline).copied().unwrap_or(0)
+    }
+
+    /// Admits one more run of `pipeline` if fewer than `limit` are active,
+    /// deciding and counting in one step; the admission lasts until the
+    /// returned guard drops (when the run is over).
+    fn admit(&self, pipeline: &str, limit: usize) -> Result<Admission, ApiError> {
+        let mut admitted = lock(&self.admitted);
+        let n = admitted.entry(pipeline.to_string()).or_insert(0);
+        if *n >= limit {
+            return Err(ApiError::conflict(format!(
+                "pipeline '{pipeline}' already has {limit} active run(s) (max_active_runs {limit})"
+            )));
+        }
+        *n += 1;
+        Ok(Admission {
+            admitted: Arc::clone(&self.admitted),
+            pipeline: pipeline.to_string(),
+        })
     }
 
     /// Starts a run of `pipeline` with `params` (`--param` text values),
@@ -214,15 +235,8 @@ impl Server {
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(|e| ApiError::bad(e.to_string()))?;
-        let limit = plan.serve.max_active_runs as usize;
-        if self.active_count(&plan.name) >= limit {
-            return Err(ApiError::conflict(format!(
-                "pipeline '{}' already has {limit} active run(s) (max_active_runs {limit})",
-                plan.name
-            )));
-        }
+        let admission = self.admit(&plan.name, plan.serve.max_active_runs as usize)?;
         let run = Arc::new(ActiveRun {
-            pipeline: plan.name.clone(),
             cancel: self.shutdown.child_token(),
             live: Mutex::new(Live::default()),
         });
@@ -258,14 +272,18 @@ impl Server {
                     } => {
                         live.seq += 1;
                         let seq = live.seq;
+                        live.bytes += line.message.len();
                         live.logs.push_back(LiveLog {
                             seq,
                             step: step.clone(),
                             attempt: *attempt,
                             line: line.clone(),
                         });
-                        if live.logs.len() > MAX_LIVE_LINES {
-                            live.logs.pop_front();
+                        while live.logs.len() > MAX_LIVE_LINES || live.bytes > MAX_LIVE_BYTES {
+                            let Some(old) = live.logs.pop_front() else {
+                                break;
+                            };
+                            live.bytes -= old.line.message.len();
                         }
                     }
                     _ => {}
@@ -281,6 +299,7 @@ impl Server {
         let server = Arc::clone(self);
         let run_handle = Arc::clone(&run);
         self.tasks.spawn(async move {
+            let _admission = admission;
             let run = run_handle;
             let plan = Arc::new(plan);
             let result = server.runtime.run_shared(plan.clone(), opts).await;
@@ -305,6 +324,24 @@ impl Server {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(msg)) => Err(ApiError::bad(msg)),
             Err(_) => Err(ApiError::internal("the run ended before it was recorded")),
+        }
+    }
+}
+
+/// One admitted run of a pipeline; dropping it ends the admission.
+struct Admission {
+    admitted: Arc<Mutex<HashMap<String, usize>>>,
+    pipeline: String,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut admitted = lock(&self.admitted);
+        if let Some(n) = admitted.get_mut(&self.pipeline) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                admitted.remove(&self.pipeline);
+            }
         }
     }
 }
@@ -506,6 +543,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             base_url: format!("http://{addr}"),
             pipelines: Mutex::new(BTreeMap::new()),
             active: Mutex::new(HashMap::new()),
+            admitted: Arc::default(),
             slots,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

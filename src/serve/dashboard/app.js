@@ -221,9 +221,36 @@ function metricsChart(metrics) {
   return s;
 }
 
+// A step's log lines fetched so far, by run and step: each refresh asks
+// only for the lines after the last one seen (a page at a time), and the
+// page shows the newest MAX_SHOWN_LINES.
+const logCache = new Map();
+const MAX_SHOWN_LINES = 5000;
+
+async function fetchLogs(id, step) {
+  const key = id + "/" + step;
+  let c = logCache.get(key) || { next: 0, live: null, lines: [] };
+  const url = "/api/runs/" + id + "/steps/" + encodeURIComponent(step) + "/logs";
+  for (let pages = 0; pages < 5; pages++) {
+    const page = await api(url + "?limit=1000&after=" + c.next);
+    if (c.live !== null && page.live !== c.live) {
+      // The run ended: recorded lines are numbered anew; read them from the start.
+      c = { next: 0, live: page.live, lines: [] };
+      continue;
+    }
+    c.live = page.live;
+    c.lines.push(...page.lines);
+    c.next = page.next;
+    if (c.lines.length > MAX_SHOWN_LINES) c.lines.splice(0, c.lines.length - MAX_SHOWN_LINES);
+    if (!page.more) break;
+  }
+  logCache.set(key, c);
+  return c;
+}
+
 async function stepDetail(id, step, into) {
   const d = await api("/api/runs/" + id + "/steps/" + encodeURIComponent(step));
-  const logs = await api("/api/runs/" + id + "/steps/" + encodeURIComponent(step) + "/logs");
+  const logs = await fetchLogs(id, step);
   const rec = d.record || {};
   const pre = el("pre", { class: "logs", id: "logs" },
     logs.lines.map((l) => el("span", { class: "lvl-" + l.level }, "[" + l.attempt + "] " + l.level + " " + l.message + "\n")));

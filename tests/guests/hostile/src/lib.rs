@@ -2,7 +2,8 @@
 //! recursion), `flood` (megabytes of stdout full of terminal escapes),
 //! `biglog` (one huge log line), `logbomb` and `metricbomb` (a string of
 //! `mb` MiB passed to `log.write` or as a metric name `times` times),
-//! `fd_hog` (opens files until an open fails), `evil_text` (terminal
+//! `logflood` (`lines` log lines of `kb` KiB), `fd_hog` (opens files
+//! until an open fails), `evil_text` (terminal
 //! escapes in a file name, a log line, a metric name and, with `fail`, its
 //! error), `bystander` (writes `files`
 //! small files and `done.txt`), `disk` (writes `mb` MiB to its output),
@@ -108,6 +109,15 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
                     Ok(f) => held.push(f),
                     Err(e) => weir_sdk::bail!("open failed after {} files: {e}", held.len()),
                 }
+            }
+        }
+        "logflood" => {
+            // `lines` log lines of `kb` KiB each.
+            for i in 0..num("lines", 3000) {
+                ctx.info(format!(
+                    "{i:06} {}",
+                    "y".repeat((num("kb", 60) as usize) << 10)
+                ));
             }
         }
         "evil_text" => {
