@@ -84,6 +84,15 @@ fn sample(path: &str) -> String {
 /// Checks `value` against the OpenAPI schema `schema` (`type`, `required`,
 /// `properties`, `items`, `$ref` into components), naming where it fails.
 fn check_schema(doc: &Value, schema: &Value, value: &Value, at: &str) {
+    if let Some(all) = schema["allOf"].as_array() {
+        if schema["nullable"] == true && value.is_null() {
+            return;
+        }
+        for s in all {
+            check_schema(doc, s, value, at);
+        }
+        return;
+    }
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.trim_start_matches("#/components/schemas/");
         return check_schema(doc, &doc["components"]["schemas"][name], value, at);
@@ -488,8 +497,31 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
     let (s, v) = srv.get("/api/runs/abc");
     assert_eq!(s, 400, "{v}");
     let big = json!({ "params": { "greeting": "x".repeat(100_000) } });
-    let (s, _) = srv.post("/api/pipelines/quick/runs", big);
+    let (s, v) = srv.post("/api/pipelines/quick/runs", big);
     assert_eq!(s, 413);
+    assert!(v["error"].is_string(), "413 is JSON too: {v}");
+    // Issue 21, bug 9: every error is JSON, the framework's own included,
+    // and a body that is not an object starts nothing.
+    let auth = format!("Bearer {TOKEN}");
+    for (method, path, want) in [
+        ("GET", "/api/runs/1/steps/x/logs?after=abc", 400),
+        ("GET", "/api/runs?limit=-5", 400),
+        ("POST", "/api/runs", 405),
+    ] {
+        let (s, hs, body) = srv.raw(method, path, &[("Authorization", auth.as_str())]);
+        assert_eq!(s, want, "{method} {path}");
+        let ct = hs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        assert!(ct.starts_with("application/json"), "{method} {path}: {ct}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
+    let (s, v) = srv.post("/api/pipelines/quick/runs", json!([null, null]));
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("JSON object"), "{v}");
     // Issue 19, item 6: a body declared over the cap is refused at once,
     // without waiting for (or reading) it.
     {
@@ -1149,4 +1181,47 @@ fn a_log_flood_is_bounded_in_memory_and_the_logs_route_pages() {
         (250..=300).contains(&lines),
         "{lines} lines in {pages} pages"
     );
+}
+
+/// Issue 21, bug 4: cancelling a run discarded its running step's logs
+/// (lines seen live were gone; the step showed 0 attempts, 0 ms). The step
+/// is now recorded `cancelled` with its attempt, its duration and the lines
+/// it logged.
+#[test]
+fn cancel_keeps_the_running_steps_logs_attempt_and_duration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    project(&proj);
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let (s, v) = srv.post(
+        "/api/pipelines/ticker/runs",
+        json!({ "params": { "n": 77 } }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["run"].as_i64().unwrap();
+    let t = Instant::now();
+    loop {
+        let (_, v) = srv.get(&format!("/api/runs/{id}/steps/ticks/logs"));
+        if v["lines"].as_array().is_some_and(|l| l.len() >= 2) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "no ticks: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (s, v) = srv.post(&format!("/api/runs/{id}/cancel"), json!({}));
+    assert_eq!(s, 202, "{v}");
+    let d = srv.wait_run(id, 30);
+    let step = &d["steps"][0];
+    assert_eq!(step["state"], "cancelled", "{d}");
+    assert_eq!(step["attempts"], 1, "{d}");
+    let took = step["ended_ms"].as_i64().unwrap() - step["started_ms"].as_i64().unwrap();
+    assert!(
+        took >= 400,
+        "the step ran {took} ms before it was cancelled: {d}"
+    );
+    let (_, logs) = srv.get(&format!("/api/runs/{id}/steps/ticks/logs"));
+    assert_eq!(logs["live"], false);
+    let text = logs.to_string();
+    assert!(text.contains("tick 0") && text.contains("tick 1"), "{logs}");
 }

@@ -306,7 +306,9 @@ pub trait Records: Send + Sync {
     ) -> anyhow::Result<RunId>;
     /// Applies a batch of writes atomically.
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()>;
-    /// Marks an existing run as running again (`weir run --resume`).
+    /// Marks an existing run as running again (`weir run --resume`, a
+    /// retry from the server), started now: its duration counts from the
+    /// retry, as a cleared run's does in Airflow (its steps keep their times).
     fn reopen_run(&self, id: RunId) -> anyhow::Result<()>;
     /// The plan a run executed, as recorded (JSON).
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>>;
@@ -852,8 +854,8 @@ impl Records for SqliteRecords {
     fn reopen_run(&self, id: RunId) -> anyhow::Result<()> {
         let c = lock(&self.conn);
         c.execute(
-            "UPDATE runs SET state = ?2, ended_ms = NULL, error = NULL WHERE id = ?1",
-            params![id.0, RunState::Running.as_str()],
+            "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = NULL, error = NULL WHERE id = ?1",
+            params![id.0, RunState::Running.as_str(), now_ms()],
         )?;
         Ok(())
     }
@@ -1213,6 +1215,29 @@ impl Records for SqliteRecords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 21, bug 10: a retried run's duration counted from its first
+    /// start (72 ms of work shown as 2 m 32 s).
+    #[test]
+    fn a_reopened_run_starts_again_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = SqliteRecords::open(&dir.path().join("weir.db")).unwrap();
+        let id = r.begin_run("p", &Digest::of(b"plan"), "{}").unwrap();
+        r.commit(&[RecordOp::RunEnded {
+            run: id,
+            state: RunState::Failed,
+            error: Some("boom".into()),
+        }])
+        .unwrap();
+        let first = r.run(id).unwrap().unwrap().started_ms;
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let before = now_ms();
+        r.reopen_run(id).unwrap();
+        let again = r.run(id).unwrap().unwrap();
+        assert!(again.started_ms >= before && again.started_ms > first);
+        assert_eq!(again.state, RunState::Running);
+        assert_eq!(again.ended_ms, None);
+    }
 
     #[test]
     fn previous_outputs_are_the_newest_earlier_success_of_the_same_pipeline() {

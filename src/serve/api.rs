@@ -91,11 +91,44 @@ pub fn router(server: Arc<Server>) -> Router {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     r.fallback(|| async { ApiError::not_found("no such route").into_response() })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             (Arc::clone(&server), limit),
             guard,
         ))
         .with_state(server)
+}
+
+/// Errors the framework answers itself (a query string that does not parse,
+/// a body over the cap, a method a route does not take) in the API's one
+/// error form, `{"error": "..."}`, like every error of weir's own.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 16 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let msg = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut out = ApiError(status, msg).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONTENT_TYPE && k != header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 impl IntoResponse for ApiError {
@@ -326,6 +359,19 @@ fn params_from(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
     }
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad(format!(
+            "the body must be a JSON object such as {{\"params\": {{}}}}, found {}",
+            match v {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            }
+        )));
+    }
     let Some(params) = v.get("params") else {
         return Ok(BTreeMap::new());
     };
