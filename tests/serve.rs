@@ -1225,3 +1225,56 @@ fn cancel_keeps_the_running_steps_logs_attempt_and_duration() {
     let text = logs.to_string();
     assert!(text.contains("tick 0") && text.contains("tick 1"), "{logs}");
 }
+
+/// Issue 21, bug 3: after kill -9 of the server, its active run stayed
+/// `running` forever (its duration grew, Cancel answered 409). On start the
+/// server now marks such runs `interrupted`; one is retried to success,
+/// another cancelled.
+#[test]
+fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    project(&proj);
+    let store = tmp.path().join("store");
+    let mut srv = Served::start(&proj, &store);
+    let started = |srv: &Served, pipeline: &str| {
+        let (s, v) = srv.post(&format!("/api/pipelines/{pipeline}/runs"), json!({}));
+        assert_eq!(s, 201, "{v}");
+        let id = v["run"].as_i64().unwrap();
+        let t = Instant::now();
+        loop {
+            let (_, v) = srv.get(&format!("/api/runs/{id}"));
+            if v["live"]
+                .as_object()
+                .is_some_and(|l| l.values().any(|s| s == "running"))
+            {
+                return id;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let ticker = started(&srv, "ticker");
+    let slow = started(&srv, "slow");
+    srv.child.kill().unwrap(); // SIGKILL: nothing is recorded on the way out
+    srv.child.wait().unwrap();
+    let srv = Served::start(&proj, &store);
+    for id in [ticker, slow] {
+        let (_, v) = srv.get(&format!("/api/runs/{id}"));
+        assert_eq!(v["run"]["state"], "interrupted", "{v}");
+        assert_eq!(v["run"]["active"], false, "{v}");
+        assert!(
+            v["run"]["error"].as_str().unwrap().contains("retry it"),
+            "{v}"
+        );
+    }
+    let (s, v) = srv.post(&format!("/api/runs/{ticker}/retry"), json!({}));
+    assert!(s == 201 || s == 202, "{s} {v}");
+    let d = srv.wait_run(ticker, 60);
+    assert_eq!(d["run"]["state"], "succeeded", "{d}");
+    let (s, v) = srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = srv.get(&format!("/api/runs/{slow}"));
+    assert_eq!(v["run"]["state"], "cancelled", "{v}");
+}

@@ -32,6 +32,7 @@ mod gpu;
 pub mod limits;
 pub mod lineage;
 pub mod names;
+pub mod owner;
 pub mod plan;
 pub mod records;
 pub mod remote;

@@ -53,6 +53,10 @@ state_enum! {
         Failed = "failed",
         /// Stopped by the user.
         Cancelled = "cancelled",
+        /// The process running it ended without finishing it (a crash, a
+        /// kill); found so by [`Records::interrupt_orphans`]. It can be
+        /// resumed (retried) or cancelled.
+        Interrupted = "interrupted",
     }
 }
 
@@ -310,6 +314,14 @@ pub trait Records: Send + Sync {
     /// retry from the server), started now: its duration counts from the
     /// retry, as a cleared run's does in Airflow (its steps keep their times).
     fn reopen_run(&self, id: RunId) -> anyhow::Result<()>;
+    /// Marks as [`RunState::Interrupted`] every run left `running` by a
+    /// process that is gone (killed or crashed: the run will never end on
+    /// its own), and returns them. Safe to call from any process at any
+    /// time: a run whose process is alive is left alone. The default finds
+    /// none.
+    fn interrupt_orphans(&self) -> anyhow::Result<Vec<RunId>> {
+        Ok(Vec::new())
+    }
     /// The plan a run executed, as recorded (JSON).
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>>;
     /// The outputs `step` had in the newest run of `pipeline` before
@@ -459,6 +471,10 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS plans (
     key TEXT PRIMARY KEY,
     json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_owners (
+    run_id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -706,7 +722,12 @@ impl Records for SqliteRecords {
                 RunState::Running.as_str(),
                 now_ms()
             ])?;
-            Ok(c.last_insert_rowid())
+            let id = c.last_insert_rowid();
+            // Which process runs it, so a later one can tell it was left
+            // behind (`interrupt_orphans`).
+            c.prepare_cached("INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)")?
+                .execute(params![id, crate::owner::Owner::current().to_string()])?;
+            Ok(id)
         })();
         c.pragma_update(None, "synchronous", "FULL")?;
         Ok(RunId(inserted?))
@@ -843,6 +864,8 @@ impl Records for SqliteRecords {
                         now_ms(),
                         error
                     ])?;
+                    tx.prepare_cached("DELETE FROM run_owners WHERE run_id = ?1")?
+                        .execute([run.0])?;
                 }
             }
         }
@@ -857,7 +880,49 @@ impl Records for SqliteRecords {
             "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = NULL, error = NULL WHERE id = ?1",
             params![id.0, RunState::Running.as_str(), now_ms()],
         )?;
+        c.execute(
+            "INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)",
+            params![id.0, crate::owner::Owner::current().to_string()],
+        )?;
         Ok(())
+    }
+
+    fn interrupt_orphans(&self) -> anyhow::Result<Vec<RunId>> {
+        let running: Vec<(i64, Option<String>)> = {
+            let c = lock(&self.reader);
+            let mut st = c.prepare(
+                "SELECT r.id, o.owner FROM runs r LEFT JOIN run_owners o ON o.run_id = r.id WHERE r.state = 'running'",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut gone = Vec::new();
+        for (id, owner) in running {
+            // A run from before owners were recorded counts as gone.
+            let owner = owner.and_then(|o| o.parse::<crate::owner::Owner>().ok());
+            if owner.as_ref().is_some_and(crate::owner::Owner::is_alive) {
+                continue;
+            }
+            let why = match &owner {
+                Some(o) => format!(
+                    "interrupted: the process that ran it (pid {}) ended without finishing it; retry it to go on, or cancel it",
+                    o.pid
+                ),
+                None => "interrupted: the process that ran it ended without finishing it; retry it to go on, or cancel it".to_string(),
+            };
+            let c = lock(&self.conn);
+            // Only if still running: its process cannot end it any more,
+            // but another reconciler may have got there first.
+            let n = c.execute(
+                "UPDATE runs SET state = ?2, ended_ms = ?3, error = ?4 WHERE id = ?1 AND state = 'running'",
+                params![id, RunState::Interrupted.as_str(), now_ms(), why],
+            )?;
+            c.execute("DELETE FROM run_owners WHERE run_id = ?1", [id])?;
+            if n > 0 {
+                gone.push(RunId(id));
+            }
+        }
+        Ok(gone)
     }
 
     fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {

@@ -504,9 +504,31 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
 
 async fn cancel(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id = parse_run(&id)?;
-    let active = s
-        .active(id)
-        .ok_or_else(|| ApiError::conflict(format!("run {id} is not active")))?;
+    let Some(active) = s.active(id) else {
+        // An interrupted run (its process died) is cancelled in its record.
+        let server = Arc::clone(&s);
+        let r = blocking(move || need_run(server.runtime.records(), id)).await?;
+        if r.state != weir_runtime::RunState::Interrupted {
+            return Err(ApiError::conflict(format!("run {id} is not active")));
+        }
+        let server = Arc::clone(&s);
+        blocking(move || {
+            Ok(server
+                .runtime
+                .records()
+                .commit(&[weir_runtime::records::RecordOp::RunEnded {
+                    run: id,
+                    state: weir_runtime::RunState::Cancelled,
+                    error: Some("cancelled after it was interrupted".into()),
+                }])?)
+        })
+        .await?;
+        return Ok((
+            StatusCode::OK,
+            axum::Json(json!({ "run": id.0, "cancelling": false, "cancelled": true })),
+        )
+            .into_response());
+    };
     active.cancel.cancel();
     Ok((
         StatusCode::ACCEPTED,

@@ -548,6 +548,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
+        // Runs a killed server (or `weir run`) left `running` never end on
+        // their own: they are marked interrupted, to be retried or cancelled.
+        let rt = server.runtime.clone();
+        match tokio::task::spawn_blocking(move || rt.records().interrupt_orphans()).await {
+            Ok(Ok(gone)) if !gone.is_empty() => {
+                let ids: Vec<String> = gone.iter().map(|r| r.to_string()).collect();
+                println!(
+                    "interrupted runs (their process ended without finishing them; retry or cancel them): {}",
+                    ids.join(", ")
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("looking for interrupted runs: {e:#}"),
+            Err(e) => tracing::warn!("looking for interrupted runs: {e}"),
+        }
         let found = server.rescan();
         println!(
             "weir serve: {} pipeline(s) in {}, store {}",
