@@ -417,6 +417,13 @@ fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
 
 async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).min(1000);
+    if let Some(st) = q.state.as_deref()
+        && weir_runtime::RunState::parse(st).is_none()
+    {
+        return Err(ApiError::bad(format!(
+            "state {st:?} is not a run state (running, succeeded, failed, cancelled, interrupted)"
+        )));
+    }
     let server = Arc::clone(&s);
     let list = blocking(move || {
         let filtered = q.pipeline.is_some() || q.state.is_some();
