@@ -1278,3 +1278,101 @@ fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
     let (_, v) = srv.get(&format!("/api/runs/{slow}"));
     assert_eq!(v["run"]["state"], "cancelled", "{v}");
 }
+
+/// Issue 21, bug 7 and "at scale": the DAG lacked the edge into a map step
+/// (`split -> summarize`), and `GET /api/runs/{id}` was quadratic in a
+/// chain's length (4.3-4.7 s for 10,000 steps) and returned every map child
+/// (5.1 MB for a 10,000-child fan-out). Now map and gate edges are drawn,
+/// a map node carries its children's count by state and its first 100, the
+/// rest come paged from the step's `children` route, and the route is
+/// linear.
+#[test]
+fn the_run_route_stays_small_and_fast_for_10000_children_and_a_10000_step_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    let noop = fixture("noop").display().to_string();
+    let items: Vec<String> = (0..10_000).map(|i| i.to_string()).collect();
+    std::fs::write(
+        proj.join("fan.rhai"),
+        format!(
+            "let p = pipeline(\"fan\");\nlet list = p.step(\"list\", {echo:?}).output(\"out\").params(#{{ metrics: #{{ rows: 1 }}, files: #{{ \"items.json\": \"[{}]\" }} }});\nlet each = p.map_json(\"each\", {noop:?}, list.out(\"out\"), \"items.json\").output(\"out\");\np.step(\"after\", {noop:?}).input(\"all\", each.out(\"out\")).output(\"out\").when(list.metric(\"rows\") >= 0);\n",
+            items.join(",")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("chain.rhai"),
+        format!(
+            "let p = pipeline(\"chain\");\nlet prev = p.step(\"s0\", {noop:?}).output(\"out\");\nfor i in 1..10000 {{ prev = p.step(`s${{i}}`, {noop:?}).input(\"a\", prev.out(\"out\")).output(\"out\"); }}\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let detail = |pipeline: &str| -> (Value, usize, Duration) {
+        let (s, v) = srv.post(&format!("/api/pipelines/{pipeline}/runs"), json!({}));
+        assert_eq!(s, 201, "{v}");
+        let id = v["run"].as_i64().unwrap();
+        srv.wait_run(id, 600);
+        let t = Instant::now();
+        let (s, _, body) = srv.raw(
+            "GET",
+            &format!("/api/runs/{id}"),
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        );
+        let took = t.elapsed();
+        assert_eq!(s, 200);
+        (serde_json::from_slice(&body).unwrap(), body.len(), took)
+    };
+    let (fan, fan_bytes, fan_took) = detail("fan");
+    let (chain, chain_bytes, chain_took) = detail("chain");
+    eprintln!(
+        "run route: fan-out of 10,000 children {fan_bytes} bytes in {fan_took:?}; chain of 10,000 steps {chain_bytes} bytes in {chain_took:?}"
+    );
+    assert_eq!(fan["run"]["state"], "succeeded", "{}", fan["run"]);
+    let node = |d: &Value, name: &str| {
+        d["graph"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let each = node(&fan, "each");
+    assert_eq!(each["children_total"], 10_000);
+    assert_eq!(each["children_by_state"]["succeeded"], 10_000, "{each}");
+    assert_eq!(each["children"].as_array().unwrap().len(), 100);
+    let edges = fan["graph"]["edges"].as_array().unwrap();
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["from"] == "list" && e["to"] == "each" && e["kind"] == "map"),
+        "the edge into the map step: {edges:?}"
+    );
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["from"] == "list" && e["to"] == "after" && e["kind"] == "gate"),
+        "the edge a gate reads: {edges:?}"
+    );
+    assert!(fan_bytes < 100_000, "{fan_bytes} bytes");
+    assert!(fan_took < Duration::from_secs(2), "{fan_took:?}");
+    // Every child, paged.
+    let id = fan["run"]["id"].as_i64().unwrap();
+    let (mut after, mut seen) = (0u64, 0usize);
+    loop {
+        let (s, page) = srv.get(&format!("/api/runs/{id}/steps/each/children?after={after}"));
+        assert_eq!(s, 200, "{page}");
+        seen += page["children"].as_array().unwrap().len();
+        after = page["next"].as_u64().unwrap();
+        if page["more"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, 10_000);
+    assert_eq!(chain["graph"]["nodes"].as_array().unwrap().len(), 10_000);
+    assert!(chain_took < Duration::from_secs(3), "{chain_took:?}");
+    assert!(chain_bytes < 16 << 20, "{chain_bytes} bytes");
+}

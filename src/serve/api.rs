@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weir_runtime::tree::{EntryKind, Tree};
 use weir_runtime::{Digest, InputSource, RunId};
@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/runs/{id}/retry"),
     ("GET", "/api/runs/{id}/steps/{step}"),
     ("GET", "/api/runs/{id}/steps/{step}/logs"),
+    ("GET", "/api/runs/{id}/steps/{step}/children"),
     ("GET", "/api/runs/{id}/metrics"),
     ("GET", "/api/compare"),
     ("GET", "/api/artifacts/{digest}"),
@@ -66,6 +67,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("POST", "/api/runs/{id}/retry") => post(retry),
         ("GET", "/api/runs/{id}/steps/{step}") => get(step_detail),
         ("GET", "/api/runs/{id}/steps/{step}/logs") => get(step_logs),
+        ("GET", "/api/runs/{id}/steps/{step}/children") => get(step_children),
         ("GET", "/api/runs/{id}/metrics") => get(run_metrics),
         ("GET", "/api/compare") => get(compare),
         ("GET", "/api/artifacts/{digest}") => get(artifact),
@@ -472,26 +474,54 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
                 "pending".into()
             }
         };
+        // Map children (`step[item]`) by their step, in one pass: the
+        // route stays linear in the number of steps and children.
+        let mut children: HashMap<&str, Vec<&weir_runtime::records::StepSummary>> =
+            HashMap::new();
+        let mut top = Vec::new();
+        for c in &steps {
+            match c.step.split_once('[') {
+                Some((parent, _)) => children.entry(parent).or_default().push(c),
+                None => top.push(c),
+            }
+        }
         let mut nodes = Vec::new();
         let mut edges = Vec::new();
         if let Some(plan) = &plan {
-            for st in &plan.steps {
-                let children: Vec<Value> = steps
-                    .iter()
-                    .filter(|c| c.step.starts_with(&format!("{}[", st.name)))
-                    .map(|c| json!({ "name": c.step, "state": c.state.to_string() }))
-                    .collect();
+            let deps = plan.dependencies();
+            for (i, st) in plan.steps.iter().enumerate() {
+                let mine = children.get(st.name.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+                for c in mine {
+                    *by_state.entry(c.state.to_string()).or_default() += 1;
+                }
                 nodes.push(json!({
                     "name": st.name,
                     "state": state_of(&st.name),
                     "gated": st.when.is_some(),
                     "map": st.map.is_some(),
-                    "children": children,
+                    // The first children; all of them, paged, from the
+                    // step's `children` route.
+                    "children": mine.iter().take(MAX_NODE_CHILDREN).map(|c| json!({ "name": c.step, "state": c.state.to_string() })).collect::<Vec<_>>(),
+                    "children_total": mine.len(),
+                    "children_by_state": by_state,
                     "origin": st.origin,
                 }));
                 for (input, src) in &st.inputs {
                     if let InputSource::Step { step, output } = src {
-                        edges.push(json!({ "from": step, "to": st.name, "output": output, "input": input }));
+                        edges.push(json!({ "from": step, "to": st.name, "output": output, "input": input, "kind": "input" }));
+                    }
+                }
+                if let Some(m) = &st.map {
+                    edges.push(json!({ "from": m.step, "to": st.name, "output": m.output, "kind": "map" }));
+                }
+                // Gates read upstream values: an edge from each step read.
+                for &d in &deps[i] {
+                    let from = &plan.steps[d].name;
+                    let drawn = st.inputs.values().any(|src| matches!(src, InputSource::Step { step, .. } if step == from))
+                        || st.map.as_ref().is_some_and(|m| &m.step == from);
+                    if !drawn {
+                        edges.push(json!({ "from": from, "to": st.name, "kind": "gate" }));
                     }
                 }
             }
@@ -500,7 +530,9 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
         run["params"] = json!(plan.as_ref().map(|p| p.params.clone()));
         Ok(json!({
             "run": run,
-            "steps": steps,
+            // The pipeline's steps; map children are on their node and
+            // behind GET /api/runs/{id}/steps/{step}/children.
+            "steps": top,
             "live": live,
             "graph": { "nodes": nodes, "edges": edges },
         }))
@@ -611,6 +643,12 @@ async fn step_detail(
             "params": planned.as_ref().map(|p| p.params.clone()),
             "limits": planned.as_ref().map(|p| p.limits),
             "component": planned.as_ref().map(|p| p.component.clone()),
+            // What a person reads: where the component comes from.
+            "source": planned.as_ref().map(|p| match &p.component {
+                weir_runtime::ComponentSource::Crate(dir) => format!("step crate {}", dir.display()),
+                weir_runtime::ComponentSource::Wasm(f) => format!("component {}", f.display()),
+            }),
+            "map": base == step && planned.as_ref().is_some_and(|p| p.map.is_some()),
         }))
     })
     .await?;
@@ -787,6 +825,63 @@ async fn step_logs(
     }))
     .into_response())
 }
+
+#[derive(serde::Deserialize)]
+struct ChildrenQuery {
+    /// Only children after this many.
+    after: Option<usize>,
+    /// At most this many (default and maximum 1000).
+    limit: Option<usize>,
+}
+
+/// A map step's children in a run (recorded ones, in item order), a page
+/// at a time.
+async fn step_children(
+    State(s): S,
+    Path((id, step)): Path<(String, String)>,
+    Query(q): Query<ChildrenQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_run(&id)?;
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let records = server.runtime.records();
+        need_run(records, id)?;
+        let prefix = format!("{step}[");
+        let all: Vec<_> = records
+            .steps(id)?
+            .into_iter()
+            .filter(|c| c.step.starts_with(&prefix))
+            .collect();
+        let after = q.after.unwrap_or(0).min(all.len());
+        let limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+        let page: Vec<Value> = all[after..]
+            .iter()
+            .take(limit)
+            .map(|c| {
+                json!({
+                    "name": c.step,
+                    "state": c.state.to_string(),
+                    "duration_ms": c.ended_ms - c.started_ms,
+                    "error": c.error,
+                })
+            })
+            .collect();
+        let next = after + page.len();
+        Ok(json!({
+            "run": id.0,
+            "step": step,
+            "total": all.len(),
+            "next": next,
+            "more": next < all.len(),
+            "children": page,
+        }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// Map children listed on a graph node, at most.
+const MAX_NODE_CHILDREN: usize = 100;
 
 /// Lines in one page of a step's logs, at most.
 const LOG_PAGE_LINES: usize = 1000;

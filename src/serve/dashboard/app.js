@@ -156,16 +156,23 @@ function drawDag(graph, runId) {
     const a = pos[e.from], b = pos[e.to];
     if (!a || !b) continue;
     const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
-    s.append(svg("path", { class: "edge", d: `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}` }));
+    s.append(svg("path", {
+      class: "edge" + (e.kind === "gate" ? " gate" : e.kind === "map" ? " map" : ""),
+      "data-from": e.from, "data-to": e.to,
+      d: `M${x1},${y1} C${x1 + 30},${y1} ${x2 - 30},${y2} ${x2},${y2}`,
+    }));
   }
   for (const n of graph.nodes) {
     const p = pos[n.name];
     const g = svg("g", { class: "node", "data-step": n.name, "data-state": n.state, transform: `translate(${p.x},${p.y})` });
     g.append(svg("rect", { width: W, height: H, rx: 5, fill: COLORS[n.state] || "#7a8394" }));
-    let label = n.name + (n.gated ? " ◇" : "") + (n.map ? " ×" + n.children.length : "");
+    const total = n.children_total !== undefined ? n.children_total : (n.children || []).length;
+    let label = n.name + (n.gated ? " ◇" : "") + (n.map ? " ×" + total : "");
     if (label.length > 22) label = label.slice(0, 21) + "…";
     g.append(svg("text", { x: 8, y: 15 }, label));
-    g.append(svg("text", { x: 8, y: 30 }, n.state + (n.gated ? " (gated)" : "")));
+    // A map node counts its children by state (the list is on its detail).
+    const counts = Object.entries(n.children_by_state || {}).map(([st, k]) => k + " " + st).join(", ");
+    g.append(svg("text", { x: 8, y: 30 }, n.map && counts ? counts : n.state + (n.gated ? " (gated)" : "")));
     g.addEventListener("click", () => { location.hash = "#/runs/" + runId + "/steps/" + encodeURIComponent(n.name); });
     s.append(g);
   }
@@ -259,14 +266,43 @@ async function stepDetail(id, step, into) {
     el("div", { class: "row" },
       el("div", { class: "card" },
         el("p", {}, "cache key: ", el("span", { class: "mono" }, rec.cache_key || "—")),
-        el("p", {}, "component: ", el("span", { class: "mono" }, rec.component || JSON.stringify(d.component))),
+        el("p", {}, "component: ", d.source || "", " ", el("span", { class: "mono", title: rec.component || "" }, rec.component ? rec.component.slice(0, 12) : "")),
         el("p", {}, "attempts: " + (d.attempts || []).length),
         el("p", {}, "params: ", el("span", { class: "mono" }, JSON.stringify(d.params))),
         el("p", {}, "outputs: ", Object.entries(rec.outputs || {}).map(([k, v]) =>
           el("span", {}, k + " = ", el("a", { href: "#/artifacts/" + v, class: "mono" }, v.slice(0, 12)), " "))),
         rec.error ? el("p", { class: "error" }, rec.error) : null),
       el("div", { class: "card" }, el("h2", {}, "Metrics"), metricsChart(rec.metrics))),
+    d.map ? await childrenList(id, step) : null,
     el("h2", {}, "Logs"), pre);
+}
+
+// A map step's children, a page at a time, each opening its own detail.
+async function childrenList(id, step, after) {
+  const url = "/api/runs/" + id + "/steps/" + encodeURIComponent(step) + "/children?limit=100&after=" + (after || 0);
+  const page = await api(url);
+  const box = el("div", { id: "children" },
+    el("h2", {}, "Children (" + page.total + ")"),
+    el("table", {},
+      el("tr", {}, ["Child", "State", "Duration", "Error"].map((h) => el("th", {}, h))),
+      page.children.map((c) => el("tr", {},
+        el("td", {}, el("a", { href: "#/runs/" + id + "/steps/" + encodeURIComponent(c.name) }, c.name)),
+        el("td", {}, stateTag(c.state)),
+        el("td", {}, fmtMs(c.duration_ms)),
+        el("td", { class: "error" }, c.error || "")))));
+  const nav = el("p", { class: "muted" }, (after || 0) + 1 + "–" + page.next + " of " + page.total + " ");
+  if (after) {
+    const prev = el("button", { class: "secondary", id: "children-prev" }, "previous");
+    prev.onclick = async () => box.replaceWith(await childrenList(id, step, Math.max(0, after - 100)));
+    nav.append(prev);
+  }
+  if (page.more) {
+    const next = el("button", { class: "secondary", id: "children-next" }, "next");
+    next.onclick = async () => box.replaceWith(await childrenList(id, step, page.next));
+    nav.append(next);
+  }
+  box.append(nav);
+  return box;
 }
 
 // ---- artifacts ----------------------------------------------------------
