@@ -1376,3 +1376,43 @@ fn the_run_route_stays_small_and_fast_for_10000_children_and_a_10000_step_chain(
     assert!(chain_took < Duration::from_secs(3), "{chain_took:?}");
     assert!(chain_bytes < 16 << 20, "{chain_bytes} bytes");
 }
+
+/// Issue 21, bug 8: serving a folder of projects ignored each project's
+/// weir.toml (churn failed on its gpu grant when served from examples/),
+/// and the trust file was read only at start-up. Each pipeline now runs
+/// under its nearest project's trust file, read afresh for every run.
+#[test]
+fn each_served_project_runs_under_its_own_trust_file_reread_when_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("projects");
+    let trainer = fixture("trainer");
+    let digest = weir_runtime::Digest::of(&std::fs::read(&trainer).unwrap()).to_hex();
+    for name in ["alpha", "beta"] {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("p.rhai"),
+            format!(
+                "let p = pipeline(\"{name}\");\np.step(\"t\", {:?}).output(\"out\").params(#{{ mode: \"bigtensor\", cells: 4, times: 1 }}).requires(\"gpu\");\n",
+                trainer.display().to_string()
+            ),
+        )
+        .unwrap();
+    }
+    let grant = format!("[[trust]]\ndigest = \"{digest}\"\ncapabilities = [\"gpu\"]\n");
+    std::fs::write(root.join("alpha/weir.toml"), &grant).unwrap();
+    let srv = Served::start(&root, &tmp.path().join("store"));
+    let (s, v) = srv.post("/api/pipelines/alpha/runs", json!({}));
+    assert_eq!(s, 201, "alpha's own weir.toml grants the gpu: {v}");
+    let d = srv.wait_run(v["run"].as_i64().unwrap(), 120);
+    assert_eq!(d["run"]["state"], "succeeded", "{d}");
+    let (s, v) = srv.post("/api/pipelines/beta/runs", json!({}));
+    assert_eq!(s, 400, "beta has no grant: {v}");
+    assert!(v["error"].as_str().unwrap().contains("gpu"), "{v}");
+    // Granted while the server runs: the next trigger reads it.
+    std::fs::write(root.join("beta/weir.toml"), &grant).unwrap();
+    let (s, v) = srv.post("/api/pipelines/beta/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let d = srv.wait_run(v["run"].as_i64().unwrap(), 120);
+    assert_eq!(d["run"]["state"], "succeeded", "{d}");
+}

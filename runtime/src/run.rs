@@ -732,6 +732,10 @@ pub struct RunOptions {
     /// keeps its own limit where that is stricter; the run records the
     /// capped plan, and memory caps enter cache keys as any memory limit does.
     pub max_limits: Option<crate::limits::Limits>,
+    /// The trust policy of this run in place of [`Config::trust`] (a
+    /// server running the pipelines of several projects gives each run its
+    /// own project's `weir.toml`).
+    pub trust: Option<Arc<TrustPolicy>>,
 }
 
 /// What one step did in a run.
@@ -918,6 +922,18 @@ impl Runtime {
         requested: &std::collections::BTreeSet<String>,
         fuel: bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
+        self.load_component_under(&self.inner.config.trust, source, base, requested, fuel)
+    }
+
+    /// [`Runtime::load_component`] under `trust`.
+    fn load_component_under(
+        &self,
+        trust: &TrustPolicy,
+        source: &ComponentSource,
+        base: &Path,
+        requested: &std::collections::BTreeSet<String>,
+        fuel: bool,
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
         let executor = self.executor_for(fuel)?;
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -926,7 +942,6 @@ impl Runtime {
                 base.join(p)
             }
         };
-        let trust = &self.inner.config.trust;
         let wasm = match source {
             ComponentSource::Crate(dir) => {
                 let dir = resolve(dir);
@@ -950,6 +965,7 @@ impl Runtime {
     /// capability not granted, say how to grant it.
     async fn load_for(
         &self,
+        trust: &Arc<TrustPolicy>,
         s: &crate::plan::StepPlan,
         base: &Path,
         fuel: bool,
@@ -966,7 +982,10 @@ impl Runtime {
         let base = base.to_path_buf();
         let req = s.capabilities.clone();
         let requested = &s.capabilities;
-        tokio::task::spawn_blocking(move || this.load_component(&source, &base, &req, fuel))
+        let trust = trust.clone();
+        tokio::task::spawn_blocking(move || {
+            this.load_component_under(&trust, &source, &base, &req, fuel)
+        })
             .await
             .map_err(|e| anyhow!("component loader panicked: {e}"))?
             .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
@@ -1039,7 +1058,10 @@ impl Runtime {
         let mut by_source: HashMap<(&ComponentSource, Requested<'_>, bool), Loaded> =
             HashMap::new();
         let mut components = Vec::with_capacity(n);
-        let trust = &self.inner.config.trust;
+        let trust: Arc<TrustPolicy> = opts
+            .trust
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.inner.config.trust.clone()));
         let caps_limits = trust.caps_limits();
         let mut limit_caps: Vec<Option<LimitsCap>> = Vec::new();
         for s in &plan.steps {
@@ -1048,7 +1070,9 @@ impl Runtime {
             let (c, limit_cap) = match by_source.get(&(&s.component, requested, fuel)) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.load_for(s, &plan.base_dir, fuel, &emit).await?;
+                    let c = self
+                        .load_for(&trust, s, &plan.base_dir, fuel, &emit)
+                        .await?;
                     let limit_cap = if caps_limits {
                         let (crate_dir, file) = match &s.component {
                             ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
@@ -1069,14 +1093,10 @@ impl Runtime {
                 ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
                 ComponentSource::Wasm(p) => (None, Some(plan.resolve(p))),
             };
-            if let Some(cap) = requested.iter().find(|cap| {
-                !self.inner.config.trust.grants(
-                    cap,
-                    &c.digest,
-                    crate_dir.as_deref(),
-                    file.as_deref(),
-                )
-            }) {
+            if let Some(cap) = requested
+                .iter()
+                .find(|cap| !trust.grants(cap, &c.digest, crate_dir.as_deref(), file.as_deref()))
+            {
                 anyhow::bail!(
                     "{}requests capability '{cap}', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",
                     step_at(s),
@@ -1104,7 +1124,9 @@ impl Runtime {
                 *c = match with_fuel.get(&(&s.component, &s.capabilities)) {
                     Some(c) => c.clone(),
                     None => {
-                        let loaded = self.load_for(s, &plan.base_dir, true, &emit).await?;
+                        let loaded = self
+                            .load_for(&trust, s, &plan.base_dir, true, &emit)
+                            .await?;
                         with_fuel.insert((&s.component, &s.capabilities), loaded.clone());
                         loaded
                     }
@@ -1120,9 +1142,7 @@ impl Runtime {
                 match src {
                     InputSource::Path(p) => {
                         let p = plan.resolve(p);
-                        self.inner
-                            .config
-                            .trust
+                        trust
                             .check_input(&p)
                             .map_err(|e| anyhow!("{}input '{name}' {e}", step_at(s)))?;
                         let d = match ingested.get(&p) {

@@ -193,7 +193,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 cancel: Some(cancel.clone()),
                 fail_fast: args.fail_fast,
                 resume,
-                max_limits: None,
+                ..RunOptions::default()
             },
         )
         .await

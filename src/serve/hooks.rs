@@ -29,7 +29,7 @@ pub fn body(server: &Server, plan: &Plan, report: &RunReport) -> serde_json::Val
 }
 
 /// Calls the hooks the run's outcome asks for.
-pub async fn after_run(server: &Arc<Server>, plan: &Plan, report: &RunReport) {
+pub async fn after_run(server: &Arc<Server>, plan: &Plan, report: &RunReport, trust: &TrustPolicy) {
     let hooks = match report.state {
         RunState::Succeeded => &plan.serve.on_success,
         RunState::Failed => &plan.serve.on_failure,
@@ -40,7 +40,7 @@ pub async fn after_run(server: &Arc<Server>, plan: &Plan, report: &RunReport) {
     }
     let body = body(server, plan, report).to_string();
     for hook in hooks.clone() {
-        let hook = match resolve(&hook, server.runtime.trust()) {
+        let hook = match resolve(&hook, trust) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(pipeline = %plan.name, run = %report.run, "hook refused: {e}");

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_runtime::plan::ServeOptions;
 use weir_runtime::records::LogLine;
-use weir_runtime::{Config, RunEvent, RunId, RunOptions, Runtime};
+use weir_runtime::{Config, RunEvent, RunId, RunOptions, Runtime, TrustPolicy};
 
 /// Arguments of `weir serve`.
 #[derive(clap::Args)]
@@ -163,10 +163,31 @@ impl Server {
     pub fn rescan(&self) -> BTreeMap<String, Pipeline> {
         let mut found = discover(&self.project);
         for p in found.values_mut().filter(|p| p.error.is_none()) {
-            p.error = hooks::problem(&p.serve, self.runtime.trust());
+            p.error = match self.trust_for(&p.script) {
+                Ok(trust) => hooks::problem(&p.serve, &trust),
+                Err(e) => Some(format!("{e:#}")),
+            };
         }
         *lock(&self.pipelines) = found.clone();
         found
+    }
+
+    /// The trust policy of the pipeline in `script` (relative to the
+    /// served folder): its own project's `weir.toml` (the nearest one in
+    /// its folder or above), read afresh, so an edited trust file counts
+    /// from the next run; without one, the server's. A script reaches only
+    /// its project (that file's folder, else the served folder).
+    pub fn trust_for(&self, script: &Path) -> anyhow::Result<Arc<TrustPolicy>> {
+        let dir = self
+            .project
+            .join(script)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.project.clone());
+        match TrustPolicy::find_file(&dir) {
+            Some(file) => Ok(Arc::new(TrustPolicy::default().with_file(&file)?)),
+            None => Ok(Arc::new(self.runtime.trust().clone())),
+        }
     }
 
     /// The pipelines as last scanned.
@@ -229,6 +250,9 @@ impl Server {
         {
             params.entry("slot".into()).or_insert(slot);
         }
+        let trust = self
+            .trust_for(&p.script)
+            .map_err(|e| ApiError::bad(format!("{e:#}")))?;
         let script = self.project.join(&p.script);
         let plan =
             tokio::task::spawn_blocking(move || weir_dsl::compile_file_with(&script, &params))
@@ -294,6 +318,7 @@ impl Server {
             on_event: Some(on_event),
             cancel: Some(run.cancel.clone()),
             resume,
+            trust: Some(trust.clone()),
             ..RunOptions::default()
         };
         let server = Arc::clone(self);
@@ -307,7 +332,7 @@ impl Server {
                 Ok(report) => {
                     lock(&server.active).remove(&report.run);
                     tracing::info!(run = %report.run, state = %report.state, "run finished");
-                    hooks::after_run(&server, &plan, &report).await;
+                    hooks::after_run(&server, &plan, &report, &trust).await;
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
