@@ -1407,12 +1407,69 @@ fn each_served_project_runs_under_its_own_trust_file_reread_when_it_changes() {
     let d = srv.wait_run(v["run"].as_i64().unwrap(), 120);
     assert_eq!(d["run"]["state"], "succeeded", "{d}");
     let (s, v) = srv.post("/api/pipelines/beta/runs", json!({}));
-    assert_eq!(s, 400, "beta has no grant: {v}");
-    assert!(v["error"].as_str().unwrap().contains("gpu"), "{v}");
+    assert_eq!(s, 201, "{v}");
+    let d = srv.wait_run(v["run"].as_i64().unwrap(), 120);
+    assert_eq!(d["run"]["state"], "failed", "beta has no grant: {d}");
+    assert!(d["run"]["error"].as_str().unwrap().contains("gpu"), "{d}");
     // Granted while the server runs: the next trigger reads it.
     std::fs::write(root.join("beta/weir.toml"), &grant).unwrap();
     let (s, v) = srv.post("/api/pipelines/beta/runs", json!({}));
     assert_eq!(s, 201, "{v}");
     let d = srv.wait_run(v["run"].as_i64().unwrap(), 120);
     assert_eq!(d["run"]["state"], "succeeded", "{d}");
+}
+
+/// Issue 21, bug 6: a trigger blocked while the pipeline's step crates
+/// built (54 s for churn, with no feedback). It now answers with the run's
+/// number at once; the run shows what it is preparing, and a build that
+/// fails is the run's recorded error.
+#[test]
+fn a_trigger_answers_at_once_while_the_run_prepares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    let krate = proj.join("steps/slow");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"slow\"\nversion = \"0.1.0\"\nedition = \"2024\"\n[lib]\ncrate-type = [\"cdylib\"]\n[workspace]\n",
+    )
+    .unwrap();
+    // Its build takes seconds, then fails.
+    std::fs::write(
+        krate.join("build.rs"),
+        "fn main() { std::thread::sleep(std::time::Duration::from_secs(4)); }\n",
+    )
+    .unwrap();
+    std::fs::write(krate.join("src/lib.rs"), "this is not rust\n").unwrap();
+    std::fs::write(
+        proj.join("p.rhai"),
+        "let p = pipeline(\"slowbuild\");\np.step(\"s\", \"steps/slow\").output(\"out\");\n",
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let t = Instant::now();
+    let (s, v) = srv.post("/api/pipelines/slowbuild/runs", json!({}));
+    let answered = t.elapsed();
+    assert_eq!(s, 201, "{v}");
+    assert!(
+        answered < Duration::from_secs(2),
+        "the trigger took {answered:?}"
+    );
+    let id = v["run"].as_i64().unwrap();
+    let (_, d) = srv.get(&format!("/api/runs/{id}"));
+    let preparing = d["run"]["preparing"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        preparing.contains("building") || preparing.contains("preparing"),
+        "{d}"
+    );
+    let d = srv.wait_run(id, 300);
+    assert_eq!(d["run"]["state"], "failed", "{d}");
+    let error = d["run"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("steps/slow") || error.contains("slow"),
+        "{error}"
+    );
 }

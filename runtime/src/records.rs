@@ -196,6 +196,17 @@ pub enum RecordOp {
         /// Metrics stored with the version (the registering step's).
         metrics: Vec<Metric>,
     },
+    /// A run recorded before its preparation (`RunOptions::record_first`)
+    /// is prepared: the plan it runs (limits capped) and its digest (with
+    /// every component's).
+    RunPrepared {
+        /// The run.
+        run: RunId,
+        /// The plan's identity, components included.
+        plan_digest: Digest,
+        /// The plan as it runs.
+        plan_json: String,
+    },
     /// The run ended.
     RunEnded {
         /// The run.
@@ -853,6 +864,19 @@ impl Records for SqliteRecords {
                         ModelStage::None.as_str(),
                         now_ms()
                     ])?;
+                }
+                RecordOp::RunPrepared {
+                    run,
+                    plan_digest,
+                    plan_json,
+                } => {
+                    let key = blake3::hash(plan_json.as_bytes()).to_hex();
+                    tx.prepare_cached("INSERT OR IGNORE INTO plans (key, json) VALUES (?1, ?2)")?
+                        .execute(params![key.as_str(), plan_json])?;
+                    tx.prepare_cached(
+                        "UPDATE runs SET plan_digest = ?2, plan_key = ?3, plan_json = '' WHERE id = ?1",
+                    )?
+                    .execute(params![run.0, plan_digest.to_hex(), key.as_str()])?;
                 }
                 RecordOp::RunEnded { run, state, error } => {
                     tx.prepare_cached(

@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::executor::{EngineConfig, Executor, LoadedComponent};
 use crate::limits::LimitsCap;
 use crate::plan::{ComponentSource, InputSource, Plan};
-use crate::records::{Metric, Records, RunId, RunState, SqliteRecords, StepState};
+use crate::records::{Metric, RecordOp, Records, RunId, RunState, SqliteRecords, StepState};
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use anyhow::{Context as _, anyhow};
@@ -727,6 +727,12 @@ pub struct RunOptions {
     /// Continue this earlier run (same run number): its succeeded steps are
     /// kept, the rest run (through the cache where possible).
     pub resume: Option<RunId>,
+    /// Record the run before its components are built and loaded, so a
+    /// caller (a server answering a trigger) has its number at once: a
+    /// build or load that fails then ends the recorded run `failed` with
+    /// that error (and still returns it). Default: off, so a compile error
+    /// records nothing.
+    pub record_first: bool,
     /// Upper bounds on every step's limits for this run (a platform running
     /// its users' pipelines caps memory, time, output and fuel). Each step
     /// keeps its own limit where that is stricter; the run records the
@@ -1013,11 +1019,87 @@ impl Runtime {
     /// runs the same plan again and again, or hands it over): the run shares
     /// it instead of copying it (a 10,000-step plan's copy takes tens of
     /// milliseconds). A copy is made only where limits must be capped.
-    pub async fn run_shared(
-        &self,
-        mut plan: Arc<Plan>,
-        opts: RunOptions,
-    ) -> anyhow::Result<RunReport> {
+    pub async fn run_shared(&self, plan: Arc<Plan>, opts: RunOptions) -> anyhow::Result<RunReport> {
+        let plan = self.capped(plan, &opts)?;
+        let order = plan.validate()?;
+        self.check_capability_names(&plan)?;
+        let trust: Arc<TrustPolicy> = opts
+            .trust
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.inner.config.trust.clone()));
+        let emit = |e: RunEvent| {
+            if let Some(f) = &opts.on_event {
+                f(&e)
+            }
+        };
+        let started = |run: RunId| {
+            emit(RunEvent::RunStarted {
+                run,
+                steps: plan.steps.len(),
+                resumed: opts.resume.is_some(),
+            })
+        };
+        let (prepared, run_id, previous) = if opts.record_first {
+            // Recorded first: the caller has a run number at once, and a
+            // build or load that fails is the run's recorded error.
+            let json = plan.to_json();
+            let (run_id, previous) =
+                self.open_run(&plan, &plan_digest(&json, &[]), &json, opts.resume)?;
+            started(run_id);
+            let prepared = match self.prepare(plan.clone(), &trust, &emit).await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = self.inner.records.commit(&[RecordOp::RunEnded {
+                        run: run_id,
+                        state: RunState::Failed,
+                        error: Some(format!("{e:#}")),
+                    }]);
+                    return Err(e);
+                }
+            };
+            self.inner.records.commit(&[RecordOp::RunPrepared {
+                run: run_id,
+                plan_digest: prepared.digest,
+                plan_json: prepared.json.clone(),
+            }])?;
+            (prepared, run_id, previous)
+        } else {
+            // Prepared first: a compile error records nothing.
+            let prepared = self.prepare(plan.clone(), &trust, &emit).await?;
+            let (run_id, previous) = self.open_run(
+                &prepared.plan,
+                &prepared.digest,
+                &prepared.json,
+                opts.resume,
+            )?;
+            started(run_id);
+            (prepared, run_id, previous)
+        };
+        let plan_digest = prepared.digest;
+        let sched = Scheduler::new(
+            self.clone(),
+            prepared.plan,
+            order,
+            prepared.components,
+            prepared.host_inputs,
+            run_id,
+            previous,
+            opts,
+        )?;
+        let (steps, children, state, error) = sched.run().await?;
+        Ok(RunReport {
+            run: run_id,
+            state,
+            steps,
+            children,
+            error,
+            plan_digest,
+        })
+    }
+
+    /// `plan` with every step's limits lowered to `max_limits` (the
+    /// runtime's and the run's).
+    fn capped(&self, mut plan: Arc<Plan>, opts: &RunOptions) -> anyhow::Result<Arc<Plan>> {
         let cap = match (&self.inner.config.max_limits, &opts.max_limits) {
             (Some(a), Some(b)) => Some(a.capped_by(b)),
             (a, b) => a.or(*b),
@@ -1029,14 +1111,11 @@ impl Runtime {
                 s.limits = s.limits.capped_by(cap);
             }
         }
-        let emit = |e: RunEvent| {
-            if let Some(f) = &opts.on_event {
-                f(&e)
-            }
-        };
-        let order = plan.validate()?;
-        let n = plan.steps.len();
+        Ok(plan)
+    }
 
+    /// Refuses a step that requests a capability no one provides.
+    fn check_capability_names(&self, plan: &Plan) -> anyhow::Result<()> {
         let known: Vec<&str> = CAPABILITIES
             .iter()
             .copied()
@@ -1051,17 +1130,24 @@ impl Runtime {
                 );
             }
         }
+        Ok(())
+    }
 
-        // Components, before anything is recorded.
+    /// Builds and loads every component (granted what `trust` allows, with
+    /// its limit caps applied to the plan) and stores the host inputs.
+    async fn prepare(
+        &self,
+        mut plan: Arc<Plan>,
+        trust: &Arc<TrustPolicy>,
+        emit: &(dyn Fn(RunEvent) + Sync),
+    ) -> anyhow::Result<Prepared> {
+        let n = plan.steps.len();
+        // Components (before anything is recorded, unless `record_first`).
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
         let mut by_source: HashMap<(&ComponentSource, Requested<'_>, bool), Loaded> =
             HashMap::new();
         let mut components = Vec::with_capacity(n);
-        let trust: Arc<TrustPolicy> = opts
-            .trust
-            .clone()
-            .unwrap_or_else(|| Arc::new(self.inner.config.trust.clone()));
         let caps_limits = trust.caps_limits();
         let mut limit_caps: Vec<Option<LimitsCap>> = Vec::new();
         for s in &plan.steps {
@@ -1070,9 +1156,7 @@ impl Runtime {
             let (c, limit_cap) = match by_source.get(&(&s.component, requested, fuel)) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self
-                        .load_for(&trust, s, &plan.base_dir, fuel, &emit)
-                        .await?;
+                    let c = self.load_for(trust, s, &plan.base_dir, fuel, emit).await?;
                     let limit_cap = if caps_limits {
                         let (crate_dir, file) = match &s.component {
                             ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
@@ -1124,9 +1208,7 @@ impl Runtime {
                 *c = match with_fuel.get(&(&s.component, &s.capabilities)) {
                     Some(c) => c.clone(),
                     None => {
-                        let loaded = self
-                            .load_for(&trust, s, &plan.base_dir, true, &emit)
-                            .await?;
+                        let loaded = self.load_for(trust, s, &plan.base_dir, true, emit).await?;
                         with_fuel.insert((&s.component, &s.capabilities), loaded.clone());
                         loaded
                     }
@@ -1171,11 +1253,28 @@ impl Runtime {
             }
         }
 
-        let plan_json = plan.to_json();
-        let plan_digest = plan_digest(&plan_json, &components);
+        let json = plan.to_json();
+        let digest = plan_digest(&json, &components);
+        Ok(Prepared {
+            plan,
+            components,
+            host_inputs,
+            json,
+            digest,
+        })
+    }
+
+    /// The run record: a new one, or `resume`'s reopened (with its steps).
+    fn open_run(
+        &self,
+        plan: &Plan,
+        plan_digest: &Digest,
+        plan_json: &str,
+        resume: Option<RunId>,
+    ) -> anyhow::Result<(RunId, HashMap<String, crate::records::StepSummary>)> {
         let records = self.inner.records.clone();
         let mut previous = HashMap::new();
-        let run_id = match opts.resume {
+        let run_id = match resume {
             Some(id) => {
                 let old = records
                     .run(id)?
@@ -1193,34 +1292,19 @@ impl Runtime {
                 records.reopen_run(id)?;
                 id
             }
-            None => records.begin_run(&plan.name, &plan_digest, &plan_json)?,
+            None => records.begin_run(&plan.name, plan_digest, plan_json)?,
         };
-        emit(RunEvent::RunStarted {
-            run: run_id,
-            steps: n,
-            resumed: opts.resume.is_some(),
-        });
-
-        let sched = Scheduler::new(
-            self.clone(),
-            plan.clone(),
-            order,
-            components,
-            host_inputs,
-            run_id,
-            previous,
-            opts,
-        )?;
-        let (steps, children, state, error) = sched.run().await?;
-        Ok(RunReport {
-            run: run_id,
-            state,
-            steps,
-            children,
-            error,
-            plan_digest,
-        })
+        Ok((run_id, previous))
     }
+}
+
+/// A run's components and inputs, ready to schedule.
+struct Prepared {
+    plan: Arc<Plan>,
+    components: Vec<Arc<LoadedComponent>>,
+    host_inputs: Vec<BTreeMap<String, Digest>>,
+    json: String,
+    digest: Digest,
 }
 
 /// The engine settings of a runtime's executors: `fuel` for the one that

@@ -413,7 +413,10 @@ fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
     let now = chrono::Utc::now().timestamp_millis();
     let mut v = serde_json::to_value(r).unwrap_or_default();
     v["duration_ms"] = json!(r.ended_ms.unwrap_or(now) - r.started_ms);
-    v["active"] = json!(s.active(r.id).is_some());
+    let active = s.active(r.id);
+    v["active"] = json!(active.is_some());
+    // Before its first step: what it is building or loading.
+    v["preparing"] = json!(active.and_then(|a| lock(&a.live).preparing.clone()));
     v
 }
 

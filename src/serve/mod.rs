@@ -88,6 +88,9 @@ pub struct Live {
     pub seq: u64,
     /// Bytes of message text in `logs`.
     pub bytes: usize,
+    /// What the run is preparing (building or loading a component) before
+    /// its first step starts.
+    pub preparing: Option<String>,
 }
 
 /// Lines of live log kept per active run (the records keep them all)...
@@ -272,6 +275,7 @@ impl Server {
             let started_tx = Arc::clone(&started_tx);
             Arc::new(move |e: &RunEvent| {
                 if let RunEvent::RunStarted { run: id, .. } = e {
+                    lock(&run.live).preparing = Some("preparing the run".into());
                     lock(&server.active).insert(*id, Arc::clone(&run));
                     if let Some(tx) = lock(&started_tx).take() {
                         let _ = tx.send(Ok(*id));
@@ -280,7 +284,9 @@ impl Server {
                 }
                 let mut live = lock(&run.live);
                 match e {
+                    RunEvent::Preparing { what } => live.preparing = Some(what.clone()),
                     RunEvent::StepStarted { step } => {
+                        live.preparing = None;
                         live.states.insert(step.clone(), "running".into());
                     }
                     RunEvent::StepRetrying { step, .. } => {
@@ -319,6 +325,9 @@ impl Server {
             cancel: Some(run.cancel.clone()),
             resume,
             trust: Some(trust.clone()),
+            // The trigger answers with the run's number at once; building
+            // and loading show as the run's `preparing` phase.
+            record_first: true,
             ..RunOptions::default()
         };
         let server = Arc::clone(self);

@@ -73,7 +73,7 @@ async function pageRuns() {
     el("tr", { "data-run": r.id },
       el("td", {}, el("a", { href: "#/runs/" + r.id }, "#" + r.id)),
       el("td", {}, r.pipeline),
-      el("td", {}, stateTag(r.state)),
+      el("td", {}, stateTag(r.preparing ? "preparing" : r.state)),
       el("td", {}, fmtTime(r.started_ms)),
       el("td", {}, fmtMs(r.duration_ms)),
       el("td", { class: "error" }, r.error || "")));
@@ -201,7 +201,8 @@ async function pageRun(id, step) {
       el("td", { class: "error" }, s.error || "")));
   const detail = el("div", { id: "step-detail" });
   show(
-    el("h1", {}, "Run #" + r.id + " · " + r.pipeline + " ", stateTag(r.state)),
+    el("h1", {}, "Run #" + r.id + " · " + r.pipeline + " ", stateTag(r.preparing ? "preparing" : r.state)),
+    r.preparing ? el("p", { class: "muted", id: "preparing" }, "preparing: " + r.preparing) : null,
     el("p", { class: "muted" }, "started " + fmtTime(r.started_ms) + " · " + fmtMs(r.duration_ms) + (r.params ? " · params " + JSON.stringify(r.params) : "")),
     r.error ? el("p", { class: "error" }, r.error) : null,
     actions,
