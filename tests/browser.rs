@@ -169,6 +169,15 @@ impl Browser {
             .to_string()
     }
 
+    /// Runs `script` in the page and returns its value.
+    fn js(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
     fn screenshot(&self, to: &std::path::Path) {
         let v = self.call("GET", "/screenshot", None);
         let png = base64_decode(v.as_str().unwrap());
@@ -333,4 +342,143 @@ fn the_dashboard_triggers_the_flagship_pipeline_and_shows_its_run() {
         b.text(&format!("table#runs tr[data-run=\"{run}\"]"))
             .contains("succeeded")
     );
+}
+
+/// Issue 21, the dashboard: a page opened without the token says where it
+/// is; the runs list filters, pages and picks runs to compare; a live run's
+/// page shows its running step and a timeline, and updates in place (the
+/// scroll position survives each refresh, where the whole page was rebuilt
+/// every second before).
+#[test]
+fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    let sleep = fixture("sleep").display().to_string();
+    std::fs::write(
+        proj.join("quick.rhai"),
+        format!(
+            "let n = param(\"n\", 0);\nlet fail = param(\"fail\", \"\");\nlet p = pipeline(\"quick\");\np.max_active_runs(100);\nlet params = if fail == \"\" {{ #{{ note: n }} }} else {{ #{{ note: n, fail: fail }} }};\np.step(\"only\", {echo:?}).output(\"out\").params(params);\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("ticker.rhai"),
+        format!(
+            "let p = pipeline(\"ticker\");\nlet a = p.step(\"first\", {echo:?}).output(\"out\").params(#{{ note: \"t\" }});\np.step(\"ticks\", {sleep:?}).input(\"a\", a.out(\"out\")).output(\"out\").params(#{{ ms: 30000, ticks: 300 }});\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let b = Browser::start();
+    let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-browser");
+
+    // Without the token: a page that says where it is, and takes it.
+    b.goto(&format!("{}/#/", srv.base));
+    b.find("#token-form", 30);
+    assert!(b.text("main").contains("token"), "{}", b.text("main"));
+    let input = b.find("#token", 5);
+    b.type_into(&input, TOKEN);
+    let open = b.find("#token-form button", 5);
+    b.click(&open);
+    b.find("table#runs", 30);
+
+    // 55 runs, 3 of them failed: two pages, and a filter.
+    for i in 0..55 {
+        let params = if i % 20 == 7 {
+            json!({ "params": { "n": i, "fail": "boom" } })
+        } else {
+            json!({ "params": { "n": i } })
+        };
+        let (s, v) = srv.post("/api/pipelines/quick/runs", params);
+        assert_eq!(s, 201, "{v}");
+        srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    }
+    b.goto(&format!("{}/#/", srv.base));
+    // (The list refreshes itself every few seconds.)
+    let t = Instant::now();
+    while b.count("table#runs tr[data-run]") != 50 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text("main"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let older = b.find("#runs-next", 5);
+    b.click(&older);
+    let t = Instant::now();
+    while b.count("table#runs tr[data-run]") != 5 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text("main"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.goto(&format!("{}/#/?state=failed", srv.base));
+    let t = Instant::now();
+    while b.count("table#runs tr[data-run]") != 3 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text("main"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.text("table#runs").contains("failed"));
+    b.screenshot(&shots.join("runs-filtered.png"));
+    // Two runs picked from the list are compared.
+    b.goto(&format!("{}/#/", srv.base));
+    let t = Instant::now();
+    while b.count("table#runs tr[data-run]") != 50 {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text("main"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let picks = b.call(
+        "POST",
+        "/elements",
+        Some(json!({ "using": "css selector", "value": "input.pick" })),
+    );
+    for p in picks.as_array().unwrap().iter().take(2) {
+        b.click(p[ELEMENT].as_str().unwrap());
+    }
+    let compare = b.find("#compare-picked", 5);
+    b.click(&compare);
+    b.find("table#compare", 30);
+    assert!(b.url().contains("#/compare?runs="), "{}", b.url());
+
+    // A live run: its running step shows, the timeline draws, and a live
+    // update leaves the page where the reader scrolled it.
+    let (s, v) = srv.post("/api/pipelines/ticker/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let run = v["run"].as_i64().unwrap();
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({ "width": 1200, "height": 600 })),
+    );
+    b.goto(&format!("{}/#/runs/{run}/steps/ticks", srv.base));
+    b.find(
+        "table#steps tr[data-step=\"ticks\"] .state[data-state=\"running\"]",
+        60,
+    );
+    b.find("svg#timeline g.bar[data-step=\"first\"]", 30);
+    b.find(
+        "svg#timeline g.bar[data-step=\"ticks\"][data-state=\"running\"]",
+        30,
+    );
+    b.find("#logs", 30);
+    let height = b
+        .js("return document.documentElement.scrollHeight;")
+        .as_i64()
+        .unwrap();
+    assert!(
+        height > 900,
+        "the page must scroll for this check: {height} px"
+    );
+    b.js("window.scrollTo(0, 300);");
+    std::thread::sleep(Duration::from_millis(3500));
+    let y = b.js("return window.scrollY;").as_f64().unwrap();
+    assert!(
+        (y - 300.0).abs() < 1.0,
+        "after three live updates the page is at {y}, not where it was scrolled (300)"
+    );
+    assert_eq!(
+        b.text("h1 .state"),
+        "running",
+        "the run was live throughout"
+    );
+    b.screenshot(&shots.join("live-run.png"));
+    let (s, _) = srv.post(&format!("/api/runs/{run}/cancel"), json!({}));
+    assert_eq!(s, 202);
 }

@@ -180,11 +180,16 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
         "docs/openapi.json and the router disagree"
     );
 
-    // The health check needs no token; every other route answers 401 without one.
+    // The health check and the page's static files need no token (the page
+    // asks for it); every other route answers 401 without one.
     let (s, _, body) = srv.raw("GET", "/api/health", &[]);
     assert_eq!((s, body.as_slice()), (200, &br#"{"ok":true}"#[..]));
+    for p in ["/", "/app.js", "/app.css"] {
+        let (s, _, _) = srv.raw("GET", p, &[]);
+        assert_eq!(s, 200, "{p} without a token");
+    }
     for (m, p) in &routes {
-        if p == "/api/health" {
+        if matches!(p.as_str(), "/api/health" | "/" | "/app.js" | "/app.css") {
             continue;
         }
         let (s, _, body) = srv.raw(m, &sample(p), &[]);

@@ -204,7 +204,10 @@ async fn guard(
     }
     let path = req.uri().path().to_string();
     let mut set_cookie = false;
-    if path != "/api/health" {
+    // The health check and the dashboard's static files (no data in them:
+    // opened without the token, the page asks for it) need no token.
+    let public = matches!(path.as_str(), "/api/health" | "/" | "/app.js" | "/app.css");
+    {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -219,7 +222,7 @@ async fn guard(
         };
         if ok(&query) {
             set_cookie = true;
-        } else if !ok(&bearer) && !ok(&cookie_token(headers)) {
+        } else if !public && !ok(&bearer) && !ok(&cookie_token(headers)) {
             return ApiError(
                 StatusCode::UNAUTHORIZED,
                 "a token is required: Authorization: Bearer TOKEN (weir serve prints it)".into(),
@@ -407,6 +410,8 @@ struct RunsQuery {
     pipeline: Option<String>,
     state: Option<String>,
     limit: Option<usize>,
+    /// Skip this many of the newest matching runs (paging).
+    offset: Option<usize>,
 }
 
 fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
@@ -432,10 +437,12 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
     let server = Arc::clone(&s);
     let list = blocking(move || {
         let filtered = q.pipeline.is_some() || q.state.is_some();
-        let all = server
-            .runtime
-            .records()
-            .runs(if filtered { 100_000 } else { limit })?;
+        let offset = q.offset.unwrap_or(0);
+        let all = server.runtime.records().runs(if filtered {
+            100_000
+        } else {
+            offset.saturating_add(limit)
+        })?;
         Ok(all
             .iter()
             .filter(|r| q.pipeline.as_deref().is_none_or(|p| r.pipeline == p))
@@ -444,6 +451,7 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
                     .as_deref()
                     .is_none_or(|st| r.state.to_string() == st)
             })
+            .skip(offset)
             .take(limit)
             .map(|r| run_json(&server, r))
             .collect::<Vec<_>>())
@@ -460,9 +468,12 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
         let r = need_run(records, id)?;
         let steps = records.steps(id)?;
         let plan = recorded_plan(records, id)?;
-        let live = server
+        let (live, live_started) = server
             .active(id)
-            .map(|a| lock(&a.live).states.clone())
+            .map(|a| {
+                let l = lock(&a.live);
+                (l.states.clone(), l.started.clone())
+            })
             .unwrap_or_default();
         let recorded: BTreeMap<&str, &weir_runtime::records::StepSummary> =
             steps.iter().map(|s| (s.step.as_str(), s)).collect();
@@ -537,6 +548,7 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
             // behind GET /api/runs/{id}/steps/{step}/children.
             "steps": top,
             "live": live,
+            "live_started": live_started,
             "graph": { "nodes": nodes, "edges": edges },
         }))
     })

@@ -91,6 +91,9 @@ pub struct Live {
     /// What the run is preparing (building or loading a component) before
     /// its first step starts.
     pub preparing: Option<String>,
+    /// When each step started (ms since the epoch), for the timeline of
+    /// steps still running.
+    pub started: BTreeMap<String, i64>,
 }
 
 /// Lines of live log kept per active run (the records keep them all)...
@@ -287,6 +290,8 @@ impl Server {
                     RunEvent::Preparing { what } => live.preparing = Some(what.clone()),
                     RunEvent::StepStarted { step } => {
                         live.preparing = None;
+                        live.started
+                            .insert(step.clone(), chrono::Utc::now().timestamp_millis());
                         live.states.insert(step.clone(), "running".into());
                     }
                     RunEvent::StepRetrying { step, .. } => {

@@ -31,11 +31,29 @@ function svg(tag, attrs, ...kids) {
   return e;
 }
 
+class NeedsToken extends Error {}
+
 async function api(path, opts) {
   const r = await fetch(path, Object.assign({ credentials: "same-origin" }, opts || {}));
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401) throw new NeedsToken(body.error || "a token is required");
   if (!r.ok) throw new Error(body.error || r.status + " " + r.statusText);
   return body;
+}
+
+// Opened without the token: say where it is, and take it.
+function pageToken() {
+  clearInterval(timer);
+  const input = el("input", { id: "token", type: "password", autocomplete: "off", size: 40 });
+  const form = el("form", { id: "token-form" }, input, " ", el("button", { type: "submit" }, "Open"));
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    location.href = "/?token=" + encodeURIComponent(input.value.trim()) + location.hash;
+  };
+  shownHash = null;
+  show(el("h1", {}, "This dashboard needs its token"),
+    el("p", {}, "weir serve printed a link with it when it started (\"dashboard: http://.../?token=...\"); it is also in the store's serve.token file, or the one given with --token or WEIR_TOKEN."),
+    form);
 }
 
 function stateTag(s) {
@@ -53,11 +71,53 @@ function fmtTime(ms) {
   return ms ? new Date(ms).toLocaleString() : "";
 }
 
+// A refresh of the page on screen updates it in place (morph): elements
+// stay, so the scroll position, a half-typed input and a click under way
+// survive a live update. Another page replaces it.
+let shownHash = null;
+
 function show(...nodes) {
-  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
+  const kids = nodes.flat().filter((n) => n !== null && n !== undefined);
+  if (shownHash === location.hash && main.childNodes.length) {
+    const box = document.createElement("div");
+    box.append(...kids);
+    morphChildren(main, box);
+  } else {
+    main.replaceChildren(...kids);
+    shownHash = location.hash;
+  }
+}
+
+const HANDLERS = ["onclick", "onsubmit", "onchange", "oninput"];
+
+function morph(old, neu) {
+  if (old.nodeType !== neu.nodeType || old.nodeName !== neu.nodeName) {
+    old.replaceWith(neu);
+    return;
+  }
+  if (old.nodeType !== Node.ELEMENT_NODE) {
+    if (old.nodeValue !== neu.nodeValue) old.nodeValue = neu.nodeValue;
+    return;
+  }
+  for (const a of [...old.attributes]) if (!neu.hasAttribute(a.name)) old.removeAttribute(a.name);
+  for (const a of [...neu.attributes]) if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+  for (const h of HANDLERS) if (old[h] !== neu[h]) old[h] = neu[h];
+  // What a person is typing or has typed stays theirs.
+  if (old.nodeName === "INPUT" || old.nodeName === "SELECT" || old.nodeName === "TEXTAREA") return;
+  morphChildren(old, neu);
+}
+
+function morphChildren(old, neu) {
+  const oc = [...old.childNodes], nc = [...neu.childNodes];
+  for (let i = 0; i < nc.length; i++) {
+    if (i < oc.length) morph(oc[i], nc[i]);
+    else old.append(nc[i]);
+  }
+  for (let i = nc.length; i < oc.length; i++) oc[i].remove();
 }
 
 function fail(e) {
+  if (e instanceof NeedsToken) return pageToken();
   show(el("p", { class: "error" }, String(e.message || e)));
 }
 
@@ -67,10 +127,44 @@ function every(ms, f) {
 }
 
 // ---- runs list -----------------------------------------------------------
-async function pageRuns() {
-  const { runs } = await api("/api/runs?limit=100");
+const PAGE_RUNS = 50;
+
+async function pageRuns(q) {
+  const f = new URLSearchParams(q || "");
+  const page = Math.max(1, parseInt(f.get("page") || "1", 10) || 1);
+  const query = new URLSearchParams({ limit: PAGE_RUNS + 1, offset: (page - 1) * PAGE_RUNS });
+  for (const k of ["pipeline", "state"]) if (f.get(k)) query.set(k, f.get(k));
+  const { runs: got } = await api("/api/runs?" + query);
+  const more = got.length > PAGE_RUNS;
+  const runs = got.slice(0, PAGE_RUNS);
+  const { pipelines } = await api("/api/pipelines");
+  const pick = el("select", { id: "filter-pipeline", name: "pipeline" },
+    el("option", { value: "" }, "all pipelines"),
+    pipelines.map((p) => el("option", p.name === f.get("pipeline") ? { value: p.name, selected: "" } : { value: p.name }, p.name)));
+  const states = ["running", "succeeded", "failed", "cancelled", "interrupted"];
+  const st = el("select", { id: "filter-state", name: "state" },
+    el("option", { value: "" }, "any state"),
+    states.map((s) => el("option", s === f.get("state") ? { value: s, selected: "" } : { value: s }, s)));
+  const filters = el("form", { id: "filters" }, pick, " ", st, " ", el("button", { type: "submit", class: "secondary" }, "Filter"));
+  filters.onsubmit = (ev) => {
+    ev.preventDefault();
+    const n = new URLSearchParams();
+    if (pick.value) n.set("pipeline", pick.value);
+    if (st.value) n.set("state", st.value);
+    location.hash = "#/?" + n;
+  };
+  const goto = (p) => { const n = new URLSearchParams(f); n.set("page", p); location.hash = "#/?" + n; };
+  const pager = el("p", { class: "pager" }, "page " + page + " ");
+  if (page > 1) { const b = el("button", { class: "secondary", id: "runs-prev" }, "newer"); b.onclick = () => goto(page - 1); pager.append(b); }
+  if (more) { const b = el("button", { class: "secondary", id: "runs-next" }, "older"); b.onclick = () => goto(page + 1); pager.append(b); }
+  const compare = el("button", { id: "compare-picked", class: "secondary" }, "Compare selected");
+  compare.onclick = () => {
+    const ids = [...main.querySelectorAll("input.pick:checked")].map((i) => i.value);
+    if (ids.length >= 2) location.hash = "#/compare?runs=" + ids.join(",");
+  };
   const rows = runs.map((r) =>
     el("tr", { "data-run": r.id },
+      el("td", {}, el("input", { type: "checkbox", class: "pick", value: r.id, "aria-label": "compare run " + r.id })),
       el("td", {}, el("a", { href: "#/runs/" + r.id }, "#" + r.id)),
       el("td", {}, r.pipeline),
       el("td", {}, stateTag(r.preparing ? "preparing" : r.state)),
@@ -79,11 +173,15 @@ async function pageRuns() {
       el("td", { class: "error" }, r.error || "")));
   show(
     el("h1", {}, "Runs"),
+    filters,
     el("table", { id: "runs" },
-      el("tr", {}, ["Run", "Pipeline", "State", "Started", "Duration", "Error"].map((h) => el("th", {}, h))),
+      el("tr", {}, ["", "Run", "Pipeline", "State", "Started", "Duration", "Error"].map((h) => el("th", {}, h))),
       rows),
-    runs.length ? null : el("p", { class: "muted" }, "No runs yet: trigger one from Pipelines."));
-  if (runs.some((r) => r.active)) every(1000, pageRuns); else every(3000, pageRuns);
+    runs.length ? null : el("p", { class: "muted" }, f.toString() ? "No runs match." : "No runs yet: trigger one from Pipelines."),
+    el("p", {}, compare),
+    pager);
+  const again = () => pageRuns(q);
+  if (runs.some((r) => r.active)) every(1000, again); else every(3000, again);
 }
 
 // ---- pipelines and the trigger form ---------------------------------------
@@ -91,16 +189,26 @@ async function pagePipelines() {
   clearInterval(timer);
   const { pipelines } = await api("/api/pipelines");
   const cards = pipelines.map((p) => {
-    const inputs = Object.entries(p.params || {}).map(([k, v]) =>
-      el("p", {}, el("label", { for: "param-" + p.name + "-" + k }, k),
-        el("input", { id: "param-" + p.name + "-" + k, name: k, value: typeof v === "string" ? v : JSON.stringify(v) })));
+    // Typed inputs: a number for a number, a checkbox for a boolean.
+    const inputs = Object.entries(p.params || {}).map(([k, v]) => {
+      const id = "param-" + p.name + "-" + k;
+      const attrs = typeof v === "boolean"
+        ? Object.assign({ id, name: k, type: "checkbox", "data-kind": "boolean" }, v ? { checked: "" } : {})
+        : typeof v === "number"
+          ? { id, name: k, type: "number", step: Number.isInteger(v) ? "1" : "any", value: String(v), "data-kind": "number" }
+          : { id, name: k, value: typeof v === "string" ? v : JSON.stringify(v), "data-kind": "string" };
+      return el("p", {}, el("label", { for: id }, k), el("input", attrs),
+        el("span", { class: "muted" }, " default " + JSON.stringify(v)));
+    });
     const msg = el("p", { class: "error" });
     const form = el("form", { class: "trigger", "data-pipeline": p.name }, inputs,
       el("button", { type: "submit" }, "Trigger run"), msg);
     form.onsubmit = async (ev) => {
       ev.preventDefault();
       const params = {};
-      for (const i of form.querySelectorAll("input")) params[i.name] = i.value;
+      for (const i of form.querySelectorAll("input")) {
+        params[i.name] = i.dataset.kind === "boolean" ? i.checked : i.dataset.kind === "number" && i.value !== "" ? Number(i.value) : i.value;
+      }
       try {
         const r = await api("/api/pipelines/" + encodeURIComponent(p.name) + "/runs", {
           method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ params }),
@@ -147,6 +255,7 @@ function layout(nodes, edges) {
 const COLORS = {
   succeeded: "#2e8b57", cached: "#3b7dd8", failed: "#c0392b", running: "#d68910", retrying: "#d68910",
   skipped: "#a0a7b4", cancelled: "#6c3483", pending: "#b8bec9", "not run": "#a0a7b4",
+  interrupted: "#b9770e", preparing: "#5d6d7e",
 };
 
 function drawDag(graph, runId) {
@@ -173,7 +282,7 @@ function drawDag(graph, runId) {
     // A map node counts its children by state (the list is on its detail).
     const counts = Object.entries(n.children_by_state || {}).map(([st, k]) => k + " " + st).join(", ");
     g.append(svg("text", { x: 8, y: 30 }, n.map && counts ? counts : n.state + (n.gated ? " (gated)" : "")));
-    g.addEventListener("click", () => { location.hash = "#/runs/" + runId + "/steps/" + encodeURIComponent(n.name); });
+    g.onclick = () => { location.hash = "#/runs/" + runId + "/steps/" + encodeURIComponent(n.name); };
     s.append(g);
   }
   return s;
@@ -192,14 +301,21 @@ async function pageRun(id, step) {
     b.onclick = async () => { try { await api("/api/runs/" + id + "/retry", { method: "POST" }); route(); } catch (e) { alert(e.message); } };
     actions.append(b);
   }
-  const steps = d.steps.map((s) =>
-    el("tr", {},
-      el("td", {}, el("a", { href: "#/runs/" + id + "/steps/" + encodeURIComponent(s.step) }, s.step)),
-      el("td", {}, stateTag(s.state)),
-      el("td", {}, fmtMs(s.ended_ms - s.started_ms)),
+  // Every step of the plan, recorded or not yet: a running step shows while it runs.
+  const recorded = new Map(d.steps.map((s) => [s.step, s]));
+  const steps = d.graph.nodes.map((n) => {
+    const s = recorded.get(n.name) || {};
+    const live = d.live && d.live[n.name];
+    return el("tr", { "data-step": n.name },
+      el("td", {}, el("a", { href: "#/runs/" + id + "/steps/" + encodeURIComponent(n.name) }, n.name)),
+      el("td", {}, stateTag(s.state || live || n.state)),
+      el("td", {}, s.ended_ms ? fmtMs(s.ended_ms - s.started_ms) : ""),
+      el("td", {}, s.attempts > 1 ? String(s.attempts) : s.attempts ? "1" : ""),
       el("td", {}, Object.entries(s.outputs || {}).map(([k, v]) => el("div", {}, k + " = ", el("a", { href: "#/artifacts/" + v, class: "mono" }, v.slice(0, 12))))),
-      el("td", { class: "error" }, s.error || "")));
+      el("td", { class: "error" }, s.error || ""));
+  });
   const detail = el("div", { id: "step-detail" });
+  if (step) await stepDetail(id, step, detail);
   show(
     el("h1", {}, "Run #" + r.id + " · " + r.pipeline + " ", stateTag(r.preparing ? "preparing" : r.state)),
     r.preparing ? el("p", { class: "muted", id: "preparing" }, "preparing: " + r.preparing) : null,
@@ -208,11 +324,44 @@ async function pageRun(id, step) {
     actions,
     drawDag(d.graph, id),
     el("p", { class: "muted" }, "◇ gated by a condition · ×N map children · blue = cached"),
+    el("h2", {}, "Timeline"),
+    timeline(d.steps.concat(
+      // Steps still running: from their start to now.
+      Object.entries(d.live_started || {})
+        .filter(([name]) => !recorded.has(name) && (d.live || {})[name] && !name.includes("["))
+        .map(([name, t]) => ({ step: name, state: d.live[name], started_ms: t, ended_ms: null, attempts: 0 }))), r),
     el("h2", {}, "Steps"),
-    el("table", { id: "steps" }, el("tr", {}, ["Step", "State", "Duration", "Outputs", "Error"].map((h) => el("th", {}, h))), steps),
+    el("table", { id: "steps" }, el("tr", {}, ["Step", "State", "Duration", "Attempts", "Outputs", "Error"].map((h) => el("th", {}, h))), steps),
     detail);
-  if (step) await stepDetail(id, step, detail);
   if (r.active) every(1000, () => pageRun(id, step)); else clearInterval(timer);
+}
+
+// The run's steps on a time axis (a Gantt chart): a bar per step from its
+// start to its end (to now while it runs), coloured by state; cache hits
+// are thin marks, retried steps say how many attempts they took.
+function timeline(records, run) {
+  const rows = records.filter((s) => s.started_ms);
+  if (!rows.length) return el("p", { class: "muted", id: "timeline" }, "No step has started yet.");
+  const t0 = Math.min(run.started_ms, ...rows.map((s) => s.started_ms));
+  const now = Date.now();
+  const t1 = Math.max(...rows.map((s) => s.ended_ms || now), run.ended_ms || (run.active ? now : t0 + 1), t0 + 1);
+  const W = 560, L = 180, RH = 20;
+  const x = (t) => L + (W * (t - t0)) / (t1 - t0);
+  const s = svg("svg", { id: "timeline", class: "timeline", width: L + W + 120, height: rows.length * RH + 24 });
+  rows.forEach((r, i) => {
+    const y = i * RH + 4;
+    const end = r.ended_ms || now;
+    const w = Math.max(r.state === "cached" ? 2 : 3, x(end) - x(r.started_ms));
+    const g = svg("g", { class: "bar", "data-step": r.step, "data-state": r.state });
+    g.append(svg("text", { x: 0, y: y + 13, fill: "#1d2433" }, r.step.length > 24 ? r.step.slice(0, 23) + "…" : r.step));
+    g.append(svg("rect", { x: x(r.started_ms), y, width: w, height: RH - 6, rx: 2, fill: COLORS[r.state] || "#7a8394" }));
+    g.append(svg("text", { x: x(r.started_ms) + w + 4, y: y + 13, fill: "#555" },
+      fmtMs(end - r.started_ms) + (r.attempts > 1 ? " · " + r.attempts + " attempts" : "") + (r.state === "cached" ? " · cached" : "")));
+    s.append(g);
+  });
+  s.append(svg("text", { x: L, y: rows.length * RH + 20, fill: "#555" }, "0"));
+  s.append(svg("text", { x: L + W - 40, y: rows.length * RH + 20, fill: "#555" }, fmtMs(t1 - t0)));
+  return s;
 }
 
 function metricsChart(metrics) {
@@ -387,7 +536,7 @@ async function route() {
   const [path, q] = h.split("?");
   const m = path.split("/").filter(Boolean);
   try {
-    if (m.length === 0) return await pageRuns();
+    if (m.length === 0) return await pageRuns(q || "");
     if (m[0] === "pipelines") return await pagePipelines();
     if (m[0] === "runs" && m[1] && m[2] === "steps" && m[3]) return await pageRun(m[1], decodeURIComponent(m[3]));
     if (m[0] === "runs" && m[1]) return await pageRun(m[1]);
