@@ -500,6 +500,21 @@ fn add_input(
             output: o.output,
         }
     } else if let Some(p) = source.clone().try_cast::<rhai::ImmutableString>() {
+        // `s3://...` would pass as a relative path and fail at run time.
+        if let Some((scheme, _)) = p.split_once("://")
+            && !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
+        {
+            return err(
+                format!(
+                    "step '{}': input '{name}' is a {scheme}:// URL; weir reads host inputs only from local files and folders for now (copy it next to the pipeline and name that path)",
+                    s.name()
+                ),
+                pos,
+            );
+        }
         InputSource::Path(PathBuf::from(p.as_str()))
     } else {
         return err(

@@ -611,6 +611,21 @@ impl Capture {
         g.1 += (bytes.len() - take) as u64;
     }
 
+    /// The last few lines written (a panic message), on one line: at most
+    /// 6 lines and 1 KiB, without Rust's `RUST_BACKTRACE` hint.
+    fn last_words(&self) -> Option<String> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let text = String::from_utf8_lossy(&g.0);
+        let mut lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect();
+        lines = lines.split_off(lines.len().saturating_sub(6));
+        let said = crate::bounded::cut(&lines.join(" "), 1024);
+        (!said.is_empty()).then_some(said)
+    }
+
     fn lines(&self, level: &str, out: &mut Vec<LogLine>) {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let text = String::from_utf8_lossy(&g.0);
@@ -1109,6 +1124,13 @@ impl Executor {
         let stdout = Capture::new(spec.limits.stdio_bytes);
         let stderr = Capture::new(spec.limits.stdio_bytes);
         let mut result = self.run_inner(&spec, &stdout, &stderr).await;
+        // A trap after a panic: the panic's message (the guest's last lines
+        // on stderr) says what went wrong, the trap only where.
+        if let Err(StepFailure::Trapped(trap)) = &mut result.outcome
+            && let Some(said) = stderr.last_words()
+        {
+            *trap = format!("{said} ({trap})");
+        }
         stdout.lines("stdout", &mut result.logs);
         stderr.lines("stderr", &mut result.logs);
         result
@@ -1355,7 +1377,10 @@ fn check_contract(what: &str, imports: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The reason of a trap in one paragraph: the trap kind, then the guest backtrace.
+/// The reason of a trap in one paragraph: the trap kind, then where: the
+/// first frame of the guest's backtrace that is its own code (named when
+/// the component keeps its name section, as weir's step crates do), not the
+/// panic and abort machinery of its standard library.
 fn trap_message(e: &wasmtime::Error) -> String {
     let mut msg = match e.downcast_ref::<Trap>() {
         Some(t) => t.to_string(),
@@ -1364,12 +1389,46 @@ fn trap_message(e: &wasmtime::Error) -> String {
         None => e.root_cause().to_string(),
     };
     let chain = format!("{e:?}");
-    if let Some(bt) = chain
+    let frames: Vec<&str> = chain
         .lines()
         .skip_while(|l| !l.contains("wasm backtrace"))
-        .nth(1)
-    {
-        msg.push_str(&format!(" (at {})", bt.trim()));
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| l.contains(" - "))
+        .collect();
+    let machinery = |f: &str| {
+        // `std[d123b7a1]::sys::...`: the crate hash is not part of the name.
+        let mut name = String::new();
+        let mut depth = 0;
+        let func = f.split_once(" - ").map_or(f, |(_, r)| r);
+        let func = func.split_once('!').map_or(func, |(_, name)| name);
+        for c in func.chars() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth -= 1,
+                c if depth == 0 => name.push(c),
+                _ => {}
+            }
+        }
+        [
+            "abort",
+            "std::",
+            "core::",
+            "alloc::",
+            "__rust",
+            "rust_panic",
+            "panic_abort",
+            "<std::",
+            "<core::",
+            "<alloc::",
+            "__wasm_call_dtors",
+            "__wasi",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+    };
+    if let Some(f) = frames.iter().find(|f| !machinery(f)).or(frames.first()) {
+        msg.push_str(&format!(" (at {f})"));
     }
     msg
 }

@@ -96,14 +96,18 @@ fn metrics_line(v: &ModelVersion) -> String {
 pub fn run(what: What) -> anyhow::Result<ExitCode> {
     match what {
         What::List { name, json, store } => {
-            let records = super::open_records(&store.resolve())?;
+            let dir = store.resolve();
+            let records = super::open_records(&dir)?;
             let versions = records.models(name.as_deref())?;
             if json {
                 jsonln!("{}", serde_json::to_string_pretty(&versions)?);
                 return Ok(ExitCode::SUCCESS);
             }
             if versions.is_empty() {
-                outln!("no models registered (a step with .register(\"name\") adds versions)");
+                outln!(
+                    "no models registered in the store {} (a step with .register(\"name\") adds versions; another store: --store)",
+                    dir.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             outln!(
@@ -127,8 +131,12 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
             }
         }
         What::Show { model, json, store } => {
-            let records = super::open_records(&store.resolve())?;
-            let v = find(&records, &model)?;
+            let dir = store.resolve();
+            let records = super::open_records(&dir)?;
+            // Which registry was read: from another folder it is another store.
+            let v = find(&records, &model).map_err(|e| {
+                anyhow::anyhow!("{e} (store {}; pick one with --store)", dir.display())
+            })?;
             let tree = lineage(&records, &v.digest, 64)?;
             let (data, components) = tree.roots();
             if json {

@@ -74,7 +74,8 @@ serde = {{ version = "1", features = ["derive"] }}
 [profile.release]
 opt-level = "s"
 lto = true
-strip = true
+# Keeps the name section: a trap names the function it happened in.
+strip = "debuginfo"
 "#
         ),
     )?;

@@ -42,6 +42,40 @@ pub fn check(args: Args) -> anyhow::Result<ExitCode> {
             .map(|s| format!(", schedule {s:?}"))
             .unwrap_or_default()
     );
+    // What it holds, by name (as docs/cli.md says).
+    let names = |f: &dyn Fn(&weir_runtime::StepPlan) -> bool| -> String {
+        let v: Vec<&str> = plan
+            .steps
+            .iter()
+            .filter(|s| f(s))
+            .map(|s| s.name.as_str())
+            .collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    };
+    outln!("  steps:  {}", names(&|_| true));
+    outln!("  maps:   {}", names(&|s| s.map.is_some()));
+    outln!("  gated:  {}", names(&|s| s.when.is_some()));
+    let params: Vec<String> = plan
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    outln!(
+        "  params: {}",
+        if params.is_empty() {
+            "none".into()
+        } else {
+            params.join(", ")
+        }
+    );
+    if let Some(s) = &plan.schedule {
+        let tz = plan.serve.timezone.as_deref().unwrap_or("UTC");
+        outln!("  schedule: {s} ({tz}; fired by `weir serve`)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
