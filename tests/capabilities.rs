@@ -169,3 +169,49 @@ fn trust_file_entries_grant_only_the_capabilities_they_list() {
         assert_eq!(r.is_ok(), ok, "{caps}: {:?}", r.err());
     }
 }
+
+/// Issue 19, item 1, for host-defined capabilities: a capability that reads
+/// its string arguments in place (`capability::read_str` over `WasmStr`)
+/// refuses an oversized one without copying it, and the guest goes on.
+#[test]
+fn a_capability_reading_arguments_in_place_refuses_an_oversized_key() {
+    use weir_runtime::wasmtime::StoreContextMut;
+    use weir_runtime::wasmtime::component::WasmStr;
+    let tmp = tempfile::tempdir().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen_in = seen.clone();
+    let cap = Capability::new("kv", "bounded-1")
+        .interface("acme:kv/lookup@0.1.0")
+        .linker(move |l| {
+            let seen = seen_in.clone();
+            l.instance("acme:kv/lookup@0.1.0")?.func_wrap(
+                "get",
+                move |store: StoreContextMut<'_, HostState>, (key,): (WasmStr,)| {
+                    let value = match weir_runtime::capability::read_str(&store, &key, 256)? {
+                        Some(k) if k == "alpha" => Some("1".to_string()),
+                        Some(_) => None,
+                        None => {
+                            seen.fetch_add(1, Ordering::Relaxed);
+                            Some("refused".to_string())
+                        }
+                    };
+                    Ok((value,))
+                },
+            )
+        });
+    let trust = TrustPolicy::default().trust_all();
+    let rt = runtime_with(&tmp.path().join(".weir"), cap, trust);
+    let mut p = kv_plan(tmp.path(), true);
+    p.steps[0].params = serde_json::json!({ "keys": ["alpha"], "big_mb": 32 });
+    p.steps[0].limits.memory_bytes = 128 << 20;
+    let r = run(&rt, &p);
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        1,
+        "the 32 MiB key was refused"
+    );
+    let out = r.output_path(rt.store(), "lookup", "out").unwrap();
+    let text = std::fs::read_to_string(out.join("values.txt")).unwrap();
+    assert_eq!(text, "alpha=1\nkkkkkkkkkkkkkkkkkkkk=refused\n");
+}
