@@ -370,6 +370,14 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         ),
     )
     .unwrap();
+    let noop = fixture("noop").display().to_string();
+    std::fs::write(
+        proj.join("chain.rhai"),
+        format!(
+            "let p = pipeline(\"chain\");\nlet prev = p.step(\"s0\", {noop:?}).output(\"out\");\nfor i in 1..10000 {{ prev = p.step(`s${{i}}`, {noop:?}).input(\"a\", prev.out(\"out\")).output(\"out\"); }}\n"
+        ),
+    )
+    .unwrap();
     let srv = Served::start(&proj, &tmp.path().join("store"));
     let b = Browser::start();
     let shots = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("weir-browser");
@@ -481,4 +489,21 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
     b.screenshot(&shots.join("live-run.png"));
     let (s, _) = srv.post(&format!("/api/runs/{run}/cancel"), json!({}));
     assert_eq!(s, 202);
+
+    // A 10,000-step chain: its graph stays in view (it wraps into bands in
+    // a box that scrolls), where it was an empty box before.
+    let (s, v) = srv.post("/api/pipelines/chain/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let chain = v["run"].as_i64().unwrap();
+    srv.wait_run(chain, 600);
+    b.goto(&format!("{}/#/runs/{chain}", srv.base));
+    b.find("svg#dag g.node[data-step=\"s9999\"]", 120);
+    let fits = b.js(
+        "const box = document.getElementById('dag-box').getBoundingClientRect();\n\
+         const svg = document.getElementById('dag').getBoundingClientRect();\n\
+         const first = document.querySelector('svg#dag g.node[data-step=\"s0\"]').getBoundingClientRect();\n\
+         return [svg.width <= box.width + 1, first.left >= box.left && first.right <= box.right && first.top >= box.top && first.bottom <= box.bottom, box.height <= 600];",
+    );
+    assert_eq!(fits, json!([true, true, true]), "the graph stays in view");
+    b.screenshot(&shots.join("chain-10000.png"));
 }

@@ -242,14 +242,20 @@ function layout(nodes, edges) {
   const cols = {};
   for (const n of nodes) (cols[depth[n.name]] = cols[depth[n.name]] || []).push(n.name);
   const pos = {};
-  const W = 160, H = 36, GX = 34, GY = 20;
+  const W = 160, H = 36, GX = 34, GY = 20, BAND_GAP = 28;
   let maxRows = 0;
-  for (const [c, names] of Object.entries(cols)) {
-    names.forEach((name, i) => { pos[name] = { x: 10 + c * (W + GX), y: 10 + i * (H + GY) }; });
-    maxRows = Math.max(maxRows, names.length);
-  }
+  for (const names of Object.values(cols)) maxRows = Math.max(maxRows, names.length);
+  // A long graph wraps its columns into bands that fit the page's width
+  // (a 10,000-step chain stays in view; the box scrolls down through it).
   const ncols = Object.keys(cols).length;
-  return { pos, W, H, width: 20 + ncols * (W + GX), height: 20 + maxRows * (H + GY) };
+  const perBand = Math.max(1, Math.min(ncols, Math.floor(1100 / (W + GX))));
+  const bandH = maxRows * (H + GY) + BAND_GAP;
+  for (const [c, names] of Object.entries(cols)) {
+    const band = Math.floor(c / perBand), col = c % perBand;
+    names.forEach((name, i) => { pos[name] = { x: 10 + col * (W + GX), y: 10 + band * bandH + i * (H + GY) }; });
+  }
+  const bands = Math.ceil(ncols / perBand);
+  return { pos, W, H, width: 20 + perBand * (W + GX), height: 20 + bands * bandH - BAND_GAP };
 }
 
 const COLORS = {
@@ -259,6 +265,10 @@ const COLORS = {
 };
 
 function drawDag(graph, runId) {
+  return el("div", { class: "dag-box", id: "dag-box" }, drawDagSvg(graph, runId));
+}
+
+function drawDagSvg(graph, runId) {
   const { pos, W, H, width, height } = layout(graph.nodes, graph.edges);
   const s = svg("svg", { class: "dag", id: "dag", width, height, viewBox: `0 0 ${width} ${height}` });
   for (const e of graph.edges) {
