@@ -370,6 +370,14 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         ),
     )
     .unwrap();
+    let rows: String = (0..25).map(|i| format!("{i},{}\\n", i * i)).collect();
+    std::fs::write(
+        proj.join("folders.rhai"),
+        format!(
+            "let p = pipeline(\"folders\");\np.step(\"make\", {echo:?}).output(\"out\").params(#{{ metrics: #{{ a_rather_long_metric_name_that_would_run_over_its_bar_in_the_chart: 0.87654321 }}, files: #{{ \"tables/squares.csv\": \"n,sq\\n{rows}\" }} }});\n"
+        ),
+    )
+    .unwrap();
     let noop = fixture("noop").display().to_string();
     std::fs::write(
         proj.join("chain.rhai"),
@@ -489,6 +497,42 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
     b.screenshot(&shots.join("live-run.png"));
     let (s, _) = srv.post(&format!("/api/runs/{run}/cancel"), json!({}));
     assert_eq!(s, 202);
+
+    // An artifact's sub-folder opens; a preview says how many rows it shows
+    // of how many; a long metric name wraps.
+    let (s, v) = srv.post("/api/pipelines/folders/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let made = v["run"].as_i64().unwrap();
+    let d = srv.wait_run(made, 60);
+    assert_eq!(d["run"]["state"], "succeeded", "{d}");
+    let out = d["steps"][0]["outputs"]["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.goto(&format!("{}/#/artifacts/{out}", srv.base));
+    let folder = b.find_xpath("//a[@class='folder' and text()='tables/']", 30);
+    b.click(&folder);
+    let preview = b.find_xpath("//tr[td[text()='squares.csv']]//button", 30);
+    b.click(&preview);
+    b.find("#preview-count", 30);
+    assert_eq!(b.text("#preview-count"), "20 of 25 rows");
+    b.goto(&format!("{}/#/runs/{made}/steps/make", srv.base));
+    b.find("table.metrics td.metric-name", 30);
+    let fit = b.js(
+        "const c = document.querySelector('table.metrics td.metric-name');\n\
+         const bar = document.querySelector('table.metrics td.metric-bar').getBoundingClientRect();\n\
+         return [c.scrollWidth <= c.clientWidth + 1, c.getBoundingClientRect().right <= bar.left + 1];",
+    );
+    assert_eq!(
+        fit,
+        json!([true, true]),
+        "the metric name stays in its column, clear of the bar"
+    );
+    assert!(
+        b.text("table.metrics").contains("0.8765"),
+        "{}",
+        b.text("table.metrics")
+    );
 
     // A 10,000-step chain: its graph stays in view (it wraps into bands in
     // a box that scrolls), where it was an empty box before.

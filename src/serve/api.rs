@@ -1088,11 +1088,18 @@ async fn artifact_preview(
                 .has_headers(false)
                 .flexible(true)
                 .from_reader(text.as_bytes());
-            for rec in rdr.records().take(21) {
+            let mut total = 0i64;
+            for rec in rdr.records() {
                 let Ok(rec) = rec else { break };
-                rows.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
+                if rows.len() < 21 {
+                    rows.push(rec.iter().map(str::to_string).collect::<Vec<_>>());
+                }
+                total += 1;
             }
-            return Ok(json!({ "kind": "table", "name": name, "bytes": bytes, "rows": rows, "truncated": truncated }));
+            // Rows counted in the bytes read (all of them unless `truncated`).
+            let total_rows = (total - 1).max(0);
+            return Ok(json!({ "kind": "table", "name": name, "bytes": bytes, "rows": rows,
+                "total_rows": total_rows, "truncated": truncated }));
         }
         if name.ends_with(".parquet") {
             let path = server.runtime.store().object_path(&fd);
@@ -1135,11 +1142,41 @@ fn parquet_head(path: &std::path::Path, n: usize) -> Result<(Vec<Vec<String>>, i
         let row = row.map_err(|e| e.to_string())?;
         rows.push(
             row.get_column_iter()
-                .map(|(_, field)| field.to_string())
+                .map(|(_, field)| parquet_cell(field))
                 .collect(),
         );
     }
     Ok((rows, total))
+}
+
+/// A Parquet value as a person reads it: numbers plainly (not `0E0`),
+/// strings without quotes, nulls empty.
+fn parquet_cell(f: &parquet::record::Field) -> String {
+    use parquet::record::Field;
+    let float = |x: f64| {
+        if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e15 {
+            format!("{}", x as i64)
+        } else {
+            format!("{x}")
+        }
+    };
+    match f {
+        Field::Null => String::new(),
+        Field::Bool(b) => b.to_string(),
+        Field::Byte(x) => x.to_string(),
+        Field::Short(x) => x.to_string(),
+        Field::Int(x) => x.to_string(),
+        Field::Long(x) => x.to_string(),
+        Field::UByte(x) => x.to_string(),
+        Field::UShort(x) => x.to_string(),
+        Field::UInt(x) => x.to_string(),
+        Field::ULong(x) => x.to_string(),
+        Field::Float(x) => float(f64::from(*x)),
+        Field::Double(x) => float(*x),
+        Field::Str(s) => s.clone(),
+        Field::Bytes(b) => format!("({} bytes)", b.len()),
+        other => other.to_string(),
+    }
 }
 
 async fn models(State(s): S) -> Result<Response, ApiError> {

@@ -100,7 +100,12 @@ function morph(old, neu) {
     return;
   }
   for (const a of [...old.attributes]) if (!neu.hasAttribute(a.name)) old.removeAttribute(a.name);
-  for (const a of [...neu.attributes]) if (old.getAttribute(a.name) !== a.value) old.setAttribute(a.name, a.value);
+  for (const a of [...neu.attributes]) {
+    if (old.getAttribute(a.name) === a.value) continue;
+    // Styles go through the CSSOM (the CSP allows no inline style attributes).
+    if (a.name === "style") old.style.cssText = neu.style.cssText;
+    else old.setAttribute(a.name, a.value);
+  }
   for (const h of HANDLERS) if (old[h] !== neu[h]) old[h] = neu[h];
   // What a person is typing or has typed stays theirs.
   if (old.nodeName === "INPUT" || old.nodeName === "SELECT" || old.nodeName === "TEXTAREA") return;
@@ -378,14 +383,26 @@ function metricsChart(metrics) {
   const entries = Object.entries(metrics || {});
   if (!entries.length) return el("p", { class: "muted" }, "no metrics");
   const max = Math.max(...entries.map(([, v]) => Math.abs(v)), 1e-12);
-  const s = svg("svg", { class: "chart", width: 460, height: 24 * entries.length + 4 });
-  entries.forEach(([k, v], i) => {
-    const w = Math.max(2, 220 * Math.abs(v) / max);
-    s.append(svg("text", { x: 0, y: 24 * i + 16, fill: "#1d2433" }, k));
-    s.append(svg("rect", { x: 150, y: 24 * i + 4, width: w, height: 16, fill: "#3b7dd8" }));
-    s.append(svg("text", { x: 156 + w, y: 24 * i + 16, fill: "#1d2433" }, Number(v).toPrecision(4)));
-  });
-  return s;
+  // A table, so a long metric name wraps instead of running over the bar.
+  return el("table", { class: "metrics" }, entries.map(([k, v]) => el("tr", {},
+    el("td", { class: "metric-name" }, k),
+    el("td", { class: "metric-bar" }, bar(Math.max(1, 100 * Math.abs(v) / max))),
+    el("td", { class: "metric-value" }, fmtNum(v)))));
+}
+
+// A bar `pct` wide (set through the CSSOM: the page's CSP allows no inline styles).
+function bar(pct) {
+  const b = el("div", { class: "bar" });
+  b.style.width = pct.toFixed(1) + "%";
+  return b;
+}
+
+// A number as people read it: integers plainly, others to 4 significant digits.
+function fmtNum(v) {
+  const x = Number(v);
+  if (!Number.isFinite(x)) return String(v);
+  if (Number.isInteger(x) && Math.abs(x) < 1e15) return String(x);
+  return Math.abs(x) >= 1e-3 && Math.abs(x) < 1e6 ? x.toPrecision(4).replace(/\.?0+$/, "") : x.toExponential(3);
 }
 
 // A step's log lines fetched so far, by run and step: each refresh asks
@@ -471,14 +488,20 @@ async function pageArtifact(digest) {
   const a = await api("/api/artifacts/" + digest);
   const preview = el("div", { id: "preview" });
   const rows = a.entries.map((e) => {
-    const cells = [el("td", {}, e.kind), el("td", {}, e.name), el("td", {}, e.bytes)];
+    // A folder opens as an artifact of its own (its tree has a digest).
+    const name = e.kind === "folder" ? el("a", { href: "#/artifacts/" + e.digest, class: "folder" }, e.name + "/") : e.name;
+    const cells = [el("td", {}, e.kind), el("td", {}, name), el("td", {}, e.bytes)];
     if (e.kind === "file") {
       const pv = el("button", { class: "secondary" }, "Preview");
       pv.onclick = async () => {
         try {
           const p = await api("/api/artifacts/" + a.digest + "/preview/" + encodeURIComponent(e.name));
           if (p.kind === "table") {
-            preview.replaceChildren(el("h2", {}, e.name), el("table", {}, p.rows.map((r, i) => el("tr", {}, r.map((c) => el(i ? "td" : "th", {}, c))))));
+            const shown = Math.max(0, p.rows.length - 1);
+            const of = p.total_rows === undefined ? "" : " of " + (p.truncated && p.name.endsWith(".csv") ? "more than " : "") + p.total_rows;
+            preview.replaceChildren(el("h2", {}, e.name),
+              el("p", { class: "muted", id: "preview-count" }, shown + of + " rows"),
+              el("table", {}, p.rows.map((r, i) => el("tr", {}, r.map((c) => el(i ? "td" : "th", {}, c))))));
           } else if (p.kind === "text") {
             preview.replaceChildren(el("h2", {}, e.name), el("pre", { class: "logs" }, p.text));
           } else {

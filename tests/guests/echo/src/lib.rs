@@ -1,13 +1,23 @@
 //! Writes what it was given and what the sandbox shows it, so tests can check
 //! determinism and caching: params, input files, random bytes, clocks.
 //! Params: `fail` (return that error), `panic` (panic), `random` (write
-//! 32 random bytes), `files` (an object: file name to text, written to the
-//! output), `metrics` (an object: name to number, recorded and written to
+//! 32 random bytes), `files` (an object: file name, with folders, to text,
+//! written to the output), `metrics` (an object: name to number, recorded and written to
 //! `metrics.json`), `bare` (write only `files`), `note` (any value).
 
 use std::fmt::Write as _;
 use weir_sdk::serde_json::Value;
 use weir_sdk::{Context, Result, bail};
+
+/// Writes `text` to `name` under `out`, making its folders (`a/b.csv`).
+fn write_file(out: &std::path::Path, name: &str, text: &Value) -> Result<()> {
+    let path = out.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(path, text.as_str().unwrap_or_default())?;
+    Ok(())
+}
 
 fn list(dir: &std::path::Path, prefix: &str, out: &mut String) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<std::io::Result<_>>()?;
@@ -44,7 +54,7 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
             .into_iter()
             .flatten()
         {
-            std::fs::write(out.join(name), text.as_str().unwrap_or_default())?;
+            write_file(&out, name, text)?;
         }
         return Ok(());
     }
@@ -58,7 +68,7 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
     }
     if let Some(files) = p.get("files").and_then(Value::as_object) {
         for (name, text) in files {
-            std::fs::write(out.join(name), text.as_str().unwrap_or_default())?;
+            write_file(&out, name, text)?;
         }
     }
     if let Some(metrics) = p.get("metrics").and_then(Value::as_object) {
