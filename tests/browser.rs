@@ -335,6 +335,20 @@ fn the_dashboard_triggers_the_flagship_pipeline_and_shows_its_run() {
         b.text("#preview")
     );
 
+    // The registry, grouped per model: promote the new version from the page.
+    b.goto(&format!("{}/#/models", srv.base));
+    let promote = b.find(
+        "div.model[data-model=\"churn\"] button[data-version=\"1\"][data-stage=\"production\"]",
+        30,
+    );
+    b.click(&promote);
+    b.find(
+        "div.model[data-model=\"churn\"] tr[data-version=\"1\"] .state[data-state=\"production\"]",
+        30,
+    );
+    let (_, models) = srv.get("/api/models");
+    assert_eq!(models["models"][0]["stage"], "production", "{models}");
+
     // Back on the runs list, the run is there and succeeded.
     b.goto(&format!("{}/#/", srv.base));
     b.find(&format!("table#runs tr[data-run=\"{run}\"]"), 30);
@@ -375,6 +389,13 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         proj.join("folders.rhai"),
         format!(
             "let p = pipeline(\"folders\");\np.step(\"make\", {echo:?}).output(\"out\").params(#{{ metrics: #{{ a_rather_long_metric_name_that_would_run_over_its_bar_in_the_chart: 0.87654321 }}, files: #{{ \"tables/squares.csv\": \"n,sq\\n{rows}\" }} }});\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("nightly.rhai"),
+        format!(
+            "let p = pipeline(\"nightly\");\np.schedule(\"0 3 * * *\", #{{ timezone: \"Europe/Paris\" }});\np.step(\"s\", {echo:?}).output(\"out\");\n"
         ),
     )
     .unwrap();
@@ -533,6 +554,33 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "{}",
         b.text("table.metrics")
     );
+
+    // Schedules: times in the schedule's own zone; pause and resume.
+    b.goto(&format!("{}/#/schedules", srv.base));
+    let pause = b.find(
+        "button[data-pipeline=\"nightly\"][data-action=\"pause\"]",
+        30,
+    );
+    assert!(
+        b.text("table#schedules").contains("CET") || b.text("table#schedules").contains("CEST")
+    );
+    b.click(&pause);
+    b.find(
+        "tr[data-pipeline=\"nightly\"] .state[data-state=\"paused\"]",
+        30,
+    );
+    let (_, v) = srv.get("/api/schedules");
+    assert_eq!(v["schedules"][0]["paused"], true, "{v}");
+    let resume = b.find(
+        "button[data-pipeline=\"nightly\"][data-action=\"resume\"]",
+        30,
+    );
+    b.click(&resume);
+    b.find(
+        "button[data-pipeline=\"nightly\"][data-action=\"pause\"]",
+        30,
+    );
+    b.screenshot(&shots.join("schedules.png"));
 
     // A 10,000-step chain: its graph stays in view (it wraps into bands in
     // a box that scrolls), where it was an empty box before.

@@ -79,6 +79,7 @@ fn sample(path: &str) -> String {
         .replace("{step}", "a")
         .replace("{digest}", &"0".repeat(64))
         .replace("{*path}", "x.csv")
+        .replace("{version}", "1")
 }
 
 /// Checks `value` against the OpenAPI schema `schema` (`type`, `required`,
@@ -1477,4 +1478,56 @@ fn a_trigger_answers_at_once_while_the_run_prepares() {
         error.contains("steps/slow") || error.contains("slow"),
         "{error}"
     );
+}
+
+/// Issue 21, the dashboard's schedules: a schedule can be paused (its due
+/// slots are recorded skipped, the pause kept across restarts) and resumed.
+#[test]
+fn a_paused_schedule_skips_its_slots_until_it_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    std::fs::write(
+        proj.join("every.rhai"),
+        format!(
+            "let slot = param(\"slot\", \"\");\nlet p = pipeline(\"every\");\np.schedule(\"* * * * * *\", #{{ catchup: \"skip\" }});\np.max_active_runs(5);\np.step(\"s\", {echo:?}).output(\"out\").params(#{{ note: slot }});\n"
+        ),
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let srv = Served::start(&proj, &store);
+    let (s, v) = srv.post("/api/schedules/every/pause", json!({}));
+    assert_eq!((s, v["paused"].clone()), (200, json!(true)), "{v}");
+    let runs = |srv: &Served| {
+        let (_, v) = srv.get("/api/runs?pipeline=every&limit=1000");
+        v["runs"].as_array().unwrap().len()
+    };
+    let before = runs(&srv);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(runs(&srv), before, "no slot fired while paused");
+    let (_, v) = srv.get("/api/schedules");
+    let sc = &v["schedules"][0];
+    assert_eq!(sc["paused"], true, "{v}");
+    assert!(
+        sc["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["state"] == "skipped" && r["reason"] == "the schedule was paused"),
+        "{v}"
+    );
+    assert!(!sc["next_local"].as_array().unwrap().is_empty(), "{v}");
+    let (s, _) = srv.post("/api/schedules/every/resume", json!({}));
+    assert_eq!(s, 200);
+    let t = Instant::now();
+    while runs(&srv) == before {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no slot fired after resuming"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (s, _) = srv.post("/api/schedules/nope/pause", json!({}));
+    assert_eq!(s, 404);
 }

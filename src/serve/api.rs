@@ -43,7 +43,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/artifacts/{digest}/files/{*path}"),
     ("GET", "/api/artifacts/{digest}/preview/{*path}"),
     ("GET", "/api/models"),
+    ("POST", "/api/models/{name}/versions/{version}/stage"),
     ("GET", "/api/schedules"),
+    ("POST", "/api/schedules/{name}/pause"),
+    ("POST", "/api/schedules/{name}/resume"),
 ];
 
 /// Largest request body accepted: 64 KiB.
@@ -74,7 +77,10 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("GET", "/api/artifacts/{digest}/files/{*path}") => get(artifact_file),
         ("GET", "/api/artifacts/{digest}/preview/{*path}") => get(artifact_preview),
         ("GET", "/api/models") => get(models),
+        ("POST", "/api/models/{name}/versions/{version}/stage") => post(promote),
         ("GET", "/api/schedules") => get(schedules),
+        ("POST", "/api/schedules/{name}/pause") => post(pause_schedule),
+        ("POST", "/api/schedules/{name}/resume") => post(resume_schedule),
         // A route listed without a handler answers 501, and the route test fails.
         _ => get(not_implemented).post(not_implemented),
     }
@@ -1185,6 +1191,69 @@ async fn models(State(s): S) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({ "models": v })).into_response())
 }
 
+/// Moves a model version to a stage (`{"stage": "production"}`): as
+/// `weir models promote`, the version that held staging or production
+/// before is archived.
+async fn promote(
+    State(s): S,
+    Path((name, version)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let version: u32 = version
+        .parse()
+        .map_err(|_| ApiError::bad(format!("expected a version number, found {version:?}")))?;
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let stage = v
+        .get("stage")
+        .and_then(Value::as_str)
+        .and_then(weir_runtime::records::ModelStage::parse)
+        .ok_or_else(|| {
+            ApiError::bad("the body must be {\"stage\": \"none\" | \"staging\" | \"production\" | \"archived\"}")
+        })?;
+    let server = Arc::clone(&s);
+    let archived = blocking(move || {
+        let records = server.runtime.records();
+        if records.models(Some(&name))?.is_empty() {
+            return Err(ApiError::not_found(format!("there is no model '{name}'")));
+        }
+        records
+            .promote(&name, version, stage)
+            .map_err(|e| ApiError::not_found(format!("{e:#}")))
+    })
+    .await?;
+    Ok(axum::Json(json!({ "stage": stage.to_string(), "archived": archived })).into_response())
+}
+
+async fn pause_schedule(State(s): S, Path(name): Path<String>) -> Result<Response, ApiError> {
+    set_paused(s, name, true).await
+}
+
+async fn resume_schedule(State(s): S, Path(name): Path<String>) -> Result<Response, ApiError> {
+    set_paused(s, name, false).await
+}
+
+/// Pauses or resumes a scheduled pipeline's slots.
+async fn set_paused(s: Arc<Server>, name: String, paused: bool) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    blocking(move || {
+        let p = server
+            .pipelines()
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("there is no pipeline '{name}'")))?;
+        if p.schedule.is_none() {
+            return Err(ApiError::conflict(format!(
+                "pipeline '{name}' declares no schedule"
+            )));
+        }
+        server.slots.set_paused(&name, paused)?;
+        Ok(())
+    })
+    .await?;
+    Ok(axum::Json(json!({ "paused": paused })).into_response())
+}
+
 async fn schedules(State(s): S) -> Result<Response, ApiError> {
     let server = Arc::clone(&s);
     let v = blocking(move || {
@@ -1192,15 +1261,21 @@ async fn schedules(State(s): S) -> Result<Response, ApiError> {
         let mut out = Vec::new();
         for p in server.pipelines().into_values() {
             let Some(expr) = &p.schedule else { continue };
-            let next: Vec<String> =
-                match super::schedule::Schedule::parse(expr, p.serve.timezone.as_deref()) {
-                    Ok(sc) => sc
-                        .next_n(now, 3)
-                        .into_iter()
-                        .map(super::schedule::slot_text)
-                        .collect(),
-                    Err(_) => Vec::new(),
-                };
+            let parsed = super::schedule::Schedule::parse(expr, p.serve.timezone.as_deref()).ok();
+            let upcoming = parsed
+                .as_ref()
+                .map(|sc| sc.next_n(now, 3))
+                .unwrap_or_default();
+            let next: Vec<String> = upcoming
+                .iter()
+                .copied()
+                .map(super::schedule::slot_text)
+                .collect();
+            // The same instants in the schedule's own time zone.
+            let next_local: Vec<String> = match &parsed {
+                Some(sc) => upcoming.iter().map(|t| sc.local(*t)).collect(),
+                None => Vec::new(),
+            };
             out.push(json!({
                 "pipeline": p.name,
                 "schedule": expr,
@@ -1209,6 +1284,8 @@ async fn schedules(State(s): S) -> Result<Response, ApiError> {
                 "catchup_limit": p.serve.catchup_limit,
                 "max_active_runs": p.serve.max_active_runs,
                 "next": next,
+                "next_local": next_local,
+                "paused": server.slots.is_paused(&p.name)?,
                 "recent": server.slots.recent(Some(&p.name), 10)?,
                 "error": p.error,
             }));

@@ -152,7 +152,9 @@ impl Slots {
                run INTEGER, reason TEXT, at_ms INTEGER NOT NULL,
                PRIMARY KEY (pipeline, slot));
              CREATE TABLE IF NOT EXISTS cursors (
-               pipeline TEXT PRIMARY KEY, since TEXT NOT NULL);",
+               pipeline TEXT PRIMARY KEY, since TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS paused (
+               pipeline TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);",
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Slots { db: Mutex::new(db) })
@@ -234,6 +236,34 @@ impl Slots {
         Ok(())
     }
 
+    /// Pauses (`true`) or resumes a pipeline's schedule: while paused, its
+    /// due slots are recorded skipped ("the schedule was paused"), to be
+    /// backfilled if wanted. Kept across restarts.
+    pub fn set_paused(&self, pipeline: &str, paused: bool) -> anyhow::Result<()> {
+        let db = lock(&self.db);
+        if paused {
+            db.execute(
+                "INSERT OR IGNORE INTO paused (pipeline, at_ms) VALUES (?1, ?2)",
+                params![pipeline, Utc::now().timestamp_millis()],
+            )?;
+        } else {
+            db.execute("DELETE FROM paused WHERE pipeline = ?1", params![pipeline])?;
+        }
+        Ok(())
+    }
+
+    /// Whether a pipeline's schedule is paused.
+    pub fn is_paused(&self, pipeline: &str) -> anyhow::Result<bool> {
+        Ok(lock(&self.db)
+            .query_row(
+                "SELECT 1 FROM paused WHERE pipeline = ?1",
+                params![pipeline],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// The newest `limit` slots of `pipeline` (all pipelines if `None`), newest first.
     pub fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>> {
         let db = lock(&self.db);
@@ -288,6 +318,14 @@ pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()
         // older ones, after a long downtime, are only counted in the log.
         let (count, newest) = schedule.slots(cursor, now, 1024);
         if count == 0 {
+            continue;
+        }
+        if server.slots.is_paused(&p.name)? {
+            for t in &newest {
+                server
+                    .slots
+                    .skip(&p.name, &slot_text(*t), "the schedule was paused")?;
+            }
             continue;
         }
         let on_time =

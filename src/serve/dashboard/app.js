@@ -539,28 +539,67 @@ async function pageCompare(q) {
 async function pageModels() {
   clearInterval(timer);
   const { models } = await api("/api/models");
-  show(el("h1", {}, "Model registry"),
-    el("table", { id: "models" },
-      el("tr", {}, ["Model", "Version", "Stage", "Run", "Metrics", "Artifact"].map((h) => el("th", {}, h))),
-      models.map((m) => el("tr", {},
-        el("td", {}, m.name), el("td", {}, m.version), el("td", {}, m.stage),
+  // Grouped per model, newest version first, with its stage's actions.
+  const byName = new Map();
+  for (const m of models) (byName.get(m.name) || byName.set(m.name, []).get(m.name)).push(m);
+  const msg = el("p", { class: "error", id: "models-error" });
+  const stageButton = (m, stage, label) => {
+    const b = el("button", { class: "secondary", "data-model": m.name, "data-version": m.version, "data-stage": stage }, label);
+    b.onclick = async () => {
+      try {
+        await api("/api/models/" + encodeURIComponent(m.name) + "/versions/" + m.version + "/stage", {
+          method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ stage }),
+        });
+        await pageModels();
+      } catch (e) { msg.textContent = e.message; }
+    };
+    return b;
+  };
+  const groups = [...byName.entries()].map(([name, versions]) => el("div", { class: "card model", "data-model": name },
+    el("h2", {}, name),
+    el("table", {},
+      el("tr", {}, ["Version", "Stage", "Run", "Metrics", "Artifact", ""].map((h) => el("th", {}, h))),
+      versions.slice().reverse().map((m) => el("tr", { "data-version": m.version },
+        el("td", {}, m.version), el("td", {}, stateTag(m.stage)),
         el("td", {}, el("a", { href: "#/runs/" + m.run }, "#" + m.run)),
-        el("td", {}, Object.entries(m.metrics || {}).map(([k, v]) => k + "=" + Number(v).toPrecision(4)).join(" ")),
-        el("td", {}, el("a", { href: "#/artifacts/" + m.digest, class: "mono" }, String(m.digest).slice(0, 12)))))));
+        el("td", {}, Object.entries(m.metrics || {}).map(([k, v]) => k + "=" + fmtNum(v)).join(" ")),
+        el("td", {}, el("a", { href: "#/artifacts/" + m.digest, class: "mono" }, String(m.digest).slice(0, 12))),
+        el("td", {},
+          m.stage !== "staging" ? stageButton(m, "staging", "to staging") : null, " ",
+          m.stage !== "production" ? stageButton(m, "production", "to production") : null, " ",
+          m.stage !== "archived" ? stageButton(m, "archived", "archive") : null))))));
+  show(el("h1", {}, "Model registry"), msg,
+    groups.length ? groups : el("p", { class: "muted" }, "No models registered (a step with .register(\"name\") adds versions)."));
 }
 
 async function pageSchedules() {
   clearInterval(timer);
   const { schedules } = await api("/api/schedules");
-  show(el("h1", {}, "Schedules"),
+  const msg = el("p", { class: "error", id: "schedules-error" });
+  const toggle = (sc) => {
+    const b = el("button", { class: "secondary", "data-pipeline": sc.pipeline, "data-action": sc.paused ? "resume" : "pause" }, sc.paused ? "Resume" : "Pause");
+    b.onclick = async () => {
+      try {
+        await api("/api/schedules/" + encodeURIComponent(sc.pipeline) + "/" + (sc.paused ? "resume" : "pause"), { method: "POST" });
+        await pageSchedules();
+      } catch (e) { msg.textContent = e.message; }
+    };
+    return b;
+  };
+  show(el("h1", {}, "Schedules"), msg,
     el("table", { id: "schedules" },
-      el("tr", {}, ["Pipeline", "Cron", "Time zone", "Catch-up", "Next", "Recent slots"].map((h) => el("th", {}, h))),
-      schedules.map((s) => el("tr", {},
-        el("td", {}, s.pipeline), el("td", { class: "mono" }, s.schedule), el("td", {}, s.timezone),
+      el("tr", {}, ["Pipeline", "Cron", "Time zone", "Catch-up", "Next (schedule's time zone)", "Recent slots", ""].map((h) => el("th", {}, h))),
+      schedules.map((s) => el("tr", { "data-pipeline": s.pipeline },
+        el("td", {}, s.pipeline, s.paused ? el("span", { class: "state st-paused", "data-state": "paused" }, "paused") : null),
+        el("td", { class: "mono" }, s.schedule), el("td", {}, s.timezone),
         el("td", {}, s.catchup + (s.catchup === "all" ? " (≤" + s.catchup_limit + ")" : "")),
-        el("td", {}, s.next.join(", ")),
-        el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + (r.run ? " #" + r.run : "") + (r.reason ? " (" + r.reason + ")" : ""))))))),
-    schedules.length ? null : el("p", { class: "muted" }, "No pipeline declares a schedule."));
+        el("td", {}, (s.next_local || s.next).map((t) => el("div", {}, t))),
+        el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + " ",
+          r.run ? el("a", { href: "#/runs/" + r.run }, "#" + r.run) : null,
+          r.reason ? " (" + r.reason + ")" : ""))),
+        el("td", {}, toggle(s))))),
+    schedules.length ? null : el("p", { class: "muted" }, "No pipeline declares a schedule."),
+    el("p", { class: "muted" }, "Backfill past slots with `weir backfill PIPELINE --from ... --to ...`."));
 }
 
 // ---- routing ------------------------------------------------------------
