@@ -1530,4 +1530,26 @@ fn a_paused_schedule_skips_its_slots_until_it_resumes() {
     }
     let (s, _) = srv.post("/api/schedules/nope/pause", json!({}));
     assert_eq!(s, 404);
+    // The runs list says what started each run, and with which params.
+    let (_, v) = srv.get("/api/runs?pipeline=every&limit=1");
+    let r = &v["runs"][0];
+    assert_eq!(r["source"], "schedule", "{v}");
+    assert!(
+        r["params"]["slot"].as_str().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
+    let (s, v) = srv.post(
+        "/api/pipelines/every/runs",
+        json!({ "params": { "slot": "by hand" } }),
+    );
+    assert_eq!(s, 201, "{v}");
+    let (_, v) = srv.get(&format!("/api/runs?pipeline=every&limit=50"));
+    let mine = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["params"]["slot"] == "by hand")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(mine["source"], "manual", "{v}");
 }

@@ -449,7 +449,7 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
         } else {
             offset.saturating_add(limit)
         })?;
-        Ok(all
+        let page: Vec<&weir_runtime::records::RunSummary> = all
             .iter()
             .filter(|r| q.pipeline.as_deref().is_none_or(|p| r.pipeline == p))
             .filter(|r| {
@@ -459,7 +459,20 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
             })
             .skip(offset)
             .take(limit)
-            .map(|r| run_json(&server, r))
+            .collect();
+        // What started each run, and its params (noted by this server).
+        let ids: Vec<i64> = page.iter().map(|r| r.id.0).collect();
+        let sources = server.slots.run_sources(&ids)?;
+        Ok(page
+            .into_iter()
+            .map(|r| {
+                let mut v = run_json(&server, r);
+                if let Some((source, params)) = sources.get(&r.id.0) {
+                    v["source"] = json!(source);
+                    v["params"] = json!(params);
+                }
+                v
+            })
             .collect::<Vec<_>>())
     })
     .await?;

@@ -251,11 +251,13 @@ impl Server {
                 "pipeline '{pipeline}' cannot run: {e}"
             )));
         }
+        let slot_given = slot.is_some();
         if let Some(slot) = slot
             && p.params.contains_key("slot")
         {
             params.entry("slot".into()).or_insert(slot);
         }
+        let given = params.clone();
         let trust = self
             .trust_for(&p.script)
             .map_err(|e| ApiError::bad(format!("{e:#}")))?;
@@ -360,7 +362,13 @@ impl Server {
             }
         });
         match started_rx.await {
-            Ok(Ok(id)) => Ok(id),
+            Ok(Ok(id)) => {
+                let source = if slot_given { "schedule" } else { "manual" };
+                if let Err(e) = self.slots.note_run(id.0, source, &given) {
+                    tracing::warn!(run = %id, "noting the run's source: {e:#}");
+                }
+                Ok(id)
+            }
             Ok(Err(msg)) => Err(ApiError::bad(msg)),
             Err(_) => Err(ApiError::internal("the run ended before it was recorded")),
         }

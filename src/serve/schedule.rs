@@ -6,6 +6,7 @@
 use super::{Server, lock};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension as _, params};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -154,7 +155,9 @@ impl Slots {
              CREATE TABLE IF NOT EXISTS cursors (
                pipeline TEXT PRIMARY KEY, since TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS paused (
-               pipeline TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);",
+               pipeline TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS run_sources (
+               run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL);",
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(Slots { db: Mutex::new(db) })
@@ -250,6 +253,46 @@ impl Slots {
             db.execute("DELETE FROM paused WHERE pipeline = ?1", params![pipeline])?;
         }
         Ok(())
+    }
+
+    /// Notes what started run `run` (`manual`, `schedule`, `backfill`) and
+    /// the params it was given; the first note of a run stays (a retry
+    /// continues the run its source started).
+    pub fn note_run(
+        &self,
+        run: i64,
+        source: &str,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        lock(&self.db).execute(
+            "INSERT OR IGNORE INTO run_sources (run, source, params) VALUES (?1, ?2, ?3)",
+            params![run, source, serde_json::to_string(params)?],
+        )?;
+        Ok(())
+    }
+
+    /// What started each of `runs`, and its params, where noted.
+    pub fn run_sources(
+        &self,
+        runs: &[i64],
+    ) -> anyhow::Result<HashMap<i64, (String, BTreeMap<String, String>)>> {
+        let db = lock(&self.db);
+        let mut st = db.prepare_cached("SELECT source, params FROM run_sources WHERE run = ?1")?;
+        let mut out = HashMap::new();
+        for &r in runs {
+            if let Some((source, params)) = st
+                .query_row(params![r], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?
+            {
+                out.insert(
+                    r,
+                    (source, serde_json::from_str(&params).unwrap_or_default()),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Whether a pipeline's schedule is paused.

@@ -175,12 +175,14 @@ async function pageRuns(q) {
       el("td", {}, stateTag(r.preparing ? "preparing" : r.state)),
       el("td", {}, fmtTime(r.started_ms)),
       el("td", {}, fmtMs(r.duration_ms)),
+      el("td", { class: "source" }, r.source || ""),
+      el("td", { class: "mono" }, r.params && Object.keys(r.params).length ? Object.entries(r.params).map(([k, v]) => k + "=" + v).join(" ") : ""),
       el("td", { class: "error" }, r.error || "")));
   show(
     el("h1", {}, "Runs"),
     filters,
     el("table", { id: "runs" },
-      el("tr", {}, ["", "Run", "Pipeline", "State", "Started", "Duration", "Error"].map((h) => el("th", {}, h))),
+      el("tr", {}, ["", "Run", "Pipeline", "State", "Started", "Duration", "Trigger", "Params", "Error"].map((h) => el("th", {}, h))),
       rows),
     runs.length ? null : el("p", { class: "muted" }, f.toString() ? "No runs match." : "No runs yet: trigger one from Pipelines."),
     el("p", {}, compare),
