@@ -1543,7 +1543,7 @@ fn a_paused_schedule_skips_its_slots_until_it_resumes() {
         json!({ "params": { "slot": "by hand" } }),
     );
     assert_eq!(s, 201, "{v}");
-    let (_, v) = srv.get(&format!("/api/runs?pipeline=every&limit=50"));
+    let (_, v) = srv.get("/api/runs?pipeline=every&limit=50");
     let mine = v["runs"]
         .as_array()
         .unwrap()
