@@ -467,9 +467,9 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
             .into_iter()
             .map(|r| {
                 let mut v = run_json(&server, r);
-                if let Some((source, params)) = sources.get(&r.id.0) {
-                    v["source"] = json!(source);
-                    v["params"] = json!(params);
+                if let Some(src) = sources.get(&r.id.0) {
+                    v["source"] = json!(src.source);
+                    v["params"] = json!(src.params);
                 }
                 v
             })

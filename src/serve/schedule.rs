@@ -131,6 +131,14 @@ pub struct SlotRecord {
     pub reason: Option<String>,
 }
 
+/// What started a run, and the params it was given ([`Slots::note_run`]).
+pub struct RunSource {
+    /// `manual`, `schedule` or `backfill`.
+    pub source: String,
+    /// The params, as given (text).
+    pub params: BTreeMap<String, String>,
+}
+
 /// The fired-slot records (`serve.db` in the store).
 pub struct Slots {
     db: Mutex<rusqlite::Connection>,
@@ -272,10 +280,7 @@ impl Slots {
     }
 
     /// What started each of `runs`, and its params, where noted.
-    pub fn run_sources(
-        &self,
-        runs: &[i64],
-    ) -> anyhow::Result<HashMap<i64, (String, BTreeMap<String, String>)>> {
+    pub fn run_sources(&self, runs: &[i64]) -> anyhow::Result<HashMap<i64, RunSource>> {
         let db = lock(&self.db);
         let mut st = db.prepare_cached("SELECT source, params FROM run_sources WHERE run = ?1")?;
         let mut out = HashMap::new();
@@ -288,7 +293,10 @@ impl Slots {
             {
                 out.insert(
                     r,
-                    (source, serde_json::from_str(&params).unwrap_or_default()),
+                    RunSource {
+                        source,
+                        params: serde_json::from_str(&params).unwrap_or_default(),
+                    },
                 );
             }
         }
