@@ -393,6 +393,13 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
     )
     .unwrap();
     std::fs::write(
+        proj.join("scored.rhai"),
+        format!(
+            "let f1 = param(\"f1\", 0.9);\nlet p = pipeline(\"scored\");\np.max_active_runs(10);\nlet e = p.step(\"evaluate\", {echo:?}).output(\"out\").params(#{{ metrics: #{{ f1: f1 }} }});\np.step(\"register\", {echo:?}).input(\"m\", e.out(\"out\")).output(\"out\").when(e.metric(\"f1\") >= 0.8);\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
         proj.join("nightly.rhai"),
         format!(
             "let p = pipeline(\"nightly\");\np.schedule(\"0 3 * * *\", #{{ timezone: \"Europe/Paris\" }});\np.step(\"s\", {echo:?}).output(\"out\");\n"
@@ -554,6 +561,32 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "{}",
         b.text("table.metrics")
     );
+
+    // A pipeline's metric across its runs, with the gate's threshold and
+    // the gated run marked.
+    for f1 in [0.91, 0.75, 0.86] {
+        let (s, v) = srv.post(
+            "/api/pipelines/scored/runs",
+            json!({ "params": { "f1": f1 } }),
+        );
+        assert_eq!(s, 201, "{v}");
+        srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    }
+    b.goto(&format!("{}/#/pipelines/scored", srv.base));
+    b.find(
+        "div.series[data-metric=\"evaluate.f1\"] svg.series-chart",
+        30,
+    );
+    assert_eq!(b.count("div.series[data-metric=\"evaluate.f1\"] .pt"), 3);
+    assert_eq!(
+        b.count("div.series[data-metric=\"evaluate.f1\"] .pt.gated"),
+        1
+    );
+    assert_eq!(
+        b.count("div.series[data-metric=\"evaluate.f1\"] line.threshold"),
+        1
+    );
+    b.screenshot(&shots.join("pipeline-metrics.png"));
 
     // Schedules: times in the schedule's own zone; pause and resume.
     b.goto(&format!("{}/#/schedules", srv.base));

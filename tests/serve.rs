@@ -1553,3 +1553,51 @@ fn a_paused_schedule_skips_its_slots_until_it_resumes() {
         .unwrap_or_default();
     assert_eq!(mine["source"], "manual", "{v}");
 }
+
+/// Issue 21, metrics over time: a pipeline's metric across its runs (the
+/// F1 of every nightly run), each run's state, whether its gate skipped a
+/// step, and the gate's threshold to draw.
+#[test]
+fn a_pipelines_metrics_come_as_series_with_their_gate_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    std::fs::write(
+        proj.join("scored.rhai"),
+        format!(
+            "let f1 = param(\"f1\", 0.9);\nlet p = pipeline(\"scored\");\np.max_active_runs(10);\nlet e = p.step(\"evaluate\", {echo:?}).output(\"out\").params(#{{ metrics: #{{ f1: f1 }} }});\np.step(\"register\", {echo:?}).input(\"m\", e.out(\"out\")).output(\"out\").when(e.metric(\"f1\") >= 0.8);\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    for f1 in [0.91, 0.75, 0.86] {
+        let (s, v) = srv.post(
+            "/api/pipelines/scored/runs",
+            json!({ "params": { "f1": f1 } }),
+        );
+        assert_eq!(s, 201, "{v}");
+        srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    }
+    let (s, v) = srv.get("/api/pipelines/scored/metrics");
+    assert_eq!(s, 200, "{v}");
+    let values: Vec<f64> = v["series"]["evaluate.f1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect();
+    assert_eq!(values, [0.91, 0.75, 0.86], "oldest first: {v}");
+    let gated: Vec<bool> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["gated"].as_bool().unwrap())
+        .collect();
+    assert_eq!(gated, [false, true, false], "{v}");
+    assert_eq!(v["thresholds"][0]["metric"], "evaluate.f1", "{v}");
+    assert_eq!(v["thresholds"][0]["value"], 0.8);
+    assert_eq!(v["thresholds"][0]["gates"], "register");
+    let (s, _) = srv.get("/api/pipelines/nope/metrics");
+    assert_eq!(s, 404);
+}

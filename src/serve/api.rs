@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/app.css"),
     ("GET", "/api/pipelines"),
     ("POST", "/api/pipelines/{name}/runs"),
+    ("GET", "/api/pipelines/{name}/metrics"),
     ("GET", "/api/runs"),
     ("GET", "/api/runs/{id}"),
     ("POST", "/api/runs/{id}/cancel"),
@@ -64,6 +65,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("GET", "/app.css") => get(app_css),
         ("GET", "/api/pipelines") => get(pipelines),
         ("POST", "/api/pipelines/{name}/runs") => post(trigger),
+        ("GET", "/api/pipelines/{name}/metrics") => get(pipeline_metrics),
         ("GET", "/api/runs") => get(runs),
         ("GET", "/api/runs/{id}") => get(run_detail),
         ("POST", "/api/runs/{id}/cancel") => post(cancel),
@@ -361,6 +363,95 @@ async fn pipelines(State(s): S) -> Result<Response, ApiError> {
         })
         .collect();
     Ok(axum::Json(json!({ "pipelines": list })).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct SeriesQuery {
+    /// The newest this many runs (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// Each metric of a pipeline across its newest runs, oldest first (the F1
+/// of every nightly run), with each run's state and whether a gate
+/// skipped a step in it, and the thresholds the pipeline's gates compare
+/// metrics with.
+async fn pipeline_metrics(
+    State(s): S,
+    Path(name): Path<String>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let p = server
+            .pipelines()
+            .get(&name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("there is no pipeline '{name}'")))?;
+        let records = server.runtime.records();
+        let mut runs: Vec<_> = records
+            .runs(100_000)?
+            .into_iter()
+            .filter(|r| r.pipeline == name)
+            .take(limit)
+            .collect();
+        runs.reverse();
+        let mut series: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut points = Vec::new();
+        for r in &runs {
+            let steps = records.steps(r.id)?;
+            let gated = steps.iter().any(|s| s.state == weir_runtime::StepState::Skipped);
+            points.push(json!({ "run": r.id.0, "state": r.state.to_string(), "gated": gated, "started_ms": r.started_ms }));
+            for st in steps.iter().filter(|s| !s.step.contains('[')) {
+                for (m, v) in &st.metrics {
+                    series.entry(format!("{}.{m}", st.step)).or_default().push(json!({
+                        "run": r.id.0, "value": v,
+                    }));
+                }
+            }
+        }
+        // Thresholds: `metric op constant` comparisons in the current
+        // script's gates.
+        let mut thresholds = Vec::new();
+        let script = server.project.join(&p.script);
+        if let Ok(plan) = weir_dsl::compile_file(&script) {
+            for st in &plan.steps {
+                if let Some(c) = &st.when {
+                    collect_thresholds(c, &st.name, &mut thresholds);
+                }
+            }
+        }
+        Ok(json!({ "pipeline": name, "runs": points, "series": series, "thresholds": thresholds }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// `step.metric op value` comparisons in a gate `c` of step `gated`.
+fn collect_thresholds(c: &weir_runtime::plan::Condition, gated: &str, out: &mut Vec<Value>) {
+    use weir_runtime::plan::{Condition, Operand};
+    match c {
+        Condition::Compare { left, op, right } => {
+            let (metric, value, flipped) = match (left, right) {
+                (Operand::Metric { step, name }, Operand::Value(v)) => {
+                    (format!("{step}.{name}"), v, false)
+                }
+                (Operand::Value(v), Operand::Metric { step, name }) => {
+                    (format!("{step}.{name}"), v, true)
+                }
+                _ => return,
+            };
+            if let Some(v) = value.as_f64() {
+                out.push(json!({ "metric": metric, "op": op, "value": v, "metric_on_right": flipped, "gates": gated }));
+            }
+        }
+        Condition::All(cs) | Condition::Any(cs) => {
+            for c in cs {
+                collect_thresholds(c, gated, out);
+            }
+        }
+        Condition::Not(c) => collect_thresholds(c, gated, out),
+    }
 }
 
 /// Params from a JSON object: strings as they are, other scalars as JSON text.

@@ -224,11 +224,57 @@ async function pagePipelines() {
       } catch (e) { msg.textContent = e.message; }
     };
     return el("div", { class: "card" },
-      el("h2", {}, p.name),
+      el("h2", {}, el("a", { href: "#/pipelines/" + encodeURIComponent(p.name) }, p.name)),
       el("p", { class: "muted" }, p.script + " · " + p.steps + " steps" + (p.schedule ? " · schedule " + p.schedule + " (next " + (p.next_fire || "?") + ")" : "") + " · " + p.active_runs + " active"),
       p.error ? el("p", { class: "error" }, p.error) : form);
   });
   show(el("h1", {}, "Pipelines"), cards.length ? cards : el("p", { class: "muted" }, "No pipeline scripts (*.rhai) in the project."));
+}
+
+// ---- a pipeline: its metrics across runs ----------------------------------
+const OPS = { lt: "<", le: "≤", gt: ">", ge: "≥", eq: "=", ne: "≠" };
+
+async function pagePipeline(name) {
+  clearInterval(timer);
+  const m = await api("/api/pipelines/" + encodeURIComponent(name) + "/metrics?limit=100");
+  const charts = Object.entries(m.series).map(([metric, pts]) =>
+    el("div", { class: "card series", "data-metric": metric },
+      el("h2", {}, metric), seriesChart(metric, pts, m.runs, m.thresholds.filter((t) => t.metric === metric))));
+  show(el("h1", {}, "Pipeline " + name),
+    el("p", { class: "muted" }, m.runs.length + " run(s), oldest first · ● succeeded · ✕ failed · ○ a gate skipped a step · dashed: a gate's threshold"),
+    charts.length ? charts : el("p", { class: "muted" }, "No metrics recorded yet."));
+}
+
+// One metric over runs: a line through the values, each run's point marked
+// by the run's state, and the gates' thresholds as dashed lines.
+function seriesChart(metric, pts, runs, thresholds) {
+  const W = 640, H = 180, L = 54, B = 24, T = 10;
+  const byRun = new Map(runs.map((r, i) => [r.run, Object.assign({ i }, r)]));
+  const values = pts.map((p) => p.value).concat(thresholds.map((t) => t.value));
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (lo === hi) { lo -= 1; hi += 1; }
+  const x = (i) => L + (runs.length > 1 ? (W - L - 10) * i / (runs.length - 1) : (W - L) / 2);
+  const y = (v) => T + (H - T - B) * (1 - (v - lo) / (hi - lo));
+  const s = svg("svg", { class: "series-chart", width: W, height: H });
+  s.append(svg("text", { x: 0, y: T + 8, fill: "#555" }, fmtNum(hi)));
+  s.append(svg("text", { x: 0, y: H - B, fill: "#555" }, fmtNum(lo)));
+  for (const t of thresholds) {
+    s.append(svg("line", { class: "threshold", x1: L, x2: W - 10, y1: y(t.value), y2: y(t.value), "data-value": t.value }));
+    s.append(svg("text", { x: W - 150, y: y(t.value) - 4, fill: "#c0392b" }, (OPS[t.op] || t.op) + " " + fmtNum(t.value) + " (gates " + t.gates + ")"));
+  }
+  const coords = pts.filter((p) => byRun.has(p.run)).map((p) => [x(byRun.get(p.run).i), y(p.value), p]);
+  if (coords.length > 1) s.append(svg("polyline", { class: "line", points: coords.map(([a, b]) => a + "," + b).join(" ") }));
+  for (const [cx, cy, p] of coords) {
+    const r = byRun.get(p.run);
+    const kind = r.state === "failed" ? "failed" : r.gated ? "gated" : "ok";
+    const g = svg("a", { href: "#/runs/" + p.run });
+    g.append(kind === "failed"
+      ? svg("text", { x: cx - 4, y: cy + 4, class: "pt failed", "data-run": p.run }, "✕")
+      : svg("circle", { cx, cy, r: 4, class: "pt " + kind, "data-run": p.run }));
+    g.append(svg("title", {}, "run #" + p.run + ": " + fmtNum(p.value) + " (" + r.state + (r.gated ? ", gated" : "") + ")"));
+    s.append(g);
+  }
+  return s;
 }
 
 // ---- a run: DAG, steps, step detail ---------------------------------------
@@ -535,7 +581,7 @@ async function pageCompare(q) {
     el("table", { id: "compare" },
       el("tr", {}, el("th", {}, ""), el("th", {}, ""), c.runs.map((r) => el("th", {}, el("a", { href: "#/runs/" + r.run }, "#" + r.run)))),
       c.rows.map((r) => el("tr", {}, el("td", {}, r.differs ? "*" : ""), el("td", {}, r.kind + " " + r.name),
-        r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v)))))));
+        r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "number" ? fmtNum(v) : typeof v === "string" ? v : JSON.stringify(v)))))));
 }
 
 async function pageModels() {
@@ -611,6 +657,7 @@ async function route() {
   const m = path.split("/").filter(Boolean);
   try {
     if (m.length === 0) return await pageRuns(q || "");
+    if (m[0] === "pipelines" && m[1]) return await pagePipeline(decodeURIComponent(m[1]));
     if (m[0] === "pipelines") return await pagePipelines();
     if (m[0] === "runs" && m[1] && m[2] === "steps" && m[3]) return await pageRun(m[1], decodeURIComponent(m[3]));
     if (m[0] === "runs" && m[1]) return await pageRun(m[1]);
