@@ -546,3 +546,25 @@ fn many_concurrent_runs_on_one_runtime_all_succeed() {
         assert!(r.steps.iter().all(|s| s.state == StepState::Succeeded));
     }
 }
+
+/// 300 runs triggered at once took `weir serve` to 2.1 GB: every run that
+/// found a component not yet loaded compiled it again, all at once. Loads
+/// of one component now wait for the first, and all share what it loaded.
+#[test]
+fn concurrent_loads_of_one_component_compile_it_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let wasm = fixture("echo");
+    let loaded: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| rt.executor().load(&wasm, &|_, _| false).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for c in &loaded[1..] {
+        assert!(
+            Arc::ptr_eq(c, &loaded[0]),
+            "every concurrent load got the one loaded component"
+        );
+    }
+}

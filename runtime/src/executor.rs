@@ -720,6 +720,10 @@ pub struct Executor {
     engine_tag: String,
     compiled_dir: PathBuf,
     loaded: Mutex<HashMap<LoadKey, Arc<LoadedComponent>>>,
+    /// One lock per component being loaded: concurrent loads of the same
+    /// component (300 runs triggered at once) wait for the first instead
+    /// of each compiling it (each compilation takes tens of MiB).
+    loading: Mutex<HashMap<LoadKey, Arc<Mutex<()>>>>,
     ticker: Arc<Ticker>,
     fuel: bool,
     /// The most entries one instance's resource table may hold.
@@ -875,6 +879,7 @@ impl Executor {
             engine_tag,
             compiled_dir: compiled_dir.to_path_buf(),
             loaded: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
             ticker,
             fuel: cfg.fuel,
             max_handles,
@@ -970,14 +975,45 @@ impl Executor {
             .filter(|c| grant(&digest, c))
             .map(str::to_string)
             .collect();
-        if let Some(c) = self
-            .loaded
+        let key = (digest, granted.clone());
+        let cached = || {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+        };
+        if let Some(c) = cached() {
+            return Ok(c);
+        }
+        // One loader per component at a time; the others then find it loaded.
+        let gate = self
+            .loading
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&(digest, granted.clone()))
-        {
-            return Ok(c.clone());
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = gate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cached() {
+            return Ok(c);
         }
+        let loaded = self.load_uncached(bytes, what, digest, granted);
+        self.loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        loaded
+    }
+
+    /// [`Executor::load_bytes`] past the in-memory cache.
+    fn load_uncached(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        digest: Digest,
+        granted: Vec<String>,
+    ) -> anyhow::Result<Arc<LoadedComponent>> {
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => anyhow::bail!(
                 "{what} is a core WebAssembly module, not a component; build steps for the wasm32-wasip2 target (`weir build`) so they come out as components"
