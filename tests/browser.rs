@@ -613,6 +613,25 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "button[data-pipeline=\"nightly\"][data-action=\"pause\"]",
         30,
     );
+    // Backfill from the page: the two past days' slots run.
+    let go = b.find("form.backfill[data-pipeline=\"nightly\"] button", 30);
+    b.click(&go);
+    let t = Instant::now();
+    while !b.text("#schedules-error").contains("slot(s) to backfill") {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", b.text("main"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = Instant::now();
+    loop {
+        let (_, v) = srv.get("/api/runs?pipeline=nightly");
+        let runs = v["runs"].as_array().unwrap();
+        if runs.len() == 2 && runs.iter().all(|r| r["active"] == false) {
+            assert!(runs.iter().all(|r| r["source"] == "backfill"), "{v}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     b.screenshot(&shots.join("schedules.png"));
 
     // A 10,000-step chain: its graph stays in view (it wraps into bands in

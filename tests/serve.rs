@@ -1601,3 +1601,65 @@ fn a_pipelines_metrics_come_as_series_with_their_gate_threshold() {
     let (s, _) = srv.get("/api/pipelines/nope/metrics");
     assert_eq!(s, 404);
 }
+
+/// Issue 21, schedules: past slots are backfilled from the API (and the
+/// page), oldest first, one run after another, each noted as a backfill;
+/// a slot that already ran is left alone.
+#[test]
+fn past_slots_are_backfilled_from_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    std::fs::write(
+        proj.join("hourly.rhai"),
+        format!(
+            "let slot = param(\"slot\", \"\");\nlet p = pipeline(\"hourly\");\np.schedule(\"0 * * * *\", #{{ catchup: \"skip\" }});\np.step(\"s\", {echo:?}).output(\"out\").params(#{{ note: slot }});\n"
+        ),
+    )
+    .unwrap();
+    let srv = Served::start(&proj, &tmp.path().join("store"));
+    let body = json!({ "from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:30:00Z" });
+    let (s, v) = srv.post("/api/schedules/hourly/backfill", body.clone());
+    assert_eq!(s, 202, "{v}");
+    let slots: Vec<&str> = v["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T01:00:00Z",
+            "2026-01-01T02:00:00Z"
+        ]
+    );
+    let t = Instant::now();
+    let runs = loop {
+        let (_, v) = srv.get("/api/runs?pipeline=hourly");
+        let runs = v["runs"].as_array().unwrap().clone();
+        if runs.len() == 3 && runs.iter().all(|r| r["active"] == false) {
+            break runs;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{v}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        runs.iter()
+            .all(|r| r["source"] == "backfill" && r["state"] == "succeeded"),
+        "{runs:?}"
+    );
+    // Again: every slot already ran, nothing more starts.
+    let (s, _) = srv.post("/api/schedules/hourly/backfill", body);
+    assert_eq!(s, 202);
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, v) = srv.get("/api/runs?pipeline=hourly");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 3);
+    let (s, _) = srv.post(
+        "/api/schedules/hourly/backfill",
+        json!({ "from": "2026-01-01", "to": "2999-01-01" }),
+    );
+    assert_eq!(s, 400, "the future is not backfilled");
+}

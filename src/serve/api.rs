@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/schedules"),
     ("POST", "/api/schedules/{name}/pause"),
     ("POST", "/api/schedules/{name}/resume"),
+    ("POST", "/api/schedules/{name}/backfill"),
 ];
 
 /// Largest request body accepted: 64 KiB.
@@ -83,6 +84,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("GET", "/api/schedules") => get(schedules),
         ("POST", "/api/schedules/{name}/pause") => post(pause_schedule),
         ("POST", "/api/schedules/{name}/resume") => post(resume_schedule),
+        ("POST", "/api/schedules/{name}/backfill") => post(backfill),
         // A route listed without a handler answers 501, and the route test fails.
         _ => get(not_implemented).post(not_implemented),
     }
@@ -1335,6 +1337,93 @@ async fn pause_schedule(State(s): S, Path(name): Path<String>) -> Result<Respons
 
 async fn resume_schedule(State(s): S, Path(name): Path<String>) -> Result<Response, ApiError> {
     set_paused(s, name, false).await
+}
+
+/// Slots one backfill from the page may run, at most.
+const MAX_BACKFILL: usize = 100;
+
+/// Runs the past slots of a scheduled pipeline between `from` and `to`
+/// (`{"from": "2026-11-01", "to": "2026-11-07T23:59:59Z"}`), oldest first,
+/// one after another, as `weir backfill` does: answers `202` with the
+/// slots at once; each slot's run shows on the schedule as it goes. Slots
+/// that already ran are left alone.
+async fn backfill(
+    State(s): S,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}")))?;
+    let field = |k: &str| {
+        v.get(k).and_then(Value::as_str).ok_or_else(|| {
+            ApiError::bad(format!(
+                "the body needs \"{k}\": an RFC 3339 instant or a date"
+            ))
+        })
+    };
+    let from =
+        super::cli::instant(field("from")?, "from").map_err(|e| ApiError::bad(e.to_string()))?;
+    let to = super::cli::instant(field("to")?, "to").map_err(|e| ApiError::bad(e.to_string()))?;
+    let now = chrono::Utc::now();
+    if to < from || to > now {
+        return Err(ApiError::bad(
+            "`to` must be after `from` and not in the future",
+        ));
+    }
+    let p = s
+        .pipelines()
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("there is no pipeline '{name}'")))?;
+    let expr = p
+        .schedule
+        .clone()
+        .ok_or_else(|| ApiError::conflict(format!("pipeline '{name}' declares no schedule")))?;
+    let sched = super::schedule::Schedule::parse(&expr, p.serve.timezone.as_deref())
+        .map_err(ApiError::bad)?;
+    let (count, slots) = sched.slots(from - chrono::Duration::seconds(1), to, MAX_BACKFILL + 1);
+    if count > MAX_BACKFILL {
+        return Err(ApiError::bad(format!(
+            "{count} slots in that range; a backfill from the page runs at most {MAX_BACKFILL} (weir backfill has --max)"
+        )));
+    }
+    let texts: Vec<String> = slots
+        .iter()
+        .map(|t| super::schedule::slot_text(*t))
+        .collect();
+    let server = Arc::clone(&s);
+    let todo = texts.clone();
+    s.spawn(async move {
+        for slot in todo {
+            if server.shutdown.is_cancelled() {
+                break;
+            }
+            match server.slots.claim(&name, &slot) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(pipeline = %name, %slot, "backfill: {e:#}");
+                    continue;
+                }
+            }
+            let outcome = server
+                .trigger(&name, Default::default(), None, Some(slot.clone()))
+                .await;
+            let run = outcome.as_ref().ok().copied();
+            let why = outcome.as_ref().err().map(|e| e.1.clone());
+            let _ = server
+                .slots
+                .settle(&name, &slot, run.map(|r| r.0), why.as_deref());
+            if let Some(run) = run {
+                let _ = server.slots.note_backfill(run.0);
+                // One slot after another, as `weir backfill` runs them.
+                while server.active(run).is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "slots": texts }))).into_response())
 }
 
 /// Pauses or resumes a scheduled pipeline's slots.

@@ -100,7 +100,8 @@ pub fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn instant(text: &str, what: &str) -> anyhow::Result<DateTime<Utc>> {
+/// An instant from RFC 3339 or a date (midnight UTC); `what` names it in errors.
+pub fn instant(text: &str, what: &str) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

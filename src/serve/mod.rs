@@ -196,6 +196,11 @@ impl Server {
         }
     }
 
+    /// Runs `task` among the server's tasks (a graceful stop waits for it).
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(task);
+    }
+
     /// The pipelines as last scanned.
     pub fn pipelines(&self) -> BTreeMap<String, Pipeline> {
         lock(&self.pipelines).clone()

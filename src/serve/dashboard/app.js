@@ -212,8 +212,9 @@ async function pagePipelines() {
       el("button", { type: "submit" }, "Trigger run"), msg);
     form.onsubmit = async (ev) => {
       ev.preventDefault();
+      const live = ev.currentTarget;
       const params = {};
-      for (const i of form.querySelectorAll("input")) {
+      for (const i of live.querySelectorAll("input")) {
         params[i.name] = i.dataset.kind === "boolean" ? i.checked : i.dataset.kind === "number" && i.value !== "" ? Number(i.value) : i.value;
       }
       try {
@@ -221,7 +222,7 @@ async function pagePipelines() {
           method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ params }),
         });
         location.hash = "#/runs/" + r.run;
-      } catch (e) { msg.textContent = e.message; }
+      } catch (e) { live.querySelector("p.error").textContent = e.message; }
     };
     return el("div", { class: "card" },
       el("h2", {}, el("a", { href: "#/pipelines/" + encodeURIComponent(p.name) }, p.name)),
@@ -518,12 +519,12 @@ async function childrenList(id, step, after) {
   const nav = el("p", { class: "muted" }, (after || 0) + 1 + "–" + page.next + " of " + page.total + " ");
   if (after) {
     const prev = el("button", { class: "secondary", id: "children-prev" }, "previous");
-    prev.onclick = async () => box.replaceWith(await childrenList(id, step, Math.max(0, after - 100)));
+    prev.onclick = async (ev) => ev.currentTarget.closest("#children").replaceWith(await childrenList(id, step, Math.max(0, after - 100)));
     nav.append(prev);
   }
   if (page.more) {
     const next = el("button", { class: "secondary", id: "children-next" }, "next");
-    next.onclick = async () => box.replaceWith(await childrenList(id, step, page.next));
+    next.onclick = async (ev) => ev.currentTarget.closest("#children").replaceWith(await childrenList(id, step, page.next));
     nav.append(next);
   }
   box.append(nav);
@@ -547,15 +548,15 @@ async function pageArtifact(digest) {
           if (p.kind === "table") {
             const shown = Math.max(0, p.rows.length - 1);
             const of = p.total_rows === undefined ? "" : " of " + (p.truncated && p.name.endsWith(".csv") ? "more than " : "") + p.total_rows;
-            preview.replaceChildren(el("h2", {}, e.name),
+            document.getElementById("preview").replaceChildren(el("h2", {}, e.name),
               el("p", { class: "muted", id: "preview-count" }, shown + of + " rows"),
               el("table", {}, p.rows.map((r, i) => el("tr", {}, r.map((c) => el(i ? "td" : "th", {}, c))))));
           } else if (p.kind === "text") {
-            preview.replaceChildren(el("h2", {}, e.name), el("pre", { class: "logs" }, p.text));
+            document.getElementById("preview").replaceChildren(el("h2", {}, e.name), el("pre", { class: "logs" }, p.text));
           } else {
-            preview.replaceChildren(el("p", { class: "muted" }, e.name + ": " + (p.note || "binary file")));
+            document.getElementById("preview").replaceChildren(el("p", { class: "muted" }, e.name + ": " + (p.note || "binary file")));
           }
-        } catch (err) { preview.replaceChildren(el("p", { class: "error" }, err.message)); }
+        } catch (err) { document.getElementById("preview").replaceChildren(el("p", { class: "error" }, err.message)); }
       };
       cells.push(el("td", {}, el("a", { href: "/api/artifacts/" + a.digest + "/files/" + encodeURIComponent(e.name) }, "download"), " ", pv));
     } else cells.push(el("td", {}));
@@ -599,7 +600,7 @@ async function pageModels() {
           method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ stage }),
         });
         await pageModels();
-      } catch (e) { msg.textContent = e.message; }
+      } catch (e) { document.getElementById("models-error").textContent = e.message; }
     };
     return b;
   };
@@ -630,7 +631,7 @@ async function pageSchedules() {
       try {
         await api("/api/schedules/" + encodeURIComponent(sc.pipeline) + "/" + (sc.paused ? "resume" : "pause"), { method: "POST" });
         await pageSchedules();
-      } catch (e) { msg.textContent = e.message; }
+      } catch (e) { document.getElementById("schedules-error").textContent = e.message; }
     };
     return b;
   };
@@ -645,9 +646,34 @@ async function pageSchedules() {
         el("td", {}, s.recent.map((r) => el("div", {}, r.slot + " " + r.state + " ",
           r.run ? el("a", { href: "#/runs/" + r.run }, "#" + r.run) : null,
           r.reason ? " (" + r.reason + ")" : ""))),
-        el("td", {}, toggle(s))))),
+        el("td", {}, toggle(s), " ", backfillForm(s, msg))))),
     schedules.length ? null : el("p", { class: "muted" }, "No pipeline declares a schedule."),
-    el("p", { class: "muted" }, "Backfill past slots with `weir backfill PIPELINE --from ... --to ...`."));
+    el("p", { class: "muted" }, "Backfill runs the past slots in a range, oldest first, one after another (at most 100; `weir backfill` has no such bound)."));
+}
+
+// Past slots of a schedule, run from the page.
+function backfillForm(sc, msg) {
+  const day = (d) => new Date(d).toISOString().slice(0, 10);
+  const from = el("input", { type: "date", name: "from", value: day(Date.now() - 2 * 86400000), "aria-label": "from" });
+  const to = el("input", { type: "date", name: "to", value: day(Date.now() - 86400000), "aria-label": "to" });
+  const f = el("form", { class: "backfill", "data-pipeline": sc.pipeline }, from, " ", to, " ",
+    el("button", { type: "submit", class: "secondary" }, "Backfill"));
+  // Handlers read the live page (an update in place keeps the elements on
+  // screen, not the ones this render made).
+  f.onsubmit = async (ev) => {
+    ev.preventDefault();
+    const form = ev.currentTarget;
+    const m = document.getElementById("schedules-error");
+    try {
+      const r = await api("/api/schedules/" + encodeURIComponent(sc.pipeline) + "/backfill", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ from: form.elements.from.value, to: form.elements.to.value + "T23:59:59Z" }),
+      });
+      m.className = "muted";
+      m.textContent = sc.pipeline + ": " + r.slots.length + " slot(s) to backfill";
+    } catch (e) { m.className = "error"; m.textContent = e.message; }
+  };
+  return f;
 }
 
 // ---- routing ------------------------------------------------------------
