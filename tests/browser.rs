@@ -348,6 +348,15 @@ fn the_dashboard_triggers_the_flagship_pipeline_and_shows_its_run() {
     );
     let (_, models) = srv.get("/api/models");
     assert_eq!(models["models"][0]["stage"], "production", "{models}");
+    // Its lineage, as a tree down to the generated data.
+    let lineage = b.find("button[data-lineage=\"churn@1\"]", 30);
+    b.click(&lineage);
+    b.find("ul.lineage li[data-kind=\"step\"]", 30);
+    let text = b.text("#lineage");
+    assert!(
+        text.contains("train_model") && text.contains("generate_data"),
+        "{text}"
+    );
 
     // Back on the runs list, the run is there and succeeded.
     b.goto(&format!("{}/#/", srv.base));
@@ -649,5 +658,10 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
          return [svg.width <= box.width + 1, first.left >= box.left && first.right <= box.right && first.top >= box.top && first.bottom <= box.bottom, box.height <= 600];",
     );
     assert_eq!(fits, json!([true, true, true]), "the graph stays in view");
+    assert_eq!(
+        b.count("table#steps tr[data-step]"),
+        500,
+        "the table lists the first 500"
+    );
     b.screenshot(&shots.join("chain-10000.png"));
 }

@@ -43,6 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/artifacts/{digest}"),
     ("GET", "/api/artifacts/{digest}/files/{*path}"),
     ("GET", "/api/artifacts/{digest}/preview/{*path}"),
+    ("GET", "/api/artifacts/{digest}/lineage"),
     ("GET", "/api/models"),
     ("POST", "/api/models/{name}/versions/{version}/stage"),
     ("GET", "/api/schedules"),
@@ -79,6 +80,7 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("GET", "/api/artifacts/{digest}") => get(artifact),
         ("GET", "/api/artifacts/{digest}/files/{*path}") => get(artifact_file),
         ("GET", "/api/artifacts/{digest}/preview/{*path}") => get(artifact_preview),
+        ("GET", "/api/artifacts/{digest}/lineage") => get(artifact_lineage),
         ("GET", "/api/models") => get(models),
         ("POST", "/api/models/{name}/versions/{version}/stage") => post(promote),
         ("GET", "/api/schedules") => get(schedules),
@@ -1093,6 +1095,20 @@ async fn artifact(State(s): S, Path(digest): Path<String>) -> Result<Response, A
             })).collect::<Vec<_>>(),
             "producer": producer.map(|(run, step)| json!({"run": run.0, "step": step})),
         }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// An artifact's lineage as a tree (as `weir lineage --json`): the step
+/// that made it, with its component and params, and what that step read,
+/// down to host files (at most 32 steps deep).
+async fn artifact_lineage(State(s): S, Path(digest): Path<String>) -> Result<Response, ApiError> {
+    let server = Arc::clone(&s);
+    let v = blocking(move || {
+        let d = resolve_digest(&server, &digest)?;
+        let tree = weir_runtime::lineage::lineage(server.runtime.records(), &d, 32)?;
+        Ok(serde_json::to_value(tree).map_err(ApiError::internal)?)
     })
     .await?;
     Ok(axum::Json(v).into_response())

@@ -367,7 +367,10 @@ async function pageRun(id, step) {
   }
   // Every step of the plan, recorded or not yet: a running step shows while it runs.
   const recorded = new Map(d.steps.map((s) => [s.step, s]));
-  const steps = d.graph.nodes.map((n) => {
+  // A very long run lists its first steps here (the graph and the timeline
+  // show all); the rest are a link away.
+  const shown = showAllSteps === id ? d.graph.nodes : d.graph.nodes.slice(0, MAX_TABLE_STEPS);
+  const steps = shown.map((n) => {
     const s = recorded.get(n.name) || {};
     const live = d.live && d.live[n.name];
     return el("tr", { "data-step": n.name },
@@ -396,8 +399,18 @@ async function pageRun(id, step) {
         .map(([name, t]) => ({ step: name, state: d.live[name], started_ms: t, ended_ms: null, attempts: 0 }))), r),
     el("h2", {}, "Steps"),
     el("table", { id: "steps" }, el("tr", {}, ["Step", "State", "Duration", "Attempts", "Outputs", "Error"].map((h) => el("th", {}, h))), steps),
+    shown.length < d.graph.nodes.length ? moreSteps(id, step, shown.length, d.graph.nodes.length) : null,
     detail);
   if (r.active) every(1000, () => pageRun(id, step)); else clearInterval(timer);
+}
+
+const MAX_TABLE_STEPS = 500;
+let showAllSteps = null;
+
+function moreSteps(id, step, shown, total) {
+  const b = el("button", { class: "secondary", id: "all-steps" }, "show all " + total);
+  b.onclick = () => { showAllSteps = id; pageRun(id, step); };
+  return el("p", { class: "muted" }, "the first " + shown + " of " + total + " steps ", b);
 }
 
 // The run's steps on a time axis (a Gantt chart): a bar per step from its
@@ -585,6 +598,31 @@ async function pageCompare(q) {
         r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "number" ? fmtNum(v) : typeof v === "string" ? v : JSON.stringify(v)))))));
 }
 
+// A model version's lineage as a tree: the step that made each artifact and
+// what it read, down to host files.
+function lineageButton(m) {
+  const b = el("button", { class: "secondary", "data-lineage": m.name + "@" + m.version }, "lineage");
+  b.onclick = async () => {
+    const box = document.getElementById("lineage");
+    try {
+      const t = await api("/api/artifacts/" + m.digest + "/lineage");
+      box.replaceChildren(el("div", { class: "card" }, el("h2", {}, "Lineage of " + m.name + "@" + m.version), el("ul", { class: "lineage" }, lineageNode("model", t))));
+    } catch (e) { box.replaceChildren(el("p", { class: "error" }, e.message)); }
+  };
+  return b;
+}
+
+function lineageNode(label, t) {
+  const o = t.origin || {};
+  const what = o.kind === "step"
+    ? el("span", {}, "run ", el("a", { href: "#/runs/" + o.run }, "#" + o.run), " step " + o.step + " output " + o.output + (o.component ? " · component " + String(o.component).slice(0, 12) : ""))
+    : o.kind === "file" ? el("span", {}, "file " + o.path)
+      : o.kind === "see_above" ? el("span", { class: "muted" }, "(shown above)") : el("span", { class: "muted" }, "(not produced by a recorded step)");
+  return el("li", { "data-kind": o.kind || "" },
+    el("span", { class: "mono" }, label + " "), el("a", { href: "#/artifacts/" + t.digest, class: "mono" }, String(t.digest).slice(0, 12)), " ", what,
+    (t.inputs || []).length ? el("ul", {}, t.inputs.map(([name, child]) => lineageNode(name, child))) : null);
+}
+
 async function pageModels() {
   clearInterval(timer);
   const { models } = await api("/api/models");
@@ -614,10 +652,11 @@ async function pageModels() {
         el("td", {}, Object.entries(m.metrics || {}).map(([k, v]) => k + "=" + fmtNum(v)).join(" ")),
         el("td", {}, el("a", { href: "#/artifacts/" + m.digest, class: "mono" }, String(m.digest).slice(0, 12))),
         el("td", {},
+          lineageButton(m), " ",
           m.stage !== "staging" ? stageButton(m, "staging", "to staging") : null, " ",
           m.stage !== "production" ? stageButton(m, "production", "to production") : null, " ",
           m.stage !== "archived" ? stageButton(m, "archived", "archive") : null))))));
-  show(el("h1", {}, "Model registry"), msg,
+  show(el("h1", {}, "Model registry"), msg, el("div", { id: "lineage" }),
     groups.length ? groups : el("p", { class: "muted" }, "No models registered (a step with .register(\"name\") adds versions)."));
 }
 
