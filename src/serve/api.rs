@@ -1108,7 +1108,7 @@ async fn artifact_lineage(State(s): S, Path(digest): Path<String>) -> Result<Res
     let v = blocking(move || {
         let d = resolve_digest(&server, &digest)?;
         let tree = weir_runtime::lineage::lineage(server.runtime.records(), &d, 32)?;
-        Ok(serde_json::to_value(tree).map_err(ApiError::internal)?)
+        serde_json::to_value(tree).map_err(ApiError::internal)
     })
     .await?;
     Ok(axum::Json(v).into_response())
