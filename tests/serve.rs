@@ -1552,6 +1552,21 @@ fn a_paused_schedule_skips_its_slots_until_it_resumes() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(mine["source"], "manual", "{v}");
+    // Filtered by what started them.
+    let (_, v) = srv.get("/api/runs?pipeline=every&source=manual&limit=1000");
+    let manual = v["runs"].as_array().unwrap();
+    assert_eq!(manual.len(), 1, "{v}");
+    let (_, v) = srv.get("/api/runs?pipeline=every&source=schedule&limit=1000");
+    assert!(
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["source"] == "schedule"),
+        "{v}"
+    );
+    let (s, _) = srv.get("/api/runs?source=nope");
+    assert_eq!(s, 400);
 }
 
 /// Issue 21, metrics over time: a pipeline's metric across its runs (the

@@ -513,6 +513,8 @@ struct RunsQuery {
     limit: Option<usize>,
     /// Skip this many of the newest matching runs (paging).
     offset: Option<usize>,
+    /// Only runs this started: `manual`, `schedule` or `backfill`.
+    source: Option<String>,
 }
 
 fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
@@ -528,6 +530,13 @@ fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
 
 async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).min(1000);
+    if let Some(src) = q.source.as_deref()
+        && !matches!(src, "manual" | "schedule" | "backfill")
+    {
+        return Err(ApiError::bad(format!(
+            "source {src:?} is not one of manual, schedule, backfill"
+        )));
+    }
     if let Some(st) = q.state.as_deref()
         && weir_runtime::RunState::parse(st).is_none()
     {
@@ -537,14 +546,14 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
     }
     let server = Arc::clone(&s);
     let list = blocking(move || {
-        let filtered = q.pipeline.is_some() || q.state.is_some();
+        let filtered = q.pipeline.is_some() || q.state.is_some() || q.source.is_some();
         let offset = q.offset.unwrap_or(0);
         let all = server.runtime.records().runs(if filtered {
             100_000
         } else {
             offset.saturating_add(limit)
         })?;
-        let page: Vec<&weir_runtime::records::RunSummary> = all
+        let matching: Vec<&weir_runtime::records::RunSummary> = all
             .iter()
             .filter(|r| q.pipeline.as_deref().is_none_or(|p| r.pipeline == p))
             .filter(|r| {
@@ -552,12 +561,31 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
                     .as_deref()
                     .is_none_or(|st| r.state.to_string() == st)
             })
+            .collect();
+        // What started each run, and its params (noted by this server).
+        let sources = match &q.source {
+            Some(_) => {
+                let ids: Vec<i64> = matching.iter().map(|r| r.id.0).collect();
+                server.slots.run_sources(&ids)?
+            }
+            None => Default::default(),
+        };
+        let page: Vec<&weir_runtime::records::RunSummary> = matching
+            .into_iter()
+            .filter(|r| {
+                q.source
+                    .as_deref()
+                    .is_none_or(|want| sources.get(&r.id.0).is_some_and(|s| s.source == want))
+            })
             .skip(offset)
             .take(limit)
             .collect();
-        // What started each run, and its params (noted by this server).
-        let ids: Vec<i64> = page.iter().map(|r| r.id.0).collect();
-        let sources = server.slots.run_sources(&ids)?;
+        let sources = if q.source.is_some() {
+            sources
+        } else {
+            let ids: Vec<i64> = page.iter().map(|r| r.id.0).collect();
+            server.slots.run_sources(&ids)?
+        };
         Ok(page
             .into_iter()
             .map(|r| {

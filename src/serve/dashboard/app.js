@@ -138,7 +138,7 @@ async function pageRuns(q) {
   const f = new URLSearchParams(q || "");
   const page = Math.max(1, parseInt(f.get("page") || "1", 10) || 1);
   const query = new URLSearchParams({ limit: PAGE_RUNS + 1, offset: (page - 1) * PAGE_RUNS });
-  for (const k of ["pipeline", "state"]) if (f.get(k)) query.set(k, f.get(k));
+  for (const k of ["pipeline", "state", "source"]) if (f.get(k)) query.set(k, f.get(k));
   const { runs: got } = await api("/api/runs?" + query);
   const more = got.length > PAGE_RUNS;
   const runs = got.slice(0, PAGE_RUNS);
@@ -150,12 +150,15 @@ async function pageRuns(q) {
   const st = el("select", { id: "filter-state", name: "state" },
     el("option", { value: "" }, "any state"),
     states.map((s) => el("option", s === f.get("state") ? { value: s, selected: "" } : { value: s }, s)));
-  const filters = el("form", { id: "filters" }, pick, " ", st, " ", el("button", { type: "submit", class: "secondary" }, "Filter"));
+  const src = el("select", { id: "filter-source", name: "source" },
+    el("option", { value: "" }, "any trigger"),
+    ["manual", "schedule", "backfill"].map((s) => el("option", s === f.get("source") ? { value: s, selected: "" } : { value: s }, s)));
+  const filters = el("form", { id: "filters" }, pick, " ", st, " ", src, " ", el("button", { type: "submit", class: "secondary" }, "Filter"));
   filters.onsubmit = (ev) => {
     ev.preventDefault();
+    const live = ev.currentTarget.elements;
     const n = new URLSearchParams();
-    if (pick.value) n.set("pipeline", pick.value);
-    if (st.value) n.set("state", st.value);
+    for (const k of ["pipeline", "state", "source"]) if (live[k].value) n.set(k, live[k].value);
     location.hash = "#/?" + n;
   };
   const goto = (p) => { const n = new URLSearchParams(f); n.set("page", p); location.hash = "#/?" + n; };
