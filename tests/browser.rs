@@ -510,6 +510,13 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "svg#timeline g.bar[data-step=\"ticks\"][data-state=\"running\"]",
         30,
     );
+    // A finished step's bar says what its attempt used.
+    assert!(
+        b.text("svg#timeline g.bar[data-step=\"first\"] text.usage")
+            .contains("peak"),
+        "{}",
+        b.text("svg#timeline")
+    );
     b.find("#logs", 30);
     let height = b
         .js("return document.documentElement.scrollHeight;")

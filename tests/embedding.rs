@@ -568,3 +568,31 @@ fn concurrent_loads_of_one_component_compile_it_once() {
         );
     }
 }
+
+/// Issue 21, the timeline's resource figures: each attempt records the most
+/// memory it held and, when counted, the fuel it used.
+#[test]
+fn each_attempt_records_its_peak_memory_and_fuel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut counted = step("counted", &fixture("echo"));
+    counted.limits.fuel = Some(50_000_000);
+    let plain = step("plain", &fixture("echo"));
+    let p = plan(tmp.path(), vec![counted, plain]);
+    let r = run(&rt, &p);
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let all = rt.records().run_attempts(r.run).unwrap();
+    let counted = &all["counted"][0];
+    assert!(
+        counted.peak_memory_bytes.unwrap() >= 64 << 10,
+        "{counted:?}"
+    );
+    assert!(counted.fuel_used.unwrap() > 0, "{counted:?}");
+    let plain = &all["plain"][0];
+    assert!(plain.peak_memory_bytes.unwrap() > 0, "{plain:?}");
+    assert_eq!(plain.fuel_used, None, "no fuel is counted without a budget");
+    assert_eq!(
+        rt.records().attempts(r.run, "counted").unwrap()[0],
+        *counted
+    );
+}

@@ -241,6 +241,11 @@ pub struct AttemptResult {
     pub logs: Vec<LogLine>,
     /// Metrics in call order.
     pub metrics: Vec<Metric>,
+    /// The most memory the attempt held (linear memory plus what the host
+    /// kept for it), in bytes.
+    pub peak_memory_bytes: u64,
+    /// Fuel used, when the engine counts it.
+    pub fuel_used: Option<u64>,
 }
 
 impl AttemptResult {
@@ -250,6 +255,8 @@ impl AttemptResult {
             outcome: Err(f),
             logs: Vec::new(),
             metrics: Vec::new(),
+            peak_memory_bytes: 0,
+            fuel_used: None,
         }
     }
 }
@@ -544,6 +551,8 @@ struct MemoryLimiter {
     used: u64,
     /// Held by the host for the guest ([`HostState::charge`]).
     host: u64,
+    /// The most of both together, so far.
+    peak: u64,
     refused: Option<u64>,
 }
 
@@ -558,6 +567,7 @@ impl MemoryLimiter {
             });
         }
         self.host += bytes;
+        self.peak = self.peak.max(self.used + self.host);
         Ok(())
     }
 }
@@ -575,6 +585,7 @@ impl ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         self.used += grow;
+        self.peak = self.peak.max(self.used + self.host);
         Ok(true)
     }
 
@@ -1208,11 +1219,7 @@ impl Executor {
         stdout: &Capture,
         stderr: &Capture,
     ) -> AttemptResult {
-        let fail = |f: StepFailure| AttemptResult {
-            outcome: Err(f),
-            logs: Vec::new(),
-            metrics: Vec::new(),
-        };
+        let fail = AttemptResult::failed;
         let wasi = match Self::wasi_ctx(spec, stdout, stderr) {
             Ok(w) => w,
             Err(e) => return fail(StepFailure::Setup(format!("{e:#}"))),
@@ -1225,6 +1232,7 @@ impl Executor {
                 limit: spec.limits.memory_bytes,
                 used: 0,
                 host: 0,
+                peak: 0,
                 refused: None,
             },
             logs: Vec::new(),
@@ -1375,7 +1383,17 @@ impl Executor {
             }
             _ => f,
         });
+        let budget = spec.limits.fuel.unwrap_or(u64::MAX);
+        let fuel_used = if self.fuel {
+            store
+                .get_fuel()
+                .ok()
+                .map(|left| budget.saturating_sub(left))
+        } else {
+            None
+        };
         let s = store.into_data();
+        let peak_memory_bytes = s.limiter.peak;
         let mut logs = s.logs;
         if s.logs_dropped > 0 {
             logs.push(LogLine {
@@ -1390,6 +1408,8 @@ impl Executor {
             outcome,
             logs,
             metrics: s.metrics,
+            peak_memory_bytes,
+            fuel_used,
         }
     }
 }

@@ -150,6 +150,14 @@ pub struct AttemptRecord {
     pub ended_ms: i64,
     /// Why it failed; `None` if it succeeded.
     pub error: Option<String>,
+    /// The most memory the attempt held: the guest's linear memory plus
+    /// what the host kept for it, in bytes.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
+    /// Fuel (about one unit per wasm instruction) it used, when counted
+    /// (steps with a fuel budget).
+    #[serde(default)]
+    pub fuel_used: Option<u64>,
 }
 
 /// What the cache holds for a key.
@@ -386,6 +394,16 @@ pub trait Records: Send + Sync {
     }
     /// The attempts of a step in a run, in order.
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>>;
+    /// Every attempt of a run, by step (a backend answers in one query; the
+    /// default asks step by step).
+    fn run_attempts(&self, id: RunId) -> anyhow::Result<BTreeMap<String, Vec<AttemptRecord>>> {
+        let mut out = BTreeMap::new();
+        for s in self.steps(id)? {
+            let a = self.attempts(id, &s.step)?;
+            out.insert(s.step, a);
+        }
+        Ok(out)
+    }
     /// Versions of the model `name` (or of every model), oldest first.
     fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>>;
     /// Moves a model version to `stage`. Promoting to staging or production
@@ -473,6 +491,22 @@ fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 /// Whether `runs` has the column files before schema version 3 lack.
+/// Adds the attempts' resource columns to a file made before them.
+fn add_attempt_resources(conn: &Connection) -> rusqlite::Result<()> {
+    for col in ["peak_memory", "fuel_used"] {
+        let has = conn
+            .prepare("SELECT 1 FROM pragma_table_info('attempts') WHERE name = ?1")?
+            .exists([col])?;
+        if !has {
+            conn.execute(
+                &format!("ALTER TABLE attempts ADD COLUMN {col} INTEGER"),
+                [],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn has_plan_key(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
         .exists([])
@@ -540,6 +574,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     started_ms INTEGER NOT NULL,
     ended_ms INTEGER NOT NULL,
     error TEXT,
+    peak_memory INTEGER,
+    fuel_used INTEGER,
     PRIMARY KEY (run_id, step, attempt)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -655,6 +691,8 @@ impl SqliteRecords {
             }
             conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
+        // (Columns SCHEMA's statements name are not seen by the check above.)
+        add_attempt_resources(&conn)?;
         let reader = Self::connect(path)?;
         reader.pragma_update(None, "query_only", "ON")?;
         reader.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
@@ -797,7 +835,7 @@ impl Records for SqliteRecords {
                     }
                     for at in &s.attempts {
                         stmt(&mut attempts, &tx,
-                            "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                         )?
                         .execute(params![
                             s.run.0,
@@ -805,7 +843,9 @@ impl Records for SqliteRecords {
                             at.attempt,
                             at.started_ms,
                             at.ended_ms,
-                            at.error
+                            at.error,
+                            at.peak_memory_bytes.map(|b| b as i64),
+                            at.fuel_used.map(|f| f as i64)
                         ])?;
                     }
                     for (i, (attempt, line)) in s.logs.iter().enumerate() {
@@ -1120,10 +1160,12 @@ impl Records for SqliteRecords {
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
-            "SELECT attempt, started_ms, ended_ms, error FROM attempts WHERE run_id = ?1 AND step = ?2 ORDER BY attempt",
+            "SELECT attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 AND step = ?2 ORDER BY attempt",
         )?;
         let rows = st.query_map(params![id.0, step], |r| {
             Ok(AttemptRecord {
+                peak_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|b| b as u64),
+                fuel_used: r.get::<_, Option<i64>>(5)?.map(|f| f as u64),
                 attempt: r.get(0)?,
                 started_ms: r.get(1)?,
                 ended_ms: r.get(2)?,
@@ -1281,6 +1323,32 @@ impl Records for SqliteRecords {
             Some(e) => Err(e.into()),
             None => Ok(page),
         }
+    }
+
+    fn run_attempts(&self, id: RunId) -> anyhow::Result<BTreeMap<String, Vec<AttemptRecord>>> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare(
+            "SELECT step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 ORDER BY step, attempt",
+        )?;
+        let rows = st.query_map([id.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                AttemptRecord {
+                    attempt: r.get(1)?,
+                    started_ms: r.get(2)?,
+                    ended_ms: r.get(3)?,
+                    error: r.get(4)?,
+                    peak_memory_bytes: r.get::<_, Option<i64>>(5)?.map(|b| b as u64),
+                    fuel_used: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
+                },
+            ))
+        })?;
+        let mut out: BTreeMap<String, Vec<AttemptRecord>> = BTreeMap::new();
+        for row in rows {
+            let (step, a) = row?;
+            out.entry(step).or_default().push(a);
+        }
+        Ok(out)
     }
 
     fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {

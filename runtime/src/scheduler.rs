@@ -1284,6 +1284,13 @@ impl Drop for Staging {
     }
 }
 
+/// What one attempt used (when its guest ran).
+#[derive(Default)]
+struct Usage {
+    peak_memory_bytes: Option<u64>,
+    fuel_used: Option<u64>,
+}
+
 /// What a unit has computed before it decides between cache and execution.
 struct Begun {
     key: CacheKey,
@@ -1424,22 +1431,24 @@ impl StepJob {
             }
             record.attempt = attempt;
             let attempt_started = now_ms();
-            let outcome = self.attempt(&key, attempt, &mut record, stop).await;
-            if stop.is_cancelled() && outcome.is_err() {
-                record.attempts.push(crate::records::AttemptRecord {
-                    attempt,
-                    started_ms: attempt_started,
-                    ended_ms: now_ms(),
-                    error: Some("cancelled while running".into()),
-                });
-                break;
-            }
-            record.attempts.push(crate::records::AttemptRecord {
+            let mut usage = Usage::default();
+            let outcome = self
+                .attempt(&key, attempt, &mut record, stop, &mut usage)
+                .await;
+            let mut done = crate::records::AttemptRecord {
                 attempt,
                 started_ms: attempt_started,
                 ended_ms: now_ms(),
                 error: outcome.as_ref().err().cloned(),
-            });
+                peak_memory_bytes: usage.peak_memory_bytes,
+                fuel_used: usage.fuel_used,
+            };
+            if stop.is_cancelled() && outcome.is_err() {
+                done.error = Some("cancelled while running".into());
+                record.attempts.push(done);
+                break;
+            }
+            record.attempts.push(done);
             match outcome {
                 Ok((outputs, created)) => {
                     record.state = StepState::Succeeded;
@@ -1529,6 +1538,7 @@ impl StepJob {
         attempt: u32,
         record: &mut StepRecord,
         stop: &CancellationToken,
+        usage: &mut Usage,
     ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), String> {
         let s = &self.plan.steps[self.index];
         let store: &Store = &self.rt.inner.store;
@@ -1598,6 +1608,8 @@ impl StepJob {
                 });
             }
         }
+        usage.peak_memory_bytes = Some(result.peak_memory_bytes);
+        usage.fuel_used = result.fuel_used;
         record
             .logs
             .extend(result.logs.into_iter().map(|l| (attempt, l)));

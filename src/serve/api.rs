@@ -682,9 +682,19 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
                 }
             }
         }
+        // Each attempt of the first steps (as many as the page's table
+        // lists), for the timeline: when, and what it used.
+        let mut attempts = records.run_attempts(id)?;
+        let listed: std::collections::HashSet<&str> = top
+            .iter()
+            .take(MAX_DETAIL_STEPS)
+            .map(|s| s.step.as_str())
+            .collect();
+        attempts.retain(|step, _| listed.contains(step.as_str()));
         let mut run = run_json(&server, &r);
         run["params"] = json!(plan.as_ref().map(|p| p.params.clone()));
         Ok(json!({
+            "attempts": attempts,
             "run": run,
             // The pipeline's steps; map children are on their node and
             // behind GET /api/runs/{id}/steps/{step}/children.
@@ -1036,6 +1046,9 @@ async fn step_children(
     .await?;
     Ok(axum::Json(v).into_response())
 }
+
+/// Steps whose attempts a run's detail carries, at most (the first ones).
+const MAX_DETAIL_STEPS: usize = 500;
 
 /// Map children listed on a graph node, at most.
 const MAX_NODE_CHILDREN: usize = 100;

@@ -395,7 +395,7 @@ async function pageRun(id, step) {
     drawDag(d.graph, id),
     el("p", { class: "muted" }, "◇ gated by a condition · ×N map children · blue = cached"),
     el("h2", {}, "Timeline"),
-    timeline(d.steps.concat(
+    timeline(d.attempts || {}, d.steps.slice(0, MAX_TABLE_STEPS).concat(
       // Steps still running: from their start to now.
       Object.entries(d.live_started || {})
         .filter(([name]) => !recorded.has(name) && (d.live || {})[name] && !name.includes("["))
@@ -419,7 +419,12 @@ function moreSteps(id, step, shown, total) {
 // The run's steps on a time axis (a Gantt chart): a bar per step from its
 // start to its end (to now while it runs), coloured by state; cache hits
 // are thin marks, retried steps say how many attempts they took.
-function timeline(records, run) {
+function fmtBytes(b) {
+  if (b === null || b === undefined) return "";
+  return b >= 1 << 30 ? (b / (1 << 30)).toFixed(2) + " GiB" : b >= 1 << 20 ? (b / (1 << 20)).toFixed(1) + " MiB" : Math.round(b / 1024) + " KiB";
+}
+
+function timeline(attempts, records, run) {
   const rows = records.filter((s) => s.started_ms);
   if (!rows.length) return el("p", { class: "muted", id: "timeline" }, "No step has started yet.");
   const t0 = Math.min(run.started_ms, ...rows.map((s) => s.started_ms));
@@ -427,16 +432,25 @@ function timeline(records, run) {
   const t1 = Math.max(...rows.map((s) => s.ended_ms || now), run.ended_ms || (run.active ? now : t0 + 1), t0 + 1);
   const W = 560, L = 180, RH = 20;
   const x = (t) => L + (W * (t - t0)) / (t1 - t0);
-  const s = svg("svg", { id: "timeline", class: "timeline", width: L + W + 120, height: rows.length * RH + 24 });
+  const s = svg("svg", { id: "timeline", class: "timeline", width: L + W + 300, height: rows.length * RH + 24 });
   rows.forEach((r, i) => {
     const y = i * RH + 4;
     const end = r.ended_ms || now;
     const w = Math.max(r.state === "cached" ? 2 : 3, x(end) - x(r.started_ms));
     const g = svg("g", { class: "bar", "data-step": r.step, "data-state": r.state });
     g.append(svg("text", { x: 0, y: y + 13, fill: "#1d2433" }, r.step.length > 24 ? r.step.slice(0, 23) + "…" : r.step));
-    g.append(svg("rect", { x: x(r.started_ms), y, width: w, height: RH - 6, rx: 2, fill: COLORS[r.state] || "#7a8394" }));
-    g.append(svg("text", { x: x(r.started_ms) + w + 4, y: y + 13, fill: "#555" },
-      fmtMs(end - r.started_ms) + (r.attempts > 1 ? " · " + r.attempts + " attempts" : "") + (r.state === "cached" ? " · cached" : "")));
+    g.append(svg("rect", { x: x(r.started_ms), y, width: w, height: RH - 6, rx: 2, fill: COLORS[r.state] || "#7a8394", opacity: 0.35 }));
+    // Each attempt over the step's bar: a failed one red, the last in the step's colour.
+    const tries = attempts[r.step] || [];
+    for (const a of tries) {
+      const aw = Math.max(2, x(a.ended_ms) - x(a.started_ms));
+      g.append(svg("rect", { class: "attempt", "data-attempt": a.attempt, x: x(a.started_ms), y, width: aw, height: RH - 6, rx: 2,
+        fill: a.error ? COLORS.failed : COLORS[r.state] || "#7a8394" }));
+    }
+    const last = tries[tries.length - 1];
+    const usage = last ? [last.peak_memory_bytes ? "peak " + fmtBytes(last.peak_memory_bytes) : "", last.fuel_used !== null && last.fuel_used !== undefined ? "fuel " + fmtNum(last.fuel_used) : ""].filter(Boolean).join(" · ") : "";
+    g.append(svg("text", { class: "usage", x: x(r.started_ms) + w + 4, y: y + 13, fill: "#555" },
+      fmtMs(end - r.started_ms) + (tries.length > 1 ? " · " + tries.length + " attempts" : "") + (r.state === "cached" ? " · cached" : "") + (usage ? " · " + usage : "")));
     s.append(g);
   });
   s.append(svg("text", { x: L, y: rows.length * RH + 20, fill: "#555" }, "0"));
