@@ -489,6 +489,8 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
     b.click(&compare);
     b.find("table#compare", 30);
     assert!(b.url().contains("#/compare?runs="), "{}", b.url());
+    // Beside the numbers, a bar per run.
+    b.find("table#compare td.compare-chart .bar", 30);
 
     // A live run: its running step shows, the timeline draws, and a live
     // update leaves the page where the reader scrolled it.
@@ -510,6 +512,13 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "svg#timeline g.bar[data-step=\"ticks\"][data-state=\"running\"]",
         30,
     );
+    // The step's detail sits beside the graph.
+    let beside = b.js(
+        "const d = document.getElementById('step-detail').getBoundingClientRect();\n\
+         const g = document.getElementById('dag-box').getBoundingClientRect();\n\
+         return d.left >= g.right - 1 && d.top < g.bottom;",
+    );
+    assert_eq!(beside, json!(true), "the detail opens beside the graph");
     // A finished step's bar says what its attempt used.
     assert!(
         b.text("svg#timeline g.bar[data-step=\"first\"] text.usage")

@@ -392,18 +392,22 @@ async function pageRun(id, step) {
     el("p", { class: "muted" }, "started " + fmtTime(r.started_ms) + " · " + fmtMs(r.duration_ms) + (r.params ? " · params " + JSON.stringify(r.params) : "")),
     r.error ? el("p", { class: "error" }, r.error) : null,
     actions,
+    // With a step open, its detail sits beside the graph, not below a
+    // table that may be long.
+    el("div", { class: step ? "run-layout with-detail" : "run-layout" },
+      el("div", { class: "run-main" },
     drawDag(d.graph, id),
     el("p", { class: "muted" }, "◇ gated by a condition · ×N map children · blue = cached"),
     el("h2", {}, "Timeline"),
-    timeline(d.attempts || {}, d.steps.slice(0, MAX_TABLE_STEPS).concat(
+    el("div", { class: "scroll-x" }, timeline(d.attempts || {}, d.steps.slice(0, MAX_TABLE_STEPS).concat(
       // Steps still running: from their start to now.
       Object.entries(d.live_started || {})
         .filter(([name]) => !recorded.has(name) && (d.live || {})[name] && !name.includes("["))
-        .map(([name, t]) => ({ step: name, state: d.live[name], started_ms: t, ended_ms: null, attempts: 0 }))), r),
+        .map(([name, t]) => ({ step: name, state: d.live[name], started_ms: t, ended_ms: null, attempts: 0 }))), r)),
     el("h2", {}, "Steps"),
     el("table", { id: "steps" }, el("tr", {}, ["Step", "State", "Duration", "Attempts", "Outputs", "Error"].map((h) => el("th", {}, h))), steps),
-    shown.length < d.graph.nodes.length ? moreSteps(id, step, shown.length, d.graph.nodes.length) : null,
-    detail);
+    shown.length < d.graph.nodes.length ? moreSteps(id, step, shown.length, d.graph.nodes.length) : null),
+      detail));
   if (r.active) every(1000, () => pageRun(id, step)); else clearInterval(timer);
 }
 
@@ -612,7 +616,18 @@ async function pageCompare(q) {
     el("table", { id: "compare" },
       el("tr", {}, el("th", {}, ""), el("th", {}, ""), c.runs.map((r) => el("th", {}, el("a", { href: "#/runs/" + r.run }, "#" + r.run)))),
       c.rows.map((r) => el("tr", {}, el("td", {}, r.differs ? "*" : ""), el("td", {}, r.kind + " " + r.name),
-        r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "number" ? fmtNum(v) : typeof v === "string" ? v : JSON.stringify(v)))))));
+        r.values.map((v) => el("td", {}, v === null ? "—" : typeof v === "number" ? fmtNum(v) : typeof v === "string" ? v : JSON.stringify(v))),
+        // Beside the numbers, a bar per run (numeric rows).
+        el("td", { class: "compare-chart" }, compareBars(r.values, c.runs))))));
+}
+
+function compareBars(values, runs) {
+  const nums = values.map((v) => (typeof v === "number" ? v : null));
+  if (nums.every((v) => v === null)) return null;
+  const max = Math.max(...nums.map((v) => Math.abs(v || 0)), 1e-12);
+  return el("div", { class: "bars" }, nums.map((v, i) => el("div", { class: "bar-row" },
+    el("span", { class: "muted" }, "#" + runs[i].run + " "),
+    v === null ? "—" : bar(Math.max(1, 100 * Math.abs(v) / max)))));
 }
 
 // A model version's lineage as a tree: the step that made each artifact and
