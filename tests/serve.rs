@@ -1379,6 +1379,16 @@ fn the_run_route_stays_small_and_fast_for_10000_children_and_a_10000_step_chain(
     }
     assert_eq!(seen, 10_000);
     assert_eq!(chain["graph"]["nodes"].as_array().unwrap().len(), 10_000);
+    // Its records come a page at a time.
+    assert_eq!(chain["steps"].as_array().unwrap().len(), 1000);
+    assert_eq!(
+        (chain["steps_total"].as_u64(), chain["steps_next"].as_u64()),
+        (Some(10_000), Some(1000))
+    );
+    let id = chain["run"]["id"].as_i64().unwrap();
+    let (_, last) = srv.get(&format!("/api/runs/{id}?steps_after=9500&steps_limit=1000"));
+    assert_eq!(last["steps"].as_array().unwrap().len(), 500);
+    assert!(last["steps_next"].is_null(), "{}", last["steps_next"]);
     assert!(chain_took < Duration::from_secs(3), "{chain_took:?}");
     assert!(chain_bytes < 16 << 20, "{chain_bytes} bytes");
 }

@@ -602,7 +602,19 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
     Ok(axum::Json(json!({ "runs": list })).into_response())
 }
 
-async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[derive(serde::Deserialize)]
+struct DetailQuery {
+    /// Skip this many of the run's recorded steps (paging `steps`).
+    steps_after: Option<usize>,
+    /// At most this many recorded steps (default and maximum 1000).
+    steps_limit: Option<usize>,
+}
+
+async fn run_detail(
+    State(s): S,
+    Path(id): Path<String>,
+    Query(q): Query<DetailQuery>,
+) -> Result<Response, ApiError> {
     let id = parse_run(&id)?;
     let server = Arc::clone(&s);
     let v = blocking(move || {
@@ -691,6 +703,13 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
             .map(|s| s.step.as_str())
             .collect();
         attempts.retain(|step, _| listed.contains(step.as_str()));
+        // The recorded steps, a page at a time (a 10,000-step chain's
+        // graph carries every state; its records come in pages).
+        let steps_total = top.len();
+        let after = q.steps_after.unwrap_or(0).min(steps_total);
+        let limit = q.steps_limit.unwrap_or(MAX_PAGE_STEPS).clamp(1, MAX_PAGE_STEPS);
+        let page: Vec<_> = top[after..].iter().take(limit).collect();
+        let steps_next = (after + page.len() < steps_total).then_some(after + page.len());
         let mut run = run_json(&server, &r);
         run["params"] = json!(plan.as_ref().map(|p| p.params.clone()));
         Ok(json!({
@@ -698,7 +717,9 @@ async fn run_detail(State(s): S, Path(id): Path<String>) -> Result<Response, Api
             "run": run,
             // The pipeline's steps; map children are on their node and
             // behind GET /api/runs/{id}/steps/{step}/children.
-            "steps": top,
+            "steps": page,
+            "steps_total": steps_total,
+            "steps_next": steps_next,
             "live": live,
             "live_started": live_started,
             "graph": { "nodes": nodes, "edges": edges },
@@ -1046,6 +1067,9 @@ async fn step_children(
     .await?;
     Ok(axum::Json(v).into_response())
 }
+
+/// Recorded steps in one page of a run's detail, at most.
+const MAX_PAGE_STEPS: usize = 1000;
 
 /// Steps whose attempts a run's detail carries, at most (the first ones).
 const MAX_DETAIL_STEPS: usize = 500;
