@@ -166,3 +166,33 @@ fn the_model_commands_name_the_store_they_read() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains(&store.display().to_string()), "{said}");
 }
+
+/// A param that did not fit the step's type was reported at run time
+/// without the script position; the failure now names where the step is
+/// declared.
+#[test]
+fn a_run_time_failure_names_where_the_step_is_declared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = script(
+        tmp.path(),
+        &format!(
+            "p.step(\"train\", \"{}\").output(\"out\").params(#{{ mode: 5 }}).requires(\"gpu\");",
+            fixture("trainer").display()
+        ),
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--trust-all")
+        .arg("--store")
+        .arg(tmp.path().join(".weir"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("params do not fit"), "{said}");
+    assert!(
+        said.contains("(step 'train' is declared at ") && said.contains("p.rhai:2:"),
+        "{said}"
+    );
+}

@@ -115,6 +115,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let follow = args.follow;
+    // Where each step is declared, for failures found at run time (a
+    // param that does not fit the step's type, say).
+    let declared: std::collections::HashMap<String, String> = plan
+        .steps
+        .iter()
+        .filter_map(|s| s.origin.clone().map(|o| (s.name.clone(), o)))
+        .collect();
     let on_event = Arc::new(move |e: &RunEvent| match e {
         RunEvent::Preparing { what } => b.set_message(what.clone()),
         RunEvent::RunStarted {
@@ -155,6 +162,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut line = format!("  {mark} {step} ({:.1?})", duration);
             if let Some(e) = error {
                 line.push_str(&format!("\n         {}", e.replace('\n', "\n         ")));
+            }
+            let base = step.split('[').next().unwrap_or(step);
+            if *state == StepState::Failed
+                && let Some(at) = declared.get(base)
+            {
+                line.push_str(&format!("\n         (step '{base}' is declared at {at})"));
             }
             say(&b, line);
         }
