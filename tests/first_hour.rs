@@ -196,3 +196,80 @@ fn a_run_time_failure_names_where_the_step_is_declared() {
         "{said}"
     );
 }
+
+/// `weir lineage` stopped at the first step that had output the same bytes
+/// as a host file, instead of reaching the file the data came from.
+#[test]
+fn lineage_reaches_the_host_file_the_data_came_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("x.csv"), "a,b\n1,2\n").unwrap();
+    let echo = fixture("echo").display().to_string();
+    // `make` outputs the very bytes of x.csv; `use` reads x.csv from disk.
+    let f = script(
+        tmp.path(),
+        &format!(
+            "p.step(\"make\", \"{echo}\").output(\"out\").params(#{{ bare: true, files: #{{ \"x.csv\": \"a,b\\n1,2\\n\" }} }});\n\
+             p.step(\"use\", \"{echo}\").input(\"raw\", \"x.csv\").output(\"out\").params(#{{ note: \"reads the file\" }});"
+        ),
+    );
+    let store = tmp.path().join(".weir");
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let show = weir()
+        .args(["show", "1", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    let used = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "use")
+        .unwrap()["outputs"]["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let made = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "make")
+        .unwrap()["outputs"]["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lineage = weir()
+        .args(["lineage", &used, "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&lineage.stdout);
+    assert!(
+        said.contains("raw: ") && said.contains("file x.csv"),
+        "{said}"
+    );
+    assert!(!said.contains("step make"), "{said}");
+    // The file's bytes really were a step's output too (the case that
+    // misled the walk).
+    let raw = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "use")
+        .unwrap()["inputs"]["raw"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(raw, made);
+}

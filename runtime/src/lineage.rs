@@ -94,6 +94,15 @@ impl Walk<'_> {
     }
 
     fn node(&mut self, digest: &Digest, hint: Hint, depth: usize) -> anyhow::Result<Lineage> {
+        // The consuming step read a host file: that is where it came from,
+        // even when some step once output the same bytes.
+        if let Hint::File(path) = &hint {
+            return Ok(Lineage {
+                digest: *digest,
+                origin: Origin::File { path: path.clone() },
+                inputs: Vec::new(),
+            });
+        }
         let upstream = match &hint {
             Hint::Step(s) => Some(s.as_str()),
             _ => None,
