@@ -507,7 +507,9 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
         "table#steps tr[data-step=\"ticks\"] .state[data-state=\"running\"]",
         60,
     );
-    b.find("svg#timeline g.bar[data-step=\"first\"]", 30);
+    // Its recorded attempt: until the record is committed, a finished step
+    // may still show as its live row, without attempts.
+    b.find("svg#timeline g.bar[data-step=\"first\"] rect.attempt", 30);
     b.find(
         "svg#timeline g.bar[data-step=\"ticks\"][data-state=\"running\"]",
         30,
