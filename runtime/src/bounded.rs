@@ -68,6 +68,17 @@ fn read_name(
     })
 }
 
+/// The guest's name (see [`read_name`]), or, from the enclosing import,
+/// the error the guest gets.
+macro_rules! name_or_return {
+    ($store:expr, $s:expr, $what:literal) => {
+        match read_name(&$store, &$s, $what)? {
+            Ok(s) => s,
+            Err(e) => return Ok((Err(e),)),
+        }
+    };
+}
+
 /// Replaces the generated `log.write` and `metrics.emit` in `linker`.
 pub(crate) fn shadow_step_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
@@ -123,7 +134,8 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
          (rows, cols, values): (u32, u32, WasmList<f32>)|
          -> wasmtime::Result<TensorResult> {
             let bytes = values.len() as u64 * 4;
-            // Counted before the copy; the tensor keeps the charge.
+            // Counted while the copy is made; the tensor is charged again
+            // when kept.
             if let Err(e) = store.data_mut().charge(bytes) {
                 return Ok((Err(format!("tensor of {} values: {e}", values.len())),));
             }
@@ -149,23 +161,14 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
                     columns.len()
                 )),));
             }
-            let input = match read_name(&store, &input, "input name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
-            let file = match read_name(&store, &file, "file name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
+            let input = name_or_return!(store, input, "input name");
+            let file = name_or_return!(store, file, "file name");
             let raw: Vec<WasmStr> = columns
                 .iter(store.as_context_mut())?
                 .collect::<wasmtime::Result<_>>()?;
             let mut names = Vec::with_capacity(raw.len());
             for c in &raw {
-                match read_name(&store, c, "column name")? {
-                    Ok(s) => names.push(s),
-                    Err(e) => return Ok((Err(e),)),
-                }
+                names.push(name_or_return!(store, c, "column name"));
             }
             Ok((HostTensor::from_csv(store.data_mut(), input, file, names),))
         },
@@ -175,14 +178,8 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
         |mut store: StoreContextMut<'_, HostState>,
          (input, file): (WasmStr, WasmStr)|
          -> wasmtime::Result<TensorResult> {
-            let input = match read_name(&store, &input, "input name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
-            let file = match read_name(&store, &file, "file name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
+            let input = name_or_return!(store, input, "input name");
+            let file = name_or_return!(store, file, "file name");
             Ok((HostTensor::from_npy(store.data_mut(), input, file),))
         },
     )?;
@@ -198,10 +195,7 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
             WasmStr,
         )|
          -> wasmtime::Result<Trained> {
-            let output = match read_name(&store, &output, "output name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
+            let output = name_or_return!(store, output, "output name");
             Ok((Host::train_logistic(
                 store.data_mut(),
                 x,
@@ -229,10 +223,7 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
                     config.hidden.len()
                 )),));
             }
-            let output = match read_name(&store, &output, "output name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
+            let output = name_or_return!(store, output, "output name");
             let hidden = config
                 .hidden
                 .iter(store.as_context_mut())?
@@ -260,10 +251,7 @@ pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Re
         |mut store: StoreContextMut<'_, HostState>,
          (model_input, x): (WasmStr, Resource<Tensor>)|
          -> wasmtime::Result<TensorResult> {
-            let model_input = match read_name(&store, &model_input, "input name")? {
-                Ok(s) => s,
-                Err(e) => return Ok((Err(e),)),
-            };
+            let model_input = name_or_return!(store, model_input, "input name");
             Ok((Host::predict_proba(store.data_mut(), model_input, x),))
         },
     )?;

@@ -1457,7 +1457,7 @@ fn trap_message(e: &wasmtime::Error) -> String {
         let mut name = String::new();
         let mut depth = 0;
         let func = f.split_once(" - ").map_or(f, |(_, r)| r);
-        let func = func.split_once('!').map_or(func, |(_, name)| name);
+        let func = func.split_once('!').map_or(func, |(_, f)| f);
         for c in func.chars() {
             match c {
                 '[' => depth += 1,

@@ -490,7 +490,6 @@ fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
     has_plan_key(conn)
 }
 
-/// Whether `runs` has the column files before schema version 3 lack.
 /// Adds the attempts' resource columns to a file made before them.
 fn add_attempt_resources(conn: &Connection) -> rusqlite::Result<()> {
     for col in ["peak_memory", "fuel_used"] {
@@ -507,6 +506,7 @@ fn add_attempt_resources(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Whether `runs` has the column files before schema version 3 lack.
 fn has_plan_key(conn: &Connection) -> rusqlite::Result<bool> {
     conn.prepare("SELECT 1 FROM pragma_table_info('runs') WHERE name = 'plan_key'")?
         .exists([])
@@ -726,6 +726,40 @@ fn json_map(s: &str) -> BTreeMap<String, Digest> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
+/// The attempt in the six columns of `r` from `at` on: attempt,
+/// started_ms, ended_ms, error, peak_memory, fuel_used.
+fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        attempt: r.get(at)?,
+        started_ms: r.get(at + 1)?,
+        ended_ms: r.get(at + 2)?,
+        error: r.get(at + 3)?,
+        peak_memory_bytes: r.get::<_, Option<i64>>(at + 4)?.map(|b| b as u64),
+        fuel_used: r.get::<_, Option<i64>>(at + 5)?.map(|f| f as u64),
+    })
+}
+
+/// Stores `plan_json` once, named by its blake3, and returns that name.
+fn store_plan(c: &Connection, plan_json: &str) -> rusqlite::Result<blake3::Hash> {
+    let key = blake3::hash(plan_json.as_bytes());
+    let stored = c
+        .prepare_cached("SELECT 1 FROM plans WHERE key = ?1")?
+        .exists([key.to_hex().as_str()])?;
+    if !stored {
+        c.prepare_cached("INSERT OR IGNORE INTO plans (key, json) VALUES (?1, ?2)")?
+            .execute(params![key.to_hex().as_str(), plan_json])?;
+    }
+    Ok(key)
+}
+
+/// Records that this process runs run `id`, so a later one can tell it was
+/// left behind ([`Records::interrupt_orphans`]).
+fn record_owner(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)")?
+        .execute(params![id, crate::owner::Owner::current().to_string()])?;
+    Ok(())
+}
+
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     let state: String = r.get(3)?;
     Ok(RunSummary {
@@ -750,17 +784,9 @@ impl Records for SqliteRecords {
         // The new run's row needs no sync of its own: the WAL is written in
         // order, so the sync of the run's first commit covers it, and until
         // then the run has recorded nothing that a power cut could lose.
-        // A plan is stored once, however often it runs.
-        let key = blake3::hash(plan_json.as_bytes()).to_hex();
         c.pragma_update(None, "synchronous", "NORMAL")?;
         let inserted = (|| -> rusqlite::Result<i64> {
-            let stored = c
-                .prepare_cached("SELECT 1 FROM plans WHERE key = ?1")?
-                .exists([key.as_str()])?;
-            if !stored {
-                c.prepare_cached("INSERT OR IGNORE INTO plans (key, json) VALUES (?1, ?2)")?
-                    .execute(params![key.as_str(), plan_json])?;
-            }
+            let key = store_plan(&c, plan_json)?.to_hex();
             c.prepare_cached(
                 "INSERT INTO runs (pipeline, plan_digest, plan_json, plan_key, state, started_ms) VALUES (?1, ?2, '', ?3, ?4, ?5)",
             )?
@@ -772,10 +798,7 @@ impl Records for SqliteRecords {
                 now_ms()
             ])?;
             let id = c.last_insert_rowid();
-            // Which process runs it, so a later one can tell it was left
-            // behind (`interrupt_orphans`).
-            c.prepare_cached("INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)")?
-                .execute(params![id, crate::owner::Owner::current().to_string()])?;
+            record_owner(&c, id)?;
             Ok(id)
         })();
         c.pragma_update(None, "synchronous", "FULL")?;
@@ -910,9 +933,7 @@ impl Records for SqliteRecords {
                     plan_digest,
                     plan_json,
                 } => {
-                    let key = blake3::hash(plan_json.as_bytes()).to_hex();
-                    tx.prepare_cached("INSERT OR IGNORE INTO plans (key, json) VALUES (?1, ?2)")?
-                        .execute(params![key.as_str(), plan_json])?;
+                    let key = store_plan(&tx, plan_json)?.to_hex();
                     tx.prepare_cached(
                         "UPDATE runs SET plan_digest = ?2, plan_key = ?3, plan_json = '' WHERE id = ?1",
                     )?
@@ -944,10 +965,7 @@ impl Records for SqliteRecords {
             "UPDATE runs SET state = ?2, started_ms = ?3, ended_ms = NULL, error = NULL WHERE id = ?1",
             params![id.0, RunState::Running.as_str(), now_ms()],
         )?;
-        c.execute(
-            "INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)",
-            params![id.0, crate::owner::Owner::current().to_string()],
-        )?;
+        record_owner(&c, id.0)?;
         Ok(())
     }
 
@@ -1162,16 +1180,7 @@ impl Records for SqliteRecords {
         let mut st = c.prepare(
             "SELECT attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 AND step = ?2 ORDER BY attempt",
         )?;
-        let rows = st.query_map(params![id.0, step], |r| {
-            Ok(AttemptRecord {
-                peak_memory_bytes: r.get::<_, Option<i64>>(4)?.map(|b| b as u64),
-                fuel_used: r.get::<_, Option<i64>>(5)?.map(|f| f as u64),
-                attempt: r.get(0)?,
-                started_ms: r.get(1)?,
-                ended_ms: r.get(2)?,
-                error: r.get(3)?,
-            })
-        })?;
+        let rows = st.query_map(params![id.0, step], |r| attempt_row(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1330,19 +1339,7 @@ impl Records for SqliteRecords {
         let mut st = c.prepare(
             "SELECT step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 ORDER BY step, attempt",
         )?;
-        let rows = st.query_map([id.0], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                AttemptRecord {
-                    attempt: r.get(1)?,
-                    started_ms: r.get(2)?,
-                    ended_ms: r.get(3)?,
-                    error: r.get(4)?,
-                    peak_memory_bytes: r.get::<_, Option<i64>>(5)?.map(|b| b as u64),
-                    fuel_used: r.get::<_, Option<i64>>(6)?.map(|f| f as u64),
-                },
-            ))
-        })?;
+        let rows = st.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, attempt_row(r, 1)?)))?;
         let mut out: BTreeMap<String, Vec<AttemptRecord>> = BTreeMap::new();
         for row in rows {
             let (step, a) = row?;

@@ -839,6 +839,8 @@ pub(crate) struct Inner {
     /// (`jobs`; the executors' instance pools are sized from it): an
     /// attempt waits for a slot, it never fails for lack of one.
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// `config.trust`, shared by the runs that have no policy of their own.
+    trust: Arc<TrustPolicy>,
 }
 
 /// The long-lived object that runs plans. Cheap to clone; clones share the
@@ -870,6 +872,7 @@ impl Runtime {
                 executor,
                 fuel_executor: std::sync::OnceLock::new(),
                 slots: Arc::new(tokio::sync::Semaphore::new(config.jobs.max(1))),
+                trust: Arc::new(config.trust.clone()),
                 config,
             }),
         })
@@ -901,9 +904,10 @@ impl Runtime {
         &self.inner.store
     }
 
-    /// The trust policy runs are checked against.
-    pub fn trust(&self) -> &TrustPolicy {
-        &self.inner.config.trust
+    /// The trust policy runs are checked against (unless a run brings its
+    /// own, [`RunOptions::trust`]).
+    pub fn trust(&self) -> &Arc<TrustPolicy> {
+        &self.inner.trust
     }
 
     /// The run records.
@@ -928,7 +932,7 @@ impl Runtime {
         requested: &std::collections::BTreeSet<String>,
         fuel: bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
-        self.load_component_under(&self.inner.config.trust, source, base, requested, fuel)
+        self.load_component_under(&self.inner.trust, source, base, requested, fuel)
     }
 
     /// [`Runtime::load_component`] under `trust`.
@@ -1026,7 +1030,7 @@ impl Runtime {
         let trust: Arc<TrustPolicy> = opts
             .trust
             .clone()
-            .unwrap_or_else(|| Arc::new(self.inner.config.trust.clone()));
+            .unwrap_or_else(|| self.inner.trust.clone());
         let emit = |e: RunEvent| {
             if let Some(f) = &opts.on_event {
                 f(&e)

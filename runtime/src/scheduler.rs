@@ -496,16 +496,7 @@ impl Scheduler {
         self.release(u);
         if report.state == StepState::Cancelled && report.attempts > 0 {
             // Stopped during an attempt: recorded with its logs and duration.
-            self.emit(RunEvent::StepFinished {
-                step: report.name.clone(),
-                state: report.state,
-                duration: report.duration,
-                error: report.error.clone(),
-            });
-            match u {
-                Unit::Step(i) => self.reports[i] = Some(report),
-                Unit::Child(_, _) => self.children_done.push(report),
-            }
+            self.keep_stopped(u, report);
             return Ok(());
         }
         if report.state == StepState::Cancelled {
@@ -532,7 +523,6 @@ impl Scheduler {
             && !self.ran_keys.contains(key)
     }
 
-    /// Whether `fail_fast` stops the run now.
     /// Whether the run must stop now: a step failed under `fail_fast`, or
     /// the store could not make finished steps' outputs durable.
     fn failed_fast(&mut self) -> bool {
@@ -968,13 +958,18 @@ impl Scheduler {
             logs: Vec::new(),
             attempts: Vec::new(),
         }))]);
+        self.keep_stopped(u, StepReport::not_run(name, state, Some(why)));
+    }
+
+    /// Tells watchers that the unit `u` stopped, as `report` says, and keeps
+    /// the report; nothing waits on a stopped unit.
+    fn keep_stopped(&mut self, u: Unit, report: StepReport) {
         self.emit(RunEvent::StepFinished {
-            step: name.to_string(),
-            state,
-            duration: Duration::ZERO,
-            error: Some(why.clone()),
+            step: report.name.clone(),
+            state: report.state,
+            duration: report.duration,
+            error: report.error.clone(),
         });
-        let report = StepReport::not_run(name, state, Some(why));
         match u {
             Unit::Step(i) => self.reports[i] = Some(report),
             Unit::Child(_, _) => self.children_done.push(report),

@@ -502,7 +502,9 @@ fn params_from(body: &Bytes) -> Result<BTreeMap<String, String>, ApiError> {
 
 async fn trigger(State(s): S, Path(name): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let params = params_from(&body)?;
-    let run = s.trigger(&name, params, None, None).await?;
+    let run = s
+        .trigger(&name, params, None, super::Origin::Manual)
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({ "run": run.0 }))).into_response())
 }
 
@@ -531,10 +533,11 @@ fn run_json(s: &Server, r: &weir_runtime::records::RunSummary) -> Value {
 async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(50).min(1000);
     if let Some(src) = q.source.as_deref()
-        && !matches!(src, "manual" | "schedule" | "backfill")
+        && !super::Origin::SOURCES.contains(&src)
     {
         return Err(ApiError::bad(format!(
-            "source {src:?} is not one of manual, schedule, backfill"
+            "source {src:?} is not one of {}",
+            super::Origin::SOURCES.join(", ")
         )));
     }
     if let Some(st) = q.state.as_deref()
@@ -796,7 +799,9 @@ async fn retry(State(s): S, Path(id): Path<String>) -> Result<Response, ApiError
             .unwrap_or_default())
     })
     .await?;
-    let run = s.trigger(&r.pipeline, params, Some(id), None).await?;
+    let run = s
+        .trigger(&r.pipeline, params, Some(id), super::Origin::Manual)
+        .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "run": run.0 }))).into_response())
 }
 
@@ -1488,7 +1493,12 @@ async fn backfill(
                 }
             }
             let outcome = server
-                .trigger(&name, Default::default(), None, Some(slot.clone()))
+                .trigger(
+                    &name,
+                    Default::default(),
+                    None,
+                    super::Origin::Backfill(slot.clone()),
+                )
                 .await;
             let run = outcome.as_ref().ok().copied();
             let why = outcome.as_ref().err().map(|e| e.1.clone());
@@ -1496,7 +1506,6 @@ async fn backfill(
                 .slots
                 .settle(&name, &slot, run.map(|r| r.0), why.as_deref());
             if let Some(run) = run {
-                let _ = server.slots.note_backfill(run.0);
                 // One slot after another, as `weir backfill` runs them.
                 while server.active(run).is_some() {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -192,7 +192,7 @@ impl Server {
             .unwrap_or_else(|| self.project.clone());
         match TrustPolicy::find_file(&dir) {
             Some(file) => Ok(Arc::new(TrustPolicy::default().with_file(&file)?)),
-            None => Ok(Arc::new(self.runtime.trust().clone())),
+            None => Ok(self.runtime.trust().clone()),
         }
     }
 
@@ -236,15 +236,15 @@ impl Server {
     }
 
     /// Starts a run of `pipeline` with `params` (`--param` text values),
-    /// continuing run `resume` if given; `slot` is the schedule slot it
-    /// fills (RFC 3339), handed to a pipeline that declares a `slot` param.
+    /// continuing run `resume` if given; a scheduled or backfilled run's
+    /// slot (RFC 3339) is handed to a pipeline that declares a `slot` param.
     /// Returns when the run is recorded (or could not start).
     pub async fn trigger(
         self: &Arc<Self>,
         pipeline: &str,
         mut params: BTreeMap<String, String>,
         resume: Option<RunId>,
-        slot: Option<String>,
+        origin: Origin,
     ) -> Result<RunId, ApiError> {
         let p = self
             .pipelines()
@@ -256,11 +256,10 @@ impl Server {
                 "pipeline '{pipeline}' cannot run: {e}"
             )));
         }
-        let slot_given = slot.is_some();
-        if let Some(slot) = slot
+        if let Some(slot) = origin.slot()
             && p.params.contains_key("slot")
         {
-            params.entry("slot".into()).or_insert(slot);
+            params.entry("slot".into()).or_insert(slot.to_string());
         }
         let given = params.clone();
         let trust = self
@@ -368,14 +367,45 @@ impl Server {
         });
         match started_rx.await {
             Ok(Ok(id)) => {
-                let source = if slot_given { "schedule" } else { "manual" };
-                if let Err(e) = self.slots.note_run(id.0, source, &given) {
+                if let Err(e) = self.slots.note_run(id.0, origin.source(), &given) {
                     tracing::warn!(run = %id, "noting the run's source: {e:#}");
                 }
                 Ok(id)
             }
             Ok(Err(msg)) => Err(ApiError::bad(msg)),
             Err(_) => Err(ApiError::internal("the run ended before it was recorded")),
+        }
+    }
+}
+
+/// What starts a run.
+pub enum Origin {
+    /// A person or a program, through the API (a trigger or a retry).
+    Manual,
+    /// The schedule, for the slot (RFC 3339) the run fills.
+    Schedule(String),
+    /// A backfill, for the slot the run fills.
+    Backfill(String),
+}
+
+impl Origin {
+    /// The names [`Origin::source`] gives, as the runs list filters by them.
+    pub const SOURCES: [&'static str; 3] = ["manual", "schedule", "backfill"];
+
+    /// The slot the run fills, if it fills one.
+    fn slot(&self) -> Option<&str> {
+        match self {
+            Origin::Manual => None,
+            Origin::Schedule(slot) | Origin::Backfill(slot) => Some(slot),
+        }
+    }
+
+    /// What started the run, as the API shows it (`source`).
+    fn source(&self) -> &'static str {
+        match self {
+            Origin::Manual => Self::SOURCES[0],
+            Origin::Schedule(_) => Self::SOURCES[1],
+            Origin::Backfill(_) => Self::SOURCES[2],
         }
     }
 }

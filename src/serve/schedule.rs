@@ -279,16 +279,6 @@ impl Slots {
         Ok(())
     }
 
-    /// Marks run `run` as started by a backfill (the trigger noted it as a
-    /// scheduled slot's).
-    pub fn note_backfill(&self, run: i64) -> anyhow::Result<()> {
-        lock(&self.db).execute(
-            "UPDATE run_sources SET source = 'backfill' WHERE run = ?1",
-            params![run],
-        )?;
-        Ok(())
-    }
-
     /// What started each of `runs`, and its params, where noted.
     pub fn run_sources(&self, runs: &[i64]) -> anyhow::Result<HashMap<i64, RunSource>> {
         let db = lock(&self.db);
@@ -434,7 +424,12 @@ pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()
                 continue;
             }
             match server
-                .trigger(&p.name, Default::default(), None, Some(slot.clone()))
+                .trigger(
+                    &p.name,
+                    Default::default(),
+                    None,
+                    super::Origin::Schedule(slot.clone()),
+                )
                 .await
             {
                 Ok(run) => {
