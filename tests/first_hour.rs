@@ -273,3 +273,51 @@ fn lineage_reaches_the_host_file_the_data_came_from() {
         .to_string();
     assert_eq!(raw, made);
 }
+
+/// `weir runs --json` called the run number `id` and `weir show --json`
+/// nested the run under `run`: one name, `run`, in both.
+#[test]
+fn json_outputs_call_the_run_number_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = script(
+        tmp.path(),
+        &format!(
+            "p.step(\"a\", \"{}\").output(\"out\");",
+            fixture("noop").display()
+        ),
+    );
+    let store = tmp.path().join(".weir");
+    let run = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = weir()
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let runs = json(&["runs", "--json"]);
+    assert_eq!(runs[0]["run"], 1, "{runs}");
+    assert!(runs[0].get("id").is_none(), "{runs}");
+    let show = json(&["show", "1", "--json"]);
+    assert_eq!(show["run"], 1, "{show}");
+    assert_eq!(show["state"], "succeeded", "{show}");
+    assert_eq!(show["steps"][0]["step"], "a", "{show}");
+}

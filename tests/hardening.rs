@@ -174,7 +174,7 @@ fn one_guest_cannot_take_the_hosts_descriptors() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    assert_eq!(v["run"]["state"], "failed", "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
     for s in v["steps"].as_array().unwrap() {
         let name = s["step"].as_str().unwrap();
         if name == "hog" {
@@ -267,7 +267,7 @@ fn an_eio_on_flush_fails_the_steps_cleanly_and_loses_no_earlier_record() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     let v = assert_records_reference_only_stored_objects(&store, 1);
-    assert_eq!(v["run"]["state"], "failed", "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
     let run_error = v["run"]["error"].as_str().unwrap();
     assert!(
         run_error.contains("could not be made durable"),
@@ -330,7 +330,7 @@ fn an_eio_on_write_fails_the_step_cleanly() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     let v = assert_records_reference_only_stored_objects(&store, 1);
-    assert_eq!(v["run"]["state"], "failed", "{v}");
+    assert_eq!(v["state"], "failed", "{v}");
     let failed = v["steps"]
         .as_array()
         .unwrap()
@@ -394,7 +394,7 @@ fn outputs(store: &Path, run: u64) -> std::collections::BTreeMap<String, serde_j
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
-    assert_eq!(v["run"]["state"], "succeeded", "run {run}: {v}");
+    assert_eq!(v["state"], "succeeded", "run {run}: {v}");
     v["steps"]
         .as_array()
         .unwrap()

@@ -570,7 +570,7 @@ for i in 0..6 {
             })
             .collect();
         outs.sort();
-        (v["run"]["state"].as_str().unwrap().to_string(), outs)
+        (v["state"].as_str().unwrap().to_string(), outs)
     };
     let reference = show(clean.path(), "1");
 
@@ -671,7 +671,7 @@ fn ctrl_c_cancels_the_run_and_records_it() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["run"]["state"], "cancelled");
+    assert_eq!(v["state"], "cancelled");
     let states: BTreeMap<String, String> = v["steps"]
         .as_array()
         .unwrap()

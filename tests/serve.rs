@@ -249,7 +249,7 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
     assert_eq!(detail["graph"]["edges"][0]["to"], "b");
     let (s, v) = srv.get("/api/runs?pipeline=quick&state=succeeded");
     conforms(&doc, "GET", "/api/runs", s, &v);
-    assert_eq!(v["runs"][0]["id"], id);
+    assert_eq!(v["runs"][0]["run"], id);
     assert!(v["runs"][0]["duration_ms"].as_i64().unwrap() >= 0);
 
     // Step detail, logs, metrics.
@@ -581,7 +581,7 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
         .output()
         .unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["run"]["state"], "cancelled", "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
     let verify = weir()
         .args(["store", "verify", "--store"])
         .arg(tmp.path().join("store"))
@@ -607,7 +607,7 @@ fn scheduled_runs(store: &Path, pipeline: &str) -> Vec<(String, i64)> {
         if r["pipeline"] != pipeline {
             continue;
         }
-        let id = r["id"].as_i64().unwrap();
+        let id = r["run"].as_i64().unwrap();
         let out = weir()
             .args(["metrics", &id.to_string(), "--json", "--store"])
             .arg(store)
@@ -1268,7 +1268,7 @@ fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
     let srv = Served::start(&proj, &store);
     for id in [ticker, slow] {
         let (_, v) = srv.get(&format!("/api/runs/{id}"));
-        assert_eq!(v["run"]["state"], "interrupted", "{v}");
+        assert_eq!(v["state"], "interrupted", "{v}");
         assert_eq!(v["run"]["active"], false, "{v}");
         assert!(
             v["run"]["error"].as_str().unwrap().contains("retry it"),
@@ -1282,7 +1282,7 @@ fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
     let (s, v) = srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
     assert_eq!(s, 200, "{v}");
     let (_, v) = srv.get(&format!("/api/runs/{slow}"));
-    assert_eq!(v["run"]["state"], "cancelled", "{v}");
+    assert_eq!(v["state"], "cancelled", "{v}");
 }
 
 /// Issue 21, bug 7 and "at scale": the DAG lacked the edge into a map step
@@ -1366,7 +1366,7 @@ fn the_run_route_stays_small_and_fast_for_10000_children_and_a_10000_step_chain(
     assert!(fan_bytes < 100_000, "{fan_bytes} bytes");
     assert!(fan_took < Duration::from_secs(2), "{fan_took:?}");
     // Every child, paged.
-    let id = fan["run"]["id"].as_i64().unwrap();
+    let id = fan["run"]["run"].as_i64().unwrap();
     let (mut after, mut seen) = (0u64, 0usize);
     loop {
         let (s, page) = srv.get(&format!("/api/runs/{id}/steps/each/children?after={after}"));
@@ -1385,7 +1385,7 @@ fn the_run_route_stays_small_and_fast_for_10000_children_and_a_10000_step_chain(
         (chain["steps_total"].as_u64(), chain["steps_next"].as_u64()),
         (Some(10_000), Some(1000))
     );
-    let id = chain["run"]["id"].as_i64().unwrap();
+    let id = chain["run"]["run"].as_i64().unwrap();
     let (_, last) = srv.get(&format!("/api/runs/{id}?steps_after=9500&steps_limit=1000"));
     assert_eq!(last["steps"].as_array().unwrap().len(), 500);
     assert!(last["steps_next"].is_null(), "{}", last["steps_next"]);

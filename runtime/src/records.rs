@@ -274,7 +274,8 @@ pub struct ModelVersion {
 /// A row of `weir runs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
-    /// Run number.
+    /// Run number (`run` in JSON, as everywhere a run number is written).
+    #[serde(rename = "run")]
     pub id: RunId,
     /// Pipeline name.
     pub pipeline: String,

@@ -23,10 +23,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let r = super::need_run(&records, id)?;
     let steps = records.steps(id)?;
     if args.json {
-        jsonln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "run": r, "steps": steps }))?
-        );
+        // One flat object: the run's summary (its number as `run`, as in
+        // `weir runs --json`) and its steps.
+        let mut v = serde_json::to_value(&r)?;
+        v["steps"] = serde_json::to_value(&steps)?;
+        jsonln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     outln!(

@@ -171,9 +171,9 @@ async function pageRuns(q) {
     if (ids.length >= 2) location.hash = "#/compare?runs=" + ids.join(",");
   };
   const rows = runs.map((r) =>
-    el("tr", { "data-run": r.id },
-      el("td", {}, el("input", { type: "checkbox", class: "pick", value: r.id, "aria-label": "compare run " + r.id })),
-      el("td", {}, el("a", { href: "#/runs/" + r.id }, "#" + r.id)),
+    el("tr", { "data-run": r.run },
+      el("td", {}, el("input", { type: "checkbox", class: "pick", value: r.run, "aria-label": "compare run " + r.run })),
+      el("td", {}, el("a", { href: "#/runs/" + r.run }, "#" + r.run)),
       el("td", {}, r.pipeline),
       el("td", {}, stateTag(r.preparing ? "preparing" : r.state)),
       el("td", {}, fmtTime(r.started_ms)),
@@ -387,7 +387,7 @@ async function pageRun(id, step) {
   const detail = el("div", { id: "step-detail" });
   if (step) await stepDetail(id, step, detail);
   show(
-    el("h1", {}, "Run #" + r.id + " · " + r.pipeline + " ", stateTag(r.preparing ? "preparing" : r.state)),
+    el("h1", {}, "Run #" + r.run + " · " + r.pipeline + " ", stateTag(r.preparing ? "preparing" : r.state)),
     r.preparing ? el("p", { class: "muted", id: "preparing" }, "preparing: " + r.preparing) : null,
     el("p", { class: "muted" }, "started " + fmtTime(r.started_ms) + " · " + fmtMs(r.duration_ms) + (r.params ? " · params " + JSON.stringify(r.params) : "")),
     r.error ? el("p", { class: "error" }, r.error) : null,
