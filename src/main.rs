@@ -95,7 +95,9 @@ enum Command {
     Lineage(commands::lineage::Args),
     /// Build a step crate into a component (wasm32-wasip2)
     Build(commands::build::Args),
-    /// Create something new
+    /// Make a weir project: weir.toml, a first pipeline and a step workspace
+    Init(commands::new::InitArgs),
+    /// Add something to a project
     #[command(subcommand)]
     New(commands::new::What),
     /// List recent runs
@@ -148,6 +150,7 @@ fn main() -> ExitCode {
         Command::Graph(a) => commands::plan::graph(a),
         Command::Diff(a) => commands::diff::run(a),
         Command::Build(a) => commands::build::run(a),
+        Command::Init(a) => commands::new::init(a),
         Command::New(w) => commands::new::run(w),
         Command::Runs(a) => commands::runs::run(a),
         Command::Show(a) => commands::show::run(a),

@@ -321,3 +321,57 @@ fn json_outputs_call_the_run_number_run() {
     assert_eq!(show["state"], "succeeded", "{show}");
     assert_eq!(show["steps"][0]["step"], "a", "{show}");
 }
+
+/// `weir inspect` and `weir build` compiled a component under another
+/// engine fingerprint than `weir run`: one component, two compile-cache
+/// entries. They now compile on the engine a run uses.
+#[test]
+fn build_inspect_and_run_share_one_compiled_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let noop = fixture("noop");
+    let compiled = || std::fs::read_dir(store.join("compiled")).map_or(0, |d| d.count());
+    let out = weir()
+        .arg("build")
+        .arg(repo().join("tests/guests/noop"))
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(compiled(), 1);
+    let out = weir()
+        .arg("inspect")
+        .arg(&noop)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(compiled(), 1, "weir inspect compiled the component again");
+    let f = script(
+        tmp.path(),
+        &format!("p.step(\"a\", \"{}\").output(\"out\");", noop.display()),
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(compiled(), 1, "weir run compiled the component again");
+}

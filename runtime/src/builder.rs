@@ -1,6 +1,9 @@
-//! Builds step crates into components with `cargo build --target wasm32-wasip2`.
+//! Builds step crates into components with `cargo build --target wasm32-wasip2`:
+//! one crate, or every stale crate of a run with one cargo invocation per workspace.
 
 use anyhow::{Context as _, anyhow, bail};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -12,6 +15,18 @@ pub const STEP_TARGET: &str = "wasm32-wasip2";
 /// up-to-date crate costs one no-op cargo invocation. A compile error is
 /// returned with cargo's rendered diagnostics.
 pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
+    let manifest = step_manifest(crate_dir)?;
+    ensure_target(crate_dir);
+    let root = workspace_manifest(&manifest).unwrap_or_else(|| manifest.clone());
+    let built = cargo_build(&root, &|_| {})?;
+    built
+        .get(&manifest)
+        .cloned()
+        .ok_or_else(|| no_component(crate_dir))
+}
+
+/// The canonical manifest path of the step crate in `crate_dir`.
+fn step_manifest(crate_dir: &Path) -> anyhow::Result<PathBuf> {
     let manifest = crate_dir.join("Cargo.toml");
     if !manifest.is_file() {
         bail!(
@@ -19,83 +34,251 @@ pub fn build_crate(crate_dir: &Path) -> anyhow::Result<PathBuf> {
             crate_dir.display()
         );
     }
-    let manifest = manifest
+    manifest
         .canonicalize()
-        .with_context(|| format!("cannot resolve {}", manifest.display()))?;
-    ensure_target(crate_dir);
+        .with_context(|| format!("cannot resolve {}", manifest.display()))
+}
+
+fn no_component(crate_dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "cargo built {} but produced no component; a step crate needs `crate-type = [\"cdylib\"]` under [lib]",
+        crate_dir.display()
+    )
+}
+
+/// Runs one `cargo build --workspace --release --target wasm32-wasip2` on
+/// the workspace of `manifest`, passing each of cargo's status lines
+/// ("Compiling serde v1.0") to `progress` as it comes. Returns the component
+/// cargo wrote for each package manifest (canonical paths).
+///
+/// Always the whole workspace: cargo unifies the features of the packages it
+/// builds together, so building a different subset could give a step
+/// different bytes (and a different cache key) from one run to the next.
+fn cargo_build(
+    manifest: &Path,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<HashMap<PathBuf, PathBuf>> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            STEP_TARGET,
-            "--message-format=json-render-diagnostics",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
+    let what = || manifest.parent().unwrap_or(manifest).display().to_string();
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        STEP_TARGET,
+        "--message-format=json-render-diagnostics",
+        "--manifest-path",
+    ])
+    .arg(manifest)
+    .arg("--workspace");
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| {
             format!(
                 "cannot run cargo ({}) to build {}",
                 cargo.to_string_lossy(),
-                crate_dir.display()
+                what()
             )
         })?;
-    let mut wasm = None;
-    for line in out.stdout.split(|b| *b == b'\n') {
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr) = std::thread::scope(|scope| {
+        let err = scope.spawn(|| {
+            let mut kept = String::new();
+            for line in BufReader::new(stderr?).lines().map_while(Result::ok) {
+                let status = line.trim_start();
+                if ["Compiling", "Building", "Downloaded", "Updating", "Locking"]
+                    .iter()
+                    .any(|w| status.starts_with(w))
+                {
+                    progress(status);
+                }
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+            Some(kept)
+        });
+        let mut out = Vec::new();
+        if let Some(mut s) = stdout {
+            let _ = s.read_to_end(&mut out);
+        }
+        (out, err.join().ok().flatten().unwrap_or_default())
+    });
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{}", compile_error(&what(), &stderr));
+    }
+    Ok(components(&stdout))
+}
+
+/// The components of the `compiler-artifact` messages cargo printed, by
+/// their package's canonical manifest path.
+fn components(stdout: &[u8]) -> HashMap<PathBuf, PathBuf> {
+    let mut out = HashMap::new();
+    for line in stdout.split(|b| *b == b'\n') {
         let Ok(msg) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
         };
         if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        let same = msg["manifest_path"]
-            .as_str()
-            .and_then(|p| Path::new(p).canonicalize().ok())
-            .is_some_and(|p| p == manifest);
         // A step is a cdylib; a bin is accepted too so that loading it can
         // say which world it implements instead.
         let component = msg["target"]["kind"]
             .as_array()
             .is_some_and(|k| k.iter().any(|k| k == "cdylib" || k == "bin"));
-        if same && component {
-            wasm = msg["filenames"]
-                .as_array()
-                .and_then(|f| {
-                    f.iter()
-                        .filter_map(|f| f.as_str())
-                        .find(|f| f.ends_with(".wasm"))
-                })
-                .map(PathBuf::from);
+        let manifest = msg["manifest_path"]
+            .as_str()
+            .and_then(|p| Path::new(p).canonicalize().ok());
+        let wasm = msg["filenames"].as_array().and_then(|f| {
+            f.iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(".wasm"))
+        });
+        if let (true, Some(m), Some(w)) = (component, manifest, wasm) {
+            out.insert(m, PathBuf::from(w));
         }
     }
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let lines: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("Compiling"))
-            .collect();
-        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-        let hint = if stderr.contains("target may not be installed")
-            || stderr.contains("can't find crate for `std`")
-        {
-            format!("\nhint: install the target with `rustup target add {STEP_TARGET}`")
-        } else {
-            String::new()
-        };
-        bail!(
-            "step crate {} does not compile:\n{tail}{hint}",
-            crate_dir.display()
-        );
+    out
+}
+
+/// The error for a build that failed: cargo's diagnostics (the last 60
+/// lines, without its "Compiling" lines) and a hint for a missing target.
+fn compile_error(what: &str, stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            !l.starts_with("Compiling") && !l.starts_with("Building")
+        })
+        .collect();
+    let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+    let hint = if stderr.contains("target may not be installed")
+        || stderr.contains("can't find crate for `std`")
+    {
+        format!("\nhint: install the target with `rustup target add {STEP_TARGET}`")
+    } else {
+        String::new()
+    };
+    format!("step crate {what} does not compile:\n{tail}{hint}")
+}
+
+/// What [`build_crates`] reports.
+#[derive(Debug, Clone)]
+pub enum BuildEvent<'a> {
+    /// Cargo starts on `crates` (package names) of the workspace at `workspace`.
+    Started {
+        /// The workspace folder.
+        workspace: &'a Path,
+        /// The packages built.
+        crates: &'a [String],
+    },
+    /// One of cargo's status lines ("Compiling serde v1.0.228").
+    Progress(&'a str),
+    /// Cargo finished those crates.
+    Finished {
+        /// The packages built.
+        crates: &'a [String],
+        /// How long cargo took.
+        took: std::time::Duration,
+    },
+}
+
+/// Builds every stale crate of `crate_dirs` (fresh ones, by the rule of
+/// [`build_crate_cached`], cost no cargo run) with one cargo invocation per
+/// cargo workspace, so that the steps of one workspace share one dependency
+/// build (features unified, one lock). Afterwards [`build_crate_cached`]
+/// finds each crate's component without running cargo.
+///
+/// A step crate is always built with its whole workspace, here and in
+/// [`build_crate`], so its bytes do not depend on which crates were stale.
+pub fn build_crates(
+    crate_dirs: &[PathBuf],
+    stamp_dir: &Path,
+    on: &(dyn Fn(BuildEvent<'_>) + Sync),
+) -> anyhow::Result<()> {
+    let mut by_workspace: BTreeMap<PathBuf, Vec<(PathBuf, String)>> = BTreeMap::new();
+    for dir in crate_dirs {
+        let manifest = step_manifest(dir)?;
+        if fresh_stamp(&manifest, stamp_dir).is_some() {
+            continue;
+        }
+        let package = package_name(&manifest)?;
+        let root = workspace_manifest(&manifest).unwrap_or_else(|| manifest.clone());
+        let group = by_workspace.entry(root).or_default();
+        if !group.iter().any(|(m, _)| *m == manifest) {
+            group.push((manifest, package));
+        }
     }
-    wasm.ok_or_else(|| {
+    for (root, members) in by_workspace {
+        let folder = root.parent().unwrap_or(&root);
+        ensure_target(folder);
+        let crates: Vec<String> = members.iter().map(|(_, p)| p.clone()).collect();
+        on(BuildEvent::Started {
+            workspace: folder,
+            crates: &crates,
+        });
+        let start = std::time::Instant::now();
+        let built = cargo_build(&root, &|line| on(BuildEvent::Progress(line)))?;
+        on(BuildEvent::Finished {
+            crates: &crates,
+            took: start.elapsed(),
+        });
+        for (manifest, _) in &members {
+            if !built.contains_key(manifest) {
+                return Err(no_component(manifest.parent().unwrap_or(manifest)));
+            }
+        }
+        for (manifest, wasm) in &built {
+            write_stamp(&manifest_stamp(manifest, stamp_dir), wasm);
+        }
+    }
+    Ok(())
+}
+
+/// The `[package] name` of a manifest.
+fn package_name(manifest: &Path) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        package: Option<Package>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: String,
+    }
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let m: Manifest =
+        toml::from_str(&text).with_context(|| format!("reading {}", manifest.display()))?;
+    m.package.map(|p| p.name).ok_or_else(|| {
         anyhow!(
-            "cargo built {} but produced no component; a step crate needs `crate-type = [\"cdylib\"]` under [lib]",
-            crate_dir.display()
+            "{} has no [package]: a step is a crate, not a workspace",
+            manifest.display()
         )
     })
+}
+
+/// The manifest of the cargo workspace `manifest` belongs to (the nearest
+/// manifest above it with a `[workspace]` table whose members include it),
+/// as cargo itself says; `None` when cargo cannot tell.
+fn workspace_manifest(manifest: &Path) -> Option<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        .canonicalize()
+        .ok()
 }
 
 /// Installs the step target with rustup when the toolchain that will build
@@ -131,24 +314,39 @@ pub fn build_crate_cached(crate_dir: &Path, stamp_dir: &Path) -> anyhow::Result<
     let Ok(manifest) = manifest.canonicalize() else {
         return build_crate(crate_dir);
     };
-    let stamp = stamp_dir.join(format!(
-        "{}.path",
-        crate::digest::Digest::of(manifest.to_string_lossy().as_bytes()).short()
-    ));
-    if let Ok(text) = std::fs::read_to_string(&stamp) {
-        let wasm = PathBuf::from(text.trim());
-        if is_fresh(&manifest, &wasm) {
-            return Ok(wasm);
-        }
+    if let Some(wasm) = fresh_stamp(&manifest, stamp_dir) {
+        return Ok(wasm);
     }
     let wasm = build_crate(crate_dir)?;
-    if std::fs::create_dir_all(stamp_dir).is_ok() {
+    write_stamp(&manifest_stamp(&manifest, stamp_dir), &wasm);
+    Ok(wasm)
+}
+
+/// Where the path of `manifest`'s last component is remembered.
+fn manifest_stamp(manifest: &Path, stamp_dir: &Path) -> PathBuf {
+    stamp_dir.join(format!(
+        "{}.path",
+        crate::digest::Digest::of(manifest.to_string_lossy().as_bytes()).short()
+    ))
+}
+
+/// The component of `manifest`'s last build, if it is still fresh.
+fn fresh_stamp(manifest: &Path, stamp_dir: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(manifest_stamp(manifest, stamp_dir)).ok()?;
+    let wasm = PathBuf::from(text.trim());
+    is_fresh(manifest, &wasm).then_some(wasm)
+}
+
+/// Remembers `wasm` as the component in `stamp` (best effort: a missing
+/// stamp only costs a cargo run next time).
+fn write_stamp(stamp: &Path, wasm: &Path) {
+    let Some(dir) = stamp.parent() else { return };
+    if std::fs::create_dir_all(dir).is_ok() {
         let tmp = stamp.with_extension(format!("tmp{}", std::process::id()));
         if std::fs::write(&tmp, wasm.to_string_lossy().as_bytes()).is_ok() {
-            let _ = std::fs::rename(&tmp, &stamp);
+            let _ = std::fs::rename(&tmp, stamp);
         }
     }
-    Ok(wasm)
 }
 
 /// Whether `wasm` is newer than everything it was built from.

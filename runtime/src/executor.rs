@@ -132,13 +132,15 @@ pub struct EngineConfig {
 }
 
 impl Default for EngineConfig {
-    /// One step at a time, fuel counted, no pooling (for tools that load a
-    /// component or two, like `weir build`), the default GPU choice and no
-    /// host capabilities.
+    /// One step at a time, no pooling (for tools that load a component or
+    /// two, like `weir build`), the default GPU choice and no host
+    /// capabilities. Fuel is not counted, as on the engine a run uses for
+    /// steps without a fuel budget: what a tool compiles, a run reuses from
+    /// the compile cache.
     fn default() -> EngineConfig {
         EngineConfig {
             max_concurrent: 1,
-            fuel: true,
+            fuel: false,
             pooling: false,
             gpu: weir_host_gpu::BackendChoice::default(),
             capabilities: Vec::new(),

@@ -647,10 +647,26 @@ pub enum RunEvent {
         /// Whether this continues an earlier run (`resume`).
         resumed: bool,
     },
-    /// A component is being built or loaded.
+    /// A component is being built or loaded (while step crates build: each
+    /// of cargo's status lines).
     Preparing {
         /// What is being prepared.
         what: String,
+    },
+    /// Cargo starts building the stale step crates of one workspace (one
+    /// invocation for all of them).
+    Building {
+        /// The workspace folder.
+        workspace: PathBuf,
+        /// The crates (package names).
+        crates: Vec<String>,
+    },
+    /// Those crates are built.
+    Built {
+        /// The crates (package names).
+        crates: Vec<String>,
+        /// How long cargo took.
+        took: Duration,
     },
     /// A step started (cache check, then execution if needed). Map
     /// children are named `step[item]`.
@@ -1011,6 +1027,65 @@ impl Runtime {
             })
     }
 
+    /// Builds the plan's stale step crates, one cargo invocation per
+    /// workspace (off the async threads), reporting cargo's progress. Each
+    /// crate is checked against the trust policy before any build script runs.
+    async fn build_stale_crates(
+        &self,
+        plan: &Plan,
+        trust: &TrustPolicy,
+        emit: &(dyn Fn(RunEvent) + Sync),
+    ) -> anyhow::Result<()> {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for s in &plan.steps {
+            if let ComponentSource::Crate(dir) = &s.component {
+                let dir = plan.resolve(dir);
+                if !dirs.contains(&dir) {
+                    trust
+                        .check_build(&dir)
+                        .map_err(|e| anyhow!("{}{e}", step_at(s)))?;
+                    dirs.push(dir);
+                }
+            }
+        }
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let stamps = self.inner.store.root().join("builds");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let build = tokio::task::spawn_blocking(move || {
+            crate::builder::build_crates(&dirs, &stamps, &|e| {
+                let event = match e {
+                    crate::builder::BuildEvent::Started { workspace, crates } => {
+                        RunEvent::Building {
+                            workspace: workspace.to_path_buf(),
+                            crates: crates.to_vec(),
+                        }
+                    }
+                    crate::builder::BuildEvent::Progress(line) => RunEvent::Preparing {
+                        what: format!("building: {line}"),
+                    },
+                    crate::builder::BuildEvent::Finished { crates, took } => RunEvent::Built {
+                        crates: crates.to_vec(),
+                        took,
+                    },
+                };
+                let _ = tx.send(event);
+            })
+        });
+        while let Some(e) = rx.recv().await {
+            emit(e);
+        }
+        // A crate that fails to build is reported by the step that uses it.
+        match build.await {
+            Ok(result) => result.or_else(|e| {
+                tracing::debug!("building the step crates together failed: {e:#}");
+                Ok(())
+            }),
+            Err(e) => Err(anyhow!("the step builder panicked: {e}")),
+        }
+    }
+
     /// Runs `plan` to the end and returns what every step did. An `Err` means
     /// the run could not start (invalid plan, a component that does not build
     /// or load, an unreadable input, an unknown run to resume); step failures
@@ -1146,6 +1221,7 @@ impl Runtime {
         emit: &(dyn Fn(RunEvent) + Sync),
     ) -> anyhow::Result<Prepared> {
         let n = plan.steps.len();
+        self.build_stale_crates(&plan, trust, emit).await?;
         // Components (before anything is recorded, unless `record_first`).
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);

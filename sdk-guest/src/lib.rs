@@ -200,12 +200,21 @@ pub fn __run<P: serde::de::DeserializeOwned>(
     inv: wit::weir::step::types::Invocation,
     f: fn(&mut Context<P>) -> Result<()>,
 ) -> std::result::Result<(), String> {
-    let params: P = serde_json::from_str(&inv.params).map_err(|e| {
-        format!(
-            "step '{}': params do not fit the step's params type: {e} (params were {})",
-            inv.step, inv.params
-        )
-    })?;
+    // A step without params (`Context<()>`) accepts a step given none (`{}`).
+    let params: P = serde_json::from_str(&inv.params)
+        .or_else(|e| {
+            if inv.params.trim() == "{}" {
+                serde_json::from_str("null").map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| {
+            format!(
+                "step '{}': params do not fit the step's params type: {e} (params were {})",
+                inv.step, inv.params
+            )
+        })?;
     let mut ctx = Context {
         step: inv.step,
         attempt: inv.attempt,

@@ -100,6 +100,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // The spinner moves while cargo or a step works: nothing looks stuck.
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
     let b = bar.clone();
     // Progress lines go to stderr, through the bar when it is drawn.
     let say = move |b: &ProgressBar, line: String| {
@@ -124,13 +126,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let on_event = Arc::new(move |e: &RunEvent| match e {
         RunEvent::Preparing { what } => b.set_message(what.clone()),
+        RunEvent::Building { workspace, crates } => {
+            let line = format!(
+                "  build  {} ({} in {}, one cargo run)",
+                crates.join(", "),
+                if crates.len() == 1 {
+                    "1 crate".to_string()
+                } else {
+                    format!("{} crates", crates.len())
+                },
+                workspace.display()
+            );
+            b.set_message(format!("building {}", crates.join(", ")));
+            say(&b, line)
+        }
+        RunEvent::Built { crates, took } => {
+            say(&b, format!("  built  {} ({took:.1?})", crates.join(", ")))
+        }
         RunEvent::RunStarted {
             run,
             steps,
             resumed,
         } => {
             let verb = if *resumed { "resuming run" } else { "run" };
-            say(&b, format!("{verb} {run}: {steps} steps"))
+            say(&b, format!("{verb} {run}: {}", steps_word(*steps)))
         }
         RunEvent::StepRetrying {
             step,
@@ -216,10 +235,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let count = |st: StepState| report.steps.iter().filter(|s| s.state == st).count();
     let mut summary = format!(
-        "run {} {}: {} steps, {} executed, {} cached",
+        "run {} {}: {}, {} executed, {} cached",
         report.run,
         report.state,
-        report.steps.len(),
+        steps_word(report.steps.len()),
         count(StepState::Succeeded),
         count(StepState::Cached)
     );
@@ -316,4 +335,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         RunState::Cancelled => ExitCode::from(130),
         _ => ExitCode::from(1),
     })
+}
+
+/// "1 step", "3 steps".
+fn steps_word(n: usize) -> String {
+    if n == 1 {
+        "1 step".into()
+    } else {
+        format!("{n} steps")
+    }
 }
