@@ -28,6 +28,7 @@ pub mod capability;
 pub mod digest;
 pub mod executor;
 mod faults;
+pub mod gc;
 mod gpu;
 pub mod limits;
 pub mod lineage;

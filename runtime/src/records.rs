@@ -291,6 +291,17 @@ pub struct RunSummary {
     pub error: Option<String>,
 }
 
+/// A cache entry's key, maker and outputs, as [`Records::cache_entries`] lists it.
+#[derive(Debug, Clone)]
+pub struct CachedOutputs {
+    /// The cache key.
+    pub key: Digest,
+    /// The run whose step made it.
+    pub run: RunId,
+    /// Its outputs.
+    pub outputs: BTreeMap<String, Digest>,
+}
+
 /// A step of `weir show`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepSummary {
@@ -362,6 +373,21 @@ pub trait Records: Send + Sync {
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>>;
     /// Drops a cache entry whose objects turned out missing or corrupt.
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()>;
+    /// Every cache entry: its key, the run that made it and its outputs (for
+    /// garbage collection). The default says the backend cannot list them.
+    fn cache_entries(&self) -> anyhow::Result<Vec<CachedOutputs>> {
+        anyhow::bail!(
+            "this records backend cannot list its cache entries (needed by `weir store gc`)"
+        )
+    }
+    /// Removes runs with everything recorded about them (steps, attempts,
+    /// logs, metrics), in one transaction, and returns how many there were.
+    /// Model versions and cache entries are not touched. The default says
+    /// the backend cannot.
+    fn delete_runs(&self, runs: &[RunId]) -> anyhow::Result<usize> {
+        let _ = runs;
+        anyhow::bail!("this records backend cannot delete runs (needed by `weir store gc`)")
+    }
     /// Every artifact digest the records point at, with where (`run 3 step
     /// load output table`, `cache entry <key>`), for store verification.
     fn references(&self) -> anyhow::Result<Vec<(String, Digest)>>;
@@ -1110,6 +1136,48 @@ impl Records for SqliteRecords {
         let c = lock(&self.conn);
         c.execute("DELETE FROM cache WHERE key = ?1", [key.to_hex()])?;
         Ok(())
+    }
+
+    fn cache_entries(&self) -> anyhow::Result<Vec<CachedOutputs>> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare("SELECT key, run_id, outputs FROM cache")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, run, outputs) = row?;
+            let Ok(key) = key.parse() else { continue };
+            out.push(CachedOutputs {
+                key,
+                run: RunId(run),
+                outputs: json_map(&outputs),
+            });
+        }
+        Ok(out)
+    }
+
+    fn delete_runs(&self, runs: &[RunId]) -> anyhow::Result<usize> {
+        let mut c = lock(&self.conn);
+        let tx = c.transaction()?;
+        let mut deleted = 0;
+        for run in runs {
+            for table in ["steps", "metrics", "logs", "attempts", "run_owners"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run.0])?;
+            }
+            deleted += tx.execute("DELETE FROM runs WHERE id = ?1", [run.0])?;
+        }
+        // Plans no run names any more.
+        tx.execute(
+            "DELETE FROM plans WHERE key NOT IN (SELECT plan_key FROM runs WHERE plan_key IS NOT NULL)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {

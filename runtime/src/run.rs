@@ -1086,6 +1086,26 @@ impl Runtime {
         }
     }
 
+    /// A shared hold on the store for a run, waiting (off the async
+    /// threads) while `weir store gc` holds it.
+    async fn lease(
+        &self,
+        emit: &(dyn Fn(RunEvent) + Sync),
+    ) -> anyhow::Result<crate::store::StoreLease> {
+        let held = |e: std::io::Error| anyhow!("cannot hold the store for the run: {e}");
+        if let Some(lease) = self.inner.store.try_lease().map_err(held)? {
+            return Ok(lease);
+        }
+        emit(RunEvent::Preparing {
+            what: "waiting for `weir store gc` to finish".into(),
+        });
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.inner.store.lease_blocking())
+            .await
+            .map_err(|e| anyhow!("waiting for the store panicked: {e}"))?
+            .map_err(held)
+    }
+
     /// Runs `plan` to the end and returns what every step did. An `Err` means
     /// the run could not start (invalid plan, a component that does not build
     /// or load, an unreadable input, an unknown run to resume); step failures
@@ -1111,6 +1131,9 @@ impl Runtime {
                 f(&e)
             }
         };
+        // Held until the run ends: no garbage collection removes what it
+        // reads or reuses.
+        let _lease = self.lease(&emit).await?;
         let started = |run: RunId| {
             emit(RunEvent::RunStarted {
                 run,

@@ -9,7 +9,9 @@
 //! - `compiled/`: components compiled by Cranelift, keyed by wasm digest and
 //!   engine configuration;
 //! - `tmp/`: staging for objects being written and for step outputs;
-//! - `weir.db`: the run records (see [`crate::records`]).
+//! - `weir.db`: the run records (see [`crate::records`]);
+//! - `gc.lock`: shared by runs, held alone by the garbage collector
+//!   ([`StoreLease`], [`crate::gc`]).
 //!
 //! Objects become visible only by `rename` (or `link`) of a complete file in
 //! the same filesystem, so no half-written object is ever seen under its
@@ -200,7 +202,55 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
+/// A hold on a store: shared by every run while it uses the store, or held
+/// alone by the garbage collector ([`crate::gc`]), so that no object a run
+/// may still read or reuse is removed under it. A `flock` on
+/// `<root>/gc.lock`, released when dropped (or when its process dies).
+#[derive(Debug)]
+pub struct StoreLease(#[allow(dead_code)] fs::File);
+
 impl Store {
+    fn lock_file(&self) -> io::Result<fs::File> {
+        let p = self.root.join("gc.lock");
+        fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io_at(&p))
+    }
+
+    /// A shared hold for a run, or `None` (and nothing held) while the
+    /// garbage collector holds the store; [`Store::lease_blocking`] waits.
+    pub fn try_lease(&self) -> io::Result<Option<StoreLease>> {
+        let f = self.lock_file()?;
+        match f.try_lock_shared() {
+            Ok(()) => Ok(Some(StoreLease(f))),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// A shared hold for a run, waiting for a garbage collection to end.
+    pub fn lease_blocking(&self) -> io::Result<StoreLease> {
+        let f = self.lock_file()?;
+        f.lock_shared()?;
+        Ok(StoreLease(f))
+    }
+
+    /// The garbage collector's hold: exclusive, so no run is using the
+    /// store. Calls `waiting` once if it has to wait for runs to end.
+    pub fn lease_exclusive(&self, waiting: &dyn Fn()) -> io::Result<StoreLease> {
+        let f = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => return Ok(StoreLease(f)),
+            Err(fs::TryLockError::WouldBlock) => waiting(),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        f.lock()?;
+        Ok(StoreLease(f))
+    }
+
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
         let root = root.into();
