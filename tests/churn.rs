@@ -263,3 +263,144 @@ fn bad_data_fails_validation_naming_every_violated_check() {
     let models = json(dir.path(), &["models", "list"]);
     assert_eq!(models, serde_json::json!([]));
 }
+
+/// A small deterministic generator (xorshift, Box-Muller) for test tables.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self, mean: f64) -> f64 {
+        let (u, v) = (self.uniform().max(1e-12), self.uniform());
+        mean + (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// A project beside the flagship's: its pipeline, its step crates (linked,
+/// so they are not built again) and a trust file granting them what the
+/// flagship's does, with the tables a user would bring.
+fn own_project(dir: &Path) {
+    let churn = repo().join("examples/churn");
+    std::fs::copy(churn.join("pipeline.rhai"), dir.join("pipeline.rhai")).unwrap();
+    std::os::unix::fs::symlink(churn.join("steps"), dir.join("steps")).unwrap();
+    std::fs::write(
+        dir.join("weir.toml"),
+        format!(
+            "[build]\nroots = [{:?}]\n\n[[trust]]\nsource = \"steps/train_model\"\ncapabilities = [\"gpu\"]\n\n\
+             [[trust]]\nsource = \"steps/evaluate_model\"\ncapabilities = [\"gpu\"]\n",
+            churn.join("steps").canonicalize().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Three species, named by text, four numeric measurements and a
+    // categorical column; no id column.
+    let mut three = String::from("a,b,c,d,color,species\n");
+    let centres = [
+        [0.0, 0.0, 1.0, 2.0],
+        [2.0, 1.0, 0.0, 0.0],
+        [1.0, 3.0, 2.0, 1.0],
+    ];
+    for i in 0..450 {
+        let k = i % 3;
+        let cells: Vec<String> = centres[k]
+            .iter()
+            .map(|m| format!("{:.3}", rng.normal(*m)))
+            .collect();
+        let color = ["red", "blue", "green"][(k + usize::from(rng.uniform() < 0.3)) % 3];
+        let name = ["setosa", "versicolor", "virginica"][k];
+        three.push_str(&format!("{},{color},{name}\n", cells.join(",")));
+    }
+    std::fs::create_dir(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/species.csv"), three).unwrap();
+    // A 0/1 label, no id column.
+    let mut two = String::from("x1,x2,plan,target\n");
+    for _ in 0..600 {
+        let y = rng.uniform() < 0.4;
+        let shift = if y { 1.2 } else { 0.0 };
+        let plan = if rng.uniform() < 0.5 { "basic" } else { "pro" };
+        two.push_str(&format!(
+            "{:.3},{:.3},{plan},{}\n",
+            rng.normal(shift),
+            rng.normal(shift / 2.0),
+            u8::from(y)
+        ));
+    }
+    std::fs::write(dir.join("data/binary.csv"), two).unwrap();
+}
+
+#[test]
+fn the_flagship_runs_on_your_own_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    own_project(dir.path());
+    let store = dir.path().join(".weir");
+    let script = dir.path().join("pipeline.rhai");
+    let run = |params: &[&str]| {
+        let mut args = vec!["run", script.to_str().unwrap()];
+        for p in params {
+            args.extend(["-p", p]);
+        }
+        ok(&store, &args)
+    };
+
+    // Multiclass, text labels, inferred columns, no id.
+    let out = run(&["data=data/species.csv", "label=species"]);
+    assert!(
+        out.contains("succeeded: 6 steps, 5 executed, 0 cached, 1 skipped"),
+        "{out}"
+    );
+    let m = json(&store, &["metrics", "1"]);
+    let ev = &m["metrics"]["evaluate_model"];
+    assert_eq!(ev["classes"], 3.0, "{m}");
+    assert!(ev["accuracy"].as_f64().unwrap() > 0.85, "{m}");
+    assert!(ev["f1"].as_f64().unwrap() > 0.85, "{m}");
+    assert!(ev["roc_auc"].as_f64().unwrap() > 0.9, "{m}");
+    assert_eq!(
+        m["metrics"]["compute_features"]["features"], 7.0,
+        "4 numeric + 3 colours: {m}"
+    );
+    let show = json(&store, &["show", "1"]);
+    let evaluation = show["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "evaluate_model")
+        .unwrap()["outputs"]["evaluation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let report: Value =
+        serde_json::from_str(&ok(&store, &["cat", &evaluation, "evaluation.json"])).unwrap();
+    assert_eq!(report["average"], "macro", "{report}");
+    assert_eq!(
+        report["confusion_matrix"]["labels"],
+        serde_json::json!(["setosa", "versicolor", "virginica"])
+    );
+    let cm = report["confusion_matrix"]["rows_actual_cols_predicted"]
+        .as_array()
+        .unwrap();
+    assert_eq!(cm.len(), 3);
+    let total: f64 = cm
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert_eq!(total, report["rows"].as_f64().unwrap());
+
+    // Binary 0/1 label without an id column: the positive class at the threshold.
+    let out = run(&["data=data/binary.csv", "label=target"]);
+    assert!(out.contains("succeeded: 6 steps, 5 executed"), "{out}");
+    let m = json(&store, &["metrics", "2"]);
+    let ev = &m["metrics"]["evaluate_model"];
+    assert_eq!(ev["classes"], 2.0, "{m}");
+    let (tp, fn_) = (ev["tp"].as_f64().unwrap(), ev["fn"].as_f64().unwrap());
+    assert!((ev["recall"].as_f64().unwrap() - tp / (tp + fn_)).abs() < 1e-9);
+    assert!(ev["roc_auc"].as_f64().unwrap() > 0.7, "{m}");
+    // The model's lineage reaches the file the data came from.
+    let lineage = ok(&store, &["lineage", "churn@2"]);
+    assert!(lineage.contains("= file data/binary.csv"), "{lineage}");
+}

@@ -13,6 +13,25 @@ pub struct Table {
 }
 
 impl Table {
+    /// Reads a table by its file's extension: `.parquet` (with the SDK's
+    /// `parquet` feature) or CSV (`.csv`, `.tsv` is not supported).
+    pub fn read(path: impl AsRef<Path>) -> Result<Table> {
+        let path = path.as_ref();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq") => {
+                #[cfg(feature = "parquet")]
+                return Table::read_parquet(path);
+                #[cfg(not(feature = "parquet"))]
+                bail!(
+                    "{}: reading Parquet needs weir-sdk's `parquet` feature",
+                    path.display()
+                )
+            }
+            Some(e) if e.eq_ignore_ascii_case("csv") => Table::read_csv(path),
+            _ => bail!("{}: expected a .csv or .parquet file", path.display()),
+        }
+    }
+
     /// Reads a CSV file whose first row names the columns. Every row must
     /// have one cell per column; the error names the line.
     pub fn read_csv(path: impl AsRef<Path>) -> Result<Table> {

@@ -1,8 +1,12 @@
-//! Turns the validated customer table into model-ready features: a seeded
-//! train/test split by customer id, median imputation of numeric columns,
-//! one-hot encoding of categoricals (missing is its own category) and
-//! standardisation, written as CSV and Parquet. Every statistic is fitted on the train split only and
-//! written to `transform.json`, so the test split never leaks into training.
+//! Turns the validated table into model-ready features: a seeded train/test
+//! split (by id when the table has one, else by row), median imputation of
+//! numeric columns, one-hot encoding of categoricals (missing is its own
+//! category) and standardisation, written as CSV and Parquet. Columns not
+//! named in params are inferred (numeric when every cell is a number). The
+//! label may have any number of classes; they are numbered 0..k in sorted
+//! order and named in `classes.json`. Every statistic is fitted on the train
+//! split only and written to `transform.json`, so the test split never leaks
+//! into training.
 
 use std::collections::BTreeSet;
 use weir_sdk::dataset::{Table, parse_cell};
@@ -10,13 +14,53 @@ use weir_sdk::{Context, Result, ResultExt, bail};
 
 #[derive(serde::Deserialize)]
 struct Params {
-    file: String,
+    /// The file inside input `data` [default: its only file].
+    #[serde(default)]
+    file: Option<String>,
+    /// The id column; empty or absent: none (rows are split by position).
+    #[serde(default)]
     id: String,
     label: String,
+    /// Numeric and categorical feature columns; both absent (or empty):
+    /// every other column, typed by its cells.
+    #[serde(default)]
     numeric: Vec<String>,
+    #[serde(default)]
     categorical: Vec<String>,
     test_fraction: f64,
     seed: u64,
+}
+
+/// The feature columns: as given, or every column but the id and the label,
+/// numeric when each non-empty cell is a number.
+fn feature_columns(table: &Table, p: &Params) -> (Vec<String>, Vec<String>) {
+    if !p.numeric.is_empty() || !p.categorical.is_empty() {
+        return (p.numeric.clone(), p.categorical.clone());
+    }
+    let (mut numeric, mut categorical) = (Vec::new(), Vec::new());
+    for (i, c) in table.columns.iter().enumerate() {
+        if *c == p.label || *c == p.id {
+            continue;
+        }
+        if table.rows.iter().all(|r| parse_cell(&r[i]).is_ok()) {
+            numeric.push(c.clone());
+        } else {
+            categorical.push(c.clone());
+        }
+    }
+    (numeric, categorical)
+}
+
+/// The label's classes in order: numerically when every value is a number,
+/// else by text.
+fn classes(table: &Table, label: usize) -> Vec<String> {
+    let set: BTreeSet<&str> = table.rows.iter().map(|r| r[label].as_str()).collect();
+    let mut v: Vec<String> = set.into_iter().map(String::from).collect();
+    let num = |s: &str| s.parse::<f64>().ok();
+    if v.iter().all(|c| num(c).is_some()) {
+        v.sort_by(|a, b| num(a).unwrap_or(0.0).total_cmp(&num(b).unwrap_or(0.0)));
+    }
+    v
 }
 
 /// Which split a customer falls in: a hash of the seed and the id, so a
@@ -54,18 +98,32 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
             p.test_fraction
         );
     }
-    let table = Table::read_parquet(ctx.input("data")?.join(&p.file))?;
-    let id = table.column_index(&p.id)?;
+    let src = match &p.file {
+        Some(f) => ctx.input("data")?.join(f),
+        None => ctx.input_file("data")?,
+    };
+    let table = Table::read(&src)?;
+    let id = if p.id.is_empty() {
+        None
+    } else {
+        Some(table.column_index(&p.id)?)
+    };
     let label = table.column_index(&p.label)?;
+    let class_names = classes(&table, label);
     let is_test: Vec<bool> = table
         .rows
         .iter()
-        .map(|r| in_test(p.seed, &r[id], p.test_fraction))
+        .enumerate()
+        .map(|(n, r)| match id {
+            Some(i) => in_test(p.seed, &r[i], p.test_fraction),
+            None => in_test(p.seed, &n.to_string(), p.test_fraction),
+        })
         .collect();
+    let (numeric_columns, categorical_columns) = feature_columns(&table, p);
 
     // Fit on the train rows only.
     let mut numeric = Vec::new();
-    for c in &p.numeric {
+    for c in &numeric_columns {
         let values = table.numeric_column(c)?;
         let train: Vec<f64> = values
             .iter()
@@ -87,7 +145,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         numeric.push((c.clone(), values, med, mean, std));
     }
     let mut categorical = Vec::new();
-    for c in &p.categorical {
+    for c in &categorical_columns {
         let i = table.column_index(c)?;
         let cat = |v: &str| {
             if v.is_empty() {
@@ -138,8 +196,11 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
                     .map(|l| if l == v { "1" } else { "0" }.to_string()),
             );
         }
-        let y = parse_cell(&row[label]).with_context(|| format!("label of data row {}", r + 1))?;
-        out.push(format!("{}", y.unwrap_or(0.0)));
+        let y = class_names
+            .iter()
+            .position(|c| *c == row[label])
+            .with_context(|| format!("label of data row {}", r + 1))?;
+        out.push(y.to_string());
         if is_test[r] { &mut test } else { &mut train }
             .rows
             .push(out);
@@ -156,11 +217,13 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         let dir = ctx.output(output)?;
         table.write_csv(dir.join("data.csv"))?;
         table.write_parquet(dir.join("data.parquet"))?;
+        std::fs::write(dir.join("classes.json"), serde_json::to_vec(&class_names)?)?;
     }
     let transform = serde_json::json!({
         "numeric": numeric.iter().map(|(c, _, med, mean, std)| serde_json::json!({"column": c, "median": med, "mean": mean, "std": std})).collect::<Vec<_>>(),
         "categorical": categorical.iter().map(|(c, _, levels)| serde_json::json!({"column": c, "levels": levels})).collect::<Vec<_>>(),
         "label": p.label,
+        "classes": class_names,
         "features": features,
         "test_fraction": p.test_fraction,
         "seed": p.seed,
@@ -175,6 +238,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         test.rows.len()
     ));
     ctx.metric("features", features as f64);
+    ctx.metric("classes", class_names.len() as f64);
     ctx.metric("train_rows", train.rows.len() as f64);
     ctx.metric("test_rows", test.rows.len() as f64);
     Ok(())

@@ -31,7 +31,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
     }
     let card = serde_json::json!({
         "description": ctx.params().description,
-        "files": ["model.safetensors", "model.json", "features.json", "evaluation.json"],
+        "files": ["model.safetensors", "model.json", "features.json", "classes.json", "evaluation.json"],
         "metrics": recorded,
     });
     std::fs::write(out.join("card.json"), serde_json::to_vec_pretty(&card)?)?;

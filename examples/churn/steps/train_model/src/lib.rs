@@ -1,11 +1,12 @@
 //! Trains the churn classifier through the host's training kernels (the
 //! `gpu` capability: CUDA where the host has a GPU, its CPU backend
 //! otherwise). Logistic regression or an MLP, hyper-parameters from params.
+//! Any number of classes (named in the train split's `classes.json`).
 //! Writes the model (`model.safetensors`, `model.json`) plus the feature
-//! names it expects (`features.json`).
+//! names it expects (`features.json`) and its classes (`classes.json`).
 
 use weir_sdk::gpu::{LogisticConfig, MlpConfig, Tensor, train_logistic, train_mlp};
-use weir_sdk::{Context, Result, anyhow, bail};
+use weir_sdk::{Context, Result, ResultExt, anyhow, bail};
 
 #[derive(serde::Deserialize)]
 struct Params {
@@ -35,11 +36,22 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
     let x = Tensor::from_csv("train", "data.csv", &features).map_err(|e| anyhow!(e))?;
     let y = Tensor::from_csv("train", "data.csv", std::slice::from_ref(&p.label))
         .map_err(|e| anyhow!(e))?;
+    let classes: Vec<String> = serde_json::from_slice(
+        &std::fs::read(ctx.input("train")?.join("classes.json"))
+            .context("the train split has no classes.json")?,
+    )?;
+    if classes.len() < 2 {
+        bail!(
+            "the label has {} class(es); at least two are needed",
+            classes.len()
+        );
+    }
+    let k = classes.len() as u32;
     let trained = match p.model.as_str() {
         "logistic" => train_logistic(
             &x,
             &y,
-            2,
+            k,
             LogisticConfig {
                 epochs: p.epochs,
                 batch_size: p.batch_size,
@@ -52,7 +64,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         "mlp" => train_mlp(
             &x,
             &y,
-            2,
+            k,
             &MlpConfig {
                 hidden: p.hidden.clone(),
                 epochs: p.epochs,
@@ -66,12 +78,17 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         other => bail!("param 'model' must be \"logistic\" or \"mlp\", found {other:?}"),
     }
     .map_err(|e| anyhow!(e))?;
+    let out = ctx.output("model")?;
     std::fs::write(
-        ctx.output("model")?.join("features.json"),
+        out.join("features.json"),
         serde_json::to_vec_pretty(&features)?,
     )?;
+    std::fs::write(
+        out.join("classes.json"),
+        serde_json::to_vec_pretty(&classes)?,
+    )?;
     ctx.info(format!(
-        "trained a {} on {} rows x {} features with backend {}",
+        "trained a {} on {} rows x {} features, {k} classes, with backend {}",
         p.model,
         x.rows(),
         x.cols(),

@@ -1,17 +1,18 @@
-//! Checks a customer table before anything learns from it: row count,
-//! required columns, null rate per column, value ranges, and a label with
-//! both classes. Thresholds come from params. Passes the table on unchanged
-//! (same bytes, so the same digest) and writes `validation.json`; fails
-//! naming every violated check.
+//! Checks a table before anything learns from it: row count, required
+//! columns, null rate per column, value ranges, and a label with at least
+//! two classes. Thresholds come from params. Reads CSV or Parquet (by
+//! extension). Passes the table on unchanged (same bytes, so the same
+//! digest) and writes `validation.json`; fails naming every violated check.
 
 use std::collections::BTreeMap;
-use weir_sdk::dataset::{Table, parse_cell};
+use weir_sdk::dataset::Table;
 use weir_sdk::{Context, Result, ResultExt, bail};
 
 #[derive(serde::Deserialize)]
 struct Params {
-    /// The file inside input `data`.
-    file: String,
+    /// The file inside input `data` [default: its only file].
+    #[serde(default)]
+    file: Option<String>,
     label: String,
     min_rows: usize,
     max_null_rate: f64,
@@ -31,8 +32,11 @@ struct Check {
 
 fn run(ctx: &mut Context<Params>) -> Result<()> {
     let p = ctx.params();
-    let src = ctx.input("data")?.join(&p.file);
-    let table = Table::read_parquet(&src)?;
+    let src = match &p.file {
+        Some(f) => ctx.input("data")?.join(f),
+        None => ctx.input_file("data")?,
+    };
+    let table = Table::read(&src)?;
     let mut checks = Vec::new();
     let mut check = |name: String, ok: bool, detail: String| {
         checks.push(Check {
@@ -106,33 +110,35 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
         );
     }
     if let Ok(i) = table.column_index(&p.label) {
-        let mut counts = [0usize; 2];
-        let mut other = 0usize;
-        for r in &table.rows {
-            match parse_cell(&r[i]).ok().flatten() {
-                Some(0.0) => counts[0] += 1,
-                Some(1.0) => counts[1] += 1,
-                _ => other += 1,
-            }
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in table.rows.iter().filter(|r| !r[i].is_empty()) {
+            *counts.entry(r[i].as_str()).or_default() += 1;
         }
+        let shown: Vec<String> = counts.iter().map(|(c, n)| format!("{c}: {n}")).collect();
         check(
-            format!("label {} is 0 or 1", p.label),
-            other == 0,
-            format!("{other} other values"),
+            format!("label {} has at least two classes", p.label),
+            counts.len() >= 2,
+            shown.join(", "),
         );
-        check(
-            format!("label {} has both classes", p.label),
-            counts[0] > 0 && counts[1] > 0,
-            format!("{} negatives, {} positives", counts[0], counts[1]),
-        );
-        if rows > 0 {
-            ctx.metric("positive_rate", counts[1] as f64 / rows as f64);
+        ctx.metric("classes", counts.len() as f64);
+        // A 0/1 label: the share of positives.
+        if rows > 0 && counts.keys().all(|c| ["0", "1", "0.0", "1.0"].contains(c)) {
+            let positives: usize = counts
+                .iter()
+                .filter(|(c, _)| c.starts_with('1'))
+                .map(|(_, n)| n)
+                .sum();
+            ctx.metric("positive_rate", positives as f64 / rows as f64);
         }
     }
 
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let report = serde_json::json!({
-        "file": p.file,
+        "file": name,
         "rows": rows,
         "passed": failed.is_empty(),
         "checks": &checks,
@@ -154,7 +160,7 @@ fn run(ctx: &mut Context<Params>) -> Result<()> {
             list.join("\n")
         );
     }
-    std::fs::copy(&src, ctx.output("data")?.join(&p.file))
+    std::fs::copy(&src, ctx.output("data")?.join(&name))
         .with_context(|| "copying the validated table")?;
     ctx.info(format!("{} checks passed on {rows} rows", checks.len()));
     Ok(())
