@@ -268,7 +268,7 @@ fn an_eio_on_flush_fails_the_steps_cleanly_and_loses_no_earlier_record() {
     assert!(!out.status.success(), "{said}");
     let v = assert_records_reference_only_stored_objects(&store, 1);
     assert_eq!(v["state"], "failed", "{v}");
-    let run_error = v["run"]["error"].as_str().unwrap();
+    let run_error = v["error"].as_str().unwrap();
     assert!(
         run_error.contains("could not be made durable"),
         "{run_error}"

@@ -1268,7 +1268,7 @@ fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
     let srv = Served::start(&proj, &store);
     for id in [ticker, slow] {
         let (_, v) = srv.get(&format!("/api/runs/{id}"));
-        assert_eq!(v["state"], "interrupted", "{v}");
+        assert_eq!(v["run"]["state"], "interrupted", "{v}");
         assert_eq!(v["run"]["active"], false, "{v}");
         assert!(
             v["run"]["error"].as_str().unwrap().contains("retry it"),
@@ -1282,7 +1282,7 @@ fn runs_left_by_a_killed_server_are_interrupted_then_retried_or_cancelled() {
     let (s, v) = srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
     assert_eq!(s, 200, "{v}");
     let (_, v) = srv.get(&format!("/api/runs/{slow}"));
-    assert_eq!(v["state"], "cancelled", "{v}");
+    assert_eq!(v["run"]["state"], "cancelled", "{v}");
 }
 
 /// Issue 21, bug 7 and "at scale": the DAG lacked the edge into a map step
