@@ -58,9 +58,9 @@ fn cargo_build(
     manifest: &Path,
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<HashMap<PathBuf, PathBuf>> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let what = || manifest.parent().unwrap_or(manifest).display().to_string();
-    let mut cmd = Command::new(&cargo);
+    let folder = manifest.parent().unwrap_or(manifest);
+    let what = || folder.display().to_string();
+    let (mut cmd, cargo) = tool("cargo", folder);
     cmd.args([
         "build",
         "--release",
@@ -264,8 +264,8 @@ fn package_name(manifest: &Path) -> anyhow::Result<String> {
 /// manifest above it with a `[workspace]` table whose members include it),
 /// as cargo itself says; `None` when cargo cannot tell.
 fn workspace_manifest(manifest: &Path) -> Option<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let (mut cmd, _) = tool("cargo", manifest.parent()?);
+    let out = cmd
         .args(["locate-project", "--workspace", "--message-format", "plain"])
         .arg("--manifest-path")
         .arg(manifest)
@@ -281,13 +281,33 @@ fn workspace_manifest(manifest: &Path) -> Option<PathBuf> {
         .ok()
 }
 
+/// A Rust tool (`cargo`, `rustc`, `rustup`) run in `dir`, so that rustup
+/// picks the toolchain `dir`'s `rust-toolchain.toml` names (a project pins
+/// its own; a step's component bytes depend on it). A toolchain rustup
+/// chose for weir's own process (`RUSTUP_TOOLCHAIN` set by rustup when weir
+/// runs under `cargo run`) is not passed on; one the user set is.
+/// `$WEIR_CARGO` replaces `cargo`. Returns the command and the program.
+fn tool(name: &str, dir: &Path) -> (Command, std::ffi::OsString) {
+    let program = match name {
+        "cargo" => std::env::var_os("WEIR_CARGO").unwrap_or_else(|| "cargo".into()),
+        other => other.into(),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.current_dir(dir);
+    let chosen_by_rustup = std::env::var("RUSTUP_TOOLCHAIN_SOURCE").is_ok_and(|s| s != "env");
+    if chosen_by_rustup {
+        cmd.env_remove("RUSTUP_TOOLCHAIN");
+    }
+    (cmd, program)
+}
+
 /// Installs the step target with rustup when the toolchain that will build
 /// `crate_dir` lacks it (a fresh rustup toolchain has only the host target).
 /// Without rustup this does nothing and cargo's own error explains.
 fn ensure_target(crate_dir: &Path) {
-    let sysroot = Command::new("rustc")
+    let sysroot = tool("rustc", crate_dir)
+        .0
         .args(["--print", "sysroot"])
-        .current_dir(crate_dir)
         .stderr(Stdio::null())
         .output();
     let Ok(sysroot) = sysroot else { return };
@@ -296,9 +316,9 @@ fn ensure_target(crate_dir: &Path) {
         return;
     }
     eprintln!("weir: installing the {STEP_TARGET} target (rustup target add {STEP_TARGET})");
-    let _ = Command::new("rustup")
+    let _ = tool("rustup", crate_dir)
+        .0
         .args(["target", "add", STEP_TARGET])
-        .current_dir(crate_dir)
         .stdin(Stdio::null())
         .status();
 }
