@@ -46,7 +46,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use weir_runtime::plan::{
+use weir_core::plan::{
     ArtifactType, CacheMode, Catchup, CmpOp, ComponentSource, Condition, Hook, InputSource,
     MapSpec, Operand, Plan, StepPlan,
 };
@@ -142,7 +142,7 @@ fn parse_size(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    weir_runtime::limits::parse_size(&s)
+    weir_core::limits::parse_size(&s)
 }
 
 /// Parses durations like `30` (seconds), `"500ms"`, `"30s"`, `"5m"`, `"2h"`.
@@ -167,7 +167,7 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    weir_runtime::limits::parse_duration_ms(&s)
+    weir_core::limits::parse_duration_ms(&s)
 }
 
 fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Engine {
@@ -204,7 +204,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
         e.register_fn(
             "pipeline",
             move |ctx: NativeCallContext, name: &str| -> RhaiResult<PipelineHandle> {
-                if let Err(m) = weir_runtime::names::check_name("pipeline", name) {
+                if let Err(m) = weir_core::names::check_name("pipeline", name) {
                     return err(m.to_string(), ctx.call_position());
                 }
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -282,7 +282,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "output",
         |ctx: NativeCallContext, s: &mut StepHandle, name: &str| -> RhaiResult<StepHandle> {
-            if let Err(m) = weir_runtime::names::check_name("output", name) {
+            if let Err(m) = weir_core::names::check_name("output", name) {
                 return err(format!("step '{}': {m}", s.name()), ctx.call_position());
             }
             s.with(|st| st.outputs.insert(name.to_string()));
@@ -297,7 +297,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
          name: &str,
          t: ArtifactType|
          -> RhaiResult<StepHandle> {
-            if let Err(m) = weir_runtime::names::check_name("output", name) {
+            if let Err(m) = weir_core::names::check_name("output", name) {
                 return err(format!("step '{}': {m}", s.name()), ctx.call_position());
             }
             s.with(|st| {
@@ -333,7 +333,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
                 )
             });
             if !known {
-                let hint = weir_runtime::plan::suggest(name, outs.iter().map(String::as_str));
+                let hint = weir_core::plan::suggest(name, outs.iter().map(String::as_str));
                 return err(
                     format!("step '{step}' declares no output '{name}' (declare it with .output(\"{name}\") first){hint}"),
                     ctx.call_position(),
@@ -382,7 +382,7 @@ fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Eng
     e.register_fn(
         "timeout",
         |ctx: NativeCallContext, s: &mut StepHandle, d: Dynamic| -> RhaiResult<StepHandle> {
-            let max = weir_runtime::limits::MAX_TIMEOUT.as_millis() as u64;
+            let max = weir_core::limits::MAX_TIMEOUT.as_millis() as u64;
             let ms = parse_duration_ms(&d)
                 .and_then(|ms| match ms {
                     0 => Err("must be at least 1 ms, found 0".to_string()),
@@ -452,7 +452,7 @@ fn new_step(
     component: &str,
 ) -> RhaiResult<StepHandle> {
     let pos = ctx.call_position();
-    if let Err(m) = weir_runtime::names::check_name("step", name) {
+    if let Err(m) = weir_core::names::check_name("step", name) {
         return err(m.to_string(), pos);
     }
     let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -467,12 +467,12 @@ fn new_step(
     let mut s = StepPlan::new(name, source);
     s.origin = Some(origin(&p.file, pos));
     let plan = &mut st.pipelines[p.index];
-    if plan.steps.len() >= weir_runtime::limits::MAX_STEPS {
+    if plan.steps.len() >= weir_core::limits::MAX_STEPS {
         return err(
             format!(
                 "pipeline '{}' would have more than {} steps, the most one pipeline may declare",
                 plan.name,
-                weir_runtime::limits::MAX_STEPS
+                weir_core::limits::MAX_STEPS
             ),
             pos,
         );
@@ -491,7 +491,7 @@ fn add_input(
     source: Dynamic,
 ) -> RhaiResult<StepHandle> {
     let pos = ctx.call_position();
-    if let Err(m) = weir_runtime::names::check_name("input", name) {
+    if let Err(m) = weir_core::names::check_name("input", name) {
         return err(format!("step '{}': {m}", s.name()), pos);
     }
     let src = if let Some(o) = source.clone().try_cast::<OutputRef>() {
@@ -604,7 +604,7 @@ fn register_params(e: &mut Engine, state: Arc<Mutex<Declared>>) {
         "param",
         move |ctx: NativeCallContext, name: &str, default: Dynamic| -> RhaiResult<Dynamic> {
             let pos = ctx.call_position();
-            if let Err(m) = weir_runtime::names::check_name("param", name) {
+            if let Err(m) = weir_core::names::check_name("param", name) {
                 return err(m.to_string(), pos);
             }
             let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -643,7 +643,7 @@ macro_rules! step_method {
 
 fn register_policies(e: &mut Engine) {
     step_method!(e, "retries", |ctx, s, n: i64| {
-        let max = weir_runtime::limits::MAX_RETRIES;
+        let max = weir_core::limits::MAX_RETRIES;
         let Some(n) = u32::try_from(n).ok().filter(|n| *n <= max) else {
             return err(
                 format!(
@@ -656,7 +656,7 @@ fn register_policies(e: &mut Engine) {
         s.with(|st| st.retry.retries = n);
     });
     step_method!(e, "retry_delay", |ctx, s, d: Dynamic| {
-        let max = weir_runtime::limits::MAX_RETRY_DELAY.as_millis() as u64;
+        let max = weir_core::limits::MAX_RETRY_DELAY.as_millis() as u64;
         let ms = parse_duration_ms(&d)
             .and_then(|ms| {
                 if ms > max {
@@ -704,19 +704,19 @@ fn register_policies(e: &mut Engine) {
         s.with(|st| st.cache.mode = CacheMode::Refresh);
     });
     step_method!(e, "tag", |ctx, s, t: &str| {
-        if let Err(m) = weir_runtime::names::check_name("tag", t) {
+        if let Err(m) = weir_core::names::check_name("tag", t) {
             return err(format!("step '{}': {m}", s.name()), ctx.call_position());
         }
         s.with(|st| st.tags.insert(t.to_string()));
     });
     step_method!(e, "requires", |ctx, s, c: &str| {
-        if let Err(m) = weir_runtime::names::check_name("capability", c) {
+        if let Err(m) = weir_core::names::check_name("capability", c) {
             return err(format!("step '{}': {m}", s.name()), ctx.call_position());
         }
         s.with(|st| st.capabilities.insert(c.to_string()));
     });
     step_method!(e, "register", |ctx, s, name: &str| {
-        if let Err(m) = weir_runtime::names::check_name("model", name) {
+        if let Err(m) = weir_core::names::check_name("model", name) {
             return err(format!("step '{}': {m}", s.name()), ctx.call_position());
         }
         s.with(|st| st.register = Some(name.to_string()));
@@ -750,7 +750,7 @@ fn register_policies(e: &mut Engine) {
         "pool",
         |ctx: NativeCallContext, p: &mut PipelineHandle, tag: &str, n: i64| -> RhaiResult<()> {
             let pos = ctx.call_position();
-            if let Err(m) = weir_runtime::names::check_name("pool", tag) {
+            if let Err(m) = weir_core::names::check_name("pool", tag) {
                 return err(m.to_string(), pos);
             }
             let Ok(n) = u32::try_from(n) else {
@@ -915,7 +915,7 @@ fn parse_hook(what: &str, m: &rhai::Map) -> Result<Hook, String> {
     }
     if let Some(cmd) = m.get("command") {
         if let Some(name) = cmd.clone().try_cast::<rhai::ImmutableString>() {
-            weir_runtime::names::check_name("hook", &name).map_err(|e| format!("{what}: {e}"))?;
+            weir_core::names::check_name("hook", &name).map_err(|e| format!("{what}: {e}"))?;
             return Ok(Hook::Named(name.to_string()));
         }
         let arr = cmd
@@ -1181,7 +1181,7 @@ pub fn compile_str_with(
         let declared: Vec<&str> = st.params.keys().map(String::as_str).collect();
         return Err(DslError(format!(
             "{file}: --param {unused}: the script declares no such param{} (its params: {})",
-            weir_runtime::plan::suggest(unused, declared.iter().copied()),
+            weir_core::plan::suggest(unused, declared.iter().copied()),
             if declared.is_empty() {
                 "none".to_string()
             } else {

@@ -23,25 +23,23 @@
 mod bindings;
 mod bounded;
 pub mod builder;
-pub mod cache;
 pub mod capability;
-pub mod digest;
 pub mod executor;
 mod faults;
 pub mod gc;
 mod gpu;
-pub mod limits;
 pub mod lineage;
-pub mod names;
 pub mod owner;
-pub mod plan;
 pub mod records;
 pub mod remote;
 pub mod run;
 mod scheduler;
 pub mod signing;
 pub mod store;
-pub mod tree;
+
+// The plain data every part agrees on lives in `weir-core` (no wasmtime,
+// SQLite or tokio); re-exported under the names it has always had here.
+pub use weir_core::{cache, digest, limits, names, plan, tree};
 
 pub use cache::{CacheKey, cache_key};
 pub use capability::Capability;
