@@ -375,3 +375,54 @@ fn build_inspect_and_run_share_one_compiled_component() {
     );
     assert_eq!(compiled(), 1, "weir run compiled the component again");
 }
+
+/// Serve settings (schedule, time zone, hooks) were part of the hashed
+/// plan: changing a webhook URL made the pipeline another pipeline. A
+/// plan's digest no longer covers them.
+#[test]
+fn serve_settings_do_not_change_a_pipelines_identity() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let step = format!(
+        "p.step(\"a\", \"{}\").output(\"out\");",
+        fixture("noop").display()
+    );
+    let variants = [
+        step.clone(),
+        format!(
+            "{step}\np.schedule(\"0 2 * * *\");\np.on_failure(#{{ webhook: \"http://127.0.0.1:9000/a\" }});"
+        ),
+        format!(
+            "{step}\np.schedule(\"0 3 * * *\", #{{ timezone: \"Europe/Paris\" }});\np.on_failure(#{{ webhook: \"http://127.0.0.1:9000/b\" }});"
+        ),
+    ];
+    for body in &variants {
+        let f = script(tmp.path(), body);
+        let out = weir()
+            .arg("run")
+            .arg(&f)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = weir()
+        .args(["runs", "--json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digests: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["plan_digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 3);
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+}

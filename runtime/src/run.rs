@@ -1145,8 +1145,12 @@ impl Runtime {
             // Recorded first: the caller has a run number at once, and a
             // build or load that fails is the run's recorded error.
             let json = plan.to_json();
-            let (run_id, previous) =
-                self.open_run(&plan, &plan_digest(&json, &[]), &json, opts.resume)?;
+            let (run_id, previous) = self.open_run(
+                &plan,
+                &plan_digest(&plan.identity_json(), &[]),
+                &json,
+                opts.resume,
+            )?;
             started(run_id);
             let prepared = match self.prepare(plan.clone(), &trust, &emit).await {
                 Ok(p) => p,
@@ -1357,7 +1361,11 @@ impl Runtime {
         }
 
         let json = plan.to_json();
-        let digest = plan_digest(&json, &components);
+        let digest = if plan.has_serve_settings() {
+            plan_digest(&plan.identity_json(), &components)
+        } else {
+            plan_digest(&json, &components)
+        };
         Ok(Prepared {
             plan,
             components,
@@ -1422,9 +1430,9 @@ fn engine_config(config: &Config, fuel: bool) -> EngineConfig {
     }
 }
 
-/// A plan's identity: its recorded JSON ([`Plan::to_json`], deterministic:
-/// the plan holds no hash maps and JSON objects keep their keys sorted) plus
-/// every step's component digest.
+/// A plan's identity: its JSON without serve settings
+/// ([`Plan::identity_json`], deterministic: the plan holds no hash maps and
+/// JSON objects keep their keys sorted) plus every step's component digest.
 fn plan_digest(plan_json: &str, components: &[Arc<LoadedComponent>]) -> Digest {
     let mut h = blake3::Hasher::new();
     h.update(plan_json.as_bytes());

@@ -628,11 +628,47 @@ impl Plan {
         }
     }
 
-    /// The plan as stable, compact JSON: what a run records (and what its
-    /// plan digest hashes).
+    /// The plan as stable, compact JSON: what a run records (its plan
+    /// digest hashes [`Plan::identity_json`]).
     pub fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The JSON a plan's identity is made of: [`Plan::to_json`] without how
+    /// `weir serve` runs it (`schedule`, `serve`: time zone, catch-up,
+    /// concurrency, hooks), so changing a webhook or a schedule leaves the
+    /// pipeline the same pipeline. Equal to [`Plan::to_json`] for a plan
+    /// without serve settings.
+    pub fn identity_json(&self) -> String {
+        if !self.has_serve_settings() {
+            return self.to_json();
+        }
+        /// [`Plan`]'s fields but the serve settings, in its order.
+        #[derive(Serialize)]
+        struct Identity<'a> {
+            name: &'a str,
+            base_dir: &'a Path,
+            steps: &'a [StepPlan],
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            params: &'a BTreeMap<String, serde_json::Value>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            pools: &'a BTreeMap<String, u32>,
+        }
+        serde_json::to_string(&Identity {
+            name: &self.name,
+            base_dir: &self.base_dir,
+            steps: &self.steps,
+            params: &self.params,
+            pools: &self.pools,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Whether the plan says how `weir serve` runs it (a schedule, or serve
+    /// options other than the defaults).
+    pub fn has_serve_settings(&self) -> bool {
+        self.schedule.is_some() || !self.serve.is_default()
     }
 
     /// The same JSON, indented for people (`weir plan`).
