@@ -179,6 +179,24 @@ fn the_same_pipeline_gives_identical_digests_in_two_clean_stores() {
     assert_eq!(digests[0], digests[1]);
 }
 
+/// Hardware differs in the NaN an arithmetic instruction returns (x86 keeps
+/// the payload, Arm does not); the engine canonicalises NaNs so a step
+/// writes the same bits everywhere (`cache::ENGINE_SEMANTICS`).
+#[test]
+fn a_nan_comes_out_canonical_whatever_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let mut a = step("a", &fixture("echo"));
+    a.params = serde_json::json!({"nan": true});
+    let r = run(&rt, &plan(tmp.path(), vec![a]));
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    let view = r.output_path(rt.store(), "a", "out").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(view.join("nan.txt")).unwrap(),
+        "7fc00000"
+    );
+}
+
 #[test]
 fn a_corrupted_store_object_is_detected_and_recomputed() {
     let tmp = tempfile::tempdir().unwrap();

@@ -790,6 +790,10 @@ fn wasmtime_config(cfg: &EngineConfig, pooling: bool) -> wasmtime::Config {
     c.consume_fuel(cfg.fuel);
     c.parallel_compilation(true);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // The same bits on every CPU (crate::cache::ENGINE_SEMANTICS, part of
+    // every cache key).
+    c.cranelift_nan_canonicalization(true);
+    c.relaxed_simd_deterministic(true);
     if pooling {
         let n = cfg.max_concurrent.max(1) + 2;
         let mut p = wasmtime::PoolingAllocationConfig::new();

@@ -1,14 +1,15 @@
 //! The cache key: the one definition of what makes two step executions the same.
 //!
-//! A step's [`CacheKey`] is the blake3 of this encoding (version 1), where
+//! A step's [`CacheKey`] is the blake3 of this encoding (version 2), where
 //! every field is written as a tag byte, a little-endian `u64` length, and the
 //! bytes, so no two different inputs encode alike:
 //!
 //! | tag | field |
 //! |-----|-------|
-//! | `V` | the literal `weir-cache-key-v1` |
+//! | `V` | the literal `weir-cache-key-v2` |
 //! | `C` | the component's digest (blake3 of its wasm bytes) |
 //! | `W` | the world it runs in (`weir:step/step@0.1.0`) |
+//! | `E` | the engine's semantics, [`ENGINE_SEMANTICS`] |
 //! | `G` | each granted capability, sorted, one field each |
 //! | `P` | the params as canonical JSON (keys sorted, no spaces) |
 //! | `I` | each input, sorted by name, as `name` then `0x00` then the artifact digest |
@@ -24,6 +25,14 @@ use std::collections::BTreeMap;
 
 /// The world every step of this version runs in.
 pub const STEP_WORLD: &str = "weir:step/step@0.1.0";
+
+/// What the engine guarantees about floating point beyond the wasm spec,
+/// so that a step computes the same bits on every CPU: NaN results are
+/// canonicalised and relaxed SIMD instructions behave deterministically
+/// (wasmtime's `cranelift_nan_canonicalization` and
+/// `relaxed_simd_deterministic`, which the executor sets). Part of every
+/// cache key: an engine with other semantics would need other keys.
+pub const ENGINE_SEMANTICS: &str = "nan-canonical relaxed-simd-deterministic";
 
 /// The identity of one step execution; equal keys give equal outputs.
 pub type CacheKey = Digest;
@@ -56,9 +65,10 @@ fn field(h: &mut blake3::Hasher, tag: u8, bytes: &[u8]) {
 /// Computes the cache key (see the module docs for the encoding).
 pub fn cache_key(k: &KeyInputs<'_>) -> CacheKey {
     let mut h = blake3::Hasher::new();
-    field(&mut h, b'V', b"weir-cache-key-v1");
+    field(&mut h, b'V', b"weir-cache-key-v2");
     field(&mut h, b'C', k.component.as_bytes());
     field(&mut h, b'W', k.world.as_bytes());
+    field(&mut h, b'E', ENGINE_SEMANTICS.as_bytes());
     let mut caps: Vec<&String> = k.capabilities.iter().collect();
     caps.sort();
     for c in caps {

@@ -3,7 +3,8 @@
 //! Params: `fail` (return that error), `panic` (panic), `random` (write
 //! 32 random bytes), `files` (an object: file name, with folders, to text,
 //! written to the output), `metrics` (an object: name to number, recorded and written to
-//! `metrics.json`), `bare` (write only `files`), `note` (any value).
+//! `metrics.json`), `bare` (write only `files`), `nan` (write the bits of a
+//! NaN with a payload times one to `nan.txt`), `note` (any value).
 
 use std::fmt::Write as _;
 use weir_sdk::serde_json::Value;
@@ -81,6 +82,14 @@ fn run(ctx: &mut Context<Value>) -> Result<()> {
         )?;
     }
     std::fs::write(out.join("inputs.txt"), inputs)?;
+    if p.get("nan").and_then(Value::as_bool) == Some(true) {
+        // A NaN with a payload through an arithmetic instruction: hardware
+        // keeps the payload (x86) or not (Arm); a canonicalising engine
+        // always gives the canonical NaN.
+        let x = std::hint::black_box(f32::from_bits(0x7fc0_0001));
+        let y = std::hint::black_box(x * std::hint::black_box(1.0f32));
+        std::fs::write(out.join("nan.txt"), format!("{:08x}", y.to_bits()))?;
+    }
     if p.get("random").and_then(Value::as_bool) == Some(true) {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| weir_sdk::anyhow!("random: {e}"))?;
