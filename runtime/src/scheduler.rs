@@ -1,12 +1,17 @@
 //! The scheduler: runs a validated plan's steps as their inputs become ready.
 //!
-//! Units of work are steps and the children of map steps. A unit starts when
-//! a job slot is free, every pool of its tags has room, and (for children)
-//! its map's parallelism bound allows. Each unit runs as a tokio task:
-//! cache check, then attempts with retries and backoff. Finished units go to
-//! a committer thread that batches them: one `syncfs` for all new objects,
-//! then one database transaction, so no record ever references an object a
-//! crash could lose.
+//! Units of work are steps and the children of map steps. The scheduler
+//! runs on a thread of its own and decides what is ready: a unit is
+//! launched when every pool of its tags has room and (for children) its
+//! map's parallelism bound allows. A cache hit is settled at once, on the
+//! scheduler's thread; a miss becomes a `Work` item on the `WorkQueue`,
+//! which worker threads of the runtime's blocking pool take from (as many
+//! as the runtime's step budget allows): each runs the unit's attempts,
+//! with retries and backoff, and sends the `StepReport` back. Finished
+//! units go to a committer thread that batches them (a 2 ms window): the
+//! batch's new objects are made durable ([`Store::sync`]: `fdatasync` each,
+//! `fsync` their folders, then the uploads to a remote), then one database
+//! transaction, so no record ever references an object a crash could lose.
 //!
 //! Gates (`when`) are evaluated when a step's dependencies are done; a false
 //! condition skips the step and everything downstream of it, recording the

@@ -35,6 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Objects uploaded to a remote at once by [`Store::sync`].
+pub const REMOTE_UPLOADS: usize = 8;
+
 /// Files at least this big are hashed with memory mapping on all cores.
 const MMAP_THRESHOLD: u64 = 1 << 20;
 
@@ -480,16 +483,49 @@ impl Store {
         }
         // The remote gets them too before any record names them.
         if let Some(remote) = &self.remote {
-            for d in pending {
-                let path = self.object_path(d);
-                if path.exists() {
-                    remote.put(d, &path).map_err(|e| {
-                        io::Error::other(format!("pushing object {d} to the remote: {e:#}"))
-                    })?;
-                }
-            }
+            self.push(&**remote, pending)?;
         }
         Ok(())
+    }
+
+    /// Uploads `pending` to `remote`, [`REMOTE_UPLOADS`] at a time (over a
+    /// network, one at a time would make every group commit wait for N
+    /// round trips). The first failure is returned once all have ended.
+    fn push(&self, remote: &dyn crate::remote::ObjectRemote, pending: &[Digest]) -> io::Result<()> {
+        let next = AtomicU64::new(0);
+        let failed: Mutex<Option<io::Error>> = Mutex::new(None);
+        let worker = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(d) = pending.get(i) else { return };
+                let path = self.object_path(d);
+                if !path.exists() {
+                    continue;
+                }
+                if let Err(e) = remote.put(d, &path) {
+                    let e = io::Error::other(format!("pushing object {d} to the remote: {e:#}"));
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    return;
+                }
+            }
+        };
+        let workers = REMOTE_UPLOADS.min(pending.len());
+        if workers <= 1 {
+            worker();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(worker);
+                }
+            });
+        }
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Stores `bytes` as an object and returns its digest.
@@ -1092,6 +1128,52 @@ pub(crate) fn make_writable(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remote that records how many uploads overlap: each `put` waits (up
+    /// to 5 s) for a second one to be in flight.
+    #[derive(Default)]
+    struct Overlap {
+        state: Mutex<(usize, usize, usize)>, // in flight, most at once, done
+        changed: std::sync::Condvar,
+    }
+
+    impl crate::remote::ObjectRemote for Overlap {
+        fn put(&self, _: &Digest, _: &Path) -> anyhow::Result<()> {
+            let mut s = self.state.lock().unwrap();
+            s.0 += 1;
+            s.1 = s.1.max(s.0);
+            self.changed.notify_all();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while s.1 < 2 && std::time::Instant::now() < deadline {
+                s = self
+                    .changed
+                    .wait_timeout(s, deadline - std::time::Instant::now())
+                    .unwrap()
+                    .0;
+            }
+            s.0 -= 1;
+            s.2 += 1;
+            Ok(())
+        }
+        fn get(&self, _: &Digest, _: &Path) -> anyhow::Result<bool> {
+            Ok(false)
+        }
+    }
+
+    #[test]
+    fn objects_are_pushed_to_the_remote_several_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = std::sync::Arc::new(Overlap::default());
+        let store = Store::open(tmp.path()).unwrap().with_remote(remote.clone());
+        for i in 0..16u32 {
+            store.put_bytes(&i.to_le_bytes()).unwrap();
+        }
+        store.sync().unwrap();
+        let (_, most, done) = *remote.state.lock().unwrap();
+        assert_eq!(done, 16);
+        assert!(most >= 2, "uploads ran one at a time");
+        assert!(most <= REMOTE_UPLOADS);
+    }
 
     #[test]
     fn ingest_view_and_corruption() {
