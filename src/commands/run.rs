@@ -32,6 +32,9 @@ pub struct Args {
     /// Print steps' log lines and metrics as they happen
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Print no line per step, only failures, retries and the summary
+    #[arg(long, short = 'q', conflicts_with = "follow")]
+    quiet: bool,
     /// Trust the component with this digest (12+ hex characters) with the capabilities its step requests (repeatable)
     #[arg(long, value_name = "DIGEST")]
     trust: Vec<String>,
@@ -117,6 +120,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let follow = args.follow;
+    let quiet = args.quiet;
+    // Children finished per map step, by state.
+    let children: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, usize>>> =
+        Default::default();
     // Where each step is declared, for failures found at run time (a
     // param that does not fit the step's type, say).
     let declared: std::collections::HashMap<String, String> = plan
@@ -149,7 +156,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             resumed,
         } => {
             let verb = if *resumed { "resuming run" } else { "run" };
-            say(&b, format!("{verb} {run}: {}", steps_word(*steps)))
+            if !quiet {
+                say(&b, format!("{verb} {run}: {}", steps_word(*steps)))
+            }
         }
         RunEvent::StepRetrying {
             step,
@@ -170,7 +179,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             duration,
             error,
         } => {
-            b.inc(1);
+            let failed = *state == StepState::Failed;
+            // A map's children are counted, not listed (failures are): the
+            // map's own line says how many there were.
+            if let Some((parent, _)) = step.split_once('[') {
+                let mut c = children.lock().unwrap_or_else(|p| p.into_inner());
+                *c.entry(parent.to_string())
+                    .or_default()
+                    .entry(state.as_str())
+                    .or_default() += 1;
+                if !failed {
+                    return;
+                }
+            } else {
+                b.inc(1);
+            }
+            if quiet && !failed {
+                return;
+            }
             let mark = match state {
                 StepState::Succeeded => "ok    ",
                 StepState::Cached => "cached",
@@ -179,13 +205,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ => "FAILED",
             };
             let mut line = format!("  {mark} {step} ({:.1?})", duration);
+            if let Some(counts) = children
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(step.as_str())
+            {
+                let total: usize = counts.values().sum();
+                let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                line.push_str(&format!(" [{total} children: {}]", parts.join(", ")));
+            }
             if let Some(e) = error {
                 line.push_str(&format!("\n         {}", e.replace('\n', "\n         ")));
             }
             let base = step.split('[').next().unwrap_or(step);
-            if *state == StepState::Failed
-                && let Some(at) = declared.get(base)
-            {
+            if failed && let Some(at) = declared.get(base) {
                 line.push_str(&format!("\n         (step '{base}' is declared at {at})"));
             }
             say(&b, line);
@@ -260,9 +293,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map(|s| s.name.as_str())
         .collect();
     if !cutoff.is_empty() {
+        let shown = cutoff.len().min(10);
+        let more = if cutoff.len() > shown {
+            format!(" and {} more", cutoff.len() - shown)
+        } else {
+            String::new()
+        };
         outln!(
-            "  early cutoff: {} re-ran with outputs identical to the previous run, so their dependants stayed cached",
-            cutoff.join(", ")
+            "  early cutoff: {}{more} re-ran with outputs identical to the previous run, so their dependants stayed cached",
+            cutoff[..shown].join(", ")
         );
     }
     // Gathered into one write: a line each is a system call each.
