@@ -324,56 +324,64 @@ fn json_outputs_call_the_run_number_run() {
 
 /// `weir inspect` and `weir build` compiled a component under another
 /// engine fingerprint than `weir run`: one component, two compile-cache
-/// entries. They now compile on the engine a run uses.
+/// entries. They now compile on the engine a run uses, into one compile
+/// cache per user, so a second, fresh store compiles nothing again (issue 23).
 #[test]
 fn build_inspect_and_run_share_one_compiled_component() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = tmp.path().join(".weir");
+    let cache = tmp.path().join("compile-cache");
     let noop = fixture("noop");
-    let compiled = || std::fs::read_dir(store.join("compiled")).map_or(0, |d| d.count());
-    let out = weir()
+    let compiled = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
+    let weir_cc = || {
+        let mut c = weir();
+        c.env("WEIR_COMPILE_CACHE", &cache);
+        c
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // `weir build` opens no store when the compile cache is its own.
+    ok(weir_cc()
         .arg("build")
         .arg(repo().join("tests/guests/noop"))
-        .arg("--store")
-        .arg(&store)
+        .current_dir(tmp.path())
         .output()
-        .unwrap();
+        .unwrap());
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !tmp.path().join(".weir").exists(),
+        "weir build made a store"
     );
     assert_eq!(compiled(), 1);
-    let out = weir()
+    ok(weir_cc()
         .arg("inspect")
         .arg(&noop)
-        .arg("--store")
-        .arg(&store)
+        .current_dir(tmp.path())
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     assert_eq!(compiled(), 1, "weir inspect compiled the component again");
     let f = script(
         tmp.path(),
         &format!("p.step(\"a\", \"{}\").output(\"out\");", noop.display()),
     );
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(compiled(), 1, "weir run compiled the component again");
+    for store in ["one", "two"] {
+        let store = tmp.path().join(store);
+        ok(weir_cc()
+            .arg("run")
+            .arg(&f)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap());
+        assert_eq!(compiled(), 1, "weir run compiled the component again");
+        assert_eq!(
+            std::fs::read_dir(store.join("compiled")).unwrap().count(),
+            0
+        );
+    }
 }
 
 /// Serve settings (schedule, time zone, hooks) were part of the hashed

@@ -129,6 +129,9 @@ pub struct EngineConfig {
     pub gpu: weir_host_gpu::BackendChoice,
     /// Capabilities the embedding host adds.
     pub capabilities: Vec<crate::capability::Capability>,
+    /// At most this many bytes in the compile cache (least recently used
+    /// entries evicted); `None`: no bound.
+    pub compile_cache_max_bytes: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -144,6 +147,7 @@ impl Default for EngineConfig {
             pooling: false,
             gpu: weir_host_gpu::BackendChoice::default(),
             capabilities: Vec::new(),
+            compile_cache_max_bytes: None,
         }
     }
 }
@@ -732,6 +736,7 @@ pub struct Executor {
     gpu: std::sync::OnceLock<std::result::Result<Arc<dyn weir_host_gpu::Backend>, String>>,
     engine_tag: String,
     compiled_dir: PathBuf,
+    compile_cache_max_bytes: Option<u64>,
     loaded: Mutex<HashMap<LoadKey, Arc<LoadedComponent>>>,
     /// One lock per component being loaded: concurrent loads of the same
     /// component (300 runs triggered at once) wait for the first instead
@@ -780,6 +785,34 @@ fn handles_per_instance(concurrent: u32) -> usize {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.ticker.stop();
+    }
+}
+
+/// Removes the least recently used entries of the compile cache in `dir`
+/// (by modification time, which a load refreshes) until it holds at most
+/// `max` bytes, never `keep` (the entry just written). Best effort: another
+/// process may be evicting too.
+fn evict(dir: &Path, max: u64, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".cwasm"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((m.modified().ok()?, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
     }
 }
 
@@ -899,6 +932,7 @@ impl Executor {
             loading: Mutex::new(HashMap::new()),
             ticker,
             fuel: cfg.fuel,
+            compile_cache_max_bytes: cfg.compile_cache_max_bytes,
             max_handles,
         })
     }
@@ -1047,7 +1081,14 @@ impl Executor {
             // SAFETY: files in the compile cache are written only by `Component::serialize`
             // below, by this engine configuration (the tag in the name), via rename.
             true => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(c) => Some(c),
+                Ok(c) => {
+                    // Recently used: the last to be evicted.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&cached)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    Some(c)
+                }
                 Err(e) => {
                     tracing::warn!(
                         "ignoring unusable compile cache entry {}: {e}",
@@ -1069,8 +1110,11 @@ impl Executor {
                         std::process::id(),
                         digest.to_hex()
                     ));
-                    if std::fs::write(&tmp, ser).is_ok() {
-                        let _ = std::fs::rename(&tmp, &cached);
+                    if std::fs::write(&tmp, ser).is_ok()
+                        && std::fs::rename(&tmp, &cached).is_ok()
+                        && let Some(max) = self.compile_cache_max_bytes
+                    {
+                        evict(&self.compiled_dir, max, &cached);
                     }
                 }
                 c
@@ -1493,4 +1537,33 @@ fn trap_message(e: &wasmtime::Error) -> String {
         msg.push_str(&format!(" (at {f})"));
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::evict;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_compile_cache_evicts_the_least_recently_used_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let entry = |name: &str, age_s: u64| {
+            let p = tmp.path().join(format!("{name}.cwasm"));
+            std::fs::write(&p, [0u8; 100]).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(now - Duration::from_secs(age_s))
+                .unwrap();
+            p
+        };
+        let (old, mid, new) = (entry("old", 300), entry("mid", 200), entry("new", 100));
+        // The one just written stays even if it is the oldest.
+        let kept = entry("kept", 400);
+        evict(tmp.path(), 250, &kept);
+        assert!(!old.exists() && !mid.exists());
+        assert!(new.exists() && kept.exists());
+    }
 }

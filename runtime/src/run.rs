@@ -48,6 +48,14 @@ pub struct Config {
     pub records: Option<Arc<dyn Records>>,
     /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
     pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
+    /// Where compiled components are kept. Default (`None`): the store's
+    /// `compiled/` folder. `weir` itself uses one folder per user, so a
+    /// fresh store (a new project, a CI checkout) compiles nothing a run on
+    /// the machine compiled before.
+    pub compile_cache: Option<PathBuf>,
+    /// At most this many bytes in the compile cache: the entries used least
+    /// recently go first when a new one would pass it. Default: no bound.
+    pub compile_cache_max_bytes: Option<u64>,
     /// Upper bounds on every step's limits in every run of this runtime
     /// (a run's [`RunOptions::max_limits`] can lower them further). Default: none.
     pub max_limits: Option<crate::limits::Limits>,
@@ -604,8 +612,18 @@ impl Config {
             capabilities: Vec::new(),
             records: None,
             remote: None,
+            compile_cache: None,
+            compile_cache_max_bytes: None,
             max_limits: None,
         }
+    }
+
+    /// Keeps compiled components in `dir` (shared by stores; see
+    /// [`Config::compile_cache`]), at most `max_bytes` of them if given.
+    pub fn compile_cache(mut self, dir: impl Into<PathBuf>, max_bytes: Option<u64>) -> Config {
+        self.compile_cache = Some(dir.into());
+        self.compile_cache_max_bytes = max_bytes;
+        self
     }
 
     /// Pushes every new artifact to `remote` and fetches missing ones from it.
@@ -880,7 +898,10 @@ impl Runtime {
             Some(r) => r.clone(),
             None => Arc::new(SqliteRecords::open(&config.store_dir.join("weir.db"))?),
         };
-        let executor = Executor::new(&engine_config(&config, false), &store.compiled_dir())?;
+        let executor = Executor::new(
+            &engine_config(&config, false),
+            &compiled_dir(&config, &store),
+        )?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 store,
@@ -907,7 +928,7 @@ impl Runtime {
             .get_or_init(|| {
                 Executor::new(
                     &engine_config(&self.inner.config, true),
-                    &self.inner.store.compiled_dir(),
+                    &compiled_dir(&self.inner.config, &self.inner.store),
                 )
                 .map_err(|e| format!("{e:#}"))
             })
@@ -1420,8 +1441,17 @@ struct Prepared {
 
 /// The engine settings of a runtime's executors: `fuel` for the one that
 /// runs steps with a fuel budget.
+/// Where compiled components are kept: the configured cache, else the store's.
+fn compiled_dir(config: &Config, store: &Store) -> PathBuf {
+    config
+        .compile_cache
+        .clone()
+        .unwrap_or_else(|| store.compiled_dir())
+}
+
 fn engine_config(config: &Config, fuel: bool) -> EngineConfig {
     EngineConfig {
+        compile_cache_max_bytes: config.compile_cache_max_bytes,
         max_concurrent: config.jobs as u32,
         fuel,
         pooling: config.pooling,

@@ -3,7 +3,6 @@
 use crate::StoreArg;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use weir_runtime::executor::{EngineConfig, Executor};
 
 /// Arguments of `weir build`.
 #[derive(clap::Args)]
@@ -17,8 +16,7 @@ pub struct Args {
 /// Runs `weir build`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let wasm = weir_runtime::builder::build_crate(&args.path)?;
-    let store = weir_runtime::store::Store::open(args.store.resolve())?;
-    let executor = Executor::new(&EngineConfig::default(), &store.compiled_dir())?;
+    let executor = super::tool_executor(&args.store)?;
     let c = executor.load(&wasm, &|_, _| true)?;
     let note = if c.capabilities.is_empty() {
         String::new()

@@ -3,7 +3,7 @@
 use crate::StoreArg;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use weir_runtime::executor::{EngineConfig, Executor, GPU_INTERFACE};
+use weir_runtime::executor::GPU_INTERFACE;
 
 /// Arguments of `weir inspect`.
 #[derive(clap::Args)]
@@ -22,8 +22,7 @@ pub struct Args {
 
 /// Runs `weir inspect`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let store = weir_runtime::store::Store::open(args.store.resolve())?;
-    let ex = Executor::new(&EngineConfig::default(), &store.compiled_dir())?;
+    let ex = super::tool_executor(&args.store)?;
     let (digest, imports, exports) = ex.describe(&args.component)?;
     let mut trust = weir_runtime::TrustPolicy::default();
     let file = args

@@ -16,8 +16,79 @@ pub mod show;
 pub mod store;
 pub mod trust;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use weir_runtime::records::{Records, SqliteRecords};
+
+/// The compile cache's default bound: the least recently used components
+/// go first beyond it.
+pub const COMPILE_CACHE_MAX_BYTES: u64 = 4 << 30;
+
+/// Where `weir` keeps compiled components: `$WEIR_COMPILE_CACHE` (a folder,
+/// or `store` for each store's own `compiled/`), else one folder per user
+/// (`$XDG_CACHE_HOME/weir/compiled` or `~/.cache/weir/compiled`), so that a
+/// fresh store compiles nothing this machine compiled before. `None`: the
+/// store's own folder.
+pub fn compile_cache() -> Option<PathBuf> {
+    match std::env::var_os("WEIR_COMPILE_CACHE") {
+        Some(v) if v == "store" => None,
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("weir").join("compiled")),
+    }
+}
+
+/// An executor for tools that load a component or two (`weir build`,
+/// `weir inspect`), on the engine `weir run` uses, compiling into the
+/// compile cache; the store (opened, so created, only when the compile
+/// cache is the store's own) is `store`'s.
+pub fn tool_executor(store: &crate::StoreArg) -> anyhow::Result<weir_runtime::executor::Executor> {
+    use weir_runtime::executor::{EngineConfig, Executor};
+    let (dir, max) = match compile_cache() {
+        Some(dir) => (dir, Some(COMPILE_CACHE_MAX_BYTES)),
+        None => (
+            weir_runtime::store::Store::open(store.resolve())?.compiled_dir(),
+            None,
+        ),
+    };
+    let cfg = EngineConfig {
+        compile_cache_max_bytes: max,
+        ..EngineConfig::default()
+    };
+    Executor::new(&cfg, &dir)
+}
+
+/// The runtime configuration every command that runs pipelines uses
+/// (`weir run`, `weir serve`, `weir backfill`): the store, `jobs` if given,
+/// the trust file of the project at `project` (scripts reach only that
+/// project), the GPU backend from `$WEIR_GPU`, and the compile cache.
+pub fn runtime_config(
+    project: &Path,
+    store: &Path,
+    jobs: Option<usize>,
+) -> anyhow::Result<weir_runtime::Config> {
+    let mut config = weir_runtime::Config::new(store);
+    if let Some(j) = jobs {
+        config = config.jobs(j);
+    }
+    if let Some(file) = weir_runtime::TrustPolicy::find_file(project) {
+        config.trust = config.trust.clone().with_file(&file)?;
+    }
+    // Scripts may come from someone else: they reach only their project.
+    config.trust = config.trust.clone().confine_to(project);
+    if let Some(v) = std::env::var_os("WEIR_GPU") {
+        config.gpu = v
+            .to_string_lossy()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("WEIR_GPU: {e}"))?;
+    }
+    if let Some(dir) = compile_cache() {
+        config = config.compile_cache(dir, Some(COMPILE_CACHE_MAX_BYTES));
+    }
+    Ok(config)
+}
 
 /// Opens the records of the store at `store` for reading.
 pub fn open_records(store: &Path) -> anyhow::Result<SqliteRecords> {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use weir_runtime::{Config, RunEvent, RunOptions, RunState, Runtime, StepState};
+use weir_runtime::{RunEvent, RunOptions, RunState, Runtime, StepState};
 
 /// Arguments of `weir run`.
 #[derive(clap::Args)]
@@ -70,26 +70,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| plan.base_dir.join(".weir"));
-    let mut config = Config::new(&store);
-    if let Some(j) = args.jobs {
-        config = config.jobs(j);
-    }
-    if let Some(file) = weir_runtime::TrustPolicy::find_file(&plan.base_dir) {
-        config.trust = config.trust.clone().with_file(&file)?;
-    }
-    // The script may come from someone else: it reaches only its project.
-    config.trust = config.trust.clone().confine_to(&plan.base_dir);
+    let mut config = super::runtime_config(&plan.base_dir, &store, args.jobs)?;
     for d in &args.trust {
         config.trust = config.trust.clone().trust(d).map_err(anyhow::Error::msg)?;
     }
     if args.trust_all {
         config.trust = config.trust.clone().trust_all();
-    }
-    if let Some(v) = std::env::var_os("WEIR_GPU") {
-        config.gpu = v
-            .to_string_lossy()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("WEIR_GPU: {e}"))?;
     }
     let jobs = config.jobs;
     let tokio = tokio::runtime::Builder::new_multi_thread()

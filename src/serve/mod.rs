@@ -524,16 +524,7 @@ pub fn project_and_store(
 /// The runtime configuration for a project's runs: its store, `jobs` if
 /// given, and the project's trust file.
 pub fn project_config(project: &Path, store: &Path, jobs: Option<usize>) -> anyhow::Result<Config> {
-    let mut config = Config::new(store);
-    if let Some(j) = jobs {
-        config = config.jobs(j);
-    }
-    if let Some(file) = weir_runtime::TrustPolicy::find_file(project) {
-        config.trust = config.trust.clone().with_file(&file)?;
-    }
-    // Scripts may come from someone else: they reach only the project.
-    config.trust = config.trust.clone().confine_to(project);
-    Ok(config)
+    crate::commands::runtime_config(project, store, jobs)
 }
 
 /// Locks a mutex, going on with the data if a holder panicked.
