@@ -22,12 +22,25 @@ fn the_flowers_example_maps_over_species_and_gates_its_report() {
         stdout.contains("succeeded: 5 steps, 4 executed, 0 cached, 1 skipped"),
         "{stdout}"
     );
+    // The map's children are counted on its line, and listed by `weir show`.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" summarize (") && l.contains("[3 children: 3 succeeded]")),
+        "{stderr}"
+    );
+    let show = weir()
+        .args(["show", "1", "--store"])
+        .arg(store.path())
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
     for child in [
         "summarize[setosa.csv]",
         "summarize[versicolor.csv]",
         "summarize[virginica.csv]",
     ] {
-        assert!(stderr.contains(child), "{child} not in\n{stderr}");
+        assert!(show.contains(child), "{child} not in\n{show}");
     }
     let line = stdout
         .lines()
