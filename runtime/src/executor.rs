@@ -331,6 +331,25 @@ pub enum StepFailure {
     Cancelled,
 }
 
+impl StepFailure {
+    /// The kind recorded beside the message.
+    pub fn kind(&self) -> crate::records::FailureKind {
+        use crate::records::FailureKind as K;
+        match self {
+            StepFailure::Returned(_) => K::Returned,
+            StepFailure::Trapped(_) => K::Trapped,
+            StepFailure::Timeout(_) => K::Timeout,
+            StepFailure::Memory { .. } => K::Memory,
+            StepFailure::Fuel(_) => K::Fuel,
+            StepFailure::Handles(_) => K::Handles,
+            StepFailure::DiskFull { .. } => K::DiskFull,
+            StepFailure::OutputQuota { .. } => K::OutputLimit,
+            StepFailure::Setup(_) => K::Setup,
+            StepFailure::Cancelled => K::Cancelled,
+        }
+    }
+}
+
 /// Name to host folder, for a step's inputs and for its outputs.
 #[derive(Default)]
 pub(crate) struct Mounts {

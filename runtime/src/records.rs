@@ -31,6 +31,8 @@ macro_rules! state_enum {
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vm])* $v),* }
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v),*];
             /// The name stored in records and shown to users.
             pub fn as_str(self) -> &'static str { match self { $($name::$v => $s),* } }
             /// Parses a stored name.
@@ -57,6 +59,39 @@ state_enum! {
         /// kill); found so by [`Records::interrupt_orphans`]. It can be
         /// resumed (retried) or cancelled.
         Interrupted = "interrupted",
+    }
+}
+
+state_enum! {
+    /// Why a step failed: the kind, beside its message (`error`), so tools
+    /// can tell a timeout from a bug without reading text.
+    FailureKind {
+        /// The step returned an error.
+        Returned = "returned",
+        /// The guest trapped (a panic, an abort).
+        Trapped = "trapped",
+        /// Over its timeout.
+        Timeout = "timeout",
+        /// Over its memory limit.
+        Memory = "memory",
+        /// Out of fuel.
+        Fuel = "fuel",
+        /// Over its limit of open handles.
+        Handles = "handles",
+        /// Over its output size or file-count limit.
+        OutputLimit = "output_limit",
+        /// The disk holding the store was full.
+        DiskFull = "disk_full",
+        /// Its outputs could not be stored or made durable.
+        Storage = "storage",
+        /// The host could not set up its sandbox.
+        Setup = "setup",
+        /// A gate's condition could not be evaluated.
+        Condition = "condition",
+        /// Stopped by a cancellation.
+        Cancelled = "cancelled",
+        /// An error inside weir (a panic caught around the step).
+        Internal = "internal",
     }
 }
 
@@ -127,6 +162,8 @@ pub struct StepRecord {
     pub ended_ms: i64,
     /// Error message of a failed step, or why a step was skipped.
     pub error: Option<String>,
+    /// What kind of failure, for a failed (or cancelled) step.
+    pub failure: Option<FailureKind>,
     /// Output name to artifact digest.
     pub outputs: BTreeMap<String, Digest>,
     /// Input name to artifact digest.
@@ -240,16 +277,6 @@ state_enum! {
     }
 }
 
-impl ModelStage {
-    /// Every stage, in the order shown to users.
-    pub const ALL: [ModelStage; 4] = [
-        ModelStage::None,
-        ModelStage::Staging,
-        ModelStage::Production,
-        ModelStage::Archived,
-    ];
-}
-
 /// One version of a model in the registry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelVersion {
@@ -321,6 +348,9 @@ pub struct StepSummary {
     pub ended_ms: i64,
     /// Error or skip reason.
     pub error: Option<String>,
+    /// What kind of failure, for a failed (or cancelled) step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
     /// Inputs.
     pub inputs: BTreeMap<String, Digest>,
     /// Outputs.
@@ -517,17 +547,21 @@ fn schema_current(conn: &Connection) -> rusqlite::Result<bool> {
     has_plan_key(conn)
 }
 
-/// Adds the attempts' resource columns to a file made before them.
+/// Adds the columns later versions added to a file made before them: the
+/// attempts' resources, the steps' failure kind.
 fn add_attempt_resources(conn: &Connection) -> rusqlite::Result<()> {
-    for col in ["peak_memory", "fuel_used"] {
+    for (table, col, ty) in [
+        ("attempts", "peak_memory", "INTEGER"),
+        ("attempts", "fuel_used", "INTEGER"),
+        ("steps", "failure", "TEXT"),
+    ] {
         let has = conn
-            .prepare("SELECT 1 FROM pragma_table_info('attempts') WHERE name = ?1")?
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
             .exists([col])?;
         if !has {
-            conn.execute(
-                &format!("ALTER TABLE attempts ADD COLUMN {col} INTEGER"),
-                [],
-            )?;
+            conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {col} {ty}"), [])?;
         }
     }
     Ok(())
@@ -571,6 +605,7 @@ CREATE TABLE IF NOT EXISTS steps (
     error TEXT,
     inputs TEXT NOT NULL,
     outputs TEXT NOT NULL,
+    failure TEXT,
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -855,8 +890,8 @@ impl Records for SqliteRecords {
             match op {
                 RecordOp::Step(s) => {
                     stmt(&mut steps, &tx,
-                        "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs, failure)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )?
                     .execute(params![
                         s.run.0,
@@ -870,6 +905,7 @@ impl Records for SqliteRecords {
                         s.error,
                         serde_json::to_string(&s.inputs)?,
                         serde_json::to_string(&s.outputs)?,
+                        s.failure.map(FailureKind::as_str),
                     ])?;
                     for (i, metric) in s.metrics.iter().enumerate() {
                         stmt(&mut metrics_st, &tx,
@@ -1203,7 +1239,7 @@ impl Records for SqliteRecords {
     fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
-            "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
+            "SELECT step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs, failure FROM steps WHERE run_id = ?1 ORDER BY ended_ms, rowid",
         )?;
         let mut steps: Vec<StepSummary> = st
             .query_map([id.0], |r| {
@@ -1219,6 +1255,9 @@ impl Records for SqliteRecords {
                     started_ms: r.get(5)?,
                     ended_ms: r.get(6)?,
                     error: r.get(7)?,
+                    failure: r
+                        .get::<_, Option<String>>(10)?
+                        .and_then(|f| FailureKind::parse(&f)),
                     inputs: json_map(&inputs),
                     outputs: json_map(&outputs),
                     metrics: BTreeMap::new(),
@@ -1355,6 +1394,7 @@ impl Records for SqliteRecords {
                             started_ms: r.get(6)?,
                             ended_ms: r.get(7)?,
                             error: r.get(8)?,
+                            failure: None,
                             inputs: json_map(&inputs),
                             outputs: json_map(&outputs),
                             metrics: BTreeMap::new(),
@@ -1512,6 +1552,7 @@ mod tests {
                 started_ms: 0,
                 ended_ms: 0,
                 error: None,
+                failure: None,
                 outputs: o.clone(),
                 inputs: BTreeMap::new(),
                 metrics: Vec::new(),
@@ -1608,6 +1649,7 @@ mod tests {
             started_ms: 0,
             ended_ms: 0,
             error: None,
+            failure: None,
             outputs: outputs.iter().map(|(k, d)| (k.to_string(), *d)).collect(),
             inputs: inputs.iter().map(|(k, d)| (k.to_string(), *d)).collect(),
             metrics: Vec::new(),

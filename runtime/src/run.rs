@@ -791,6 +791,8 @@ pub struct StepReport {
     pub cache_key: Option<CacheKey>,
     /// Error or skip reason.
     pub error: Option<String>,
+    /// What kind of failure, for a failed (or cancelled) step.
+    pub failure: Option<crate::records::FailureKind>,
     /// Wall time of the step.
     pub duration: Duration,
     /// Attempts made (0 for cache hits and skipped steps).
@@ -814,6 +816,8 @@ impl StepReport {
             outputs: BTreeMap::new(),
             cache_key: None,
             error: why,
+            failure: (state == StepState::Cancelled)
+                .then_some(crate::records::FailureKind::Cancelled),
             duration: Duration::ZERO,
             attempts: 0,
             metrics: Vec::new(),

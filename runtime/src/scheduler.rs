@@ -23,7 +23,8 @@ use crate::digest::Digest;
 use crate::executor::{AttemptSpec, LoadedComponent};
 use crate::plan::{CacheMode, CmpOp, Condition, InputSource, Operand, Plan};
 use crate::records::{
-    LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary, now_ms,
+    FailureKind, LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary,
+    now_ms,
 };
 use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
 use crate::store::{Quota, Store};
@@ -125,6 +126,7 @@ impl Durability {
             {
                 r.state = StepState::Failed;
                 r.error = Some(why.to_string());
+                r.failure = Some(FailureKind::Storage);
                 r.outputs.clear();
                 lost.push((r.step.clone(), why.to_string()));
             }
@@ -142,6 +144,7 @@ impl Durability {
             if let Some((_, why)) = lost.iter().find(|(s, _)| *s == r.name) {
                 r.state = StepState::Failed;
                 r.error = Some(why.clone());
+                r.failure = Some(FailureKind::Storage);
                 r.outputs.clear();
             }
         }
@@ -508,7 +511,13 @@ impl Scheduler {
             let why = report
                 .error
                 .unwrap_or_else(|| "cancelled while running".into());
-            self.record_not_run(u, &report.name, StepState::Cancelled, why);
+            self.record_not_run(
+                u,
+                &report.name,
+                StepState::Cancelled,
+                why,
+                Some(FailureKind::Cancelled),
+            );
             Ok(())
         } else {
             self.finished(u, report)
@@ -668,13 +677,20 @@ impl Scheduler {
                 Ok((true, _)) => {}
                 Ok((false, why)) => {
                     let why = format!("condition not met: {why}");
-                    self.record_not_run(Unit::Step(i), &s.name, StepState::Skipped, why.clone());
+                    self.record_not_run(
+                        Unit::Step(i),
+                        &s.name,
+                        StepState::Skipped,
+                        why.clone(),
+                        None,
+                    );
                     self.skip_downstream(i, &s.name);
                     return Ok(());
                 }
                 Err(e) => {
                     let e = format!("cannot evaluate its condition `{c}`: {e}");
-                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+                    let kind = Some(FailureKind::Condition);
+                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e, kind);
                     self.failed(i);
                     return Ok(());
                 }
@@ -685,7 +701,8 @@ impl Scheduler {
                 Ok(c) => c,
                 Err(e) => {
                     let e = format!("cannot list the items to map over: {e:#}");
-                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+                    let kind = Some(FailureKind::Storage);
+                    self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e, kind);
                     self.failed(i);
                     return Ok(());
                 }
@@ -800,7 +817,8 @@ impl Scheduler {
                 bad.state,
                 bad.error.as_deref().unwrap_or("no error recorded")
             );
-            self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e);
+            let kind = bad.failure;
+            self.record_not_run(Unit::Step(i), &s.name, StepState::Failed, e, kind);
             self.failed(i);
             return Ok(());
         }
@@ -842,6 +860,7 @@ impl Scheduler {
             started_ms: now,
             ended_ms: now,
             error: None,
+            failure: None,
             outputs: r.outputs.clone(),
             inputs: self.inputs[i].clone(),
             metrics: Vec::new(),
@@ -936,13 +955,20 @@ impl Scheduler {
             }
             let dn = self.plan.steps[d].name.clone();
             let why = format!("upstream step '{name}' did not succeed");
-            self.record_not_run(Unit::Step(d), &dn, StepState::Skipped, why);
+            self.record_not_run(Unit::Step(d), &dn, StepState::Skipped, why, None);
             stack.extend(self.dependents[d].iter().copied());
         }
     }
 
     /// Records a unit that ends without a successful attempt of its own.
-    fn record_not_run(&mut self, u: Unit, name: &str, state: StepState, why: String) {
+    fn record_not_run(
+        &mut self,
+        u: Unit,
+        name: &str,
+        state: StepState,
+        why: String,
+        failure: Option<FailureKind>,
+    ) {
         let i = match u {
             Unit::Step(i) | Unit::Child(i, _) => i,
         };
@@ -957,13 +983,16 @@ impl Scheduler {
             started_ms: now,
             ended_ms: now,
             error: Some(why.clone()),
+            failure,
             outputs: BTreeMap::new(),
             inputs: BTreeMap::new(),
             metrics: Vec::new(),
             logs: Vec::new(),
             attempts: Vec::new(),
         }))]);
-        self.keep_stopped(u, StepReport::not_run(name, state, Some(why)));
+        let mut report = StepReport::not_run(name, state, Some(why));
+        report.failure = failure;
+        self.keep_stopped(u, report);
     }
 
     /// Tells watchers that the unit `u` stopped, as `report` says, and keeps
@@ -991,6 +1020,7 @@ impl Scheduler {
                     &name,
                     StepState::Cancelled,
                     "the run was stopped before it started".into(),
+                    Some(FailureKind::Cancelled),
                 );
             }
         }
@@ -1246,11 +1276,13 @@ fn work(queue: &WorkQueue, done: &tokio::sync::mpsc::UnboundedSender<Done>, fail
             job.run_blocking(begun, stop)
         }))
         .unwrap_or_else(|_| {
-            StepReport::not_run(
+            let mut r = StepReport::not_run(
                 &name,
                 StepState::Failed,
                 Some("internal error: the step's worker panicked".into()),
-            )
+            );
+            r.failure = Some(FailureKind::Internal);
+            r
         });
         if fail_fast && report.state == StepState::Failed {
             queue.stop_taking();
@@ -1341,6 +1373,7 @@ impl StepJob {
                 started_ms: now_ms(),
                 ended_ms: 0,
                 error: None,
+                failure: None,
                 outputs: BTreeMap::new(),
                 inputs: self.inputs.clone(),
                 metrics: Vec::new(),
@@ -1439,7 +1472,7 @@ impl StepJob {
                 attempt,
                 started_ms: attempt_started,
                 ended_ms: now_ms(),
-                error: outcome.as_ref().err().cloned(),
+                error: outcome.as_ref().err().map(|(_, e)| e.clone()),
                 peak_memory_bytes: usage.peak_memory_bytes,
                 fuel_used: usage.fuel_used,
             };
@@ -1478,15 +1511,17 @@ impl StepJob {
                     report.created = created;
                     return report;
                 }
-                Err(e) => {
+                Err((kind, e)) => {
                     last_error = e.clone();
                     record.error = Some(e);
+                    record.failure = Some(kind);
                 }
             }
         }
         if stop.is_cancelled() {
             record.state = StepState::Cancelled;
             record.error = Some("cancelled while running".into());
+            record.failure = Some(FailureKind::Cancelled);
             return self.finish(record, None, started);
         }
         record.state = StepState::Failed;
@@ -1539,21 +1574,25 @@ impl StepJob {
         record: &mut StepRecord,
         stop: &CancellationToken,
         usage: &mut Usage,
-    ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), String> {
+    ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), (FailureKind, String)> {
         let s = &self.plan.steps[self.index];
         let store: &Store = &self.rt.inner.store;
+        let setup = |e: String| (FailureKind::Setup, e);
         let mut views = Vec::with_capacity(self.inputs.len());
         for (name, d) in &self.inputs {
-            let v = store
-                .view(d)
-                .map_err(|e| format!("cannot lay out input '{name}': {e}"))?;
+            let v = store.view(d).map_err(|e| {
+                (
+                    FailureKind::Storage,
+                    format!("cannot lay out input '{name}': {e}"),
+                )
+            })?;
             views.push((name.clone(), v));
         }
         let mut staging = Staging(Vec::with_capacity(s.outputs.len()));
         for name in &s.outputs {
             let dir = store
                 .staging_dir("out")
-                .map_err(|e| format!("cannot create output folder: {e}"))?;
+                .map_err(|e| setup(format!("cannot create output folder: {e}")))?;
             staging.0.push((name.clone(), dir));
         }
         let executor = self
@@ -1561,11 +1600,11 @@ impl StepJob {
             // The engine the component was loaded on (a step with a fuel
             // budget was loaded on the one that counts fuel).
             .executor_for(self.component.counts_fuel())
-            .map_err(|e| format!("{e:#}"))?;
+            .map_err(|e| setup(format!("{e:#}")))?;
         // A slot of the runtime's own: other runs' steps count too.
         let _slot = tokio::select! {
-            slot = self.rt.inner.slots.acquire() => slot.map_err(|e| format!("no step slot: {e}"))?,
-            _ = stop.cancelled() => return Err("cancelled while waiting for a step slot".into()),
+            slot = self.rt.inner.slots.acquire() => slot.map_err(|e| setup(format!("no step slot: {e}")))?,
+            _ = stop.cancelled() => return Err((FailureKind::Cancelled, "cancelled while waiting for a step slot".into())),
         };
         let result = executor
             .run(AttemptSpec {
@@ -1615,7 +1654,7 @@ impl StepJob {
             .extend(result.logs.into_iter().map(|l| (attempt, l)));
         record.metrics = result.metrics;
         if let Err(f) = result.outcome {
-            return Err(f.to_string());
+            return Err((f.kind(), f.to_string()));
         }
         let mut quota = Quota {
             bytes: s.limits.output_bytes,
@@ -1624,9 +1663,13 @@ impl StepJob {
         let mut outputs = BTreeMap::new();
         let mut created = Vec::new();
         for (name, dir) in &staging.0 {
-            let got = store
-                .ingest_output(dir, quota)
-                .map_err(|e| format!("output '{name}': {e}"))?;
+            let got = store.ingest_output(dir, quota).map_err(|e| {
+                let kind = match e {
+                    crate::store::IngestError::Quota { .. } => FailureKind::OutputLimit,
+                    _ => FailureKind::Storage,
+                };
+                (kind, format!("output '{name}': {e}"))
+            })?;
             quota.bytes = quota.bytes.saturating_sub(got.bytes);
             quota.files = quota.files.saturating_sub(got.files);
             outputs.insert(name.clone(), got.digest);
@@ -1652,6 +1695,7 @@ impl StepJob {
             outputs: record.outputs.clone(),
             cache_key: record.cache_key,
             error: record.error.clone(),
+            failure: record.failure,
             duration: started.elapsed(),
             attempts: record.attempt,
             metrics: record.metrics.clone(),

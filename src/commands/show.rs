@@ -78,8 +78,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(e) = &s.error {
+            let kind = s.failure.map(|k| format!(" ({k})")).unwrap_or_default();
             outln!(
-                "{:<20}   error: {}",
+                "{:<20}   error{kind}: {}",
                 "",
                 e.replace('\n', "\n                         ")
             );
