@@ -161,6 +161,18 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
     assert!(stdout.contains("0 executed, 2 cached"), "{stdout}");
     assert!(!stderr.contains("build"), "{stderr}");
 
+    // A crate added to the workspace (and not used yet) makes the next run
+    // check with cargo once; the run after it starts no cargo at all.
+    ok(weir_here().args(["new", "step", "later"]).output().unwrap());
+    let (_, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    assert!(stderr.contains("build"), "{stderr}");
+    let (stdout, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    assert!(stdout.contains("0 executed, 2 cached"), "{stdout}");
+    assert!(
+        !stderr.contains("build"),
+        "cargo ran again for fresh crates:\n{stderr}"
+    );
+
     // An edit to one step's source is noticed; only that step runs again.
     let lib = proj.join("steps/double/src/lib.rs");
     std::fs::write(&lib, DOUBLE.replace("{text}{text}", "{text} {text}")).unwrap();

@@ -221,6 +221,7 @@ pub fn build_crates(
             crates: &crates,
         });
         let start = std::time::Instant::now();
+        let began = std::time::SystemTime::now();
         let built = cargo_build(&root, &|line| on(BuildEvent::Progress(line)))?;
         on(BuildEvent::Finished {
             crates: &crates,
@@ -232,7 +233,7 @@ pub fn build_crates(
             }
         }
         for (manifest, wasm) in &built {
-            write_stamp(&manifest_stamp(manifest, stamp_dir), wasm);
+            write_stamp(&manifest_stamp(manifest, stamp_dir), wasm, began);
         }
     }
     Ok(())
@@ -337,8 +338,9 @@ pub fn build_crate_cached(crate_dir: &Path, stamp_dir: &Path) -> anyhow::Result<
     if let Some(wasm) = fresh_stamp(&manifest, stamp_dir) {
         return Ok(wasm);
     }
+    let began = std::time::SystemTime::now();
     let wasm = build_crate(crate_dir)?;
-    write_stamp(&manifest_stamp(&manifest, stamp_dir), &wasm);
+    write_stamp(&manifest_stamp(&manifest, stamp_dir), &wasm, began);
     Ok(wasm)
 }
 
@@ -352,29 +354,41 @@ fn manifest_stamp(manifest: &Path, stamp_dir: &Path) -> PathBuf {
 
 /// The component of `manifest`'s last build, if it is still fresh.
 fn fresh_stamp(manifest: &Path, stamp_dir: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(manifest_stamp(manifest, stamp_dir)).ok()?;
+    let stamp = manifest_stamp(manifest, stamp_dir);
+    let text = std::fs::read_to_string(&stamp).ok()?;
     let wasm = PathBuf::from(text.trim());
-    is_fresh(manifest, &wasm).then_some(wasm)
+    // Built when cargo last wrote the component, or when a cargo run that
+    // found it up to date began (cargo leaves a fresh file alone, so after
+    // a manifest above it changed, its own time would stay older forever).
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let built = mtime(&wasm)?.max(mtime(&stamp)?);
+    is_fresh(manifest, &wasm, built).then_some(wasm)
 }
 
-/// Remembers `wasm` as the component in `stamp` (best effort: a missing
-/// stamp only costs a cargo run next time).
-fn write_stamp(stamp: &Path, wasm: &Path) {
+/// Remembers `wasm` as the component in `stamp`, dated `began` (when the
+/// cargo run that built or checked it began: a file changed during that run
+/// is newer, so it is not taken as built). Best effort: a missing stamp
+/// only costs a cargo run next time.
+fn write_stamp(stamp: &Path, wasm: &Path, began: std::time::SystemTime) {
     let Some(dir) = stamp.parent() else { return };
     if std::fs::create_dir_all(dir).is_ok() {
         let tmp = stamp.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, wasm.to_string_lossy().as_bytes()).is_ok() {
+        let written = std::fs::write(&tmp, wasm.to_string_lossy().as_bytes()).and_then(|()| {
+            std::fs::File::options()
+                .write(true)
+                .open(&tmp)?
+                .set_modified(began)
+        });
+        if written.is_ok() {
             let _ = std::fs::rename(&tmp, stamp);
         }
     }
 }
 
-/// Whether `wasm` is newer than everything it was built from.
-fn is_fresh(manifest: &Path, wasm: &Path) -> bool {
+/// Whether `wasm`, built at `built`, is newer than everything it was
+/// built from.
+fn is_fresh(manifest: &Path, wasm: &Path, built: std::time::SystemTime) -> bool {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let Some(built) = mtime(wasm) else {
-        return false;
-    };
     let Ok(dep_info) = std::fs::read_to_string(wasm.with_extension("d")) else {
         return false;
     };
