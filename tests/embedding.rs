@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::future::Future as _;
+
 use common::*;
 use std::sync::{Arc, Mutex};
 use weir_runtime::{RunEvent, RunOptions, RunState, StepState};
@@ -188,6 +190,28 @@ fn a_run_works_from_a_current_thread_runtime() {
     assert!(report.steps.iter().all(|s| s.state == StepState::Succeeded));
     let again = local.block_on(rt.run(&p, RunOptions::default())).unwrap();
     assert!(again.steps.iter().all(|s| s.state == StepState::Cached));
+}
+
+/// Awaited outside any tokio runtime (here: polled by hand), a run says
+/// what it needs instead of panicking (issue 29).
+#[test]
+fn a_run_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let p = plan(tmp.path(), vec![step("a", &fixture("echo"))]);
+    let mut fut = std::pin::pin!(rt.run(&p, RunOptions::default()));
+    let waker = std::task::Waker::noop();
+    let polled = fut
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker));
+    let std::task::Poll::Ready(Err(e)) = polled else {
+        panic!("expected an error at once");
+    };
+    assert!(format!("{e}").contains("inside a tokio runtime"), "{e}");
+    assert!(
+        rt.records().runs(10).unwrap().is_empty(),
+        "nothing is recorded"
+    );
 }
 
 #[test]

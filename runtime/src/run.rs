@@ -1144,6 +1144,12 @@ impl Runtime {
     /// it instead of copying it (a 10,000-step plan's copy takes tens of
     /// milliseconds). A copy is made only where limits must be capped.
     pub async fn run_shared(&self, plan: Arc<Plan>, opts: RunOptions) -> anyhow::Result<RunReport> {
+        // Steps run on tokio's blocking pool: say so instead of panicking.
+        tokio::runtime::Handle::try_current().map_err(|e| {
+            anyhow!(
+                "Runtime::run must be awaited inside a tokio runtime (current-thread or multi-thread, with its timer enabled): {e}"
+            )
+        })?;
         let plan = self.capped(plan, &opts)?;
         let order = plan.validate()?;
         self.check_capability_names(&plan)?;
