@@ -620,3 +620,60 @@ fn each_attempt_records_its_peak_memory_and_fuel() {
         *counted
     );
 }
+
+/// A unit of work is data (issue 22): a `UnitSpec` survives JSON and runs
+/// through `Runtime::execute` with no plan, run or scheduler, giving the
+/// same outputs for the same spec; a spec naming another component is
+/// refused.
+#[test]
+fn a_unit_spec_runs_without_a_scheduler() {
+    use weir_runtime::unit::UnitSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let echo = fixture("echo");
+    let c = rt
+        .load_component(
+            &weir_runtime::ComponentSource::Wasm(echo.clone()),
+            tmp.path(),
+            &Default::default(),
+            false,
+        )
+        .unwrap();
+    std::fs::write(tmp.path().join("x.csv"), "a\n1\n").unwrap();
+    let data = rt.store().ingest_path(&tmp.path().join("x.csv")).unwrap();
+    let spec = UnitSpec {
+        step: "solo".into(),
+        component: c.digest,
+        capabilities: c.capabilities.clone(),
+        params_json: r#"{"random":true}"#.into(),
+        inputs: [("data".to_string(), data)].into(),
+        outputs: vec!["out".into()],
+        limits: weir_runtime::Limits::default(),
+        seed: weir_runtime::Digest::of(b"seed"),
+        attempt: 1,
+    };
+    let again: UnitSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(again, spec);
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let execute = |s: &UnitSpec| tokio.block_on(rt.execute(s, &c, &cancel, None));
+    let first = execute(&spec);
+    let outputs = first.result.clone().unwrap();
+    let view = rt.store().view(&outputs["out"]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(view.join("inputs.txt")).unwrap(),
+        "data/x.csv: a\n1\n"
+    );
+    assert!(first.peak_memory_bytes.is_some());
+    // The seed fixes the sandbox's clocks and randomness: same spec, same digests.
+    assert_eq!(execute(&again).result.unwrap(), outputs);
+    let mut other = spec.clone();
+    other.component = weir_runtime::Digest::of(b"another component");
+    let refused = execute(&other);
+    let (kind, why) = refused.result.unwrap_err();
+    assert_eq!(kind, weir_runtime::records::FailureKind::Setup);
+    assert!(why.contains("names component"), "{why}");
+}

@@ -20,18 +20,16 @@
 
 use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
 use crate::digest::Digest;
-use crate::executor::{AttemptSpec, LoadedComponent};
+use crate::executor::LoadedComponent;
 use crate::plan::{CacheMode, CmpOp, Condition, InputSource, Operand, Plan};
 use crate::records::{
     FailureKind, LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary,
     now_ms,
 };
 use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
-use crate::store::{Quota, Store};
 use crate::tree::{Entry, EntryKind, Tree};
 use anyhow::anyhow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
@@ -1301,21 +1299,6 @@ thread_local! {
         .map_err(|e| e.to_string());
 }
 
-/// Removes staging folders when an attempt ends, however it ends (including
-/// being dropped when the run is cancelled).
-struct Staging(Vec<(String, PathBuf)>);
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        for (_, dir) in &self.0 {
-            if dir.exists() {
-                crate::store::make_writable(dir);
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
-}
-
 /// What one attempt used (when its guest ran).
 #[derive(Default)]
 struct Usage {
@@ -1566,7 +1549,8 @@ impl StepJob {
         Ok(Some((entry.outputs, entry.metrics)))
     }
 
-    /// One attempt; on success the output digests, else the error text.
+    /// One attempt: the unit as data ([`crate::unit::UnitSpec`]), executed
+    /// by the runtime; its logs, metrics and usage go into `record`.
     async fn attempt(
         &self,
         key: &CacheKey,
@@ -1576,66 +1560,35 @@ impl StepJob {
         usage: &mut Usage,
     ) -> Result<(BTreeMap<String, Digest>, Vec<Digest>), (FailureKind, String)> {
         let s = &self.plan.steps[self.index];
-        let store: &Store = &self.rt.inner.store;
-        let setup = |e: String| (FailureKind::Setup, e);
-        let mut views = Vec::with_capacity(self.inputs.len());
-        for (name, d) in &self.inputs {
-            let v = store.view(d).map_err(|e| {
-                (
-                    FailureKind::Storage,
-                    format!("cannot lay out input '{name}': {e}"),
-                )
-            })?;
-            views.push((name.clone(), v));
-        }
-        let mut staging = Staging(Vec::with_capacity(s.outputs.len()));
-        for name in &s.outputs {
-            let dir = store
-                .staging_dir("out")
-                .map_err(|e| setup(format!("cannot create output folder: {e}")))?;
-            staging.0.push((name.clone(), dir));
-        }
-        let executor = self
-            .rt
-            // The engine the component was loaded on (a step with a fuel
-            // budget was loaded on the one that counts fuel).
-            .executor_for(self.component.counts_fuel())
-            .map_err(|e| setup(format!("{e:#}")))?;
-        // A slot of the runtime's own: other runs' steps count too.
-        let _slot = tokio::select! {
-            slot = self.rt.inner.slots.acquire() => slot.map_err(|e| setup(format!("no step slot: {e}")))?,
-            _ = stop.cancelled() => return Err((FailureKind::Cancelled, "cancelled while waiting for a step slot".into())),
+        let spec = crate::unit::UnitSpec {
+            step: self.name.clone(),
+            component: self.component.digest,
+            capabilities: self.component.capabilities.clone(),
+            params_json: cache::canonical_json(&self.params),
+            inputs: self.inputs.clone(),
+            outputs: s.outputs.iter().cloned().collect(),
+            limits: s.limits,
+            seed: *key,
+            attempt,
         };
-        let result = executor
-            .run(AttemptSpec {
-                step: self.name.clone(),
-                component: self.component.clone(),
-                params_json: cache::canonical_json(&self.params),
-                inputs: views,
-                outputs: staging.0.clone(),
-                limits: s.limits,
-                seed: *key,
-                attempt,
-                cancel: Some(stop.clone()),
-                watch: self.on_event.clone().map(|sink| {
-                    let step = self.name.clone();
-                    Arc::new(move |o: crate::executor::Observed<'_>| match o {
-                        crate::executor::Observed::Log(line) => sink(&RunEvent::StepLog {
-                            step: step.clone(),
-                            attempt,
-                            line: line.clone(),
-                        }),
-                        crate::executor::Observed::Metric(m) => sink(&RunEvent::StepMetric {
-                            step: step.clone(),
-                            attempt,
-                            metric: m.clone(),
-                        }),
-                    }) as crate::executor::Watch
+        let watch = self.on_event.clone().map(|sink| {
+            let step = self.name.clone();
+            Arc::new(move |o: crate::executor::Observed<'_>| match o {
+                crate::executor::Observed::Log(line) => sink(&RunEvent::StepLog {
+                    step: step.clone(),
+                    attempt,
+                    line: line.clone(),
                 }),
-            })
-            .await;
+                crate::executor::Observed::Metric(m) => sink(&RunEvent::StepMetric {
+                    step: step.clone(),
+                    attempt,
+                    metric: m.clone(),
+                }),
+            }) as crate::executor::Watch
+        });
+        let outcome = self.rt.execute(&spec, &self.component, stop, watch).await;
         if let Some(sink) = &self.on_event {
-            for line in result
+            for line in outcome
                 .logs
                 .iter()
                 .filter(|l| l.level == "stdout" || l.level == "stderr")
@@ -1647,39 +1600,13 @@ impl StepJob {
                 });
             }
         }
-        usage.peak_memory_bytes = Some(result.peak_memory_bytes);
-        usage.fuel_used = result.fuel_used;
+        usage.peak_memory_bytes = outcome.peak_memory_bytes;
+        usage.fuel_used = outcome.fuel_used;
         record
             .logs
-            .extend(result.logs.into_iter().map(|l| (attempt, l)));
-        record.metrics = result.metrics;
-        if let Err(f) = result.outcome {
-            return Err((f.kind(), f.to_string()));
-        }
-        let mut quota = Quota {
-            bytes: s.limits.output_bytes,
-            files: s.limits.output_files,
-        };
-        let mut outputs = BTreeMap::new();
-        let mut created = Vec::new();
-        for (name, dir) in &staging.0 {
-            let got = store.ingest_output(dir, quota).map_err(|e| {
-                let kind = match e {
-                    crate::store::IngestError::Quota { .. } => FailureKind::OutputLimit,
-                    _ => FailureKind::Storage,
-                };
-                (kind, format!("output '{name}': {e}"))
-            })?;
-            quota.bytes = quota.bytes.saturating_sub(got.bytes);
-            quota.files = quota.files.saturating_sub(got.files);
-            outputs.insert(name.clone(), got.digest);
-            if got.created {
-                created.push(got.digest);
-            }
-        }
-        // Every staging folder now belongs to the store (a view, or the pool).
-        staging.0.clear();
-        Ok((outputs, created))
+            .extend(outcome.logs.into_iter().map(|l| (attempt, l)));
+        record.metrics = outcome.metrics;
+        outcome.result.map(|outputs| (outputs, outcome.created))
     }
 
     fn finish(

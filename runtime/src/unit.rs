@@ -1,0 +1,214 @@
+//! One unit of work as data, and its execution without a scheduler.
+//!
+//! A [`UnitSpec`] holds everything one attempt of a step (or of a map's
+//! child) needs and nothing of the run around it: the component's digest,
+//! the canonical params, the input artifacts by digest, the output names,
+//! the limits, the granted capabilities and the seed (its cache key). It is
+//! serialisable, so it can cross a process. [`Runtime::execute`] runs it
+//! against the runtime's store: lays out the inputs, takes a step slot,
+//! runs the component in its sandbox and stores the outputs, returning
+//! their digests with the attempt's logs, metrics and usage. The scheduler
+//! calls it for every attempt; a remote worker is another caller.
+
+use crate::digest::Digest;
+use crate::executor::{AttemptSpec, LoadedComponent, Watch};
+use crate::limits::Limits;
+use crate::records::{FailureKind, LogLine, Metric};
+use crate::run::Runtime;
+use crate::store::{Quota, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// One attempt of a step, as data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitSpec {
+    /// The step's name as shown (`train`, or `each[a.csv]` for a map's child).
+    pub step: String,
+    /// Digest of the component's wasm bytes.
+    pub component: Digest,
+    /// Capabilities granted beyond the `step` world (as in the cache key).
+    pub capabilities: Vec<String>,
+    /// The params as canonical JSON.
+    pub params_json: String,
+    /// Input name to artifact digest.
+    pub inputs: BTreeMap<String, Digest>,
+    /// Output names.
+    pub outputs: Vec<String>,
+    /// The limits the attempt runs under.
+    pub limits: Limits,
+    /// The seed of the sandbox's clocks and randomness: the cache key.
+    pub seed: Digest,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+}
+
+/// What one executed unit produced.
+#[derive(Debug, Clone)]
+pub struct UnitOutcome {
+    /// The outputs' digests, or why the attempt failed.
+    pub result: Result<BTreeMap<String, Digest>, (FailureKind, String)>,
+    /// Outputs stored for the first time by this attempt.
+    pub created: Vec<Digest>,
+    /// Log lines, then stdout and stderr lines.
+    pub logs: Vec<LogLine>,
+    /// Metrics in call order.
+    pub metrics: Vec<Metric>,
+    /// The most memory the attempt held, when it ran.
+    pub peak_memory_bytes: Option<u64>,
+    /// Fuel used, when counted.
+    pub fuel_used: Option<u64>,
+}
+
+impl UnitOutcome {
+    fn failed(kind: FailureKind, why: String) -> UnitOutcome {
+        UnitOutcome {
+            result: Err((kind, why)),
+            created: Vec::new(),
+            logs: Vec::new(),
+            metrics: Vec::new(),
+            peak_memory_bytes: None,
+            fuel_used: None,
+        }
+    }
+}
+
+/// Removes staging folders when an attempt ends, however it ends (including
+/// being dropped when the run is cancelled).
+struct Staging(Vec<(String, PathBuf)>);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for (_, dir) in &self.0 {
+            if dir.exists() {
+                crate::store::make_writable(dir);
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Runs one attempt of `spec` with `component` (loaded by this runtime;
+    /// its digest must be `spec.component`): lays out the inputs from the
+    /// store, waits for a step slot, runs the component, and stores its
+    /// outputs within the spec's limits. `cancel` stops it; `watch` sees
+    /// log lines and metrics as the guest records them.
+    pub async fn execute(
+        &self,
+        spec: &UnitSpec,
+        component: &Arc<LoadedComponent>,
+        cancel: &CancellationToken,
+        watch: Option<Watch>,
+    ) -> UnitOutcome {
+        if component.digest != spec.component {
+            return UnitOutcome::failed(
+                FailureKind::Setup,
+                format!(
+                    "the unit names component {}, but component {} was given",
+                    spec.component.short(),
+                    component.digest.short()
+                ),
+            );
+        }
+        let store: &Store = &self.inner.store;
+        let setup = |e: String| UnitOutcome::failed(FailureKind::Setup, e);
+        // Inputs, laid out as read-only folders.
+        let mut views = Vec::with_capacity(spec.inputs.len());
+        for (name, d) in &spec.inputs {
+            match store.view(d) {
+                Ok(v) => views.push((name.clone(), v)),
+                Err(e) => {
+                    return UnitOutcome::failed(
+                        FailureKind::Storage,
+                        format!("cannot lay out input '{name}': {e}"),
+                    );
+                }
+            }
+        }
+        // Empty output folders in the store's filesystem.
+        let mut staging = Staging(Vec::with_capacity(spec.outputs.len()));
+        for name in &spec.outputs {
+            match store.staging_dir("out") {
+                Ok(dir) => staging.0.push((name.clone(), dir)),
+                Err(e) => return setup(format!("cannot create output folder: {e}")),
+            }
+        }
+        // The engine the component was loaded on (a step with a fuel budget
+        // was loaded on the one that counts fuel).
+        let executor = match self.executor_for(component.counts_fuel()) {
+            Ok(x) => x,
+            Err(e) => return setup(format!("{e:#}")),
+        };
+        // A slot of the runtime's own: other runs' steps count too.
+        let _slot = tokio::select! {
+            slot = self.inner.slots.acquire() => match slot {
+                Ok(s) => s,
+                Err(e) => return setup(format!("no step slot: {e}")),
+            },
+            _ = cancel.cancelled() => {
+                return UnitOutcome::failed(
+                    FailureKind::Cancelled,
+                    "cancelled while waiting for a step slot".into(),
+                );
+            }
+        };
+        let result = executor
+            .run(AttemptSpec {
+                step: spec.step.clone(),
+                component: component.clone(),
+                params_json: spec.params_json.clone(),
+                inputs: views,
+                outputs: staging.0.clone(),
+                limits: spec.limits,
+                seed: spec.seed,
+                attempt: spec.attempt,
+                cancel: Some(cancel.clone()),
+                watch,
+            })
+            .await;
+        let mut outcome = UnitOutcome {
+            result: Ok(BTreeMap::new()),
+            created: Vec::new(),
+            logs: result.logs,
+            metrics: result.metrics,
+            peak_memory_bytes: Some(result.peak_memory_bytes),
+            fuel_used: result.fuel_used,
+        };
+        if let Err(f) = result.outcome {
+            outcome.result = Err((f.kind(), f.to_string()));
+            return outcome;
+        }
+        // Outputs into the store, within the output limits together.
+        let mut quota = Quota {
+            bytes: spec.limits.output_bytes,
+            files: spec.limits.output_files,
+        };
+        let mut outputs = BTreeMap::new();
+        for (name, dir) in &staging.0 {
+            let got = match store.ingest_output(dir, quota) {
+                Ok(g) => g,
+                Err(e) => {
+                    let kind = match e {
+                        crate::store::IngestError::Quota { .. } => FailureKind::OutputLimit,
+                        _ => FailureKind::Storage,
+                    };
+                    outcome.result = Err((kind, format!("output '{name}': {e}")));
+                    return outcome;
+                }
+            };
+            quota.bytes = quota.bytes.saturating_sub(got.bytes);
+            quota.files = quota.files.saturating_sub(got.files);
+            outputs.insert(name.clone(), got.digest);
+            if got.created {
+                outcome.created.push(got.digest);
+            }
+        }
+        // Every staging folder now belongs to the store (a view, or the pool).
+        staging.0.clear();
+        outcome.result = Ok(outputs);
+        outcome
+    }
+}
