@@ -677,3 +677,81 @@ fn a_unit_spec_runs_without_a_scheduler() {
     assert_eq!(kind, weir_runtime::records::FailureKind::Setup);
     assert!(why.contains("names component"), "{why}");
 }
+
+/// `Runtime::start` gives a handle: the run's number at once (recorded),
+/// its events as a stream in order, cancellation, and a final report once
+/// every record is final (issue 29).
+#[test]
+fn a_run_handle_gives_the_id_events_cancel_and_the_final_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let echo = fixture("echo");
+    let p = std::sync::Arc::new(plan(
+        tmp.path(),
+        vec![step("a", &echo), {
+            let mut b = step("b", &echo);
+            wire(&mut b, "in", "a", "out");
+            b
+        }],
+    ));
+    let (id, events, report) = tokio.block_on(async {
+        let mut h = rt.start(p.clone(), RunOptions::default()).await.unwrap();
+        let id = h.id();
+        assert!(rt.records().run(id).unwrap().is_some(), "recorded at once");
+        let mut events = Vec::new();
+        while let Some(e) = h.next_event().await {
+            events.push(e);
+        }
+        (id, events, h.finish().await.unwrap())
+    });
+    assert_eq!(report.run, id);
+    assert_eq!(report.state, RunState::Succeeded);
+    assert!(
+        matches!(events.first(), Some(weir_runtime::RunEvent::RunStarted { run, .. }) if *run == id),
+        "{events:?}"
+    );
+    let finished: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            weir_runtime::RunEvent::StepFinished { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["a", "b"]);
+    assert_eq!(
+        rt.records().run(id).unwrap().unwrap().state,
+        RunState::Succeeded
+    );
+
+    // Cancelled through the handle: the report and the records say so.
+    let slow = std::sync::Arc::new(plan(tmp.path(), vec![sleeping("slow", 60_000)]));
+    let (id, report) = tokio.block_on(async {
+        let mut h = rt.start(slow, RunOptions::default()).await.unwrap();
+        while let Some(e) = h.next_event().await {
+            if matches!(e, weir_runtime::RunEvent::StepStarted { .. }) {
+                break;
+            }
+        }
+        h.cancel();
+        (h.id(), h.finish().await.unwrap())
+    });
+    assert_eq!(report.state, RunState::Cancelled);
+    assert_eq!(
+        rt.records().run(id).unwrap().unwrap().state,
+        RunState::Cancelled
+    );
+
+    // A plan that cannot start is an error, not a handle.
+    let mut bad = plan(tmp.path(), vec![step("a", &echo)]);
+    bad.steps[0].name = "not a name".into();
+    let err = tokio
+        .block_on(rt.start(std::sync::Arc::new(bad), RunOptions::default()))
+        .err()
+        .expect("an invalid plan starts no run");
+    assert!(format!("{err:#}").contains("not a name"), "{err:#}");
+}

@@ -48,7 +48,7 @@ pub use digest::Digest;
 pub use limits::Limits;
 pub use plan::{ComponentSource, InputSource, Plan, StepPlan};
 pub use records::{RunId, RunState, StepState};
-pub use run::{Config, RunEvent, RunOptions, RunReport, Runtime, TrustPolicy};
+pub use run::{Config, RunEvent, RunHandle, RunOptions, RunReport, Runtime, TrustPolicy};
 /// The wasmtime this runtime uses, for hosts that generate bindings for
 /// their own capabilities (`bindgen!({ ..., wasmtime_crate: weir_runtime::wasmtime })`).
 pub use wasmtime;

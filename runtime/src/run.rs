@@ -778,6 +778,41 @@ pub struct RunOptions {
     pub trust: Option<Arc<TrustPolicy>>,
 }
 
+/// A run in progress, from [`Runtime::start`].
+pub struct RunHandle {
+    run: RunId,
+    events: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<RunReport>>,
+}
+
+impl RunHandle {
+    /// The run's number (in the records at once).
+    pub fn id(&self) -> RunId {
+        self.run
+    }
+
+    /// The next event of the run, in order; `None` once the run has ended
+    /// and every event was taken.
+    pub async fn next_event(&mut self) -> Option<RunEvent> {
+        self.events.recv().await
+    }
+
+    /// Stops the run: nothing new starts, running steps are interrupted and
+    /// recorded `cancelled`. [`RunHandle::finish`] resolves once that is recorded.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for the run to end; resolves once its record and every step's
+    /// are final, with what every step did.
+    pub async fn finish(self) -> anyhow::Result<RunReport> {
+        self.task
+            .await
+            .map_err(|e| anyhow!("the run's task ended abnormally: {e}"))?
+    }
+}
+
 /// What one step did in a run.
 #[derive(Debug, Clone)]
 pub struct StepReport {
@@ -1129,6 +1164,54 @@ impl Runtime {
             .await
             .map_err(|e| anyhow!("waiting for the store panicked: {e}"))?
             .map_err(held)
+    }
+
+    /// Starts `plan` and returns at once with a [`RunHandle`]: the run's
+    /// number (the run is recorded before its components are built, as with
+    /// [`RunOptions::record_first`]), its events as a stream, cancellation,
+    /// and its final report. The run goes on on the caller's tokio runtime
+    /// whether the handle is kept or dropped. An `Err` means it could not
+    /// start (no tokio runtime, an invalid plan, an unknown run to resume);
+    /// a component that does not build is the recorded run's failure.
+    pub async fn start(&self, plan: Arc<Plan>, mut opts: RunOptions) -> anyhow::Result<RunHandle> {
+        tokio::runtime::Handle::try_current()
+            .map_err(|e| anyhow!("Runtime::start must be awaited inside a tokio runtime: {e}"))?;
+        opts.record_first = true;
+        let cancel = opts
+            .cancel
+            .get_or_insert_with(CancellationToken::new)
+            .clone();
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let (id_tx, id_rx) = tokio::sync::oneshot::channel();
+        let id_tx = std::sync::Mutex::new(Some(id_tx));
+        let caller = opts.on_event.take();
+        opts.on_event = Some(Arc::new(move |e: &RunEvent| {
+            if let RunEvent::RunStarted { run, .. } = e
+                && let Some(tx) = id_tx.lock().unwrap_or_else(|p| p.into_inner()).take()
+            {
+                let _ = tx.send(*run);
+            }
+            if let Some(f) = &caller {
+                f(e);
+            }
+            let _ = events_tx.send(e.clone());
+        }));
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.run_shared(plan, opts).await });
+        match id_rx.await {
+            Ok(run) => Ok(RunHandle {
+                run,
+                events,
+                cancel,
+                task,
+            }),
+            // Ended before it was recorded: its error says why.
+            Err(_) => match task.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(r)) => Err(anyhow!("run {} ended before it was announced", r.run)),
+                Err(e) => Err(anyhow!("the run's task ended abnormally: {e}")),
+            },
+        }
     }
 
     /// Runs `plan` to the end and returns what every step did. An `Err` means

@@ -1,10 +1,13 @@
 //! A minimal Rust host that embeds weir: it builds a plan in code (no Rhai),
-//! runs it through `weir-runtime`'s public API, and prints the report.
+//! starts it through `weir-runtime`'s public API, follows its events through
+//! the run handle, and prints the report.
 //!
 //! Run it from the repository root with `cargo run -p weir-example-embed`.
 
 use std::path::Path;
-use weir_runtime::{ComponentSource, Config, InputSource, Plan, RunOptions, Runtime, StepPlan};
+use weir_runtime::{
+    ComponentSource, Config, InputSource, Plan, RunEvent, RunOptions, Runtime, StepPlan,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +35,17 @@ async fn main() -> anyhow::Result<()> {
     stats.outputs.insert("stats".into());
     plan.steps = vec![load, stats];
 
-    let report = rt.run(&plan, RunOptions::default()).await?;
+    // The run's number at once, its events as they happen, then its report.
+    let mut run = rt
+        .start(std::sync::Arc::new(plan), RunOptions::default())
+        .await?;
+    eprintln!("run {} started", run.id());
+    while let Some(event) = run.next_event().await {
+        if let RunEvent::StepFinished { step, state, .. } = event {
+            eprintln!("  {step} {state}");
+        }
+    }
+    let report = run.finish().await?;
     println!("run {} {}", report.run, report.state);
     for s in &report.steps {
         println!(
