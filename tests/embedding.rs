@@ -755,3 +755,42 @@ fn a_run_handle_gives_the_id_events_cancel_and_the_final_report() {
         .expect("an invalid plan starts no run");
     assert!(format!("{err:#}").contains("not a name"), "{err:#}");
 }
+
+/// An event callback that panics does not stop the run or leave its record
+/// `running` (issue 29): the panic is contained and logged, the run ends
+/// and is recorded as it would have been.
+#[test]
+fn a_panicking_event_callback_leaves_every_record_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let echo = fixture("echo");
+    let mut b = step("b", &echo);
+    wire(&mut b, "in", "a", "out");
+    let mut c = step("c", &echo);
+    c.params = serde_json::json!({ "note": "independent" });
+    let p = plan(tmp.path(), vec![step("a", &echo), b, c]);
+    let opts = RunOptions {
+        on_event: Some(std::sync::Arc::new(|e: &weir_runtime::RunEvent| {
+            if matches!(e, weir_runtime::RunEvent::StepFinished { .. }) {
+                panic!("the host's callback has a bug");
+            }
+        })),
+        ..RunOptions::default()
+    };
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(rt.run(&p, opts))
+        .expect("the run ends normally");
+    assert_eq!(report.state, RunState::Succeeded);
+    let run = rt.records().runs(1).unwrap().remove(0);
+    assert_eq!(run.state, RunState::Succeeded);
+    let steps = rt.records().steps(run.id).unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(
+        steps.iter().all(|s| s.state == StepState::Succeeded),
+        "{steps:?}"
+    );
+}

@@ -1226,7 +1226,12 @@ impl Runtime {
     /// runs the same plan again and again, or hands it over): the run shares
     /// it instead of copying it (a 10,000-step plan's copy takes tens of
     /// milliseconds). A copy is made only where limits must be capped.
-    pub async fn run_shared(&self, plan: Arc<Plan>, opts: RunOptions) -> anyhow::Result<RunReport> {
+    pub async fn run_shared(
+        &self,
+        plan: Arc<Plan>,
+        mut opts: RunOptions,
+    ) -> anyhow::Result<RunReport> {
+        opts.on_event = opts.on_event.take().map(contained);
         // Steps run on tokio's blocking pool: say so instead of panicking.
         tokio::runtime::Handle::try_current().map_err(|e| {
             anyhow!(
@@ -1551,6 +1556,17 @@ fn engine_config(config: &Config, fuel: bool) -> EngineConfig {
         gpu: config.gpu,
         capabilities: config.capabilities.clone(),
     }
+}
+
+/// The host's event callback, with a panic inside it contained and logged:
+/// a bug in the callback must not stop the run or leave its records
+/// unfinished (the scheduler calls it from its own thread).
+fn contained(f: EventSink) -> EventSink {
+    Arc::new(move |e: &RunEvent| {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(e))).is_err() {
+            tracing::error!("the run's event callback panicked; the run goes on");
+        }
+    })
 }
 
 /// A plan's identity: its JSON without serve settings
