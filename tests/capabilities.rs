@@ -23,8 +23,14 @@ struct Table(Arc<HashMap<String, String>>);
 
 impl acme::kv::lookup::Host for HostState {
     fn get(&mut self, key: String) -> Option<String> {
-        self.extension::<Table>()
-            .and_then(|t| t.0.get(&key).cloned())
+        let value = self
+            .extension::<Table>()
+            .and_then(|t| t.0.get(&key).cloned());
+        // A host with a bug (see the panic test).
+        if value.as_deref() == Some("PANIC") {
+            panic!("the kv host has a bug");
+        }
+        value
     }
 }
 
@@ -214,4 +220,54 @@ fn a_capability_reading_arguments_in_place_refuses_an_oversized_key() {
     let out = r.output_path(rt.store(), "lookup", "out").unwrap();
     let text = std::fs::read_to_string(out.join("values.txt")).unwrap();
     assert_eq!(text, "alpha=1\nkkkkkkkkkkkkkkkkkkkk=refused\n");
+}
+
+/// A host capability that panics while a step calls it fails that step
+/// with the panic's message, records it (kind `internal`), skips what
+/// depends on it and ends the run with every record final (issue 29).
+#[test]
+fn a_panicking_host_capability_fails_its_step_and_every_record_is_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let table: Arc<HashMap<String, String>> =
+        Arc::new([("beta".to_string(), "PANIC".to_string())].into());
+    let cap = Capability::new("kv", "1")
+        .interface("acme:kv/lookup@0.1.0")
+        .linker(|l| acme::kv::lookup::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s))
+        .state(move || Table(table.clone()));
+    let rt = runtime_with(&store, cap, TrustPolicy::default().trust_all());
+    let mut p = kv_plan(tmp.path(), true);
+    let mut after = step("after", &fixture("echo"));
+    wire(&mut after, "in", "lookup", "out");
+    p.steps.push(after);
+    let r = run(&rt, &p);
+    assert_eq!(r.state, RunState::Failed, "{:?}", r.error);
+    let lookup = r.step("lookup").unwrap();
+    assert_eq!(lookup.state, StepState::Failed);
+    assert!(
+        lookup
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the kv host has a bug"),
+        "{:?}",
+        lookup.error
+    );
+    let recorded = rt.records().runs(1).unwrap().remove(0);
+    assert_eq!(recorded.state, RunState::Failed);
+    let steps = rt.records().steps(recorded.id).unwrap();
+    let state = |name: &str| {
+        steps
+            .iter()
+            .find(|s| s.step == name)
+            .map(|s| (s.state, s.failure))
+    };
+    assert_eq!(
+        state("lookup"),
+        Some((
+            StepState::Failed,
+            Some(weir_runtime::records::FailureKind::Internal)
+        ))
+    );
+    assert_eq!(state("after").map(|s| s.0), Some(StepState::Skipped));
 }

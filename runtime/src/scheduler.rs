@@ -1172,6 +1172,16 @@ fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bo
 }
 
 /// The report of a unit stopped while it ran.
+/// The message of a panic's payload (`panic!("...")` gives a `&str` or a
+/// `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
 fn cancelled_while_running(name: &str) -> StepReport {
     StepReport::not_run(
         name,
@@ -1448,9 +1458,28 @@ impl StepJob {
             record.attempt = attempt;
             let attempt_started = now_ms();
             let mut usage = Usage::default();
-            let outcome = self
-                .attempt(&key, attempt, &mut record, stop, &mut usage)
-                .await;
+            let outcome = {
+                // A panic during the attempt (in a host capability, say)
+                // fails this attempt like any error, so the step still
+                // gets its record and the run goes on.
+                let mut fut = Box::pin(self.attempt(&key, attempt, &mut record, stop, &mut usage));
+                std::future::poll_fn(|cx| {
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        fut.as_mut().poll(cx)
+                    })) {
+                        Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+                        Ok(std::task::Poll::Ready(r)) => std::task::Poll::Ready(r),
+                        Err(panic) => std::task::Poll::Ready(Err((
+                            FailureKind::Internal,
+                            format!(
+                                "internal error: a panic while the step ran: {}",
+                                panic_message(panic.as_ref())
+                            ),
+                        ))),
+                    }
+                })
+                .await
+            };
             let mut done = crate::records::AttemptRecord {
                 attempt,
                 started_ms: attempt_started,
