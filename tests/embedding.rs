@@ -529,7 +529,7 @@ fn two_hosts_sharing_records_and_a_remote_reuse_each_others_results() {
     );
 }
 
-/// Issues 21 and 29: 16 concurrent runs on one `Runtime` with `jobs = 2`
+/// Issues 21 and 29: 32 concurrent runs on one `Runtime` with `jobs = 2`
 /// lost runs to "maximum concurrent limit of 8 for component instances
 /// reached" (`jobs` bounded steps per run but sized the instance pool of the
 /// whole runtime). Steps now wait for one of the runtime's slots, and no run
@@ -538,7 +538,7 @@ fn two_hosts_sharing_records_and_a_remote_reuse_each_others_results() {
 fn many_concurrent_runs_on_one_runtime_all_succeed() {
     let tmp = tempfile::tempdir().unwrap();
     let rt = runtime(tmp.path()); // jobs = 2
-    let plans: Vec<weir_runtime::Plan> = (0..16)
+    let plans: Vec<weir_runtime::Plan> = (0..32)
         .map(|r| {
             let steps = (0..4)
                 .map(|i| {
@@ -552,20 +552,24 @@ fn many_concurrent_runs_on_one_runtime_all_succeed() {
         })
         .collect();
     let tokio = tokio::runtime::Runtime::new().unwrap();
-    // All 16 at once, each on the runtime's tasks.
-    let handles: Vec<_> = plans
-        .into_iter()
-        .map(|p| {
-            let rt = rt.clone();
-            tokio.spawn(async move { rt.run(&p, RunOptions::default()).await })
-        })
-        .collect();
-    let reports: Vec<_> = handles
-        .into_iter()
-        .map(|h| tokio.block_on(h).expect("the run task"))
-        .collect();
+    // All 32 at once, through run handles.
+    let reports = tokio.block_on(async {
+        let mut handles = Vec::new();
+        for p in plans {
+            let h = rt
+                .start(std::sync::Arc::new(p), RunOptions::default())
+                .await;
+            handles.push(h.expect("the run started"));
+        }
+        let mut reports = Vec::new();
+        for h in handles {
+            reports.push(h.finish().await);
+        }
+        reports
+    });
+    assert_eq!(reports.len(), 32);
     for r in reports {
-        let r = r.expect("the run started");
+        let r = r.expect("the run ended");
         assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
         assert!(r.steps.iter().all(|s| s.state == StepState::Succeeded));
     }
