@@ -271,3 +271,54 @@ fn a_panicking_host_capability_fails_its_step_and_every_record_is_final() {
     );
     assert_eq!(state("after").map(|s| s.0), Some(StepState::Skipped));
 }
+
+/// A capability's per-attempt state sees the attempt's run, step and
+/// attempt number and the value the host attached to the run, so one
+/// `Runtime` can keep per-tenant state (issue 29).
+#[test]
+fn capability_state_sees_the_run_the_step_and_the_hosts_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let cap = Capability::new("kv", "1")
+        .interface("acme:kv/lookup@0.1.0")
+        .linker(|l| acme::kv::lookup::add_to_linker::<HostState, HasSelf<HostState>>(l, |s| s))
+        .state_with(move |cx| {
+            let tenant = cx
+                .host_data
+                .and_then(|d| d.downcast_ref::<String>())
+                .cloned()
+                .unwrap_or_default();
+            log.lock().unwrap().push(format!(
+                "run {:?} step {} attempt {} tenant {tenant}",
+                cx.run.map(|r| r.0),
+                cx.step,
+                cx.attempt
+            ));
+            Table(Arc::new([("alpha".to_string(), tenant)].into()))
+        });
+    let rt = runtime_with(&store, cap, TrustPolicy::default().trust_all());
+    let opts = weir_runtime::RunOptions {
+        host_data: Some(Arc::new("tenant-a".to_string())),
+        ..Default::default()
+    };
+    let r = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(rt.run(&kv_plan(tmp.path(), true), opts))
+        .unwrap();
+    assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [format!(
+            "run Some({}) step lookup attempt 1 tenant tenant-a",
+            r.run.0
+        )]
+    );
+    let out = r.output_path(rt.store(), "lookup", "out").unwrap();
+    assert!(
+        std::fs::read_to_string(out.join("values.txt"))
+            .unwrap()
+            .starts_with("alpha=tenant-a\n")
+    );
+}

@@ -647,6 +647,7 @@ fn a_unit_spec_runs_without_a_scheduler() {
     let data = rt.store().ingest_path(&tmp.path().join("x.csv")).unwrap();
     let spec = UnitSpec {
         step: "solo".into(),
+        run: None,
         component: c.digest,
         capabilities: c.capabilities.clone(),
         params_json: r#"{"random":true}"#.into(),
@@ -663,7 +664,7 @@ fn a_unit_spec_runs_without_a_scheduler() {
         .build()
         .unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
-    let execute = |s: &UnitSpec| tokio.block_on(rt.execute(s, &c, &cancel, None));
+    let execute = |s: &UnitSpec| tokio.block_on(rt.execute(s, &c, &cancel, None, None));
     let first = execute(&spec);
     let outputs = first.result.clone().unwrap();
     let view = rt.store().view(&outputs["out"]).unwrap();

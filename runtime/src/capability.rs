@@ -68,7 +68,33 @@ pub fn read_str(
 }
 
 type LinkFn = dyn Fn(&mut Linker<HostState>) -> wasmtime::Result<()> + Send + Sync;
-type StateFn = dyn Fn() -> Box<dyn Any + Send> + Send + Sync;
+type StateFn = dyn Fn(&AttemptContext<'_>) -> Box<dyn Any + Send> + Send + Sync;
+
+/// What a capability's state constructor ([`Capability::state_with`]) is
+/// told about the attempt it makes state for.
+#[derive(Clone, Copy)]
+pub struct AttemptContext<'a> {
+    /// The run, when the attempt belongs to one.
+    pub run: Option<crate::records::RunId>,
+    /// The step (`train`, or `each[a.csv]` for a map's child).
+    pub step: &'a str,
+    /// The attempt number, from 1.
+    pub attempt: u32,
+    /// The value the host attached to the run ([`crate::RunOptions::host_data`]),
+    /// for per-tenant state on one `Runtime`.
+    pub host_data: Option<&'a (dyn Any + Send + Sync)>,
+}
+
+impl fmt::Debug for AttemptContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptContext")
+            .field("run", &self.run)
+            .field("step", &self.step)
+            .field("attempt", &self.attempt)
+            .field("host_data", &self.host_data.is_some())
+            .finish()
+    }
+}
 
 /// A capability an embedding host adds; see the module docs.
 #[derive(Clone)]
@@ -122,8 +148,19 @@ impl Capability {
 
     /// State made fresh for each attempt of a step granted this capability,
     /// reachable from the implementation through [`HostState::extension`].
-    pub fn state<T: Any + Send>(mut self, f: impl Fn() -> T + Send + Sync + 'static) -> Capability {
-        self.state = Some(Arc::new(move || Box::new(f()) as Box<dyn Any + Send>));
+    pub fn state<T: Any + Send>(self, f: impl Fn() -> T + Send + Sync + 'static) -> Capability {
+        self.state_with(move |_| f())
+    }
+
+    /// Like [`Capability::state`], with the attempt's context: its run, step,
+    /// attempt number and the value the host attached to the run.
+    pub fn state_with<T: Any + Send>(
+        mut self,
+        f: impl Fn(&AttemptContext<'_>) -> T + Send + Sync + 'static,
+    ) -> Capability {
+        self.state = Some(Arc::new(move |cx: &AttemptContext<'_>| {
+            Box::new(f(cx)) as Box<dyn Any + Send>
+        }));
         self
     }
 

@@ -205,6 +205,10 @@ pub enum LoadError {
 pub struct AttemptSpec {
     /// Step name (passed to the guest and used in messages).
     pub step: String,
+    /// The run it belongs to, if any (for host capabilities' state).
+    pub run: Option<crate::records::RunId>,
+    /// The value the host attached to the run (for host capabilities' state).
+    pub host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// The component.
     pub component: Arc<LoadedComponent>,
     /// Canonical JSON params.
@@ -1330,7 +1334,15 @@ impl Executor {
                 .component
                 .host_caps
                 .iter()
-                .filter_map(|&i| self.host_caps[i].state.as_ref().map(|f| f()))
+                .filter_map(|&i| {
+                    let cx = crate::capability::AttemptContext {
+                        run: spec.run,
+                        step: &spec.step,
+                        attempt: spec.attempt,
+                        host_data: spec.host_data.as_deref(),
+                    };
+                    self.host_caps[i].state.as_ref().map(|f| f(&cx))
+                })
                 .collect(),
         };
         state.table.set_max_capacity(self.max_handles);

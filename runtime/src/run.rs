@@ -772,6 +772,10 @@ pub struct RunOptions {
     /// keeps its own limit where that is stricter; the run records the
     /// capped plan, and memory caps enter cache keys as any memory limit does.
     pub max_limits: Option<crate::limits::Limits>,
+    /// A value the host attaches to the run; host capabilities' state
+    /// constructors see it ([`crate::capability::AttemptContext`]), so one
+    /// `Runtime` can serve several tenants. Default: none.
+    pub host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// The trust policy of this run in place of [`Config::trust`] (a
     /// server running the pipelines of several projects gives each run its
     /// own project's `weir.toml`).

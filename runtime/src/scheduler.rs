@@ -623,6 +623,7 @@ impl Scheduler {
             params,
             commit: self.commit.clone(),
             on_event: self.opts.on_event.clone(),
+            host_data: self.opts.host_data.clone(),
         }
     }
 
@@ -1337,6 +1338,7 @@ struct StepJob {
     params: serde_json::Value,
     commit: Option<Commit>,
     on_event: Option<EventSink>,
+    host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl StepJob {
@@ -1591,6 +1593,7 @@ impl StepJob {
         let s = &self.plan.steps[self.index];
         let spec = crate::unit::UnitSpec {
             step: self.name.clone(),
+            run: Some(self.run),
             component: self.component.digest,
             capabilities: self.component.capabilities.clone(),
             params_json: cache::canonical_json(&self.params),
@@ -1615,7 +1618,10 @@ impl StepJob {
                 }),
             }) as crate::executor::Watch
         });
-        let outcome = self.rt.execute(&spec, &self.component, stop, watch).await;
+        let outcome = self
+            .rt
+            .execute(&spec, &self.component, stop, watch, self.host_data.clone())
+            .await;
         if let Some(sink) = &self.on_event {
             for line in outcome
                 .logs

@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 pub struct UnitSpec {
     /// The step's name as shown (`train`, or `each[a.csv]` for a map's child).
     pub step: String,
+    /// The run it belongs to, if any.
+    #[serde(default)]
+    pub run: Option<crate::records::RunId>,
     /// Digest of the component's wasm bytes.
     pub component: Digest,
     /// Capabilities granted beyond the `step` world (as in the cache key).
@@ -95,13 +98,16 @@ impl Runtime {
     /// its digest must be `spec.component`): lays out the inputs from the
     /// store, waits for a step slot, runs the component, and stores its
     /// outputs within the spec's limits. `cancel` stops it; `watch` sees
-    /// log lines and metrics as the guest records them.
+    /// log lines and metrics as the guest records them; `host_data` is
+    /// what host capabilities' state constructors see
+    /// ([`crate::capability::AttemptContext`]).
     pub async fn execute(
         &self,
         spec: &UnitSpec,
         component: &Arc<LoadedComponent>,
         cancel: &CancellationToken,
         watch: Option<Watch>,
+        host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
     ) -> UnitOutcome {
         if component.digest != spec.component {
             return UnitOutcome::failed(
@@ -158,6 +164,8 @@ impl Runtime {
         let result = executor
             .run(AttemptSpec {
                 step: spec.step.clone(),
+                run: spec.run,
+                host_data,
                 component: component.clone(),
                 params_json: spec.params_json.clone(),
                 inputs: views,
