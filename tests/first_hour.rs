@@ -434,3 +434,33 @@ fn serve_settings_do_not_change_a_pipelines_identity() {
     assert_eq!(digests.len(), 3);
     assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
 }
+
+/// The runtime's errors speak its API (`TrustPolicy::trust`); `weir run`
+/// adds the flag that does the same (issue 29).
+#[test]
+fn an_untrusted_capability_gets_the_cli_hint_on_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trainer = fixture("trainer");
+    let digest = weir_runtime::Digest::of(&std::fs::read(&trainer).unwrap());
+    let f = script(
+        tmp.path(),
+        &format!(
+            "p.step(\"train\", \"{}\").output(\"out\").requires(\"gpu\");",
+            trainer.display()
+        ),
+    );
+    let out = weir()
+        .arg("run")
+        .arg(&f)
+        .arg("--store")
+        .arg(tmp.path().join(".weir"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("TrustPolicy::trust("), "{said}");
+    assert!(
+        said.contains(&format!("hint: weir run --trust {}", digest.short())),
+        "{said}"
+    );
+}

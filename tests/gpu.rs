@@ -121,7 +121,7 @@ fn an_untrusted_or_unrequested_gpu_import_is_refused_at_link_time() {
     assert!(e.contains("imports the 'gpu' capability (weir:step/gpu@0.1.0), which is granted only to components the trust policy names"), "{e}");
     assert!(
         e.contains(&format!(
-            "trust the component: weir run --trust {}",
+            "trust the component (TrustPolicy::trust(\"{}\")",
             d.short()
         )),
         "{e}"
@@ -214,7 +214,7 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         ),
         (
             "[[trust]]\ndigest = \"abc\"\ncapabilities = [\"gpu\"]\n",
-            "entry 1: --trust expects a component digest",
+            "entry 1: a trusted component digest has 12 to 64 hex characters",
         ),
         (
             "[[trust]]\ndigest = \"0123456789abcdef\"\ncapabilities = [\"network\"]\n",

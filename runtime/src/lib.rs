@@ -48,7 +48,9 @@ pub use digest::Digest;
 pub use limits::Limits;
 pub use plan::{ComponentSource, InputSource, Plan, StepPlan};
 pub use records::{RunId, RunState, StepState};
-pub use run::{Config, RunEvent, RunHandle, RunOptions, RunReport, Runtime, TrustPolicy};
+pub use run::{
+    Config, NotTrusted, RunEvent, RunHandle, RunOptions, RunReport, Runtime, TrustPolicy,
+};
 /// The wasmtime this runtime uses, for hosts that generate bindings for
 /// their own capabilities (`bindgen!({ ..., wasmtime_crate: weir_runtime::wasmtime })`).
 pub use wasmtime;

@@ -238,7 +238,7 @@ impl TrustPolicy {
         let p = prefix.trim().to_ascii_lowercase();
         if p.len() < 12 || p.len() > 64 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(format!(
-                "--trust expects a component digest (12 to 64 hex characters), found {prefix:?}"
+                "a trusted component digest has 12 to 64 hex characters, found {prefix:?}"
             ));
         }
         self.prefixes.push((p, grant));
@@ -817,6 +817,44 @@ impl RunHandle {
     }
 }
 
+/// A step's component needs a capability the trust policy does not grant
+/// it (or the step does not request): the run cannot start. The message says
+/// what to do through the API; a front end adds its own way (`weir run
+/// --trust DIGEST`).
+#[derive(Debug, Clone)]
+pub struct NotTrusted {
+    /// "step 'x' (file:line:col): ".
+    pub step: String,
+    /// The capability.
+    pub capability: String,
+    /// The component.
+    pub digest: Digest,
+    /// Whether the step requests the capability (else it must, too).
+    pub requested: bool,
+    detail: String,
+}
+
+impl std::fmt::Display for NotTrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = self.digest.short();
+        write!(f, "{}{}; ", self.step, self.detail)?;
+        if self.requested {
+            write!(
+                f,
+                "trust the component (TrustPolicy::trust(\"{short}\"), or a [[trust]] entry in {TRUST_FILE} naming its step crate)"
+            )
+        } else {
+            write!(
+                f,
+                "request it with .requires(\"{}\") and trust the component (TrustPolicy::trust(\"{short}\"))",
+                self.capability
+            )
+        }
+    }
+}
+
+impl std::error::Error for NotTrusted {}
+
 /// What one step did in a run.
 #[derive(Debug, Clone)]
 pub struct StepReport {
@@ -1076,19 +1114,21 @@ impl Runtime {
         tokio::task::spawn_blocking(move || {
             this.load_component_under(&trust, &source, &base, &req, fuel)
         })
-            .await
-            .map_err(|e| anyhow!("component loader panicked: {e}"))?
-            .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
-                Some(crate::executor::LoadError::NotGranted { digest, capability, .. }) => {
-                    let how = if requested.contains(capability) {
-                        format!("trust the component: weir run --trust {}, or name its step crate in the project's weir.toml", digest.short())
-                    } else {
-                        format!("request it with .requires(\"{capability}\") and trust the component: weir run --trust {}", digest.short())
-                    };
-                    anyhow!("{}{e}; {how}", step_at(s))
-                }
-                _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
-            })
+        .await
+        .map_err(|e| anyhow!("component loader panicked: {e}"))?
+        .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
+            Some(crate::executor::LoadError::NotGranted {
+                digest, capability, ..
+            }) => NotTrusted {
+                step: step_at(s),
+                capability: capability.clone(),
+                digest: *digest,
+                requested: requested.contains(capability),
+                detail: e.to_string(),
+            }
+            .into(),
+            _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
+        })
     }
 
     /// Builds the plan's stale step crates, one cargo invocation per
@@ -1411,12 +1451,17 @@ impl Runtime {
                 .iter()
                 .find(|cap| !trust.grants(cap, &c.digest, crate_dir.as_deref(), file.as_deref()))
             {
-                anyhow::bail!(
-                    "{}requests capability '{cap}', which the trust policy does not grant to its component {}; trust it with weir run --trust {} or name its step crate in the project's weir.toml",
-                    step_at(s),
-                    c.digest.short(),
-                    c.digest.short()
-                );
+                return Err(NotTrusted {
+                    step: step_at(s),
+                    capability: cap.clone(),
+                    digest: c.digest,
+                    requested: true,
+                    detail: format!(
+                        "requests capability '{cap}', which the trust policy does not grant to its component {}",
+                        c.digest.short()
+                    ),
+                }
+                .into());
             }
             components.push(c);
         }

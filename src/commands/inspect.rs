@@ -33,7 +33,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         trust = trust.with_file(f)?;
     }
     for d in &args.trust {
-        trust = trust.trust(d).map_err(anyhow::Error::msg)?;
+        trust = trust
+            .trust(d)
+            .map_err(|e| anyhow::anyhow!("--trust {d}: {e}"))?;
     }
     outln!("component {}", args.component.display());
     outln!("digest    {digest}");

@@ -72,7 +72,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| plan.base_dir.join(".weir"));
     let mut config = super::runtime_config(&plan.base_dir, &store, args.jobs)?;
     for d in &args.trust {
-        config.trust = config.trust.clone().trust(d).map_err(anyhow::Error::msg)?;
+        config.trust = config
+            .trust
+            .clone()
+            .trust(d)
+            .map_err(|e| anyhow::anyhow!("--trust {d}: {e}"))?;
     }
     if args.trust_all {
         config.trust = config.trust.clone().trust_all();
@@ -250,7 +254,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
     });
     bar.finish_and_clear();
-    let report = report?;
+    let report = report.map_err(with_cli_hint)?;
 
     let count = |st: StepState| report.steps.iter().filter(|s| s.state == st).count();
     let mut summary = format!(
@@ -368,5 +372,25 @@ fn steps_word(n: usize) -> String {
         "1 step".into()
     } else {
         format!("{n} steps")
+    }
+}
+
+/// The runtime says what to do through its API; on the command line, the
+/// flag that does it.
+fn with_cli_hint(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<weir_runtime::NotTrusted>() {
+        Some(nt) => {
+            let how = if nt.requested {
+                format!("weir run --trust {}", nt.digest.short())
+            } else {
+                format!(
+                    "add .requires(\"{}\") to the step, and weir run --trust {}",
+                    nt.capability,
+                    nt.digest.short()
+                )
+            };
+            anyhow::anyhow!("{e:#}\nhint: {how}")
+        }
+        None => e,
     }
 }
