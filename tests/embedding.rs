@@ -799,3 +799,28 @@ fn a_panicking_event_callback_leaves_every_record_final() {
         "{steps:?}"
     );
 }
+
+/// A host that must never run cargo turns crate builds off: a crate source
+/// is refused with a message naming the step, a `.wasm` source runs (issue 29).
+#[test]
+fn a_runtime_that_builds_no_crates_refuses_a_crate_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(2);
+    cfg.build_crates = false;
+    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let crate_step = weir_runtime::StepPlan::new(
+        "built",
+        weir_runtime::ComponentSource::Crate(repo().join("tests/guests/noop")),
+    );
+    let e = format!(
+        "{:#}",
+        try_run(&rt, &plan(tmp.path(), vec![crate_step])).unwrap_err()
+    );
+    assert!(
+        e.contains("step 'built'") && e.contains("builds no crates"),
+        "{e}"
+    );
+    assert!(rt.records().runs(10).unwrap().is_empty());
+    let r = run(&rt, &plan(tmp.path(), vec![step("file", &fixture("noop"))]));
+    assert_eq!(r.state, RunState::Succeeded);
+}

@@ -48,6 +48,11 @@ pub struct Config {
     pub records: Option<Arc<dyn Records>>,
     /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
     pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
+    /// Whether a step's component may be a crate that weir builds with
+    /// cargo. A host that must never run cargo (components given as
+    /// `.wasm` files) turns it off: a crate source is then an error.
+    /// Default: on.
+    pub build_crates: bool,
     /// Where compiled components are kept. Default (`None`): the store's
     /// `compiled/` folder. `weir` itself uses one folder per user, so a
     /// fresh store (a new project, a CI checkout) compiles nothing a run on
@@ -612,6 +617,7 @@ impl Config {
             capabilities: Vec::new(),
             records: None,
             remote: None,
+            build_crates: true,
             compile_cache: None,
             compile_cache_max_bytes: None,
             max_limits: None,
@@ -1071,6 +1077,12 @@ impl Runtime {
             }
         };
         let wasm = match source {
+            ComponentSource::Crate(dir) if !self.inner.config.build_crates => {
+                anyhow::bail!(
+                    "its component is the crate {}, and this runtime builds no crates (Config::build_crates is off): give it a .wasm component file",
+                    resolve(dir).display()
+                )
+            }
             ComponentSource::Crate(dir) => {
                 let dir = resolve(dir);
                 // Before cargo runs the crate's build script.
@@ -1140,6 +1152,10 @@ impl Runtime {
         trust: &TrustPolicy,
         emit: &(dyn Fn(RunEvent) + Sync),
     ) -> anyhow::Result<()> {
+        if !self.inner.config.build_crates {
+            // Each crate source is refused when its component loads.
+            return Ok(());
+        }
         let mut dirs: Vec<PathBuf> = Vec::new();
         for s in &plan.steps {
             if let ComponentSource::Crate(dir) = &s.component {
