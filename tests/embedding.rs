@@ -824,3 +824,64 @@ fn a_runtime_that_builds_no_crates_refuses_a_crate_source() {
     let r = run(&rt, &plan(tmp.path(), vec![step("file", &fixture("noop"))]));
     assert_eq!(r.state, RunState::Succeeded);
 }
+
+/// Every attempt goes through the runtime's `Dispatch` (issue 22): a host's
+/// own dispatch sees each unit as data and decides where it runs; this one
+/// counts and hands over to the local one, then refuses one step's units.
+#[test]
+fn every_attempt_goes_through_the_configured_dispatch() {
+    use weir_runtime::unit::{Dispatch, LocalDispatch, UnitFuture, UnitOutcome, UnitSpec};
+    struct Counting(std::sync::Mutex<Vec<String>>);
+    impl Dispatch for Counting {
+        fn dispatch<'a>(
+            &'a self,
+            rt: &'a weir_runtime::Runtime,
+            spec: &'a UnitSpec,
+            component: &'a std::sync::Arc<weir_runtime::executor::LoadedComponent>,
+            cancel: &'a tokio_util::sync::CancellationToken,
+            watch: Option<weir_runtime::executor::Watch>,
+            host_data: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+        ) -> UnitFuture<'a> {
+            self.0.lock().unwrap().push(spec.step.clone());
+            if spec.step == "refused" {
+                return Box::pin(async {
+                    UnitOutcome {
+                        result: Err((
+                            weir_runtime::records::FailureKind::Setup,
+                            "no worker takes this unit".into(),
+                        )),
+                        created: Vec::new(),
+                        logs: Vec::new(),
+                        metrics: Vec::new(),
+                        peak_memory_bytes: None,
+                        fuel_used: None,
+                    }
+                });
+            }
+            LocalDispatch.dispatch(rt, spec, component, cancel, watch, host_data)
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let counting = std::sync::Arc::new(Counting(Default::default()));
+    let cfg = weir_runtime::Config::new(tmp.path().join(".weir"))
+        .jobs(2)
+        .dispatch(counting.clone());
+    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let echo = fixture("echo");
+    let mut b = step("b", &echo);
+    wire(&mut b, "in", "a", "out");
+    let mut refused = step("refused", &echo);
+    refused.params = serde_json::json!({ "note": 1 });
+    let r = run(&rt, &plan(tmp.path(), vec![step("a", &echo), b, refused]));
+    let mut seen = counting.0.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["a", "b", "refused"]);
+    assert_eq!(r.step("a").unwrap().state, StepState::Succeeded);
+    assert_eq!(r.step("b").unwrap().state, StepState::Succeeded);
+    let no = r.step("refused").unwrap();
+    assert_eq!(no.state, StepState::Failed);
+    assert_eq!(no.error.as_deref(), Some("no worker takes this unit"));
+    // A re-run is all cache hits: nothing is dispatched.
+    run(&rt, &plan(tmp.path(), vec![step("a", &echo)]));
+    assert_eq!(counting.0.lock().unwrap().len(), 3);
+}

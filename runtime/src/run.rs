@@ -48,6 +48,9 @@ pub struct Config {
     pub records: Option<Arc<dyn Records>>,
     /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
     pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
+    /// Where attempts run ([`crate::unit::Dispatch`]). Default: in this
+    /// process ([`crate::unit::LocalDispatch`]).
+    pub dispatch: Arc<dyn crate::unit::Dispatch>,
     /// Whether a step's component may be a crate that weir builds with
     /// cargo. A host that must never run cargo (components given as
     /// `.wasm` files) turns it off: a crate source is then an error.
@@ -617,11 +620,19 @@ impl Config {
             capabilities: Vec::new(),
             records: None,
             remote: None,
+            dispatch: Arc::new(crate::unit::LocalDispatch),
             build_crates: true,
             compile_cache: None,
             compile_cache_max_bytes: None,
             max_limits: None,
         }
+    }
+
+    /// Sends every attempt to `dispatch` instead of running it in this
+    /// process directly (see [`crate::unit::Dispatch`]).
+    pub fn dispatch(mut self, dispatch: Arc<dyn crate::unit::Dispatch>) -> Config {
+        self.dispatch = dispatch;
+        self
     }
 
     /// Keeps compiled components in `dir` (shared by stores; see

@@ -1620,7 +1620,17 @@ impl StepJob {
         });
         let outcome = self
             .rt
-            .execute(&spec, &self.component, stop, watch, self.host_data.clone())
+            .inner
+            .config
+            .dispatch
+            .dispatch(
+                &self.rt,
+                &spec,
+                &self.component,
+                stop,
+                watch,
+                self.host_data.clone(),
+            )
             .await;
         if let Some(sink) = &self.on_event {
             for line in outcome

@@ -8,7 +8,9 @@
 //! against the runtime's store: lays out the inputs, takes a step slot,
 //! runs the component in its sandbox and stores the outputs, returning
 //! their digests with the attempt's logs, metrics and usage. The scheduler
-//! calls it for every attempt; a remote worker is another caller.
+//! hands every attempt to the runtime's [`Dispatch`], whose default runs it
+//! here with [`Runtime::execute`]; a host may put another in its place (one
+//! that sends units to other machines, or one that wraps the local one).
 
 use crate::digest::Digest;
 use crate::executor::{AttemptSpec, LoadedComponent, Watch};
@@ -75,6 +77,49 @@ impl UnitOutcome {
             peak_memory_bytes: None,
             fuel_used: None,
         }
+    }
+}
+
+/// The future a [`Dispatch`] returns.
+pub type UnitFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = UnitOutcome> + Send + 'a>>;
+
+/// Where the scheduler sends each attempt: the seam between deciding what
+/// runs and running it. The default, [`LocalDispatch`], runs it in this
+/// process ([`Runtime::execute`]); set another with
+/// [`crate::Config::dispatch`].
+pub trait Dispatch: Send + Sync {
+    /// Runs one attempt and returns what it produced. `component` is the
+    /// unit's component as this runtime loaded it (a remote implementation
+    /// sends `spec.component`, its digest, instead); `watch` sees log lines
+    /// and metrics as they come; `host_data` is the run's
+    /// [`crate::RunOptions::host_data`].
+    fn dispatch<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        spec: &'a UnitSpec,
+        component: &'a Arc<LoadedComponent>,
+        cancel: &'a CancellationToken,
+        watch: Option<Watch>,
+        host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> UnitFuture<'a>;
+}
+
+/// Runs every unit in this process, on the runtime's own engine and store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalDispatch;
+
+impl Dispatch for LocalDispatch {
+    fn dispatch<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        spec: &'a UnitSpec,
+        component: &'a Arc<LoadedComponent>,
+        cancel: &'a CancellationToken,
+        watch: Option<Watch>,
+        host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    ) -> UnitFuture<'a> {
+        Box::pin(rt.execute(spec, component, cancel, watch, host_data))
     }
 }
 
