@@ -36,6 +36,7 @@ pub mod run;
 mod scheduler;
 pub mod signing;
 pub mod store;
+pub mod trust;
 pub mod unit;
 
 // The plain data every part agrees on lives in `weir-core` (no wasmtime,
