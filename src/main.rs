@@ -84,6 +84,8 @@ enum Command {
     Graph(commands::plan::GraphArgs),
     /// Compare two runs step by step: code, params, inputs, outputs
     Diff(commands::diff::Args),
+    /// Say why a step ran in a run, or why it did not (cache hit, skip)
+    Why(commands::why::Args),
     /// Print a run's params and metrics
     Metrics(commands::metrics::Args),
     /// Put the params and metrics of two or more runs side by side; differences are marked *
@@ -149,6 +151,7 @@ fn main() -> ExitCode {
         Command::Check(a) => commands::plan::check(a),
         Command::Graph(a) => commands::plan::graph(a),
         Command::Diff(a) => commands::diff::run(a),
+        Command::Why(a) => commands::why::run(a),
         Command::Build(a) => commands::build::run(a),
         Command::Init(a) => commands::new::init(a),
         Command::New(w) => commands::new::run(w),
