@@ -133,6 +133,8 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
         "{stderr}"
     );
     assert!(stderr.contains("  built  hello, double ("), "{stderr}");
+    // Without a terminal, a long build still says what it is doing.
+    assert!(stderr.contains("  ...    building: Compiling "), "{stderr}");
     let show: serde_json::Value = serde_json::from_slice(
         &weir_here()
             .args(["show", "1", "--json"])

@@ -111,6 +111,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let follow = args.follow;
     let quiet = args.quiet;
+    // When a "still working" line was last printed without a terminal.
+    let last_said = std::sync::Mutex::new(std::time::Instant::now());
     // Children finished per map step, by state.
     let children: std::sync::Mutex<BTreeMap<String, BTreeMap<&'static str, usize>>> =
         Default::default();
@@ -122,7 +124,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter_map(|s| s.origin.clone().map(|o| (s.name.clone(), o)))
         .collect();
     let on_event = Arc::new(move |e: &RunEvent| match e {
-        RunEvent::Preparing { what } => b.set_message(what.clone()),
+        RunEvent::Preparing { what } => {
+            // Without a terminal there is no spinner: a line at most every
+            // few seconds says what the run waits on (a long cargo build).
+            if b.is_hidden() && !quiet {
+                let mut last = last_said.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() >= std::time::Duration::from_secs(5) {
+                    *last = std::time::Instant::now();
+                    say(&b, format!("  ...    {what}"));
+                }
+            }
+            b.set_message(what.clone())
+        }
         RunEvent::Building { workspace, crates } => {
             let line = format!(
                 "  build  {} ({} in {}, one cargo run)",
