@@ -833,6 +833,97 @@ fn main() {
             note: "engine start, staleness checks from dep-info (no cargo), 3 cache hits".into(),
         });
     }
+    if want("handle") {
+        // An embedding host's view (issue 29): 3-step chains started with
+        // `Runtime::start` and awaited with `finish` on one long-lived
+        // `Runtime` (jobs = 2), uncached (new params each run) and cached;
+        // then 32 runs at once, and the process's peak RSS and virtual size.
+        // Run alone (`-- handle`) for the process figures to be this case's.
+        let dir = tmp.path().join("handle");
+        let rt = Runtime::new(Config::new(&dir).jobs(2)).expect("runtime");
+        let tokio = tokio();
+        let plan = |tag: usize| {
+            let mut p = noop_plan(&dir, &noop, 3, "chain");
+            for s in &mut p.steps {
+                s.params["tag"] = serde_json::json!(tag);
+            }
+            std::sync::Arc::new(p)
+        };
+        let once = |p: std::sync::Arc<Plan>| {
+            let t = Instant::now();
+            let report = tokio.block_on(async {
+                let h = rt.start(p, RunOptions::default()).await.expect("start");
+                h.finish().await.expect("finish")
+            });
+            assert_eq!(report.state, weir_runtime::RunState::Succeeded);
+            ms(t.elapsed())
+        };
+        once(plan(0)); // compiles the component
+        let uncached: Vec<f64> = (1..=20).map(|i| once(plan(i))).collect();
+        let cached: Vec<f64> = (0..20).map(|_| once(plan(1))).collect();
+        let t = Instant::now();
+        tokio.block_on(async {
+            let mut handles = Vec::new();
+            for i in 0..32 {
+                let h = rt.start(plan(1000 + i), RunOptions::default()).await;
+                handles.push(h.expect("start"));
+            }
+            for h in handles {
+                let r = h.finish().await.expect("finish");
+                assert_eq!(r.state, weir_runtime::RunState::Succeeded);
+            }
+        });
+        let concurrent = ms(t.elapsed());
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        for (case, samples, unit, note) in [
+            (
+                "run handle, 3-step chain, uncached",
+                uncached,
+                "ms",
+                "start + finish, new params each run",
+            ),
+            (
+                "run handle, 3-step chain, cached",
+                cached,
+                "ms",
+                "start + finish, every step a cache hit",
+            ),
+            (
+                "run handle, 32 uncached 3-step runs at once",
+                vec![concurrent],
+                "ms",
+                "32 handles, then finish each",
+            ),
+            (
+                "run handle, process peak RSS after the 32 runs",
+                vec![kib("VmHWM:") / 1024.0],
+                "MiB",
+                "VmHWM of the bench process",
+            ),
+            (
+                "run handle, process peak virtual size",
+                vec![kib("VmPeak:") / 1024.0 / 1024.0],
+                "GiB",
+                "VmPeak: mostly the instance pool's reservation",
+            ),
+        ] {
+            rows.push(Row {
+                case: case.into(),
+                unit,
+                samples,
+                note: note.into(),
+            });
+        }
+    }
+
     if want("serve") {
         match serve_load(tmp.path()) {
             Ok(mut r) => rows.append(&mut r),
