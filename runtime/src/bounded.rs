@@ -19,8 +19,8 @@
 
 use crate::bindings::log::Level;
 use crate::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig};
-use crate::executor::HostState;
 use crate::gpu::Tensor;
+use crate::host_state::HostState;
 use crate::limits::{MAX_LOG_MESSAGE_BYTES, MAX_METRIC_NAME_BYTES, MAX_NAME_BYTES};
 use wasmtime::component::{ComponentType, Lift, Linker, Resource, WasmList, WasmStr};
 use wasmtime::{AsContext, AsContextMut, StoreContextMut};

@@ -8,7 +8,7 @@
 //! against the step's own mounts.
 
 use crate::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig, Trained};
-use crate::executor::HostState;
+use crate::host_state::HostState;
 use std::path::PathBuf;
 use wasmtime::component::Resource;
 use weir_host_gpu::trainers::{self, Model};

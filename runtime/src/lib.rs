@@ -28,6 +28,7 @@ pub mod executor;
 mod faults;
 pub mod gc;
 mod gpu;
+mod host_state;
 pub mod lineage;
 pub mod owner;
 pub mod records;
