@@ -70,7 +70,64 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| plan.base_dir.join(".weir"));
-    let mut config = super::runtime_config(&plan.base_dir, &store, args.jobs)?;
+    let config = config_for(&args, &plan, &store)?;
+    let jobs = config.jobs;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.max(1))
+        .enable_all()
+        .build()?;
+    let rt = Runtime::new(config)?;
+
+    let (bar, on_event) = progress_display(&plan, args.follow, args.quiet);
+    let cancel = CancellationToken::new();
+    let report = tokio.block_on(async {
+        let c = cancel.clone();
+        let b = bar.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                b.println("interrupted: stopping the run (running steps are cancelled)");
+                c.cancel();
+            }
+        });
+        rt.run_shared(
+            plan.clone(),
+            RunOptions {
+                on_event: Some(on_event),
+                cancel: Some(cancel.clone()),
+                fail_fast: args.fail_fast,
+                resume,
+                ..RunOptions::default()
+            },
+        )
+        .await
+    });
+    bar.finish_and_clear();
+    let report = report.map_err(with_cli_hint)?;
+
+    print_summary(&rt, &plan, &report, &store)?;
+    if let Some(e) = &report.error {
+        let e = super::one_line(e);
+        let text = format!("error: run {} {}: {e}\n", report.run, report.state);
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr().lock(),
+            weir_runtime::names::inert(&text, true).as_bytes(),
+        );
+    }
+    Ok(match report.state {
+        RunState::Succeeded => ExitCode::SUCCESS,
+        RunState::Cancelled => ExitCode::from(130),
+        _ => ExitCode::from(1),
+    })
+}
+
+/// The runtime configuration for `weir run`: the project's, with the
+/// command line's trust flags.
+fn config_for(
+    args: &Args,
+    plan: &weir_runtime::Plan,
+    store: &std::path::Path,
+) -> anyhow::Result<weir_runtime::Config> {
+    let mut config = super::runtime_config(&plan.base_dir, store, args.jobs)?;
     for d in &args.trust {
         config.trust = config
             .trust
@@ -81,13 +138,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.trust_all {
         config.trust = config.trust.clone().trust_all();
     }
-    let jobs = config.jobs;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.max(1))
-        .enable_all()
-        .build()?;
-    let rt = Runtime::new(config)?;
+    Ok(config)
+}
 
+/// The progress display: a spinner with counts on a terminal, lines on
+/// stderr otherwise; a line per top-level step (map children counted on
+/// their map's line), retries, failures, and with `follow` the steps' logs
+/// and metrics. Returns the bar (to clear at the end) and the event sink.
+fn progress_display(
+    plan: &weir_runtime::Plan,
+    follow: bool,
+    quiet: bool,
+) -> (ProgressBar, weir_runtime::run::EventSink) {
     let bar = ProgressBar::new(plan.steps.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {wide_msg}")
@@ -109,8 +171,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             b.println(line);
         }
     };
-    let follow = args.follow;
-    let quiet = args.quiet;
     // When a "still working" line was last printed without a terminal.
     let last_said = std::sync::Mutex::new(std::time::Instant::now());
     // Children finished per map step, by state.
@@ -244,31 +304,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         _ => {}
     });
-    let cancel = CancellationToken::new();
-    let report = tokio.block_on(async {
-        let c = cancel.clone();
-        let b = bar.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                b.println("interrupted: stopping the run (running steps are cancelled)");
-                c.cancel();
-            }
-        });
-        rt.run_shared(
-            plan.clone(),
-            RunOptions {
-                on_event: Some(on_event),
-                cancel: Some(cancel.clone()),
-                fail_fast: args.fail_fast,
-                resume,
-                ..RunOptions::default()
-            },
-        )
-        .await
-    });
-    bar.finish_and_clear();
-    let report = report.map_err(with_cli_hint)?;
+    (bar, on_event)
+}
 
+/// The summary on stdout: counts, early cutoff, outputs, the schedule,
+/// hooks, and the models registered.
+fn print_summary(
+    rt: &Runtime,
+    plan: &weir_runtime::Plan,
+    report: &weir_runtime::RunReport,
+    store: &std::path::Path,
+) -> anyhow::Result<()> {
     let count = |st: StepState| report.steps.iter().filter(|s| s.state == st).count();
     let mut summary = format!(
         "run {} {}: {}, {} executed, {} cached",
@@ -364,19 +410,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if let Some(e) = &report.error {
-        let e = super::one_line(e);
-        let text = format!("error: run {} {}: {e}\n", report.run, report.state);
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr().lock(),
-            weir_runtime::names::inert(&text, true).as_bytes(),
-        );
-    }
-    Ok(match report.state {
-        RunState::Succeeded => ExitCode::SUCCESS,
-        RunState::Cancelled => ExitCode::from(130),
-        _ => ExitCode::from(1),
-    })
+    Ok(())
 }
 
 /// "1 step", "3 steps".
