@@ -145,6 +145,7 @@ fn config_for(
 /// stderr otherwise; a line per top-level step (map children counted on
 /// their map's line), retries, failures, and with `follow` the steps' logs
 /// and metrics. Returns the bar (to clear at the end) and the event sink.
+/// (Long because it is one `match` over the event kinds, a few lines each.)
 fn progress_display(
     plan: &weir_runtime::Plan,
     follow: bool,
