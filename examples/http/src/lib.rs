@@ -1,7 +1,7 @@
 //! An HTTP service that embeds weir: `POST /runs` with a pipeline script
 //! (JSON `{"script": "...", "params": {"name": "value"}}`) compiles it
 //! against the service's project folder, runs it on the service's one
-//! long-lived [`Runtime`], and streams the run's events back as NDJSON, one
+//! long-lived [`Runtime`] through a run handle, and streams the run's events back as NDJSON, one
 //! JSON object per line, ending with `run_finished`. A script error is a
 //! `400` with `{"error": "..."}` naming the line. A client that disconnects
 //! cancels its run. At most [`MAX_CONCURRENT_RUNS`] run at once (more wait),
@@ -142,13 +142,7 @@ async fn start_run(State(svc): State<Service>, body: axum::body::Bytes) -> Respo
     let (tx, rx) = mpsc::unbounded_channel::<Value>();
     let cancel = CancellationToken::new();
     let guard = CancelOnDrop(cancel.clone());
-    let events = tx.clone();
     let opts = RunOptions {
-        on_event: Some(Arc::new(move |e: &RunEvent| {
-            if let Some(v) = event_json(e) {
-                let _ = events.send(v);
-            }
-        })),
         cancel: Some(cancel),
         ..Default::default()
     };
@@ -158,7 +152,19 @@ async fn start_run(State(svc): State<Service>, body: axum::body::Bytes) -> Respo
         let Ok(_slot) = slots.acquire_owned().await else {
             return;
         };
-        let last = match runtime.run(&plan, opts).await {
+        // The run handle: its events as they happen, then its report.
+        let ended = match runtime.start(Arc::new(plan), opts).await {
+            Ok(mut run) => {
+                while let Some(e) = run.next_event().await {
+                    if let Some(v) = event_json(&e) {
+                        let _ = tx.send(v);
+                    }
+                }
+                run.finish().await
+            }
+            Err(e) => Err(e),
+        };
+        let last = match ended {
             Ok(report) => json!({
                 "event": "run_finished", "run": report.run.0, "state": report.state.as_str(),
                 "error": report.error,
