@@ -76,7 +76,9 @@ pub fn plan(
     now_ms: i64,
 ) -> anyhow::Result<GcPlan> {
     let mut out = GcPlan::default();
-    let kept = kept_runs(records, policy, now_ms, &mut out)?;
+    let models = records.models(None)?;
+    let registered: HashSet<RunId> = models.iter().map(|m| m.run).collect();
+    let kept = kept_runs(records, policy, now_ms, &registered, &mut out)?;
     // Live artifacts and components.
     let mut live: HashSet<Digest> = HashSet::new();
     let mut components: HashSet<Digest> = HashSet::new();
@@ -86,7 +88,7 @@ pub fn plan(
             components.extend(s.component);
         }
     }
-    live.extend(records.models(None)?.iter().map(|m| m.digest));
+    live.extend(models.iter().map(|m| m.digest));
     for e in records.cache_entries()? {
         if e.outputs.values().all(|d| live.contains(d)) {
             continue;
@@ -154,15 +156,16 @@ pub fn collect(
     Ok(plan)
 }
 
-/// The runs the policy keeps; the others go into `out.runs_removed`.
+/// The runs the policy keeps (`registered`: the runs that registered a
+/// model version); the others go into `out.runs_removed`.
 fn kept_runs(
     records: &dyn Records,
     policy: &KeepPolicy,
     now_ms: i64,
+    registered: &HashSet<RunId>,
     out: &mut GcPlan,
 ) -> anyhow::Result<BTreeSet<RunId>> {
     let since = now_ms - i64::from(policy.days) * 86_400_000;
-    let registered: HashSet<RunId> = records.models(None)?.iter().map(|m| m.run).collect();
     let mut per_pipeline: HashMap<String, usize> = HashMap::new();
     let mut kept = BTreeSet::new();
     // Newest first.

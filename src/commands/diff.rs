@@ -16,21 +16,6 @@ pub struct Args {
     store: StoreArg,
 }
 
-fn step_params(
-    records: &dyn Records,
-    run: weir_runtime::RunId,
-) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
-    let json = records.plan_json(run)?.unwrap_or_default();
-    let plan: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    let mut out = BTreeMap::new();
-    for s in plan["steps"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
-        if let Some(name) = s["name"].as_str() {
-            out.insert(name.to_string(), s["params"].clone());
-        }
-    }
-    Ok(out)
-}
-
 fn word(same: bool) -> &'static str {
     if same { "same" } else { "CHANGED" }
 }
@@ -48,7 +33,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect::<BTreeMap<_, _>>()
     };
     let (sa, sb) = (index(records.steps(a)?), index(records.steps(b)?));
-    let (pa, pb) = (step_params(&records, a)?, step_params(&records, b)?);
+    let (pa, pb) = (
+        super::step_params(&records, a)?,
+        super::step_params(&records, b)?,
+    );
     let mut names: Vec<&String> = sa.keys().chain(sb.keys()).collect();
     names.sort();
     names.dedup();

@@ -139,6 +139,22 @@ pub fn parse_run(s: &str) -> anyhow::Result<weir_runtime::RunId> {
         .map_err(|_| anyhow::anyhow!("expected a run number such as 12, found {s:?}"))
 }
 
+/// The params of each step of a run, from its recorded plan.
+pub fn step_params(
+    records: &dyn Records,
+    run: weir_runtime::RunId,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let json = records.plan_json(run)?.unwrap_or_default();
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+    Ok(plan["steps"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["params"].clone())))
+        .collect())
+}
+
 /// Gets `records.run(id)` or a clear error.
 pub fn need_run(
     records: &dyn Records,

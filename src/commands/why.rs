@@ -2,7 +2,6 @@
 //! skip), in terms of what its cache key covers.
 
 use crate::StoreArg;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use weir_runtime::RunId;
 use weir_runtime::records::{Records, StepState, StepSummary};
@@ -20,22 +19,6 @@ pub struct Args {
 
 /// How many earlier runs are searched for the step's previous execution.
 const LOOK_BACK: usize = 1000;
-
-/// The params of each step of a run, from its recorded plan.
-fn step_params(
-    records: &dyn Records,
-    run: RunId,
-) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
-    let json = records.plan_json(run)?.unwrap_or_default();
-    let plan: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
-    Ok(plan["steps"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["params"].clone())))
-        .collect())
-}
 
 /// Runs `weir why`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -140,7 +123,10 @@ fn executed(
         );
     }
     let base = s.step.split('[').next().unwrap_or(&s.step);
-    let (now, then) = (step_params(records, id)?, step_params(records, prev_id)?);
+    let (now, then) = (
+        super::step_params(records, id)?,
+        super::step_params(records, prev_id)?,
+    );
     if s.step == base && now.get(base) != then.get(base) {
         reasons += 1;
         let empty = serde_json::Map::new();

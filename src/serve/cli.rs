@@ -161,7 +161,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.max
         );
     }
-    let config = super::project_config(&project, &store, args.jobs)?;
+    let config = crate::commands::runtime_config(&project, &store, args.jobs)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.jobs.max(1))
         .enable_all()

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_runtime::plan::ServeOptions;
 use weir_runtime::records::LogLine;
-use weir_runtime::{Config, RunEvent, RunId, RunOptions, Runtime, TrustPolicy};
+use weir_runtime::{RunEvent, RunId, RunOptions, Runtime, TrustPolicy};
 
 /// Arguments of `weir serve`.
 #[derive(clap::Args)]
@@ -521,12 +521,6 @@ pub fn project_and_store(
     Ok((project, store))
 }
 
-/// The runtime configuration for a project's runs: its store, `jobs` if
-/// given, and the project's trust file.
-pub fn project_config(project: &Path, store: &Path, jobs: Option<usize>) -> anyhow::Result<Config> {
-    crate::commands::runtime_config(project, store, jobs)
-}
-
 /// Locks a mutex, going on with the data if a holder panicked.
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -581,7 +575,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (project, store) = project_and_store(args.project.clone(), args.store.clone())?;
-    let config = project_config(&project, &store, args.jobs)?;
+    let config = crate::commands::runtime_config(&project, &store, args.jobs)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.jobs.max(2))
         .enable_all()
