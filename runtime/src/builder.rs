@@ -194,17 +194,24 @@ pub enum BuildEvent<'a> {
 ///
 /// A step crate is always built with its whole workspace, here and in
 /// [`build_crate`], so its bytes do not depend on which crates were stale.
+///
+/// Returns each crate's component (fresh or just built), by the folder it
+/// was given as, so that loading it checks nothing again.
 pub fn build_crates(
     crate_dirs: &[PathBuf],
     stamp_dir: &Path,
     on: &(dyn Fn(BuildEvent<'_>) + Sync),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HashMap<PathBuf, PathBuf>> {
+    let mut components = HashMap::new();
+    let mut stale: Vec<(&PathBuf, PathBuf)> = Vec::new();
     let mut by_workspace: BTreeMap<PathBuf, Vec<(PathBuf, String)>> = BTreeMap::new();
     for dir in crate_dirs {
         let manifest = step_manifest(dir)?;
-        if fresh_stamp(&manifest, stamp_dir).is_some() {
+        if let Some(wasm) = fresh_stamp(&manifest, stamp_dir) {
+            components.insert(dir.clone(), wasm);
             continue;
         }
+        stale.push((dir, manifest.clone()));
         let package = package_name(&manifest)?;
         let root = workspace_manifest(&manifest).unwrap_or_else(|| manifest.clone());
         let group = by_workspace.entry(root).or_default();
@@ -223,6 +230,7 @@ pub fn build_crates(
         let start = std::time::Instant::now();
         let began = std::time::SystemTime::now();
         let built = cargo_build(&root, &|line| on(BuildEvent::Progress(line)))?;
+        let began = built_at(&root, began);
         on(BuildEvent::Finished {
             crates: &crates,
             took: start.elapsed(),
@@ -235,8 +243,13 @@ pub fn build_crates(
         for (manifest, wasm) in &built {
             write_stamp(&manifest_stamp(manifest, stamp_dir), wasm, began);
         }
+        for (dir, manifest) in &stale {
+            if let Some(wasm) = built.get(manifest) {
+                components.insert((*dir).clone(), wasm.clone());
+            }
+        }
     }
-    Ok(())
+    Ok(components)
 }
 
 /// The `[package] name` of a manifest.
@@ -340,6 +353,7 @@ pub fn build_crate_cached(crate_dir: &Path, stamp_dir: &Path) -> anyhow::Result<
     }
     let began = std::time::SystemTime::now();
     let wasm = build_crate(crate_dir)?;
+    let began = built_at(&manifest, began);
     write_stamp(&manifest_stamp(&manifest, stamp_dir), &wasm, began);
     Ok(wasm)
 }
@@ -363,6 +377,21 @@ fn fresh_stamp(manifest: &Path, stamp_dir: &Path) -> Option<PathBuf> {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let built = mtime(&wasm)?.max(mtime(&stamp)?);
     is_fresh(manifest, &wasm, built).then_some(wasm)
+}
+
+/// When a cargo run that began at `began` on the crate or workspace of
+/// `manifest` counts as having built: `began`, or later if that run wrote
+/// the workspace's `Cargo.lock` (cargo records a new member or dependency
+/// there as part of the build; the lock then says what was built, and must
+/// not make the component look stale).
+fn built_at(manifest: &Path, began: std::time::SystemTime) -> std::time::SystemTime {
+    let lock = manifest
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("Cargo.lock"))
+        .find(|l| l.is_file());
+    lock.and_then(|l| std::fs::metadata(l).and_then(|m| m.modified()).ok())
+        .map_or(began, |written| written.max(began))
 }
 
 /// Remembers `wasm` as the component in `stamp`, dated `began` (when the

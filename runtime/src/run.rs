@@ -550,10 +550,11 @@ impl Runtime {
         requested: &std::collections::BTreeSet<String>,
         fuel: bool,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
-        self.load_component_under(&self.inner.trust, source, base, requested, fuel)
+        self.load_component_under(&self.inner.trust, source, base, requested, fuel, None)
     }
 
-    /// [`Runtime::load_component`] under `trust`.
+    /// [`Runtime::load_component`] under `trust`; `built`: a crate source's
+    /// component, already built (and checked against `trust`) for this run.
     fn load_component_under(
         &self,
         trust: &TrustPolicy,
@@ -561,6 +562,7 @@ impl Runtime {
         base: &Path,
         requested: &std::collections::BTreeSet<String>,
         fuel: bool,
+        built: Option<PathBuf>,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
         let executor = self.executor_for(fuel)?;
         let resolve = |p: &Path| {
@@ -577,12 +579,16 @@ impl Runtime {
                     resolve(dir).display()
                 )
             }
-            ComponentSource::Crate(dir) => {
-                let dir = resolve(dir);
-                // Before cargo runs the crate's build script.
-                trust.check_build(&dir).map_err(|e| anyhow!(e))?;
-                crate::builder::build_crate_cached(&dir, &self.inner.store.root().join("builds"))?
-            }
+            ComponentSource::Crate(dir) => match built {
+                Some(wasm) => wasm,
+                None => {
+                    let dir = resolve(dir);
+                    // Before cargo runs the crate's build script.
+                    trust.check_build(&dir).map_err(|e| anyhow!(e))?;
+                    let stamps = self.inner.store.root().join("builds");
+                    crate::builder::build_crate_cached(&dir, &stamps)?
+                }
+            },
             ComponentSource::Wasm(p) => resolve(p),
         };
         let (crate_dir, file) = match source {
@@ -601,7 +607,8 @@ impl Runtime {
         &self,
         trust: &Arc<TrustPolicy>,
         s: &crate::plan::StepPlan,
-        base: &Path,
+        plan: &Plan,
+        built: &HashMap<PathBuf, PathBuf>,
         fuel: bool,
         emit: &(dyn Fn(RunEvent) + Sync),
     ) -> anyhow::Result<Arc<LoadedComponent>> {
@@ -613,12 +620,16 @@ impl Runtime {
         });
         let this = self.clone();
         let source = s.component.clone();
-        let base = base.to_path_buf();
+        let base = plan.base_dir.clone();
         let req = s.capabilities.clone();
         let requested = &s.capabilities;
         let trust = trust.clone();
+        let wasm = match &s.component {
+            ComponentSource::Crate(dir) => built.get(&plan.resolve(dir)).cloned(),
+            ComponentSource::Wasm(_) => None,
+        };
         tokio::task::spawn_blocking(move || {
-            this.load_component_under(&trust, &source, &base, &req, fuel)
+            this.load_component_under(&trust, &source, &base, &req, fuel, wasm)
         })
         .await
         .map_err(|e| anyhow!("component loader panicked: {e}"))?
@@ -640,15 +651,18 @@ impl Runtime {
     /// Builds the plan's stale step crates, one cargo invocation per
     /// workspace (off the async threads), reporting cargo's progress. Each
     /// crate is checked against the trust policy before any build script runs.
+    /// Returns each crate's component by its resolved folder (empty where
+    /// building together failed: each step then builds its own and reports
+    /// its error).
     async fn build_stale_crates(
         &self,
         plan: &Plan,
         trust: &TrustPolicy,
         emit: &(dyn Fn(RunEvent) + Sync),
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<HashMap<PathBuf, PathBuf>> {
         if !self.inner.config.build_crates {
             // Each crate source is refused when its component loads.
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
         for s in &plan.steps {
@@ -663,7 +677,7 @@ impl Runtime {
             }
         }
         if dirs.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let stamps = self.inner.store.root().join("builds");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -694,7 +708,7 @@ impl Runtime {
         match build.await {
             Ok(result) => result.or_else(|e| {
                 tracing::debug!("building the step crates together failed: {e:#}");
-                Ok(())
+                Ok(HashMap::new())
             }),
             Err(e) => Err(anyhow!("the step builder panicked: {e}")),
         }
@@ -921,7 +935,7 @@ impl Runtime {
         emit: &(dyn Fn(RunEvent) + Sync),
     ) -> anyhow::Result<Prepared> {
         let n = plan.steps.len();
-        self.build_stale_crates(&plan, trust, emit).await?;
+        let built = self.build_stale_crates(&plan, trust, emit).await?;
         // Components (before anything is recorded, unless `record_first`).
         type Requested<'a> = &'a std::collections::BTreeSet<String>;
         type Loaded = (Arc<LoadedComponent>, Option<LimitsCap>);
@@ -936,7 +950,7 @@ impl Runtime {
             let (c, limit_cap) = match by_source.get(&(&s.component, requested, fuel)) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.load_for(trust, s, &plan.base_dir, fuel, emit).await?;
+                    let c = self.load_for(trust, s, &plan, &built, fuel, emit).await?;
                     let limit_cap = if caps_limits {
                         let (crate_dir, file) = match &s.component {
                             ComponentSource::Crate(dir) => (Some(plan.resolve(dir)), None),
@@ -993,7 +1007,7 @@ impl Runtime {
                 *c = match with_fuel.get(&(&s.component, &s.capabilities)) {
                     Some(c) => c.clone(),
                     None => {
-                        let loaded = self.load_for(trust, s, &plan.base_dir, true, emit).await?;
+                        let loaded = self.load_for(trust, s, &plan, &built, true, emit).await?;
                         with_fuel.insert((&s.component, &s.capabilities), loaded.clone());
                         loaded
                     }
