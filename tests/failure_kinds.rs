@@ -27,13 +27,7 @@ fn each_failure_is_recorded_with_its_kind() {
     )
     .unwrap();
     let store = tmp.path().join(".weir");
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let out = run_script(&f, &store);
     assert!(!out.status.success());
     let show = weir()
         .args(["show", "1", "--json", "--store"])

@@ -28,13 +28,7 @@ fn a_panicking_step_reports_its_panic_message_and_function() {
         ),
     );
     let store = tmp.path().join(".weir");
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let out = run_script(&f, &store);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -97,13 +91,7 @@ fn no_command_panics_on_a_closed_pipe() {
     }
     let f = script(tmp.path(), &body);
     let store = tmp.path().join(".weir");
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let out = run_script(&f, &store);
     assert!(out.status.success());
     for args in [vec!["show", "1"], vec!["runs"], vec!["metrics", "1"]] {
         let mut child = weir()
@@ -136,17 +124,7 @@ fn the_model_commands_name_the_store_they_read() {
             fixture("noop").display()
         ),
     );
-    assert!(
-        weir()
-            .arg("run")
-            .arg(&f)
-            .arg("--store")
-            .arg(&store)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    assert!(run_script(&f, &store).status.success());
     let out = weir()
         .args(["models", "show", "churn", "--store"])
         .arg(&store)
@@ -213,13 +191,7 @@ fn lineage_reaches_the_host_file_the_data_came_from() {
         ),
     );
     let store = tmp.path().join(".weir");
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let out = run_script(&f, &store);
     assert!(
         out.status.success(),
         "{}",
@@ -287,13 +259,7 @@ fn json_outputs_call_the_run_number_run() {
         ),
     );
     let store = tmp.path().join(".weir");
-    let run = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
+    let run = run_script(&f, &store);
     assert!(
         run.status.success(),
         "{}",
@@ -406,13 +372,7 @@ fn serve_settings_do_not_change_a_pipelines_identity() {
     ];
     for body in &variants {
         let f = script(tmp.path(), body);
-        let out = weir()
-            .arg("run")
-            .arg(&f)
-            .arg("--store")
-            .arg(&store)
-            .output()
-            .unwrap();
+        let out = run_script(&f, &store);
         assert!(
             out.status.success(),
             "{}",
@@ -449,13 +409,7 @@ fn an_untrusted_capability_gets_the_cli_hint_on_the_command_line() {
             trainer.display()
         ),
     );
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(tmp.path().join(".weir"))
-        .output()
-        .unwrap();
+    let out = run_script(&f, &tmp.path().join(".weir"));
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("TrustPolicy::trust("), "{said}");

@@ -7,16 +7,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Output;
-
-fn ok(out: Output) -> (String, String) {
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-    (stdout, stderr)
-}
 
 /// Every file of `dir` (but build output and the store) that mentions `text`.
 fn files_mentioning(dir: &Path, text: &str) -> Vec<String> {
@@ -63,7 +53,7 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
         c
     };
 
-    let (said, _) = ok(weir().arg("init").arg(&proj).output().unwrap());
+    let (said, _) = succeeded(weir().arg("init").arg(&proj).output().unwrap());
     assert!(said.contains("created weir project my-project"), "{said}");
     for f in [
         "weir.toml",
@@ -84,10 +74,12 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("holds a project already"));
 
     // A second step joins the workspace.
-    let (said, _) = ok(weir_here()
-        .args(["new", "step", "double"])
-        .output()
-        .unwrap());
+    let (said, _) = succeeded(
+        weir_here()
+            .args(["new", "step", "double"])
+            .output()
+            .unwrap(),
+    );
     assert!(said.contains("a member of"), "{said}");
     let manifest = std::fs::read_to_string(proj.join("steps/Cargo.toml")).unwrap();
     assert!(
@@ -121,7 +113,7 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
     std::fs::write(proj.join("pipeline.rhai"), pipeline).unwrap();
 
     // First run: both crates built by one cargo invocation, shown as it goes.
-    let (stdout, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    let (stdout, stderr) = succeeded(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
     assert!(stdout.contains("2 steps, 2 executed, 0 cached"), "{stdout}");
     let builds: Vec<&str> = stderr
         .lines()
@@ -152,23 +144,25 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
         .as_str()
         .unwrap()
         .to_string();
-    let (twice, _) = ok(weir_here()
-        .args(["cat", &out, "twice.txt"])
-        .output()
-        .unwrap());
+    let (twice, _) = succeeded(
+        weir_here()
+            .args(["cat", &out, "twice.txt"])
+            .output()
+            .unwrap(),
+    );
     assert_eq!(twice, "hellohello");
 
     // The re-run builds nothing and runs nothing.
-    let (stdout, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    let (stdout, stderr) = succeeded(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
     assert!(stdout.contains("0 executed, 2 cached"), "{stdout}");
     assert!(!stderr.contains("build"), "{stderr}");
 
     // A crate added to the workspace (and not used yet) makes the next run
     // check with cargo once; the run after it starts no cargo at all.
-    ok(weir_here().args(["new", "step", "later"]).output().unwrap());
-    let (_, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    succeeded(weir_here().args(["new", "step", "later"]).output().unwrap());
+    let (_, stderr) = succeeded(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
     assert!(stderr.contains("build"), "{stderr}");
-    let (stdout, stderr) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    let (stdout, stderr) = succeeded(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
     assert!(stdout.contains("0 executed, 2 cached"), "{stdout}");
     assert!(
         !stderr.contains("build"),
@@ -178,6 +172,6 @@ fn a_new_project_builds_and_runs_with_no_checkout_in_reach() {
     // An edit to one step's source is noticed; only that step runs again.
     let lib = proj.join("steps/double/src/lib.rs");
     std::fs::write(&lib, DOUBLE.replace("{text}{text}", "{text} {text}")).unwrap();
-    let (stdout, _) = ok(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
+    let (stdout, _) = succeeded(weir_here().args(["run", "pipeline.rhai"]).output().unwrap());
     assert!(stdout.contains("1 executed, 1 cached"), "{stdout}");
 }

@@ -30,13 +30,7 @@ fn script(dir: &std::path::Path) -> std::path::PathBuf {
 fn a_maps_children_are_counted_not_listed() {
     let tmp = tempfile::tempdir().unwrap();
     let f = script(tmp.path());
-    let out = weir()
-        .arg("run")
-        .arg(&f)
-        .arg("--store")
-        .arg(tmp.path().join(".weir"))
-        .output()
-        .unwrap();
+    let out = run_script(&f, &tmp.path().join(".weir"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("each["), "children listed:\n{stderr}");

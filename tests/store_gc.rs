@@ -7,24 +7,20 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::Output;
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The stdout of a command that must succeed.
+fn stdout_of(out: std::process::Output) -> String {
+    succeeded(out).0
 }
 
 fn run_ids(store: &Path) -> Vec<i64> {
-    let out = ok(weir()
-        .args(["runs", "--json", "--store"])
-        .arg(store)
-        .output()
-        .unwrap());
+    let out = stdout_of(
+        weir()
+            .args(["runs", "--json", "--store"])
+            .arg(store)
+            .output()
+            .unwrap(),
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
@@ -57,13 +53,15 @@ fn gc_removes_what_no_kept_run_needs_and_verify_passes() {
     )
     .unwrap();
     let run = |n: i64| {
-        ok(weir()
-            .arg("run")
-            .arg(&script)
-            .args(["--param", &format!("n={n}"), "--store"])
-            .arg(&store)
-            .output()
-            .unwrap())
+        stdout_of(
+            weir()
+                .arg("run")
+                .arg(&script)
+                .args(["--param", &format!("n={n}"), "--store"])
+                .arg(&store)
+                .output()
+                .unwrap(),
+        )
     };
     for n in 0..4 {
         run(n);
@@ -72,20 +70,22 @@ fn gc_removes_what_no_kept_run_needs_and_verify_passes() {
     let before = objects(&store);
 
     let gc = |extra: &[&str]| {
-        ok(weir()
-            .args([
-                "store",
-                "gc",
-                "--keep-days",
-                "0",
-                "--keep-last",
-                "1",
-                "--store",
-            ])
-            .arg(&store)
-            .args(extra)
-            .output()
-            .unwrap())
+        stdout_of(
+            weir()
+                .args([
+                    "store",
+                    "gc",
+                    "--keep-days",
+                    "0",
+                    "--keep-last",
+                    "1",
+                    "--store",
+                ])
+                .arg(&store)
+                .args(extra)
+                .output()
+                .unwrap(),
+        )
     };
     let dry = gc(&["--dry-run"]);
     assert!(dry.starts_with("would remove 2 runs (kept 2"), "{dry}");
@@ -98,23 +98,29 @@ fn gc_removes_what_no_kept_run_needs_and_verify_passes() {
     // The newest run and the run that registered the model are kept.
     assert_eq!(run_ids(&store), [4, 1]);
     assert!(objects(&store) < before, "{done}");
-    ok(weir()
-        .args(["store", "verify", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap());
-    let model = ok(weir()
-        .args(["models", "show", "m", "--json", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap());
+    stdout_of(
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    let model = stdout_of(
+        weir()
+            .args(["models", "show", "m", "--json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
     let model: serde_json::Value = serde_json::from_str(&model).unwrap();
     let digest = model["model"]["digest"].as_str().unwrap().to_string();
-    ok(weir()
-        .args(["cat", &digest, "--store"])
-        .arg(&store)
-        .output()
-        .unwrap());
+    stdout_of(
+        weir()
+            .args(["cat", &digest, "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
     // What was kept is still a cache hit; what went runs again.
     assert!(run(3).contains("0 executed, 1 cached"));
     assert!(run(1).contains("1 executed, 0 cached"));
@@ -184,18 +190,22 @@ fn gc_waits_for_a_run_in_progress_in_another_process() {
     );
     // The run had finished, whole, before the collection began.
     let run = child.wait_with_output().unwrap();
-    ok(run);
-    ok(weir()
-        .args(["store", "verify", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap());
-    let again = ok(weir()
-        .arg("run")
-        .arg(&script)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap());
+    stdout_of(run);
+    stdout_of(
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    let again = stdout_of(
+        weir()
+            .arg("run")
+            .arg(&script)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
     assert!(again.contains("0 executed, 1 cached"), "{again}");
 }

@@ -316,3 +316,25 @@ pub fn run_measured(cmd: &mut std::process::Command) -> (std::process::Output, u
         usage.ru_maxrss as u64 * 1024,
     )
 }
+
+/// `weir run SCRIPT --store STORE`.
+pub fn run_script(script: &Path, store: &Path) -> std::process::Output {
+    weir()
+        .arg("run")
+        .arg(script)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap()
+}
+
+/// Asserts that a command succeeded (showing both of its streams if not)
+/// and returns its stdout and stderr.
+pub fn succeeded(out: std::process::Output) -> (String, String) {
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
