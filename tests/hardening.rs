@@ -223,9 +223,8 @@ fn assert_records_reference_only_stored_objects(store: &Path, run: u64) -> serde
     for s in v["steps"].as_array().unwrap() {
         for (_, d) in s["outputs"].as_object().unwrap() {
             let d = d.as_str().unwrap();
-            let obj = store.join("objects").join(&d[..2]).join(d);
             assert!(
-                obj.is_file(),
+                common::holds_object(store, d),
                 "step {} names {d}, which is not stored",
                 s["step"]
             );
@@ -375,17 +374,6 @@ impl Rng {
     }
 }
 
-fn objects(store: &Path) -> Vec<std::path::PathBuf> {
-    let mut all = Vec::new();
-    for d in std::fs::read_dir(store.join("objects")).unwrap() {
-        for f in std::fs::read_dir(d.unwrap().path()).unwrap() {
-            all.push(f.unwrap().path());
-        }
-    }
-    all.sort();
-    all
-}
-
 /// Each step's outputs in run `run`, by step name.
 fn outputs(store: &Path, run: u64) -> std::collections::BTreeMap<String, serde_json::Value> {
     let show = weir()
@@ -449,7 +437,7 @@ fn after_corruption_every_run_recomputes_what_was_lost() {
     );
     let want = outputs(&pristine, 1);
     assert_eq!(want.len(), 60);
-    let n_objects = objects(&pristine).len();
+    let n_objects = common::stored_objects(&pristine).len();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for round in 0..12 {
         let store = tmp.path().join(format!("store{round}"));
@@ -460,10 +448,10 @@ fn after_corruption_every_run_recomputes_what_was_lost() {
             .status()
             .unwrap();
         assert!(cp.success());
-        let all = objects(&store);
+        let all = common::stored_objects(&store);
         for _ in 0..20 {
             let victim = &all[(rng.next() % n_objects as u64) as usize];
-            let mut bytes = std::fs::read(victim).unwrap();
+            let mut bytes = common::stored_bytes(&store, victim);
             if bytes.is_empty() || rng.next().is_multiple_of(2) {
                 bytes.truncate(bytes.len() / 2);
                 if bytes.is_empty() {
@@ -473,13 +461,9 @@ fn after_corruption_every_run_recomputes_what_was_lost() {
                 let at = (rng.next() % bytes.len() as u64) as usize;
                 bytes[at] ^= 1 << (rng.next() % 8);
             }
-            // In place, as a failing disk would: views that link the
-            // object show the same damage.
-            let mut perms = std::fs::metadata(victim).unwrap().permissions();
-            #[allow(clippy::permissions_set_readonly_false)]
-            perms.set_readonly(false);
-            std::fs::set_permissions(victim, perms).unwrap();
-            std::fs::write(victim, &bytes).unwrap();
+            // In place, as a failing disk would: views that link an
+            // object file show the same damage.
+            common::tamper_object(&store, victim, &bytes);
         }
         let out = weir()
             .arg("run")
@@ -614,9 +598,7 @@ fn a_script_reads_host_files_only_inside_its_project() {
             "{path}: {said}"
         );
     }
-    let store = std::fs::read_dir(tmp.path().join("store").join("objects"))
-        .map(|r| r.count())
-        .unwrap_or(0);
+    let store = common::stored_objects(&tmp.path().join("store")).len();
     assert_eq!(store, 0, "nothing was read into the store");
     // Inside the project, or under a root the project's weir.toml names: read.
     std::fs::write(proj.join("mine.txt"), "mine").unwrap();

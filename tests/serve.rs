@@ -319,7 +319,11 @@ fn the_api_triggers_watches_cancels_and_retries_runs_and_guards_every_route() {
         s,
         &v,
     );
-    assert_eq!(v["rows"], json!([["x", "y"], ["1", "2"], ["3", "4"]]));
+    assert_eq!(
+        v["rows"],
+        json!([["x", "y"], ["1", "2"], ["3", "4"]]),
+        "{v}"
+    );
     for bad in [
         format!("/api/artifacts/{out}/files/../../weir.db"),
         format!("/api/artifacts/{out}/files/%2e%2e/%2e%2e/weir.db"),

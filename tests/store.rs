@@ -46,10 +46,7 @@ fn store_verify_finds_corrupt_objects_and_damaged_references_and_cleans_leftover
     std::fs::create_dir_all(store.join("tmp/out-999999999-7")).unwrap();
     let params = weir_runtime::Digest::of(br#"{"note":"x"}"#);
     let hex = params.to_hex();
-    let obj = store.join("objects").join(&hex[..2]).join(&hex);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&obj, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&obj, "tampered").unwrap();
+    common::tamper_object(&store, &params, b"tampered");
 
     let out = verify();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -129,4 +126,74 @@ fn inspect_shows_the_world_imports_and_what_the_policy_would_grant() {
     assert!(text.contains("would grant the gpu capability"), "{text}");
     let text = inspect(&fixture("wrong_world"), &[]);
     assert!(text.contains("not a weir step"), "{text}");
+}
+
+/// Issue 23: a tiny step's objects (its output tree and a few bytes of
+/// value) cost a file, an inode and two syncs each. They are rows of the
+/// store's pack now: a chain of real steps that each read and write a small
+/// file leaves no object file, every artifact is still readable, verifiable
+/// and laid out for the next step, and a re-run is all cache hits.
+#[test]
+fn small_objects_are_packed_and_still_read_verified_and_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join(".weir");
+    let relay = fixture("relay").display().to_string();
+    let mut script = format!(
+        "let p = pipeline(\"tiny\");\nlet prev = p.step(\"s0\", {relay:?}).output(\"out\");\n"
+    );
+    for i in 1..20 {
+        script.push_str(&format!(
+            "prev = p.step(\"s{i}\", {relay:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ add: {i} }});\n"
+        ));
+    }
+    let path = tmp.path().join("p.rhai");
+    std::fs::write(&path, script).unwrap();
+    succeeded(run_script(&path, &store));
+
+    // 1 + (1 + ... + 19), computed step by step through 19 views.
+    let (show, _) = succeeded(
+        weir()
+            .args(["show", "1", "--json", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let last = show["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "s19")
+        .unwrap()["outputs"]["out"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (cat, _) = succeeded(
+        weir()
+            .args(["cat", &last[..10], "value.txt", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(cat, "191");
+    let files: usize = std::fs::read_dir(store.join("objects"))
+        .unwrap()
+        .map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(files, 0, "no object file for tiny objects");
+    // 20 output trees, 20 values (all distinct), the component's params.
+    assert!(stored_objects(&store).len() >= 40);
+    let (verify, _) = succeeded(
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        verify.contains(" 0 corrupt;") && verify.contains(": 0 missing or damaged;"),
+        "{verify}"
+    );
+    let (again, _) = succeeded(run_script(&path, &store));
+    assert!(again.contains("0 executed, 20 cached"), "{again}");
 }

@@ -30,10 +30,7 @@ fn run_ids(store: &Path) -> Vec<i64> {
 }
 
 fn objects(store: &Path) -> usize {
-    std::fs::read_dir(store.join("objects"))
-        .unwrap()
-        .map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count())
-        .sum()
+    common::stored_objects(store).len()
 }
 
 #[test]

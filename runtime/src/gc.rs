@@ -48,8 +48,10 @@ pub struct GcPlan {
     pub runs_removed: Vec<RunId>,
     /// Cache entries forgotten (some output was not live).
     pub cache_removed: Vec<Digest>,
-    /// Objects removed, with their sizes.
+    /// Object files removed, with their sizes.
     pub objects_removed: Vec<(PathBuf, u64)>,
+    /// Packed objects removed, with their sizes.
+    pub packed_removed: Vec<(Digest, u64)>,
     /// Views removed (hard links: they free no object bytes).
     pub views_removed: Vec<PathBuf>,
     /// Compiled components removed, with their sizes.
@@ -59,11 +61,18 @@ pub struct GcPlan {
 impl GcPlan {
     /// Bytes freed: objects and compiled components.
     pub fn bytes(&self) -> u64 {
-        self.objects_removed
+        let files: u64 = self
+            .objects_removed
             .iter()
             .chain(&self.compiled_removed)
             .map(|(_, b)| b)
-            .sum()
+            .sum();
+        files + self.packed_removed.iter().map(|(_, b)| b).sum::<u64>()
+    }
+
+    /// Objects removed, packed or files.
+    pub fn objects(&self) -> usize {
+        self.objects_removed.len() + self.packed_removed.len()
     }
 }
 
@@ -103,6 +112,11 @@ pub fn plan(
     }
     let objects = live_objects(store, &live);
     out.objects_removed = dead_objects(store, &objects)?;
+    out.packed_removed = store
+        .packed_objects()?
+        .into_iter()
+        .filter(|(d, _)| !objects.contains(d))
+        .collect();
     out.views_removed = dead_views(store, &live)?;
     let window_ms = i64::from(policy.days) * 86_400_000;
     out.compiled_removed = dead_compiled(store, &components, now_ms - window_ms)?;
@@ -110,12 +124,16 @@ pub fn plan(
 }
 
 /// Removes what `plan` lists: records first (one transaction for the runs),
-/// then files.
-pub fn apply(records: &dyn Records, plan: &GcPlan) -> anyhow::Result<()> {
+/// then packed objects (one transaction), then files.
+pub fn apply(store: &Store, records: &dyn Records, plan: &GcPlan) -> anyhow::Result<()> {
     for key in &plan.cache_removed {
         records.cache_forget(key)?;
     }
     records.delete_runs(&plan.runs_removed)?;
+    let packed: Vec<Digest> = plan.packed_removed.iter().map(|(d, _)| *d).collect();
+    store
+        .remove_packed(&packed)
+        .map_err(|e| anyhow::anyhow!("cannot remove packed objects: {e}"))?;
     for (p, _) in plan.objects_removed.iter().chain(&plan.compiled_removed) {
         match std::fs::remove_file(p) {
             Ok(()) => {}
@@ -151,7 +169,7 @@ pub fn collect(
         .map_or(0, |d| d.as_millis() as i64);
     let plan = plan(store, records, policy, now)?;
     if !dry_run {
-        apply(records, &plan)?;
+        apply(store, records, &plan)?;
     }
     Ok(plan)
 }

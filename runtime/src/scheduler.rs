@@ -115,13 +115,16 @@ impl Durability {
     /// Turns the successes in `ops` into failures that name `why` (their
     /// objects may not survive a crash, so no record may name them), drops
     /// their cache entries and model registrations, and ends the run failed.
-    fn downgrade(&self, ops: &mut Vec<RecordOp>, why: &str) {
+    /// Every record of the batch also forgets the inputs it read from objects
+    /// in `not_durable` (a dependant may have run on outputs whose flush
+    /// then failed).
+    fn downgrade(&self, ops: &mut Vec<RecordOp>, why: &str, not_durable: &HashSet<Digest>) {
         let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         ops.retain(|op| !matches!(op, RecordOp::Cache { .. } | RecordOp::RegisterModel { .. }));
         for op in ops.iter_mut() {
-            if let RecordOp::Step(r) = op
-                && r.state == StepState::Succeeded
-            {
+            let RecordOp::Step(r) = op else { continue };
+            r.inputs.retain(|_, d| !not_durable.contains(d));
+            if r.state == StepState::Succeeded {
                 r.state = StepState::Failed;
                 r.error = Some(why.to_string());
                 r.failure = Some(FailureKind::Storage);
@@ -344,6 +347,7 @@ impl Scheduler {
                             durability.downgrade(
                                 &mut ops,
                                 &format!("its outputs could not be made durable: flushing new objects to disk: {e}"),
+                                &store.not_durable(),
                             );
                         }
                         durability.end(&mut ops);

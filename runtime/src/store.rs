@@ -2,7 +2,10 @@
 //!
 //! Layout under the store root (default `.weir/` beside the pipeline):
 //!
-//! - `objects/<2 hex>/<64 hex>`: blobs and tree objects, read-only files whose
+//! - `objects.db`: objects of at most [`PACKED_MAX`] bytes (16 KiB), packed
+//!   as rows of one SQLite file (see [`crate::pack`]): most trees, params and
+//!   small values;
+//! - `objects/<2 hex>/<64 hex>`: bigger blobs and trees, read-only files whose
 //!   name is the blake3 of their bytes;
 //! - `views/<tree digest>/`: a folder artifact laid out as a real folder of
 //!   hard links to its objects, mounted read-only into steps that read it;
@@ -13,19 +16,23 @@
 //! - `gc.lock`: shared by runs, held alone by the garbage collector
 //!   ([`StoreLease`], [`crate::gc`]).
 //!
-//! Objects become visible only by `rename` (or `link`) of a complete file in
-//! the same filesystem, so no half-written object is ever seen under its
-//! name. Durability is batched: the store remembers the objects it created,
-//! and [`Store::sync`] flushes exactly those (`fdatasync` each, then `fsync`
-//! their folders) for a whole batch of finished steps; the records that
+//! Object files become visible only by `rename` (or `link`) of a complete
+//! file in the same filesystem, so no half-written object is ever seen under
+//! its name; packed objects only by a committed transaction. Durability is
+//! batched: the store remembers the objects it created, and [`Store::sync`]
+//! flushes exactly those (`fdatasync` each file, then `fsync` their folders,
+//! then one transaction for the packed ones) for a whole batch of finished
+//! steps; the records that
 //! reference them are committed only after it (see `scheduler.rs`). A crash
 //! can therefore lose an object that no record references yet, never one that
 //! a record does. Views and staging folders are caches and never synced. Objects are
-//! checked before use: a file whose bytes do not hash to its name is moved to
+//! checked before use: an object whose bytes do not hash to its name is moved to
 //! `corrupt/` and treated as missing, never handed to a step.
 
 use crate::digest::Digest;
 use crate::faults::{Fault, Faults};
+pub use crate::pack::PACKED_MAX;
+use crate::pack::Pack;
 use crate::tree::{Entry, EntryKind, Tree, check_entry_name};
 use std::collections::HashMap;
 use std::fs;
@@ -138,6 +145,25 @@ pub struct ObjectsReport {
     pub stray: Vec<PathBuf>,
 }
 
+/// Objects created since the last [`Store::sync`], by where they live.
+#[derive(Default)]
+struct Unsynced {
+    /// Files under `objects/`.
+    files: Vec<Digest>,
+    /// Rows of the pack.
+    packed: Vec<Digest>,
+}
+
+/// Where a stored object's bytes are ([`Store::object`]): objects of at
+/// most [`PACKED_MAX`] bytes are packed (see the module doc).
+#[derive(Debug)]
+pub enum StoredObject {
+    /// A small object, read from the pack (verified).
+    Packed(Vec<u8>),
+    /// A file under `objects/` (read it as a stream; not verified here).
+    File(PathBuf),
+}
+
 /// Caps applied while ingesting an output folder.
 #[derive(Debug, Clone, Copy)]
 pub struct Quota {
@@ -160,7 +186,9 @@ pub struct Store {
     trees: Mutex<TreeMemo>,
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
-    unsynced: Mutex<Vec<Digest>>,
+    unsynced: Mutex<Unsynced>,
+    /// Objects of at most [`PACKED_MAX`] bytes (see [`crate::pack`]).
+    pack: Pack,
     /// Empty staging folders left by steps that wrote nothing, for reuse.
     empty_dirs: Mutex<Vec<PathBuf>>,
     /// A second home for objects (see [`crate::remote`]).
@@ -257,24 +285,24 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
         let root = root.into();
-        let store = Store {
-            objects: root.join("objects"),
-            views: root.join("views"),
-            tmp: root.join("tmp"),
+        let (objects, views, tmp) = (root.join("objects"), root.join("views"), root.join("tmp"));
+        for d in [&root, &objects, &views, &tmp, &root.join("compiled")] {
+            fs::create_dir_all(d).map_err(io_at(d))?;
+        }
+        Ok(Store {
+            pack: Pack::open(&root.join("objects.db"))?,
+            objects,
+            views,
+            tmp,
             root,
             verified: Mutex::new(HashMap::new()),
             trees: Mutex::new(TreeMemo::default()),
             counter: AtomicU64::new(0),
-            unsynced: Mutex::new(Vec::new()),
+            unsynced: Mutex::new(Unsynced::default()),
             empty_dirs: Mutex::new(Vec::new()),
             remote: None,
             faults: Faults::from_env(),
-        };
-        for d in [&store.root, &store.objects, &store.views, &store.tmp] {
-            fs::create_dir_all(d).map_err(io_at(d))?;
-        }
-        fs::create_dir_all(store.compiled_dir()).map_err(io_at(&store.root))?;
-        Ok(store)
+        })
     }
 
     /// Pushes new objects to `remote` and fetches missing ones from it.
@@ -343,13 +371,14 @@ impl Store {
         if t.len() < 6 || t.len() > 64 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
             anyhow::bail!("expected an artifact digest (6 to 64 hex characters), found {text:?}");
         }
-        let mut found = Vec::new();
+        let mut found = self.pack.with_prefix(&t, 2)?;
         if let Ok(dir) = std::fs::read_dir(self.objects.join(&t[..2])) {
             for e in dir.flatten() {
                 let name = e.file_name();
                 if let Some(n) = name.to_str()
                     && n.starts_with(&t)
                     && let Ok(d) = n.parse::<Digest>()
+                    && !found.contains(&d)
                 {
                     found.push(d);
                 }
@@ -411,6 +440,16 @@ impl Store {
                 }
             }
         }
+        for (d, len) in self.pack.list()? {
+            report.objects += 1;
+            report.bytes += len;
+            if let Some(bytes) = self.pack.get(&d)?
+                && Digest::of(&bytes) != d
+            {
+                self.quarantine_packed(&d, &bytes)?;
+                report.corrupt.push(d);
+            }
+        }
         Ok(report)
     }
 
@@ -439,27 +478,57 @@ impl Store {
         Ok(removed)
     }
 
+    fn unsynced(&self) -> std::sync::MutexGuard<'_, Unsynced> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Makes every object created since the last call durable: `fdatasync`
-    /// on each, then `fsync` on each folder that gained one. Call it before
-    /// committing records that name those objects. Cheap when nothing is new.
+    /// on each file, then `fsync` on each folder that gained one, then one
+    /// transaction for the packed ones; then the uploads to the remote. Call
+    /// it before committing records that name those objects. Cheap when
+    /// nothing is new.
     pub fn sync(&self) -> io::Result<()> {
-        let pending = std::mem::take(&mut *self.unsynced.lock().unwrap_or_else(|p| p.into_inner()));
-        if pending.is_empty() {
+        let pending = std::mem::take(&mut *self.unsynced());
+        if pending.files.is_empty() && pending.packed.is_empty() && !self.pack.has_pending() {
             return Ok(());
         }
         self.sync_these(&pending).inspect_err(|_| {
             // Not durable yet: the next call tries them again.
-            self.unsynced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(pending.iter().copied());
+            let mut u = self.unsynced();
+            u.files.extend(pending.files.iter().copied());
+            u.packed.extend(pending.packed.iter().copied());
         })
     }
 
-    fn sync_these(&self, pending: &[Digest]) -> io::Result<()> {
+    /// The objects created and not yet made durable: after a failed
+    /// [`Store::sync`], those a crash could lose.
+    pub fn not_durable(&self) -> std::collections::HashSet<Digest> {
+        let u = self.unsynced();
+        u.files.iter().chain(&u.packed).copied().collect()
+    }
+
+    fn sync_these(&self, pending: &Unsynced) -> io::Result<()> {
         self.faults
             .check(Fault::Sync)
             .map_err(io_at(&self.objects))?;
+        if !pending.files.is_empty() {
+            self.sync_files(&pending.files)?;
+        }
+        self.pack.commit()?;
+        // The remote gets them too before any record names them.
+        if let Some(remote) = &self.remote {
+            let all: Vec<Digest> = pending
+                .files
+                .iter()
+                .chain(&pending.packed)
+                .copied()
+                .collect();
+            self.push(&**remote, &all)?;
+        }
+        Ok(())
+    }
+
+    fn sync_files(&self, pending: &[Digest]) -> io::Result<()> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for d in pending {
             let path = self.object_path(d);
@@ -481,11 +550,25 @@ impl Store {
                 .and_then(|f| f.sync_all())
                 .map_err(io_at(&dir))?;
         }
-        // The remote gets them too before any record names them.
-        if let Some(remote) = &self.remote {
-            self.push(&**remote, pending)?;
-        }
         Ok(())
+    }
+
+    /// Uploads object `d` to `remote`, from its file or, for a packed one,
+    /// from a temporary file of its bytes.
+    fn push_one(&self, remote: &dyn crate::remote::ObjectRemote, d: &Digest) -> anyhow::Result<()> {
+        let path = self.object_path(d);
+        if path.exists() {
+            return remote.put(d, &path);
+        }
+        let Some(bytes) = self.pack.get(d)? else {
+            // Quarantined meanwhile: nothing to upload.
+            return Ok(());
+        };
+        let tmp = self.temp_path("push");
+        fs::write(&tmp, &bytes).map_err(io_at(&tmp))?;
+        let pushed = remote.put(d, &tmp);
+        let _ = fs::remove_file(&tmp);
+        pushed
     }
 
     /// Uploads `pending` to `remote`, [`REMOTE_UPLOADS`] at a time (over a
@@ -498,11 +581,7 @@ impl Store {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(d) = pending.get(i) else { return };
-                let path = self.object_path(d);
-                if !path.exists() {
-                    continue;
-                }
-                if let Err(e) = remote.put(d, &path) {
+                if let Err(e) = self.push_one(remote, d) {
                     let e = io::Error::other(format!("pushing object {d} to the remote: {e:#}"));
                     failed
                         .lock()
@@ -540,6 +619,13 @@ impl Store {
         if self.is_valid(&d)? {
             return Ok((d, false));
         }
+        if bytes.len() as u64 <= PACKED_MAX {
+            self.faults
+                .check(Fault::Write)
+                .map_err(io_at(&self.objects))?;
+            self.put_packed(d, bytes);
+            return Ok((d, true));
+        }
         let tmp = self.temp_path("obj");
         self.faults.check(Fault::Write).map_err(io_at(&tmp))?;
         {
@@ -566,10 +652,24 @@ impl Store {
         if let Ok(m) = fs::metadata(&dst) {
             self.remember(d, &m);
         }
-        self.unsynced
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(d);
+        self.unsynced().files.push(d);
+        Ok(())
+    }
+
+    /// Adds the small object `d` (of `bytes`) to the pack.
+    fn put_packed(&self, d: Digest, bytes: &[u8]) {
+        self.pack.put(d, bytes);
+        self.unsynced().packed.push(d);
+    }
+
+    /// Stores the small output file at `src` (its `bytes`, hashing to `d`)
+    /// in the pack; the file itself stays, read-only, in its view.
+    fn pack_output_file(&self, src: &Path, d: Digest, bytes: &[u8]) -> io::Result<()> {
+        self.faults.check(Fault::Write).map_err(io_at(src))?;
+        fs::set_permissions(src, fs::Permissions::from_mode(0o444)).map_err(io_at(src))?;
+        if !self.is_valid(&d)? {
+            self.put_packed(d, bytes);
+        }
         Ok(())
     }
 
@@ -601,10 +701,7 @@ impl Store {
             linked
         };
         if linked {
-            self.unsynced
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(d);
+            self.unsynced().files.push(d);
         }
         if let Ok(m) = fs::metadata(&dst) {
             self.remember(d, &m);
@@ -622,6 +719,12 @@ impl Store {
     /// but corrupt object is quarantined (moved to `corrupt/`), after the
     /// views that link to it are dropped; the result is `false`.
     pub fn is_valid(&self, d: &Digest) -> io::Result<bool> {
+        if let Some(bytes) = self.pack.get(d)? {
+            if Digest::of(&bytes) == *d {
+                return Ok(true);
+            }
+            self.quarantine_packed(d, &bytes)?;
+        }
         let path = self.object_path(d);
         let m = match fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -648,6 +751,17 @@ impl Store {
         }
         self.quarantine(d, &path)?;
         Ok(false)
+    }
+
+    /// Moves the packed object `d`, whose `bytes` do not hash to `d`, out of
+    /// the pack and into `corrupt/`.
+    fn quarantine_packed(&self, d: &Digest, bytes: &[u8]) -> io::Result<()> {
+        tracing::warn!(object = %d, "packed store object is corrupt; moving it to corrupt/ and recomputing");
+        let corrupt = self.root.join("corrupt");
+        if fs::create_dir_all(&corrupt).is_ok() {
+            let _ = fs::write(corrupt.join(d.to_hex()), bytes);
+        }
+        self.pack.remove(&[*d])
     }
 
     fn quarantine(&self, d: &Digest, path: &Path) -> io::Result<()> {
@@ -705,6 +819,16 @@ impl Store {
 
     /// Reads a whole object, verifying it.
     pub fn read_object(&self, d: &Digest) -> io::Result<Vec<u8>> {
+        if let Some(bytes) = self.pack.get(d)? {
+            if Digest::of(&bytes) == *d {
+                return Ok(bytes);
+            }
+            self.quarantine_packed(d, &bytes)?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("object {d} is corrupt (its bytes hash differently); it was quarantined"),
+            ));
+        }
         let path = self.object_path(d);
         let bytes = fs::read(&path).map_err(io_at(&path))?;
         if Digest::of(&bytes) != *d {
@@ -715,6 +839,43 @@ impl Store {
             ));
         }
         Ok(bytes)
+    }
+
+    /// An object's bytes from the pack or its file, not verified.
+    fn stored_bytes(&self, d: &Digest) -> io::Result<Vec<u8>> {
+        if let Some(bytes) = self.pack.get(d)? {
+            return Ok(bytes);
+        }
+        let path = self.object_path(d);
+        fs::read(&path).map_err(io_at(&path))
+    }
+
+    /// Where object `d` is: its verified bytes if packed, else its file
+    /// (fetched from the remote if missing). `NotFound` if it is nowhere.
+    pub fn object(&self, d: &Digest) -> io::Result<StoredObject> {
+        if let Some(bytes) = self.pack.get(d)? {
+            if Digest::of(&bytes) == *d {
+                return Ok(StoredObject::Packed(bytes));
+            }
+            self.quarantine_packed(d, &bytes)?;
+        }
+        if self.is_valid(d)? {
+            return Ok(StoredObject::File(self.object_path(d)));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("object {d} is not in the store"),
+        ))
+    }
+
+    /// Every packed object's digest and size (for the garbage collector).
+    pub fn packed_objects(&self) -> io::Result<Vec<(Digest, u64)>> {
+        self.pack.list()
+    }
+
+    /// Removes packed objects (for the garbage collector).
+    pub fn remove_packed(&self, digests: &[Digest]) -> io::Result<()> {
+        self.pack.remove(digests)
     }
 
     /// Reads and parses a tree object.
@@ -734,8 +895,7 @@ impl Store {
             Some(t) => t,
             None => {
                 // Just verified (hashed, or its stat matched an earlier hash): decode without hashing again.
-                let path = self.object_path(d);
-                let Ok(tree) = Tree::decode(&fs::read(&path).map_err(io_at(&path))?) else {
+                let Ok(tree) = Tree::decode(&self.stored_bytes(d)?) else {
                     return Ok(false);
                 };
                 let tree = std::sync::Arc::new(tree);
@@ -796,6 +956,18 @@ impl Store {
 
     fn ingest_copy_file(&self, path: &Path) -> io::Result<(Digest, u64)> {
         let mut src = fs::File::open(path).map_err(io_at(path))?;
+        if src.metadata().map_err(io_at(path))?.len() <= PACKED_MAX {
+            let mut bytes = Vec::new();
+            (&mut src)
+                .take(PACKED_MAX + 1)
+                .read_to_end(&mut bytes)
+                .map_err(io_at(path))?;
+            if bytes.len() as u64 <= PACKED_MAX {
+                return Ok((self.put_bytes(&bytes)?, bytes.len() as u64));
+            }
+            // Grew meanwhile: store what it holds now, as a file.
+            src = fs::File::open(path).map_err(io_at(path))?;
+        }
         let tmp = self.temp_path("in");
         let mut dst = fs::File::create(&tmp).map_err(io_at(&tmp))?;
         let mut hasher = blake3::Hasher::new();
@@ -973,8 +1145,17 @@ impl Store {
                         path: shown,
                     });
                 }
-                let d = hash_file(&p, len).map_err(io_err(&shown))?;
-                self.link_into(&p, d).map_err(io_err(&shown))?;
+                let d = if len <= PACKED_MAX {
+                    let bytes = fs::read(&p).map_err(io_err(&shown))?;
+                    let d = Digest::of(&bytes);
+                    self.pack_output_file(&p, d, &bytes)
+                        .map_err(io_err(&shown))?;
+                    d
+                } else {
+                    let d = hash_file(&p, len).map_err(io_err(&shown))?;
+                    self.link_into(&p, d).map_err(io_err(&shown))?;
+                    d
+                };
                 tree.entries.push(Entry {
                     name,
                     kind: EntryKind::File,
@@ -1028,9 +1209,15 @@ impl Store {
         for e in self.read_tree(d)?.entries {
             let p = at.join(&e.name);
             match e.kind {
-                EntryKind::File => {
-                    fs::hard_link(self.object_path(&e.digest), &p).map_err(io_at(&p))?
-                }
+                EntryKind::File => match self.pack.get(&e.digest)? {
+                    // A packed object: the view holds a read-only copy.
+                    Some(bytes) => {
+                        fs::write(&p, &bytes).map_err(io_at(&p))?;
+                        fs::set_permissions(&p, fs::Permissions::from_mode(0o444))
+                            .map_err(io_at(&p))?;
+                    }
+                    None => fs::hard_link(self.object_path(&e.digest), &p).map_err(io_at(&p))?,
+                },
                 EntryKind::Folder => self.lay_out(&e.digest, &p)?,
             }
         }
@@ -1180,23 +1367,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("s")).unwrap();
         let src = tmp.path().join("data.csv");
-        fs::write(&src, "a,b\n1,2\n").unwrap();
+        // Over PACKED_MAX: a file object, hard-linked into views.
+        let csv = format!("a,b\n{}", "1,2\n".repeat(5000));
+        fs::write(&src, &csv).unwrap();
         let d = store.ingest_path(&src).unwrap();
         assert!(store.is_valid_tree(&d).unwrap());
         let view = store.view(&d).unwrap();
-        assert_eq!(
-            fs::read_to_string(view.join("data.csv")).unwrap(),
-            "a,b\n1,2\n"
-        );
+        assert_eq!(fs::read_to_string(view.join("data.csv")).unwrap(), csv);
         let other_src = tmp.path().join("other.csv");
         fs::write(&other_src, "c\n3\n").unwrap();
         let other = store.view(&store.ingest_path(&other_src).unwrap()).unwrap();
-        let blob = Digest::of(b"a,b\n1,2\n");
+        let blob = Digest::of(csv.as_bytes());
         // Corrupt the blob behind the store's back: detected, quarantined,
         // the views that show it dropped, the others kept.
         let p = store.object_path(&blob);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        fs::write(&p, "a,b\n9,9\n").unwrap();
+        fs::write(&p, csv.replace("1,2", "9,9")).unwrap();
         assert!(!store.is_valid_tree(&d).unwrap());
         assert!(!p.exists());
         assert!(!view.exists());
@@ -1210,14 +1396,59 @@ mod tests {
     fn sync_flushes_exactly_the_new_objects_once() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("s")).unwrap();
-        let pending = |s: &Store| s.unsynced.lock().unwrap().len();
-        store.put_bytes(b"one").unwrap();
+        let pending = |s: &Store| {
+            let u = s.unsynced.lock().unwrap();
+            (u.files.len(), u.packed.len())
+        };
+        let big = vec![7u8; PACKED_MAX as usize + 1];
+        let one = store.put_bytes(b"one").unwrap();
         store.put_bytes(b"two").unwrap();
         store.put_bytes(b"one").unwrap(); // already there: nothing new
-        assert_eq!(pending(&store), 2);
+        let b = store.put_bytes(&big).unwrap();
+        assert_eq!(pending(&store), (1, 2));
+        // Small objects are packed, big ones files.
+        assert!(!store.object_path(&one).exists());
+        assert!(store.object_path(&b).is_file());
+        // Another process sees the packed ones only once they are durable.
+        let other = Store::open(tmp.path().join("s")).unwrap();
+        assert!(!other.is_valid(&one).unwrap());
         store.sync().unwrap();
-        assert_eq!(pending(&store), 0);
+        assert_eq!(pending(&store), (0, 0));
+        assert_eq!(other.read_object(&one).unwrap(), b"one");
+        assert!(matches!(other.object(&one).unwrap(), StoredObject::Packed(v) if v == b"one"));
+        assert!(
+            matches!(other.object(&b).unwrap(), StoredObject::File(p) if p == store.object_path(&b))
+        );
         store.sync().unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_packed_object_is_quarantined_and_stored_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("s")).unwrap();
+        let src = tmp.path().join("data.csv");
+        fs::write(&src, "a,b\n1,2\n").unwrap();
+        let d = store.ingest_path(&src).unwrap();
+        store.sync().unwrap();
+        let file = store.read_tree(&d).unwrap().entries[0].digest;
+        // Tamper with the row behind the store's back.
+        let db = rusqlite::Connection::open(tmp.path().join("s/objects.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE objects SET bytes = x'00' WHERE digest = ?1",
+                [file.as_bytes().as_slice()],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let report = store.verify_objects().unwrap();
+        assert_eq!(report.corrupt, vec![file]);
+        assert!(tmp.path().join("s/corrupt").join(file.to_hex()).is_file());
+        assert!(!store.is_valid_tree(&d).unwrap());
+        assert_eq!(store.ingest_path(&src).unwrap(), d);
+        assert!(store.is_valid_tree(&d).unwrap());
+        // A view of packed objects holds read-only copies.
+        let view = store.view(&d).unwrap();
+        assert_eq!(fs::read(view.join("data.csv")).unwrap(), b"a,b\n1,2\n");
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
         policy.days,
         policy.last,
         plan.cache_removed.len(),
-        plan.objects_removed.len(),
+        plan.objects(),
         plan.views_removed.len(),
         plan.compiled_removed.len(),
         bytes(plan.bytes()),

@@ -16,6 +16,7 @@ use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use weir_runtime::store::StoredObject;
 use weir_runtime::tree::{EntryKind, Tree};
 use weir_runtime::{Digest, InputSource, RunId};
 
@@ -1233,13 +1234,23 @@ async fn artifact_file(
     let (name, object) = blocking(move || {
         let d = resolve_digest(&server, &digest)?;
         let (name, fd, _) = find_file(&server, &d, &path)?;
-        Ok((name, server.runtime.store().object_path(&fd)))
+        let object = server
+            .runtime
+            .store()
+            .object(&fd)
+            .map_err(ApiError::internal)?;
+        Ok((name, object))
     })
     .await?;
-    let file = tokio::fs::File::open(&object)
-        .await
-        .map_err(ApiError::internal)?;
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let body = match object {
+        StoredObject::Packed(bytes) => Body::from(bytes),
+        StoredObject::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(ApiError::internal)?;
+            Body::from_stream(tokio_util::io::ReaderStream::new(file))
+        }
+    };
     let safe: String = name
         .chars()
         .map(|c| {
@@ -1272,12 +1283,22 @@ async fn artifact_preview(
         let d = resolve_digest(&server, &digest)?;
         let (name, fd, bytes) = find_file(&server, &d, &path)?;
         use std::io::Read as _;
-        let mut head = Vec::new();
-        std::fs::File::open(server.runtime.store().object_path(&fd))
-            .map_err(ApiError::internal)?
-            .take(PREVIEW_BYTES)
-            .read_to_end(&mut head)
+        let object = server
+            .runtime
+            .store()
+            .object(&fd)
             .map_err(ApiError::internal)?;
+        let mut head = Vec::new();
+        match &object {
+            StoredObject::Packed(b) => head.extend_from_slice(&b[..b.len().min(PREVIEW_BYTES as usize)]),
+            StoredObject::File(path) => {
+                std::fs::File::open(path)
+                    .map_err(ApiError::internal)?
+                    .take(PREVIEW_BYTES)
+                    .read_to_end(&mut head)
+                    .map_err(ApiError::internal)?;
+            }
+        }
         let truncated = bytes > PREVIEW_BYTES;
         let text = String::from_utf8_lossy(&head).into_owned();
         if name.ends_with(".csv") {
@@ -1300,8 +1321,7 @@ async fn artifact_preview(
                 "total_rows": total_rows, "truncated": truncated }));
         }
         if name.ends_with(".parquet") {
-            let path = server.runtime.store().object_path(&fd);
-            return Ok(match parquet_head(&path, 20) {
+            return Ok(match parquet_head(object, 20) {
                 Ok((rows, total)) => json!({ "kind": "table", "name": name, "bytes": bytes, "rows": rows,
                     "total_rows": total, "truncated": total > 20 }),
                 Err(e) => json!({ "kind": "binary", "name": name, "bytes": bytes,
@@ -1319,10 +1339,17 @@ async fn artifact_preview(
 
 /// The column names and the first `n` rows of a Parquet file, as text,
 /// and its row count.
-fn parquet_head(path: &std::path::Path, n: usize) -> Result<(Vec<Vec<String>>, i64), String> {
-    use parquet::file::reader::{FileReader as _, SerializedFileReader};
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let reader = SerializedFileReader::new(file).map_err(|e| e.to_string())?;
+fn parquet_head(object: StoredObject, n: usize) -> Result<(Vec<Vec<String>>, i64), String> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader: Box<dyn FileReader> = match object {
+        StoredObject::Packed(bytes) => {
+            Box::new(SerializedFileReader::new(Bytes::from(bytes)).map_err(|e| e.to_string())?)
+        }
+        StoredObject::File(path) => {
+            let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+            Box::new(SerializedFileReader::new(file).map_err(|e| e.to_string())?)
+        }
+    };
     let meta = reader.metadata().file_metadata();
     let total = meta.num_rows();
     let header: Vec<String> = meta

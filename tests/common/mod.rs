@@ -338,3 +338,77 @@ pub fn succeeded(out: std::process::Output) -> (String, String) {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     (stdout, stderr)
 }
+
+/// Every object the store at `store` holds, sorted: files under `objects/`
+/// and rows of its pack (`objects.db`, for objects of at most 16 KiB).
+pub fn stored_objects(store: &Path) -> Vec<weir_runtime::Digest> {
+    let mut all = Vec::new();
+    if let Ok(shards) = std::fs::read_dir(store.join("objects")) {
+        for shard in shards {
+            for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+                all.push(f.unwrap().file_name().to_str().unwrap().parse().unwrap());
+            }
+        }
+    }
+    let pack = store.join("objects.db");
+    if pack.is_file() {
+        let db = rusqlite::Connection::open(&pack).unwrap();
+        let mut s = db.prepare("SELECT digest FROM objects").unwrap();
+        let rows = s.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+        for d in rows {
+            all.push(weir_runtime::Digest::from_bytes(
+                d.unwrap().try_into().unwrap(),
+            ));
+        }
+    }
+    all.sort_by_key(|d| d.to_hex());
+    all
+}
+
+/// The bytes stored under `d` in the store at `store`, as they are on disk
+/// (unverified), wherever the object lives.
+pub fn stored_bytes(store: &Path, d: &weir_runtime::Digest) -> Vec<u8> {
+    let hex = d.to_hex();
+    let file = store.join("objects").join(&hex[..2]).join(&hex);
+    if file.exists() {
+        return std::fs::read(file).unwrap();
+    }
+    rusqlite::Connection::open(store.join("objects.db"))
+        .unwrap()
+        .query_row(
+            "SELECT bytes FROM objects WHERE digest = ?1",
+            [d.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// Replaces the bytes of object `d` in the store at `store` behind the
+/// store's back, wherever it lives (a file, or a row of the pack).
+pub fn tamper_object(store: &Path, d: &weir_runtime::Digest, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let hex = d.to_hex();
+    let file = store.join("objects").join(&hex[..2]).join(&hex);
+    if file.exists() {
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        return;
+    }
+    let n = rusqlite::Connection::open(store.join("objects.db"))
+        .unwrap()
+        .execute(
+            "UPDATE objects SET bytes = ?2 WHERE digest = ?1",
+            rusqlite::params![d.as_bytes().as_slice(), bytes],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "object {hex} is not in the store");
+}
+
+/// Whether the store at `store` holds object `d` with bytes that hash to it.
+pub fn holds_object(store: &Path, d: &str) -> bool {
+    let d: weir_runtime::Digest = d.parse().unwrap();
+    weir_runtime::store::Store::open(store)
+        .unwrap()
+        .is_valid(&d)
+        .unwrap()
+}
