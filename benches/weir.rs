@@ -2,9 +2,11 @@
 //!
 //! Prints one table: for each case the median and the spread (min..max) of
 //! several repetitions, on fresh stores in a temporary folder. An argument
-//! selects the groups whose key contains it (`rss`, `compile`, `chain 1000`,
+//! selects the groups whose key contains it (`real`, `rss`, `compile`, `chain 1000`,
 //! `fanout 10`, `busy`, `plan 100`, `startup`, `ingest`, `standardize`,
-//! `hello`, `serve`; `chain` or `fanout` for a whole shape). The groups: the
+//! `hello`, `serve`; `chain` or `fanout` for a whole shape). The groups: real
+//! steps through the CLI (`real`: chains and fan-outs of steps that each read
+//! and write a small file; per-step cost, disk and records per tiny step), the
 //! real CLI on generated chains and fan-outs (`rss`: wall time and peak RSS),
 //! component compile (cold vs the on-disk cache), no-op step chains and
 //! fan-outs (first run and fully cached re-run; per-step overhead; cores
@@ -205,6 +207,159 @@ fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
     p
 }
 
+/// A generated script of `n` real steps (the `relay` fixture: each reads
+/// one small file from its input and writes one to its output) as a chain,
+/// or as a root, `n - 1` steps reading it and a collect step reading them all.
+fn relay_script(relay: &Path, n: usize, chain: bool) -> String {
+    let relay = relay.display().to_string();
+    let mut s = format!(
+        "let p = pipeline(\"real\");\nlet root = p.step(\"s0\", {relay:?}).output(\"out\");\nlet prev = root;\n"
+    );
+    if !chain {
+        s.push_str(&format!(
+            "let collect = p.step(\"collect\", {relay:?}).output(\"out\");\n"
+        ));
+    }
+    for i in 1..n {
+        let from = if chain { "prev" } else { "root" };
+        s.push_str(&format!(
+            "prev = p.step(\"s{i}\", {relay:?}).input(\"in\", {from}.out(\"out\")).output(\"out\").params(#{{ add: {i} }});\n"
+        ));
+        if !chain {
+            s.push_str(&format!("collect.input(\"in{i}\", prev.out(\"out\"));\n"));
+        }
+    }
+    s
+}
+
+/// Bytes and inodes under `dir`, not following links (hard links counted once).
+fn disk_use(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if seen.insert((m.dev(), m.ino())) {
+                inodes += 1;
+                bytes += m.blocks() * 512;
+            }
+            if m.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+/// The records database's size once its log is folded in.
+fn records_bytes(store: &Path) -> u64 {
+    let db = store.join("weir.db");
+    if let Ok(c) = rusqlite::Connection::open(&db) {
+        let _ = c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+    std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The headline rows: real steps through the real CLI (`weir run --quiet`)
+/// on fresh stores, the shapes interleaved in each of 5 rounds; per-step
+/// cost as (T1000 - T100) / 900, so start-up and the plan's fixed costs
+/// cancel; disk, inodes and records per tiny step.
+fn real_steps(tmp: &Path) -> Vec<Row> {
+    let weir = repo().join("target/release/weir");
+    if !weir.is_file() {
+        eprintln!("skipping real-step cases: build the CLI first (cargo build --release)");
+        return Vec::new();
+    }
+    let relay = weir_runtime::builder::build_crate(&repo().join("tests/guests/relay"))
+        .expect("build relay");
+    let shapes = [(100, true), (1000, true), (100, false), (1000, false)];
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); shapes.len()];
+    let mut fan_store = None;
+    for round in 0..5 {
+        for (k, &(n, chain)) in shapes.iter().enumerate() {
+            let dir = tmp.join(format!("real-{round}-{k}"));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let script = dir.join("p.rhai");
+            std::fs::write(&script, relay_script(&relay, n, chain)).expect("script");
+            let t = Instant::now();
+            let out = std::process::Command::new(&weir)
+                .args(["run", "--quiet"])
+                .arg(&script)
+                .output()
+                .expect("weir run");
+            wall[k].push(ms(t.elapsed()));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if n == 1000 && !chain {
+                fan_store = Some((script, dir.join(".weir")));
+            }
+        }
+    }
+    let label = |&(n, chain): &(usize, bool)| {
+        format!(
+            "weir run, {n} real steps, {}",
+            if chain { "chain" } else { "fan-out + collect" }
+        )
+    };
+    let mut rows: Vec<Row> = shapes
+        .iter()
+        .zip(&wall)
+        .map(|(shape, w)| Row {
+            case: label(shape),
+            unit: "ms",
+            samples: w.clone(),
+            note: "each step reads and writes one small file; fresh store; whole process".into(),
+        })
+        .collect();
+    for (name, small, big) in [("chain", 0, 1), ("fan-out child", 2, 3)] {
+        rows.push(Row {
+            case: format!("weir run, per real step, {name}"),
+            unit: "ms",
+            samples: wall[big]
+                .iter()
+                .zip(&wall[small])
+                .map(|(b, s)| (b - s) / 900.0)
+                .collect(),
+            note: "(T1000 - T100) / 900, per round".into(),
+        });
+    }
+    if let Some((script, store)) = fan_store {
+        let (bytes, inodes) = disk_use(&store);
+        let before = records_bytes(&store);
+        let again = std::process::Command::new(&weir)
+            .args(["run", "--quiet"])
+            .arg(&script)
+            .output()
+            .expect("weir run");
+        assert!(again.status.success());
+        let after = records_bytes(&store);
+        rows.push(Row {
+            case: "store per tiny step (fan-out of 1,000): disk".into(),
+            unit: "KiB",
+            samples: vec![bytes as f64 / 1024.0 / 1000.0],
+            note: "allocated blocks of the whole store / 1,000 (views, pack, records)".into(),
+        });
+        rows.push(Row {
+            case: "store per tiny step (fan-out of 1,000): inodes".into(),
+            unit: "",
+            samples: vec![inodes as f64 / 1000.0],
+            note: "files and folders of the whole store / 1,000".into(),
+        });
+        rows.push(Row {
+            case: "records added by a fully cached re-run, per step".into(),
+            unit: "B",
+            samples: vec![(after.saturating_sub(before)) as f64 / 1001.0],
+            note: "weir.db after a checkpoint, before and after".into(),
+        });
+    }
+    rows
+}
+
 fn main() {
     // Cases that time the real CLI need `cargo build --release` first.
     let filter = std::env::args()
@@ -216,6 +371,10 @@ fn main() {
     let noop =
         weir_runtime::builder::build_crate(&repo().join("tests/guests/noop")).expect("build noop");
     let mut rows = Vec::new();
+
+    if want("real") {
+        rows.extend(real_steps(tmp.path()));
+    }
 
     if want("rss") {
         // The real CLI on generated pipelines: wall time and peak RSS of the

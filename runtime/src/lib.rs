@@ -31,7 +31,6 @@ mod gpu;
 mod host_state;
 pub mod lineage;
 pub mod owner;
-mod pack;
 pub mod records;
 pub mod remote;
 pub mod run;

@@ -3,7 +3,7 @@
 //! Layout under the store root (default `.weir/` beside the pipeline):
 //!
 //! - `objects.db`: objects of at most [`PACKED_MAX`] bytes (16 KiB), packed
-//!   as rows of one SQLite file (see [`crate::pack`]): most trees, params and
+//!   as rows of one SQLite file (see [`pack`]): most trees, params and
 //!   small values;
 //! - `objects/<2 hex>/<64 hex>`: bigger blobs and trees, read-only files whose
 //!   name is the blake3 of their bytes;
@@ -29,11 +29,14 @@
 //! checked before use: an object whose bytes do not hash to its name is moved to
 //! `corrupt/` and treated as missing, never handed to a step.
 
+mod pack;
+
+pub use pack::PACKED_MAX;
+
 use crate::digest::Digest;
 use crate::faults::{Fault, Faults};
-pub use crate::pack::PACKED_MAX;
-use crate::pack::Pack;
 use crate::tree::{Entry, EntryKind, Tree, check_entry_name};
+use pack::Pack;
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -187,7 +190,7 @@ pub struct Store {
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Unsynced>,
-    /// Objects of at most [`PACKED_MAX`] bytes (see [`crate::pack`]).
+    /// Objects of at most [`PACKED_MAX`] bytes (see [`pack`]).
     pack: Pack,
     /// Empty staging folders left by steps that wrote nothing, for reuse.
     empty_dirs: Mutex<Vec<PathBuf>>,
