@@ -34,7 +34,7 @@ pub mod owner;
 pub mod records;
 pub mod remote;
 pub mod run;
-mod scheduler;
+mod sched;
 pub mod signing;
 pub mod store;
 pub mod trust;

@@ -3,7 +3,7 @@
 //! One run: validate the plan; build and load every component (before any
 //! record is written, so a compile error costs nothing); ingest host inputs;
 //! open (or, with `resume`, reopen) a run record; then hand over to the
-//! scheduler (`scheduler.rs`).
+//! scheduler (`sched/`).
 
 use crate::cache::CacheKey;
 use crate::digest::Digest;
@@ -11,7 +11,7 @@ use crate::executor::{EngineConfig, Executor, LoadedComponent};
 use crate::limits::LimitsCap;
 use crate::plan::{ComponentSource, InputSource, Plan};
 use crate::records::{Metric, RecordOp, Records, RunId, RunState, SqliteRecords, StepState};
-use crate::scheduler::Scheduler;
+use crate::sched::Scheduler;
 use crate::store::Store;
 pub use crate::trust::{CAPABILITIES, TRUST_FILE, TrustPolicy};
 use anyhow::{Context as _, anyhow};

@@ -3,7 +3,7 @@
 //! Layout under the store root (default `.weir/` beside the pipeline):
 //!
 //! - `objects.db`: objects of at most [`PACKED_MAX`] bytes (16 KiB), packed
-//!   as rows of one SQLite file (see [`pack`]): most trees, params and
+//!   as rows of one SQLite file (`store/pack.rs`): most trees, params and
 //!   small values;
 //! - `objects/<2 hex>/<64 hex>`: bigger blobs and trees, read-only files whose
 //!   name is the blake3 of their bytes;
@@ -23,7 +23,7 @@
 //! flushes exactly those (`fdatasync` each file, then `fsync` their folders,
 //! then one transaction for the packed ones) for a whole batch of finished
 //! steps; the records that
-//! reference them are committed only after it (see `scheduler.rs`). A crash
+//! reference them are committed only after it (see `sched/`). A crash
 //! can therefore lose an object that no record references yet, never one that
 //! a record does. Views and staging folders are caches and never synced. Objects are
 //! checked before use: an object whose bytes do not hash to its name is moved to

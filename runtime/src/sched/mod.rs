@@ -1,27 +1,36 @@
 //! The scheduler: runs a validated plan's steps as their inputs become ready.
 //!
 //! Units of work are steps and the children of map steps. The scheduler
-//! runs on a thread of its own and decides what is ready: a unit is
-//! launched when every pool of its tags has room and (for children) its
-//! map's parallelism bound allows. A cache hit is settled at once, on the
-//! scheduler's thread; a miss becomes a `Work` item on the `WorkQueue`,
-//! which worker threads of the runtime's blocking pool take from (as many
-//! as the runtime's step budget allows): each runs the unit's attempts,
-//! with retries and backoff, and sends the `StepReport` back. Finished
-//! units go to a committer thread that batches them (a 2 ms window): the
-//! batch's new objects are made durable ([`Store::sync`]: `fdatasync` each,
-//! `fsync` their folders, then the uploads to a remote), then one database
+//! runs on a thread of its own and decides what is ready ([`graph`]: a unit
+//! is launched when every pool of its tags has room and, for a map child,
+//! its map's parallelism bound allows). A cache hit is settled at once, on
+//! the scheduler's thread. A miss that is the only unit that can run (each
+//! step of a chain) runs right there; otherwise it becomes a `Work` item on
+//! the `WorkQueue`, which worker threads of the caller's blocking pool take
+//! from (up to the run's `jobs`): each runs the unit's attempts, with
+//! retries and backoff, and sends the `StepReport` back. Finished units go
+//! to a committer thread that batches them (a 2 ms window): the batch's new
+//! objects are made durable ([`crate::store::Store::sync`]: `fdatasync` of
+//! each object file and `fsync` of its folder, one transaction for the
+//! packed ones, then the uploads to a remote), then one records
 //! transaction, so no record ever references an object a crash could lose.
 //!
-//! Gates (`when`) are evaluated when a step's dependencies are done; a false
-//! condition skips the step and everything downstream of it, recording the
-//! condition and its values. A failed step skips its dependants and lets
-//! independent branches finish (or, with `fail_fast`, stops the run).
+//! Gates (`when`, [`gate`]) are evaluated when a step's dependencies are
+//! done; a false condition skips the step and everything downstream of it,
+//! recording the condition and its values. A map step's children are
+//! expanded ([`map`]) when the output it maps over is known. A failed step
+//! skips its dependants and lets independent branches finish (or, with
+//! `fail_fast`, stops the run). `graph`, `gate` and `map` do no I/O and
+//! have unit tests of their own.
+
+mod gate;
+mod graph;
+mod map;
 
 use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
 use crate::digest::Digest;
 use crate::executor::LoadedComponent;
-use crate::plan::{CacheMode, CmpOp, Condition, InputSource, Operand, Plan};
+use crate::plan::{CacheMode, Condition, InputSource, Plan};
 use crate::records::{
     FailureKind, LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary,
     now_ms,
@@ -29,6 +38,8 @@ use crate::records::{
 use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
 use crate::tree::{Entry, EntryKind, Tree};
 use anyhow::anyhow;
+use graph::{Graph, Unit};
+use map::Child;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -40,51 +51,30 @@ type Commit = Sender<Vec<RecordOp>>;
 /// How long the committer lets finished steps gather before one commit.
 const COMMIT_WINDOW: Duration = Duration::from_millis(2);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Unit {
-    Step(usize),
-    Child(usize, usize),
-}
-
-struct Child {
-    label: String,
-    inputs: BTreeMap<String, Digest>,
-    params: serde_json::Value,
-}
-
 struct MapState {
     children: Vec<Child>,
     reports: Vec<Option<StepReport>>,
-    running: u32,
     done: usize,
 }
 
 pub(crate) struct Scheduler {
     rt: Runtime,
     plan: Arc<Plan>,
-    order: Vec<usize>,
     components: Vec<Arc<LoadedComponent>>,
     inputs: Vec<BTreeMap<String, Digest>>,
     run: RunId,
     previous: HashMap<String, StepSummary>,
     opts: RunOptions,
-    dependents: Vec<Vec<usize>>,
-    waiting: Vec<usize>,
-    position: Vec<usize>,
-    ready: VecDeque<Unit>,
+    /// Readiness, pools and map bounds (no I/O; see [`graph`]).
+    graph: Graph,
     reports: Vec<Option<StepReport>>,
     children_done: Vec<StepReport>,
     maps: HashMap<usize, MapState>,
-    pool_running: HashMap<String, u32>,
     first_error: Option<String>,
     commit: Option<Commit>,
     index: HashMap<String, usize>,
     /// Whether the pipeline ran before (else no step has earlier outputs).
     ran_before: bool,
-    /// Each step's tags, plus `gpu` for steps granted the GPU.
-    tags: Vec<Vec<String>>,
-    /// Pool sizes: the plan's, plus one GPU slot unless the plan sizes `gpu`.
-    pools: HashMap<String, u32>,
     /// Artifacts first stored by this run's steps (see `cannot_hit`).
     created: HashSet<Digest>,
     /// Cache keys of the units that ran and succeeded in this run.
@@ -189,17 +179,7 @@ impl Scheduler {
         opts: RunOptions,
     ) -> anyhow::Result<Scheduler> {
         let n = plan.steps.len();
-        let deps = plan.dependencies();
-        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-        for (i, ds) in deps.iter().enumerate() {
-            for &d in ds {
-                dependents[d].push(i);
-            }
-        }
-        let mut position = vec![0usize; n];
-        for (pos, &i) in order.iter().enumerate() {
-            position[i] = pos;
-        }
+        // Each step's tags, plus `gpu` for steps granted the GPU.
         let tags = plan
             .steps
             .iter()
@@ -214,9 +194,16 @@ impl Scheduler {
                 t
             })
             .collect();
+        // Pool sizes: the plan's, plus one GPU slot unless the plan sizes `gpu`.
         let mut pools: HashMap<String, u32> =
             plan.pools.iter().map(|(k, v)| (k.clone(), *v)).collect();
         pools.entry("gpu".into()).or_insert(1);
+        let parallelism = plan
+            .steps
+            .iter()
+            .map(|s| s.map.as_ref().map_or(0, |m| m.parallelism))
+            .collect();
+        let graph = Graph::new(&plan.dependencies(), &order, tags, pools, parallelism);
         let ran_before = rt.inner.records.ran_before(&plan.name, run).unwrap_or(true);
         let index = plan
             .steps
@@ -225,28 +212,21 @@ impl Scheduler {
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
         Ok(Scheduler {
-            waiting: deps.iter().map(Vec::len).collect(),
-            dependents,
-            position,
+            graph,
             rt,
             plan,
-            order,
             components,
             inputs,
             run,
             previous,
             opts,
-            ready: VecDeque::new(),
             reports: vec![None; n],
             children_done: Vec::new(),
             maps: HashMap::new(),
-            pool_running: HashMap::new(),
             first_error: None,
             commit: None,
             index,
             ran_before,
-            tags,
-            pools,
             created: HashSet::new(),
             ran_keys: HashSet::new(),
             durability: Arc::default(),
@@ -380,13 +360,7 @@ impl Scheduler {
         &mut self,
         pool: &tokio::runtime::Handle,
     ) -> anyhow::Result<Option<RunState>> {
-        let roots: Vec<usize> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&i| self.waiting[i] == 0)
-            .collect();
-        for i in roots {
+        for i in self.graph.roots() {
             self.on_ready(i)?;
         }
         let jobs = self.rt.inner.config.jobs;
@@ -425,7 +399,7 @@ impl Scheduler {
                     }
                     Err(back) => back,
                 };
-                if in_flight.is_empty() && (self.ready.is_empty() || jobs == 1) {
+                if in_flight.is_empty() && (self.graph.nothing_ready() || jobs == 1) {
                     // The only unit that can run now (a chain's next step,
                     // or any unit with one job): run it on this thread.
                     self.emit(RunEvent::StepStarted {
@@ -483,7 +457,7 @@ impl Scheduler {
         for w in queue.close().into_iter().rev() {
             in_flight.remove(&w.unit);
             self.release(w.unit);
-            self.ready.push_front(w.unit);
+            self.graph.push_front(w.unit);
         }
         if stopped.is_some() {
             for stop in in_flight.values() {
@@ -552,54 +526,11 @@ impl Scheduler {
     }
 
     fn next_launchable(&mut self) -> Option<Unit> {
-        let pos = self.ready.iter().position(|&u| {
-            let i = match u {
-                Unit::Step(i) | Unit::Child(i, _) => i,
-            };
-            let s = &self.plan.steps[i];
-            let pools_ok = self.tags[i].iter().all(|t| match self.pools.get(t) {
-                Some(&size) => self.pool_running.get(t).copied().unwrap_or(0) < size,
-                None => true,
-            });
-            let map_ok = match (u, &s.map) {
-                (Unit::Child(i, _), Some(m)) if m.parallelism > 0 => {
-                    self.maps[&i].running < m.parallelism
-                }
-                _ => true,
-            };
-            pools_ok && map_ok
-        })?;
-        let u = self.ready.remove(pos)?;
-        let i = match u {
-            Unit::Step(i) | Unit::Child(i, _) => i,
-        };
-        for t in &self.tags[i] {
-            if self.pools.contains_key(t) {
-                *self.pool_running.entry(t.clone()).or_default() += 1;
-            }
-        }
-        if let Unit::Child(i, _) = u
-            && let Some(m) = self.maps.get_mut(&i)
-        {
-            m.running += 1;
-        }
-        Some(u)
+        self.graph.next_launchable()
     }
 
     fn release(&mut self, u: Unit) {
-        let i = match u {
-            Unit::Step(i) | Unit::Child(i, _) => i,
-        };
-        for t in &self.tags[i] {
-            if let Some(n) = self.pool_running.get_mut(t) {
-                *n = n.saturating_sub(1);
-            }
-        }
-        if let Unit::Child(i, _) = u
-            && let Some(m) = self.maps.get_mut(&i)
-        {
-            m.running = m.running.saturating_sub(1);
-        }
+        self.graph.release(u);
     }
 
     fn job(&self, u: Unit) -> StepJob {
@@ -716,17 +647,18 @@ impl Scheduler {
                 MapState {
                     reports: vec![None; n],
                     children,
-                    running: 0,
                     done: 0,
                 },
             );
             if n == 0 {
                 return self.collect(i);
             }
-            self.ready.extend((0..n).map(|k| Unit::Child(i, k)));
+            for k in 0..n {
+                self.graph.push(Unit::Child(i, k));
+            }
             return Ok(());
         }
-        self.ready.push_back(Unit::Step(i));
+        self.graph.push(Unit::Step(i));
         Ok(())
     }
 
@@ -749,60 +681,34 @@ impl Scheduler {
                 )
             })?;
         let tree = store.read_tree(&src)?;
-        let mut children = Vec::new();
-        match &m.json_list {
-            None => {
-                for e in tree.entries {
-                    let item = Tree {
-                        entries: vec![e.clone()],
-                    };
-                    let d = store.put_bytes(&item.encode())?;
-                    let mut inputs = self.inputs[i].clone();
-                    inputs.insert("item".into(), d);
-                    children.push(Child {
-                        label: e.name,
-                        inputs,
-                        params: s.params.clone(),
-                    });
-                }
-            }
-            Some(file) => {
-                let e = tree
-                    .entries
-                    .iter()
-                    .find(|e| &e.name == file && e.kind == EntryKind::File)
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "output '{}' of step '{}' has no file '{file}'",
-                            m.output,
-                            m.step
-                        )
-                    })?;
-                let bytes = store.read_object(&e.digest)?;
-                let list: Vec<serde_json::Value> =
-                    serde_json::from_slice(&bytes).map_err(|err| {
-                        anyhow!(
-                            "'{file}' in output '{}' of step '{}' is not a JSON list: {err}",
-                            m.output,
-                            m.step
-                        )
-                    })?;
-                let width = list.len().saturating_sub(1).to_string().len();
-                for (k, v) in list.into_iter().enumerate() {
-                    let mut params = s.params.clone();
-                    if let Some(o) = params.as_object_mut() {
-                        o.insert("item".into(), v);
-                        o.insert("index".into(), k.into());
-                    }
-                    children.push(Child {
-                        label: format!("{k:0width$}"),
-                        inputs: self.inputs[i].clone(),
-                        params,
-                    });
-                }
-            }
-        }
-        Ok(children)
+        let Some(file) = &m.json_list else {
+            return Ok(map::over_folder(
+                tree.entries,
+                &self.inputs[i],
+                &s.params,
+                |item| store.put_bytes(&item.encode()),
+            )?);
+        };
+        let e = tree
+            .entries
+            .iter()
+            .find(|e| &e.name == file && e.kind == EntryKind::File)
+            .ok_or_else(|| {
+                anyhow!(
+                    "output '{}' of step '{}' has no file '{file}'",
+                    m.output,
+                    m.step
+                )
+            })?;
+        let bytes = store.read_object(&e.digest)?;
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|err| {
+            anyhow!(
+                "'{file}' in output '{}' of step '{}' is not a JSON list: {err}",
+                m.output,
+                m.step
+            )
+        })?;
+        Ok(map::over_list(list, &self.inputs[i], &s.params))
     }
 
     /// Folds a map's finished children into the map step's outputs.
@@ -921,18 +827,11 @@ impl Scheduler {
         let ok = report.ok();
         self.reports[i] = Some(report);
         if !ok {
+            self.graph.settle(i);
             self.failed(i);
             return Ok(());
         }
-        let mut newly = Vec::new();
-        for &d in &self.dependents[i].clone() {
-            self.waiting[d] -= 1;
-            if self.waiting[d] == 0 && self.reports[d].is_none() {
-                newly.push(d);
-            }
-        }
-        newly.sort_by_key(|&d| self.position[d]);
-        for d in newly {
+        for d in self.graph.succeeded(i) {
             self.on_ready(d)?;
         }
         Ok(())
@@ -951,15 +850,10 @@ impl Scheduler {
     }
 
     fn skip_downstream(&mut self, i: usize, name: &str) {
-        let mut stack = self.dependents[i].clone();
-        while let Some(d) = stack.pop() {
-            if self.reports[d].is_some() {
-                continue;
-            }
+        for d in self.graph.downstream(i) {
             let dn = self.plan.steps[d].name.clone();
             let why = format!("upstream step '{name}' did not succeed");
             self.record_not_run(Unit::Step(d), &dn, StepState::Skipped, why, None);
-            stack.extend(self.dependents[d].iter().copied());
         }
     }
 
@@ -1008,7 +902,10 @@ impl Scheduler {
             error: report.error.clone(),
         });
         match u {
-            Unit::Step(i) => self.reports[i] = Some(report),
+            Unit::Step(i) => {
+                self.reports[i] = Some(report);
+                self.graph.settle(i);
+            }
             Unit::Child(_, _) => self.children_done.push(report),
         }
     }
@@ -1055,125 +952,38 @@ impl Scheduler {
 
     /// Evaluates a gate: whether it holds, and the condition with its values.
     fn evaluate(&self, c: &Condition) -> Result<(bool, String), String> {
-        let mut values = Vec::new();
-        let holds = self.eval(c, &mut values)?;
-        let mut why = format!("`{c}` is {holds}");
-        if !values.is_empty() {
-            why.push_str(&format!(" ({})", values.join(", ")));
-        }
-        Ok((holds, why))
-    }
-
-    fn eval(&self, c: &Condition, values: &mut Vec<String>) -> Result<bool, String> {
-        match c {
-            Condition::Compare { left, op, right } => {
-                let l = self.operand(left, values)?;
-                let r = self.operand(right, values)?;
-                compare(&l, *op, &r)
-            }
-            Condition::All(cs) => {
-                for c in cs {
-                    if !self.eval(c, values)? {
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            }
-            Condition::Any(cs) => {
-                for c in cs {
-                    if self.eval(c, values)? {
-                        return Ok(true);
-                    }
-                }
-                Ok(false)
-            }
-            Condition::Not(c) => Ok(!self.eval(c, values)?),
-        }
-    }
-
-    fn operand(&self, o: &Operand, values: &mut Vec<String>) -> Result<serde_json::Value, String> {
-        let v = match o {
-            Operand::Value(v) => return Ok(v.clone()),
-            Operand::Metric { step, name } => {
-                let r = self
-                    .report_of(step)
-                    .ok_or_else(|| format!("step '{step}' has not run"))?;
-                let m = r
-                    .metrics
-                    .iter()
-                    .rev()
-                    .find(|m| &m.name == name)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = r.metrics.iter().map(|m| m.name.as_str()).collect();
-                        format!(
-                            "step '{step}' recorded no metric '{name}'{}",
-                            crate::plan::suggest(name, names.iter().copied())
-                        )
-                    })?;
-                serde_json::Value::from(m.value)
-            }
-            Operand::Json {
-                step,
-                output,
-                file,
-                pointer,
-            } => {
-                let store = &self.rt.inner.store;
-                let d = self
-                    .report_of(step)
-                    .and_then(|r| r.outputs.get(output).copied())
-                    .ok_or_else(|| {
-                        format!("output '{output}' of step '{step}' is not available")
-                    })?;
-                let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
-                let e = tree
-                    .entries
-                    .iter()
-                    .find(|e| &e.name == file && e.kind == EntryKind::File)
-                    .ok_or_else(|| {
-                        format!("output '{output}' of step '{step}' has no file '{file}'")
-                    })?;
-                if e.bytes > 1 << 20 {
-                    return Err(format!(
-                        "'{file}' is {} bytes; conditions read JSON files up to 1 MiB",
-                        e.bytes
-                    ));
-                }
-                let bytes = store.read_object(&e.digest).map_err(|e| e.to_string())?;
-                let json: serde_json::Value = serde_json::from_slice(&bytes)
-                    .map_err(|err| format!("'{file}' of step '{step}' is not JSON: {err}"))?;
-                json.pointer(pointer).cloned().ok_or_else(|| {
-                    format!("'{file}' of step '{step}' has no value at '{pointer}'")
-                })?
-            }
-        };
-        values.push(format!("{o} = {v}"));
-        Ok(v)
+        gate::evaluate(c, self)
     }
 }
 
-fn compare(l: &serde_json::Value, op: CmpOp, r: &serde_json::Value) -> Result<bool, String> {
-    use std::cmp::Ordering;
-    let ord: Option<Ordering> = match (l, r) {
-        (serde_json::Value::Number(a), serde_json::Value::Number(b)) => {
-            let (a, b) = (
-                a.as_f64().unwrap_or(f64::NAN),
-                b.as_f64().unwrap_or(f64::NAN),
-            );
-            a.partial_cmp(&b)
+/// What gates read: the finished steps' metrics and upstream JSON files.
+impl gate::Facts for Scheduler {
+    fn metrics(&self, step: &str) -> Result<&[Metric], String> {
+        self.report_of(step)
+            .map(|r| r.metrics.as_slice())
+            .ok_or_else(|| format!("step '{step}' has not run"))
+    }
+
+    fn json_file(&self, step: &str, output: &str, file: &str) -> Result<Vec<u8>, String> {
+        let store = &self.rt.inner.store;
+        let d = self
+            .report_of(step)
+            .and_then(|r| r.outputs.get(output).copied())
+            .ok_or_else(|| format!("output '{output}' of step '{step}' is not available"))?;
+        let tree = store.read_tree(&d).map_err(|e| e.to_string())?;
+        let e = tree
+            .entries
+            .iter()
+            .find(|e| e.name == file && e.kind == EntryKind::File)
+            .ok_or_else(|| format!("output '{output}' of step '{step}' has no file '{file}'"))?;
+        if e.bytes > gate::JSON_MAX {
+            return Err(format!(
+                "'{file}' is {} bytes; conditions read JSON files up to 1 MiB",
+                e.bytes
+            ));
         }
-        (serde_json::Value::String(a), serde_json::Value::String(b)) => Some(a.cmp(b)),
-        _ => None,
-    };
-    Ok(match (op, ord) {
-        (CmpOp::Eq, _) => l == r || ord == Some(Ordering::Equal),
-        (CmpOp::Ne, _) => !(l == r || ord == Some(Ordering::Equal)),
-        (_, None) => return Err(format!("cannot order {l} and {r}")),
-        (CmpOp::Lt, Some(o)) => o == Ordering::Less,
-        (CmpOp::Le, Some(o)) => o != Ordering::Greater,
-        (CmpOp::Gt, Some(o)) => o == Ordering::Greater,
-        (CmpOp::Ge, Some(o)) => o != Ordering::Less,
-    })
+        store.read_object(&e.digest).map_err(|e| e.to_string())
+    }
 }
 
 /// The report of a unit stopped while it ran.
