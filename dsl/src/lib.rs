@@ -170,6 +170,10 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
     weir_core::limits::parse_duration_ms(&s)
 }
 
+/// The locked-down Rhai engine with the pipeline language registered.
+///
+/// Long on purpose: a registration table, one `register_fn` per language
+/// function, in the order the user guide presents them.
 fn engine(state: Arc<Mutex<Declared>>, file: Arc<str>, base_dir: PathBuf) -> Engine {
     let mut e = Engine::new();
     e.set_module_resolver(ProjectResolver::new(&base_dir));
@@ -641,6 +645,9 @@ macro_rules! step_method {
     };
 }
 
+/// Registers the step policies (`.retry`, `.timeout`, `.cache`, limits, tags...).
+///
+/// Long on purpose: a registration table, one `register_fn` per policy.
 fn register_policies(e: &mut Engine) {
     step_method!(e, "retries", |ctx, s, n: i64| {
         let max = weir_core::limits::MAX_RETRIES;

@@ -124,6 +124,9 @@ const MAX_COLUMNS: usize = 65_536;
 type TensorResult = (Result<Resource<Tensor>, String>,);
 
 /// Replaces the generated `gpu` functions that take strings or lists.
+///
+/// Long on purpose: one `func_wrap` per shadowed import, each a few lines
+/// of bounds checks, read top to bottom like the WIT interface it mirrors.
 pub(crate) fn shadow_gpu_imports(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     use gpu::{Host, HostTensor};
     linker.allow_shadowing(true);

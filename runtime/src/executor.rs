@@ -724,67 +724,90 @@ impl Executor {
         digest: Digest,
         granted: Vec<String>,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
-        match bytes.get(..8) {
-            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => anyhow::bail!(
-                "{what} is a core WebAssembly module, not a component; build steps for the wasm32-wasip2 target (`weir build`) so they come out as components"
-            ),
-            Some([0, b'a', b's', b'm', _, _, 1, 0]) => {}
-            _ => anyhow::bail!(
-                "{what} is not a WebAssembly component (it does not start with the wasm magic bytes)"
-            ),
-        }
-        let cached =
-            self.compiled_dir
-                .join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_tag));
-        let component = match cached.exists() {
-            // SAFETY: files in the compile cache are written only by `Component::serialize`
-            // below, by this engine configuration (the tag in the name), via rename.
-            true => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(c) => {
-                    // Recently used: the last to be evicted.
-                    let _ = std::fs::File::options()
-                        .write(true)
-                        .open(&cached)
-                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-                    Some(c)
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "ignoring unusable compile cache entry {}: {e}",
-                        cached.display()
-                    );
-                    None
-                }
-            },
-            false => None,
-        };
-        let component = match component {
-            Some(c) => c,
-            None => {
-                let c = Component::new(&self.engine, bytes)
-                    .map_err(|e| anyhow!("{what} is not a valid component: {e:#}"))?;
-                if let Ok(ser) = c.serialize() {
-                    let tmp = self.compiled_dir.join(format!(
-                        ".tmp-{}-{}",
-                        std::process::id(),
-                        digest.to_hex()
-                    ));
-                    if std::fs::write(&tmp, ser).is_ok()
-                        && std::fs::rename(&tmp, &cached).is_ok()
-                        && let Some(max) = self.compile_cache_max_bytes
-                    {
-                        evict(&self.compiled_dir, max, &cached);
-                    }
-                }
-                c
-            }
-        };
+        check_magic(bytes, what)?;
+        let component = self.compile(bytes, what, digest)?;
         let imports: Vec<String> = component
             .component_type()
             .imports(&self.engine)
             .map(|(name, _)| name.to_string())
             .collect();
         check_contract(what, &imports)?;
+        let (wants_gpu, host_caps) = self.requested(&imports, what, digest, &granted)?;
+        let mut capabilities = Vec::new();
+        if wants_gpu {
+            capabilities.push(format!(
+                "gpu:{}",
+                self.gpu_backend()
+                    .map_err(|e| anyhow!("{what}: {e}"))?
+                    .kind()
+            ));
+        }
+        capabilities.extend(host_caps.iter().map(|&i| self.host_caps[i].identity()));
+        let pre = self.link(&component, what, wants_gpu, &host_caps)?;
+        let loaded = Arc::new(LoadedComponent {
+            digest,
+            capabilities,
+            host_caps,
+            fuel: self.fuel,
+            pre,
+        });
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((digest, granted), loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The component compiled for this engine: from the compile cache, or
+    /// by Cranelift (then written to the cache, evicting the least recently
+    /// used entries past its size bound).
+    fn compile(&self, bytes: &[u8], what: &str, digest: Digest) -> anyhow::Result<Component> {
+        let cached =
+            self.compiled_dir
+                .join(format!("{}-{}.cwasm", digest.to_hex(), self.engine_tag));
+        if cached.exists() {
+            // SAFETY: files in the compile cache are written only by `Component::serialize`
+            // below, by this engine configuration (the tag in the name), via rename.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(c) => {
+                    // Recently used: the last to be evicted.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&cached)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    return Ok(c);
+                }
+                Err(e) => tracing::warn!(
+                    "ignoring unusable compile cache entry {}: {e}",
+                    cached.display()
+                ),
+            }
+        }
+        let c = Component::new(&self.engine, bytes)
+            .map_err(|e| anyhow!("{what} is not a valid component: {e:#}"))?;
+        if let Ok(ser) = c.serialize() {
+            let tmp =
+                self.compiled_dir
+                    .join(format!(".tmp-{}-{}", std::process::id(), digest.to_hex()));
+            if std::fs::write(&tmp, ser).is_ok()
+                && std::fs::rename(&tmp, &cached).is_ok()
+                && let Some(max) = self.compile_cache_max_bytes
+            {
+                evict(&self.compiled_dir, max, &cached);
+            }
+        }
+        Ok(c)
+    }
+
+    /// What a component with `imports` asks for: the GPU, and which host
+    /// capabilities (by index); refused unless `granted` grants each.
+    fn requested(
+        &self,
+        imports: &[String],
+        what: &str,
+        digest: Digest,
+        granted: &[String],
+    ) -> anyhow::Result<(bool, Vec<usize>)> {
         let wants_gpu = imports.iter().any(|name| name == GPU_INTERFACE);
         let is_granted = |c: &str| granted.iter().any(|g| g == c);
         if wants_gpu && !is_granted("gpu") {
@@ -811,6 +834,18 @@ impl Executor {
                 host_caps.push(i);
             }
         }
+        Ok((wants_gpu, host_caps))
+    }
+
+    /// Links `component` against the sandbox (plus the GPU and the host
+    /// capabilities it was granted) and checks it exports the step world.
+    fn link(
+        &self,
+        component: &Component,
+        what: &str,
+        wants_gpu: bool,
+        host_caps: &[usize],
+    ) -> anyhow::Result<Pre> {
         let not_step = |e: wasmtime::Error| {
             anyhow!(
                 "{what} does not implement the weir step world ({}): {e:#}; build it with weir-sdk's `step!` macro",
@@ -831,48 +866,26 @@ impl Executor {
                 allowed()
             )
         };
-        let mut capabilities = Vec::new();
-        if wants_gpu {
-            capabilities.push(format!(
-                "gpu:{}",
-                self.gpu_backend()
-                    .map_err(|e| anyhow!("{what}: {e}"))?
-                    .kind()
-            ));
-        }
-        capabilities.extend(host_caps.iter().map(|&i| self.host_caps[i].identity()));
-        let pre = if host_caps.is_empty() {
+        Ok(if host_caps.is_empty() {
             if wants_gpu {
                 let pre = self
                     .trusted_linker
-                    .instantiate_pre(&component)
+                    .instantiate_pre(component)
                     .map_err(link_err)?;
                 Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?)
             } else {
-                let pre = self.linker.instantiate_pre(&component).map_err(link_err)?;
+                let pre = self.linker.instantiate_pre(component).map_err(link_err)?;
                 Pre::Step(StepPre::new(pre).map_err(not_step)?)
             }
         } else {
-            let linker = self.cap_linker(&host_caps, wants_gpu)?;
-            let pre = linker.instantiate_pre(&component).map_err(link_err)?;
+            let linker = self.cap_linker(host_caps, wants_gpu)?;
+            let pre = linker.instantiate_pre(component).map_err(link_err)?;
             if wants_gpu {
                 Pre::Trusted(TrustedStepPre::new(pre).map_err(not_step)?)
             } else {
                 Pre::Step(StepPre::new(pre).map_err(not_step)?)
             }
-        };
-        let loaded = Arc::new(LoadedComponent {
-            digest,
-            capabilities,
-            host_caps,
-            fuel: self.fuel,
-            pre,
-        });
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((digest, granted), loaded.clone());
-        Ok(loaded)
+        })
     }
 
     /// Runs one attempt to completion, failure or timeout.
@@ -929,12 +942,68 @@ impl Executor {
         stderr: &Capture,
     ) -> AttemptResult {
         let fail = AttemptResult::failed;
-        let wasi = match Self::wasi_ctx(spec, stdout, stderr) {
-            Ok(w) => w,
-            Err(e) => return fail(StepFailure::Setup(format!("{e:#}"))),
+        let state = match self.host_state(spec, stdout, stderr) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
         };
         let timeout = spec.limits.timeout();
-        let mut state = HostState {
+        let mut store = match self.guest_store(spec, state) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        // The epoch ticks while this guest may run (until this returns).
+        let _ticking = self.ticker.keep_ticking();
+        let invocation = invocation(spec);
+        let call = async {
+            match &spec.component.pre {
+                Pre::Step(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_run(&mut store, &invocation).await
+                }
+                Pre::Trusted(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance.call_run(&mut store, &invocation).await
+                }
+            }
+        };
+        // The outer timeout also stops a guest that is blocked in a host call
+        // (where epoch checks cannot run); the grace lets the epoch check fire first.
+        let timed = tokio::time::timeout(timeout + Duration::from_millis(100), call);
+        // Cancelling stops the guest at its next epoch tick or host call;
+        // the store, and so what it logged, stays.
+        let cancelled = async {
+            match &spec.cancel {
+                Some(c) => c.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ended = tokio::select! {
+            biased;
+            _ = cancelled => None,
+            r = timed => Some(r),
+        };
+        let outcome = match ended {
+            None => Err(StepFailure::Cancelled),
+            Some(Err(_)) => Err(StepFailure::Timeout(timeout)),
+            Some(Ok(Ok(Ok(())))) => Ok(()),
+            Some(Ok(Ok(Err(msg)))) => Err(StepFailure::Returned(msg)),
+            Some(Ok(Err(e))) => Err(self.why_it_stopped(store.data_mut(), &e, spec)),
+        };
+        self.attempt_result(store, outcome.map_err(|f| disk_full_or(f, spec)), spec)
+    }
+
+    /// The host side of one attempt: WASI with the step's mounts, its limits,
+    /// its capabilities' states.
+    fn host_state(
+        &self,
+        spec: &AttemptSpec,
+        stdout: &Capture,
+        stderr: &Capture,
+    ) -> Result<HostState, StepFailure> {
+        let wasi = Self::wasi_ctx(spec, stdout, stderr)
+            .map_err(|e| StepFailure::Setup(format!("{e:#}")))?;
+        let timeout = spec.limits.timeout();
+        Ok(HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter {
@@ -980,17 +1049,25 @@ impl Executor {
                     self.host_caps[i].state.as_ref().map(|f| f(&cx))
                 })
                 .collect(),
-        };
+        })
+    }
+
+    /// A wasmtime store for one attempt: the memory limiter, the handle
+    /// cap, the fuel budget, and the epoch check of the deadline and the
+    /// output quota.
+    fn guest_store(
+        &self,
+        spec: &AttemptSpec,
+        mut state: HostState,
+    ) -> Result<Store<HostState>, StepFailure> {
         state.table.set_max_capacity(self.max_handles);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        if self.fuel
-            && let Err(e) = store.set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))
-        {
-            return fail(StepFailure::Setup(e.to_string()));
+        if self.fuel {
+            store
+                .set_fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+                .map_err(|e| StepFailure::Setup(e.to_string()))?;
         }
-        // The epoch ticks while this guest may run (until this returns).
-        let _ticking = self.ticker.keep_ticking();
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
@@ -1004,102 +1081,49 @@ impl Executor {
             }
             Ok(UpdateDeadline::Yield(1))
         });
-        let invocation = bindings::types::Invocation {
-            step: spec.step.clone(),
-            params: spec.params_json.clone(),
-            inputs: spec
-                .inputs
-                .iter()
-                .map(|(n, _)| bindings::types::Input {
-                    name: n.clone(),
-                    path: format!("/in/{n}"),
-                })
-                .collect(),
-            outputs: spec
-                .outputs
-                .iter()
-                .map(|(n, _)| bindings::types::Output {
-                    name: n.clone(),
-                    path: format!("/out/{n}"),
-                })
-                .collect(),
-            attempt: spec.attempt,
-        };
-        let call = async {
-            match &spec.component.pre {
-                Pre::Step(pre) => {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    instance.call_run(&mut store, &invocation).await
-                }
-                Pre::Trusted(pre) => {
-                    let instance = pre.instantiate_async(&mut store).await?;
-                    instance.call_run(&mut store, &invocation).await
-                }
+        Ok(store)
+    }
+
+    /// Why a guest call that ended in an error stopped: the deadline, the
+    /// output quota, the memory limit, fuel, the handle cap, or a trap.
+    fn why_it_stopped(
+        &self,
+        s: &mut HostState,
+        e: &wasmtime::Error,
+        spec: &AttemptSpec,
+    ) -> StepFailure {
+        let timeout = spec.limits.timeout();
+        if s.timed_out {
+            StepFailure::Timeout(timeout)
+        } else if let Some(over) = s.quota.over.take() {
+            over
+        } else if let Some(wanted) = s.limiter.refused {
+            StepFailure::Memory {
+                limit: s.limiter.limit,
+                wanted,
             }
-        };
-        // The outer timeout also stops a guest that is blocked in a host call
-        // (where epoch checks cannot run); the grace lets the epoch check fire first.
-        let timed = tokio::time::timeout(timeout + Duration::from_millis(100), call);
-        // Cancelling stops the guest at its next epoch tick or host call;
-        // the store, and so what it logged, stays.
-        let cancelled = async {
-            match &spec.cancel {
-                Some(c) => c.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
-        let ended = tokio::select! {
-            biased;
-            _ = cancelled => None,
-            r = timed => Some(r),
-        };
-        let outcome = match ended {
-            None => Err(StepFailure::Cancelled),
-            Some(Err(_)) => Err(StepFailure::Timeout(timeout)),
-            Some(Ok(Ok(Ok(())))) => Ok(()),
-            Some(Ok(Ok(Err(msg)))) => Err(StepFailure::Returned(msg)),
-            Some(Ok(Err(e))) => {
-                let s = store.data_mut();
-                Err(if s.timed_out {
-                    StepFailure::Timeout(timeout)
-                } else if let Some(over) = s.quota.over.take() {
-                    over
-                } else if let Some(wanted) = s.limiter.refused {
-                    StepFailure::Memory {
-                        limit: s.limiter.limit,
-                        wanted,
-                    }
-                } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
-                    StepFailure::Fuel(spec.limits.fuel.unwrap_or(u64::MAX))
-                } else if e.chain().any(|c| {
-                    matches!(
-                        c.downcast_ref::<wasmtime::component::ResourceTableError>(),
-                        Some(wasmtime::component::ResourceTableError::Full)
-                    )
-                }) {
-                    StepFailure::Handles(self.max_handles)
-                } else {
-                    StepFailure::Trapped(trap_message(&e))
-                })
-            }
-        };
-        let outcome = outcome.map_err(|f| match &f {
-            StepFailure::Returned(said) | StepFailure::Trapped(said) => {
-                match spec.outputs.iter().find_map(|(_, dir)| {
-                    crate::store::free_bytes(dir)
-                        .filter(|free| *free < DISK_FULL_BYTES)
-                        .map(|free| (free, dir))
-                }) {
-                    Some((free, dir)) => StepFailure::DiskFull {
-                        said: said.clone(),
-                        free,
-                        at: dir.display().to_string(),
-                    },
-                    None => f,
-                }
-            }
-            _ => f,
-        });
+        } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+            StepFailure::Fuel(spec.limits.fuel.unwrap_or(u64::MAX))
+        } else if e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<wasmtime::component::ResourceTableError>(),
+                Some(wasmtime::component::ResourceTableError::Full)
+            )
+        }) {
+            StepFailure::Handles(self.max_handles)
+        } else {
+            StepFailure::Trapped(trap_message(e))
+        }
+    }
+
+    /// The attempt's result: its outcome, with the logs, metrics, peak
+    /// memory and fuel its store holds.
+    fn attempt_result(
+        &self,
+        store: Store<HostState>,
+        outcome: Result<(), StepFailure>,
+        spec: &AttemptSpec,
+    ) -> AttemptResult {
         let budget = spec.limits.fuel.unwrap_or(u64::MAX);
         let fuel_used = if self.fuel {
             store
@@ -1128,6 +1152,64 @@ impl Executor {
             peak_memory_bytes,
             fuel_used,
         }
+    }
+}
+
+/// A guest's own error or trap, as a disk-full failure when an output's
+/// filesystem is nearly full (the guest's message is kept).
+fn disk_full_or(f: StepFailure, spec: &AttemptSpec) -> StepFailure {
+    let (StepFailure::Returned(said) | StepFailure::Trapped(said)) = &f else {
+        return f;
+    };
+    match spec.outputs.iter().find_map(|(_, dir)| {
+        crate::store::free_bytes(dir)
+            .filter(|free| *free < DISK_FULL_BYTES)
+            .map(|free| (free, dir))
+    }) {
+        Some((free, dir)) => StepFailure::DiskFull {
+            said: said.clone(),
+            free,
+            at: dir.display().to_string(),
+        },
+        None => f,
+    }
+}
+
+/// What the guest's `run` is called with: its step, params and mounts.
+fn invocation(spec: &AttemptSpec) -> bindings::types::Invocation {
+    bindings::types::Invocation {
+        step: spec.step.clone(),
+        params: spec.params_json.clone(),
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|(n, _)| bindings::types::Input {
+                name: n.clone(),
+                path: format!("/in/{n}"),
+            })
+            .collect(),
+        outputs: spec
+            .outputs
+            .iter()
+            .map(|(n, _)| bindings::types::Output {
+                name: n.clone(),
+                path: format!("/out/{n}"),
+            })
+            .collect(),
+        attempt: spec.attempt,
+    }
+}
+
+/// Refuses bytes that are not a WebAssembly component, saying what they are.
+fn check_magic(bytes: &[u8], what: &str) -> anyhow::Result<()> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => anyhow::bail!(
+            "{what} is a core WebAssembly module, not a component; build steps for the wasm32-wasip2 target (`weir build`) so they come out as components"
+        ),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(()),
+        _ => anyhow::bail!(
+            "{what} is not a WebAssembly component (it does not start with the wasm magic bytes)"
+        ),
     }
 }
 

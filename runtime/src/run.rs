@@ -928,6 +928,10 @@ impl Runtime {
 
     /// Builds and loads every component (granted what `trust` allows, with
     /// its limit caps applied to the plan) and stores the host inputs.
+    ///
+    /// Long on purpose: its phases (stale crates built, components loaded
+    /// concurrently, trust checked, host inputs stored, the plan's record)
+    /// share the progress events and the error context of one preparation.
     async fn prepare(
         &self,
         mut plan: Arc<Plan>,

@@ -146,6 +146,10 @@ impl Runtime {
     /// log lines and metrics as the guest records them; `host_data` is
     /// what host capabilities' state constructors see
     /// ([`crate::capability::AttemptContext`]).
+    ///
+    /// Long on purpose: each phase (views, staging, slot, attempt, ingest)
+    /// ends the unit with its own failure kind, and reads best as one
+    /// sequence of early returns.
     pub async fn execute(
         &self,
         spec: &UnitSpec,

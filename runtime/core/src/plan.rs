@@ -701,6 +701,16 @@ impl Plan {
                 crate::limits::MAX_STEPS
             )));
         }
+        let index = self.check_steps()?;
+        self.check_pools()?;
+        self.check_references(&index)?;
+        let deps = self.dependencies();
+        topo_order(&self.steps, &deps)
+    }
+
+    /// Each step alone: names, no duplicate, params an object of finite
+    /// numbers, limits and retry policy. Returns the steps by name.
+    fn check_steps(&self) -> Result<HashMap<&str, usize>, PlanError> {
         // Hashed, not ordered: a 10,000-step plan's lookups stay O(1).
         let mut index: HashMap<&str, usize> = HashMap::with_capacity(self.steps.len());
         for (i, s) in self.steps.iter().enumerate() {
@@ -741,6 +751,11 @@ impl Plan {
                 )));
             }
         }
+        Ok(index)
+    }
+
+    /// Pool names, and sizes of at least 1.
+    fn check_pools(&self) -> Result<(), PlanError> {
         for (name, size) in &self.pools {
             check_name("pool", name).map_err(|source| PlanError::Name {
                 at: String::new(),
@@ -752,7 +767,12 @@ impl Plan {
                 )));
             }
         }
-        // References and types.
+        Ok(())
+    }
+
+    /// What steps refer to: upstream steps and outputs that exist, input
+    /// and output types that agree, maps, conditions, tags and model names.
+    fn check_references(&self, index: &HashMap<&str, usize>) -> Result<(), PlanError> {
         let find_output = |s: &StepPlan,
                            what: &str,
                            step: &str,
@@ -838,8 +858,7 @@ impl Plan {
                 s.registered_output().map_err(PlanError::Invalid)?;
             }
         }
-        let deps = self.dependencies();
-        topo_order(&self.steps, &deps)
+        Ok(())
     }
 
     /// For each step, the indices of the steps it waits for: those it reads

@@ -366,84 +366,9 @@ impl Records for SqliteRecords {
     fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()> {
         let mut c = lock(&self.conn);
         let tx = c.transaction()?;
-        // Each statement is looked up once per transaction, when first needed.
-        let mut steps = None;
-        let mut metrics_st = None;
-        let mut logs = None;
-        let mut attempts = None;
-        let mut cache = None;
-        fn stmt<'a, 'c>(
-            slot: &'a mut Option<rusqlite::CachedStatement<'c>>,
-            tx: &'c rusqlite::Transaction<'_>,
-            sql: &str,
-        ) -> rusqlite::Result<&'a mut rusqlite::CachedStatement<'c>> {
-            match slot {
-                Some(st) => Ok(st),
-                None => Ok(slot.insert(tx.prepare_cached(sql)?)),
-            }
-        }
         for op in ops {
             match op {
-                RecordOp::Step(s) => {
-                    stmt(&mut steps, &tx,
-                        "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs, failure)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    )?
-                    .execute(params![
-                        s.run.0,
-                        s.step,
-                        s.state.as_str(),
-                        s.attempt,
-                        s.cache_key.map(|k| k.to_hex()),
-                        s.component.map(|k| k.to_hex()),
-                        s.started_ms,
-                        s.ended_ms,
-                        s.error,
-                        serde_json::to_string(&s.inputs)?,
-                        serde_json::to_string(&s.outputs)?,
-                        s.failure.map(FailureKind::as_str),
-                    ])?;
-                    for (i, metric) in s.metrics.iter().enumerate() {
-                        stmt(&mut metrics_st, &tx,
-                            "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        )?
-                        .execute(params![
-                            s.run.0,
-                            s.step,
-                            i as i64,
-                            metric.name,
-                            metric.value
-                        ])?;
-                    }
-                    for at in &s.attempts {
-                        stmt(&mut attempts, &tx,
-                            "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        )?
-                        .execute(params![
-                            s.run.0,
-                            s.step,
-                            at.attempt,
-                            at.started_ms,
-                            at.ended_ms,
-                            at.error,
-                            at.peak_memory_bytes.map(|b| b as i64),
-                            at.fuel_used.map(|f| f as i64)
-                        ])?;
-                    }
-                    for (i, (attempt, line)) in s.logs.iter().enumerate() {
-                        stmt(&mut logs, &tx,
-                            "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        )?
-                        .execute(params![
-                            s.run.0,
-                            s.step,
-                            attempt,
-                            i as i64,
-                            line.level,
-                            line.message
-                        ])?;
-                    }
-                }
+                RecordOp::Step(s) => write_step(&tx, s)?,
                 RecordOp::Cache {
                     key,
                     outputs,
@@ -451,7 +376,7 @@ impl Records for SqliteRecords {
                     run,
                     step,
                 } => {
-                    stmt(&mut cache, &tx,
+                    tx.prepare_cached(
                         "INSERT OR REPLACE INTO cache (key, outputs, metrics, run_id, step, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?
                     .execute(params![
@@ -469,24 +394,7 @@ impl Records for SqliteRecords {
                     run,
                     step,
                     metrics,
-                } => {
-                    let metrics: BTreeMap<&str, f64> =
-                        metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
-                    tx.prepare_cached(
-                        "INSERT INTO models (name, version, digest, run_id, step, metrics, stage, created_ms)
-                         SELECT ?1, COALESCE((SELECT MAX(version) FROM models WHERE name = ?1), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7
-                         WHERE NOT EXISTS (SELECT 1 FROM models WHERE name = ?1 AND digest = ?2)",
-                    )?
-                    .execute(params![
-                        name,
-                        digest.to_hex(),
-                        run.0,
-                        step,
-                        serde_json::to_string(&metrics)?,
-                        ModelStage::None.as_str(),
-                        now_ms()
-                    ])?;
-                }
+                } => register_model(&tx, name, digest, *run, step, metrics)?,
                 RecordOp::RunPrepared {
                     run,
                     plan_digest,
@@ -513,7 +421,6 @@ impl Records for SqliteRecords {
                 }
             }
         }
-        drop((steps, metrics_st, logs, attempts, cache));
         tx.commit()?;
         Ok(())
     }
@@ -969,6 +876,97 @@ impl Records for SqliteRecords {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Writes a step's record: its row, metrics, attempts and log lines.
+fn write_step(tx: &rusqlite::Transaction<'_>, s: &StepRecord) -> anyhow::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO steps (run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, inputs, outputs, failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        s.run.0,
+        s.step,
+        s.state.as_str(),
+        s.attempt,
+        s.cache_key.map(|k| k.to_hex()),
+        s.component.map(|k| k.to_hex()),
+        s.started_ms,
+        s.ended_ms,
+        s.error,
+        serde_json::to_string(&s.inputs)?,
+        serde_json::to_string(&s.outputs)?,
+        s.failure.map(FailureKind::as_str),
+    ])?;
+    let mut metrics = tx.prepare_cached(
+        "INSERT INTO metrics (run_id, step, seq, name, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (i, metric) in s.metrics.iter().enumerate() {
+        metrics.execute(params![
+            s.run.0,
+            s.step,
+            i as i64,
+            metric.name,
+            metric.value
+        ])?;
+    }
+    let mut attempts = tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (run_id, step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for at in &s.attempts {
+        attempts.execute(params![
+            s.run.0,
+            s.step,
+            at.attempt,
+            at.started_ms,
+            at.ended_ms,
+            at.error,
+            at.peak_memory_bytes.map(|b| b as i64),
+            at.fuel_used.map(|f| f as i64)
+        ])?;
+    }
+    let mut logs = tx.prepare_cached(
+        "INSERT INTO logs (run_id, step, attempt, seq, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (i, (attempt, line)) in s.logs.iter().enumerate() {
+        logs.execute(params![
+            s.run.0,
+            s.step,
+            attempt,
+            i as i64,
+            line.level,
+            line.message
+        ])?;
+    }
+    Ok(())
+}
+
+/// Registers `digest` as the next version of model `name`, unless that
+/// model already has this digest.
+fn register_model(
+    tx: &rusqlite::Transaction<'_>,
+    name: &str,
+    digest: &Digest,
+    run: RunId,
+    step: &str,
+    metrics: &[Metric],
+) -> anyhow::Result<()> {
+    let metrics: BTreeMap<&str, f64> = metrics.iter().map(|m| (m.name.as_str(), m.value)).collect();
+    tx.prepare_cached(
+        "INSERT INTO models (name, version, digest, run_id, step, metrics, stage, created_ms)
+         SELECT ?1, COALESCE((SELECT MAX(version) FROM models WHERE name = ?1), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7
+         WHERE NOT EXISTS (SELECT 1 FROM models WHERE name = ?1 AND digest = ?2)",
+    )?
+    .execute(params![
+        name,
+        digest.to_hex(),
+        run.0,
+        step,
+        serde_json::to_string(&metrics)?,
+        ModelStage::None.as_str(),
+        now_ms()
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]

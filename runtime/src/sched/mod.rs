@@ -356,6 +356,10 @@ impl Scheduler {
     }
 
     /// Runs units until none are left; returns whether the run was stopped early.
+    ///
+    /// Long on purpose: the run's event loop (launch, run inline or queue,
+    /// wait, settle, drain on stop), whose local state (units in flight,
+    /// workers started) lives only here.
     async fn schedule(
         &mut self,
         pool: &tokio::runtime::Handle,
@@ -1236,6 +1240,10 @@ impl StepJob {
     /// The attempts, with retries. Cancelling `stop` ends the attempt under
     /// way (its logs and duration are kept in the record) or the wait for
     /// the next one; the unit then ends `cancelled`.
+    ///
+    /// Long on purpose: the retry loop owns the record it fills attempt by
+    /// attempt (logs, metrics, usage, the last error), so its parts stay in
+    /// one place.
     async fn run_attempts(self, b: Begun, stop: &CancellationToken) -> StepReport {
         let Begun {
             key,

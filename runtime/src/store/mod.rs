@@ -190,8 +190,13 @@ pub struct Store {
     counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Unsynced>,
-    /// Objects of at most [`PACKED_MAX`] bytes (see [`pack`]).
+    /// Objects of at most [`PACKED_MAX`] bytes (`pack.rs`).
     pack: Pack,
+    /// Packed objects hashed and found valid since this process last took
+    /// a lease on the store: only the garbage collector removes rows, and
+    /// it runs under the exclusive lease, so none of these can go while a
+    /// lease is held.
+    packed_ok: Mutex<std::collections::HashSet<Digest>>,
     /// Empty staging folders left by steps that wrote nothing, for reuse.
     empty_dirs: Mutex<Vec<PathBuf>>,
     /// A second home for objects (see [`crate::remote`]).
@@ -257,6 +262,7 @@ impl Store {
     /// A shared hold for a run, or `None` (and nothing held) while the
     /// garbage collector holds the store; [`Store::lease_blocking`] waits.
     pub fn try_lease(&self) -> io::Result<Option<StoreLease>> {
+        self.forget_packed_ok();
         let f = self.lock_file()?;
         match f.try_lock_shared() {
             Ok(()) => Ok(Some(StoreLease(f))),
@@ -267,6 +273,7 @@ impl Store {
 
     /// A shared hold for a run, waiting for a garbage collection to end.
     pub fn lease_blocking(&self) -> io::Result<StoreLease> {
+        self.forget_packed_ok();
         let f = self.lock_file()?;
         f.lock_shared()?;
         Ok(StoreLease(f))
@@ -285,6 +292,15 @@ impl Store {
         Ok(StoreLease(f))
     }
 
+    /// A garbage collection may have run since the last lease: packed
+    /// objects are checked again from now on.
+    fn forget_packed_ok(&self) {
+        self.packed_ok
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Store> {
         let root = root.into();
@@ -294,6 +310,7 @@ impl Store {
         }
         Ok(Store {
             pack: Pack::open(&root.join("objects.db"))?,
+            packed_ok: Mutex::new(std::collections::HashSet::new()),
             objects,
             views,
             tmp,
@@ -722,8 +739,13 @@ impl Store {
     /// but corrupt object is quarantined (moved to `corrupt/`), after the
     /// views that link to it are dropped; the result is `false`.
     pub fn is_valid(&self, d: &Digest) -> io::Result<bool> {
+        let ok = || self.packed_ok.lock().unwrap_or_else(|p| p.into_inner());
+        if ok().contains(d) {
+            return Ok(true);
+        }
         if let Some(bytes) = self.pack.get(d)? {
             if Digest::of(&bytes) == *d {
+                ok().insert(*d);
                 return Ok(true);
             }
             self.quarantine_packed(d, &bytes)?;
@@ -759,6 +781,10 @@ impl Store {
     /// Moves the packed object `d`, whose `bytes` do not hash to `d`, out of
     /// the pack and into `corrupt/`.
     fn quarantine_packed(&self, d: &Digest, bytes: &[u8]) -> io::Result<()> {
+        self.packed_ok
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(d);
         tracing::warn!(object = %d, "packed store object is corrupt; moving it to corrupt/ and recomputing");
         let corrupt = self.root.join("corrupt");
         if fs::create_dir_all(&corrupt).is_ok() {
@@ -878,6 +904,12 @@ impl Store {
 
     /// Removes packed objects (for the garbage collector).
     pub fn remove_packed(&self, digests: &[Digest]) -> io::Result<()> {
+        {
+            let mut ok = self.packed_ok.lock().unwrap_or_else(|p| p.into_inner());
+            for d in digests {
+                ok.remove(d);
+            }
+        }
         self.pack.remove(digests)
     }
 
