@@ -142,7 +142,7 @@ fn parse_size(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    weir_core::limits::parse_size(&s)
+    weir_core::limits::parse_size(&s).map_err(|e| e.to_string())
 }
 
 /// Parses durations like `30` (seconds), `"500ms"`, `"30s"`, `"5m"`, `"2h"`.
@@ -167,7 +167,7 @@ fn parse_duration_ms(v: &Dynamic) -> Result<u64, String> {
                 v.type_name()
             )
         })?;
-    weir_core::limits::parse_duration_ms(&s)
+    weir_core::limits::parse_duration_ms(&s).map_err(|e| e.to_string())
 }
 
 /// The locked-down Rhai engine with the pipeline language registered.

@@ -40,14 +40,16 @@ pub fn signature_path(component: &Path) -> PathBuf {
 }
 
 /// Parses `ed25519:<64 hex>`.
-pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
+pub fn parse_public_key(text: &str) -> anyhow::Result<VerifyingKey> {
     let hex = text.trim().strip_prefix("ed25519:").ok_or_else(|| {
-        format!("expected a public key like ed25519:<64 hex characters>, found {text:?}")
+        anyhow::anyhow!("expected a public key like ed25519:<64 hex characters>, found {text:?}")
     })?;
     let bytes: [u8; 32] = from_hex(hex)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("expected 64 hex characters after ed25519:, found {hex:?}"))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|e| format!("not an ed25519 public key: {e}"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("expected 64 hex characters after ed25519:, found {hex:?}")
+        })?;
+    VerifyingKey::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("not an ed25519 public key: {e}"))
 }
 
 /// Formats a public key as `ed25519:<64 hex>`.
@@ -56,10 +58,10 @@ pub fn format_public_key(k: &VerifyingKey) -> String {
 }
 
 /// A new secret key from the operating system's randomness.
-pub fn generate_key() -> Result<SigningKey, String> {
+pub fn generate_key() -> anyhow::Result<SigningKey> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)
-        .map_err(|e| format!("no randomness from the operating system: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("no randomness from the operating system: {e}"))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -69,11 +71,11 @@ pub fn format_secret_key(k: &SigningKey) -> String {
 }
 
 /// Reads a secret key file written by [`format_secret_key`].
-pub fn read_secret_key(path: &Path) -> Result<SigningKey, String> {
+pub fn read_secret_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read key {}: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("cannot read key {}: {e}", path.display()))?;
     let hex = text.trim().strip_prefix("ed25519-secret:").ok_or_else(|| {
-        format!(
+        anyhow::anyhow!(
             "{} is not a weir secret key (it should start with ed25519-secret:)",
             path.display()
         )
@@ -81,7 +83,7 @@ pub fn read_secret_key(path: &Path) -> Result<SigningKey, String> {
     let bytes: [u8; 32] = from_hex(hex)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| {
-            format!(
+            anyhow::anyhow!(
                 "{}: expected 64 hex characters after ed25519-secret:",
                 path.display()
             )
@@ -112,35 +114,36 @@ pub struct Signer {
 /// Verifies the signature beside `component` for the bytes whose digest is
 /// `digest`. `Ok(None)`: no signature file. `Err`: a signature that does not
 /// verify, saying why.
-pub fn verify(component: &Path, digest: &Digest) -> Result<Option<Signer>, String> {
+pub fn verify(component: &Path, digest: &Digest) -> anyhow::Result<Option<Signer>> {
     let path = signature_path(component);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     };
     let file: SignatureFile = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a weir signature: {e}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("{} is not a weir signature: {e}", path.display()))?;
     if file.digest != digest.to_hex() {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "{} signs component {}, but the file's digest is {} (the component changed after signing)",
             path.display(),
             &file.digest[..12.min(file.digest.len())],
             digest.short()
         ));
     }
-    let key = parse_public_key(&file.key).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key =
+        parse_public_key(&file.key).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let sig: [u8; 64] = from_hex(&file.signature)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| {
-            format!(
+            anyhow::anyhow!(
                 "{}: the signature is not 128 hex characters",
                 path.display()
             )
         })?;
     key.verify(&message(digest), &Signature::from_bytes(&sig))
         .map_err(|_| {
-            format!(
+            anyhow::anyhow!(
                 "{}: the signature does not verify under key {}",
                 path.display(),
                 file.key
@@ -182,7 +185,7 @@ mod tests {
         let wasm = dir.path().join("c.wasm");
         std::fs::write(&wasm, b"component bytes").unwrap();
         let d = Digest::of(b"component bytes");
-        assert_eq!(verify(&wasm, &d), Ok(None));
+        assert_eq!(verify(&wasm, &d).unwrap(), None);
         let key = generate_key().unwrap();
         let sig = sign(&d, &key, "acme");
         std::fs::write(signature_path(&wasm), serde_json::to_string(&sig).unwrap()).unwrap();
@@ -194,7 +197,9 @@ mod tests {
             signer.key
         );
         // Other bytes: refused.
-        let e = verify(&wasm, &Digest::of(b"other")).unwrap_err();
+        let e = verify(&wasm, &Digest::of(b"other"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("the component changed after signing"), "{e}");
         // A signature made by another key but claiming this one: refused.
         let mut forged = sign(&d, &generate_key().unwrap(), "acme");
@@ -204,7 +209,12 @@ mod tests {
             serde_json::to_string(&forged).unwrap(),
         )
         .unwrap();
-        assert!(verify(&wasm, &d).unwrap_err().contains("does not verify"));
+        assert!(
+            verify(&wasm, &d)
+                .unwrap_err()
+                .to_string()
+                .contains("does not verify")
+        );
         // Secret keys round-trip through their file form.
         let kf = dir.path().join("k");
         std::fs::write(&kf, format_secret_key(&key)).unwrap();

@@ -59,7 +59,7 @@ impl Project {
         extra: &[PathBuf],
         what: &str,
         section: &str,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         if path.starts_with(&self.root) || extra.iter().any(|r| path.starts_with(r)) {
             return Ok(());
         }
@@ -79,7 +79,7 @@ impl Project {
                 "the pipeline script's folder; there is no weir.toml".to_string(),
             ),
         };
-        Err(format!(
+        Err(anyhow::anyhow!(
             "{what} {}, outside the project {} ({where_}); a pipeline script may reach only its own project, since it may come from someone else. To allow it, add to {file}:\n  [{section}]\n  roots = [{toml_path}]",
             path.display(),
             self.root.display()
@@ -168,26 +168,26 @@ impl TrustPolicy {
     }
 
     /// Trusts the component whose digest starts with `prefix` (at least 12 hex characters).
-    pub fn trust(self, prefix: &str) -> Result<TrustPolicy, String> {
+    pub fn trust(self, prefix: &str) -> anyhow::Result<TrustPolicy> {
         self.add_digest(prefix, Grant::ALL)
     }
 
     /// Trusts whatever component weir builds from the step crate in `dir`
     /// (the project trusts its own source code, whatever its digest).
-    pub fn trust_source(self, dir: &Path) -> Result<TrustPolicy, String> {
+    pub fn trust_source(self, dir: &Path) -> anyhow::Result<TrustPolicy> {
         self.add_source(dir, Grant::ALL)
     }
 
     /// Trusts components signed by the publisher with this public key
     /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
-    pub fn trust_publisher(self, name: &str, key: &str) -> Result<TrustPolicy, String> {
+    pub fn trust_publisher(self, name: &str, key: &str) -> anyhow::Result<TrustPolicy> {
         self.add_publisher(name, key, Grant::ALL)
     }
 
-    fn add_digest(mut self, prefix: &str, grant: Grant) -> Result<TrustPolicy, String> {
+    fn add_digest(mut self, prefix: &str, grant: Grant) -> anyhow::Result<TrustPolicy> {
         let p = prefix.trim().to_ascii_lowercase();
         if p.len() < 12 || p.len() > 64 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "a trusted component digest has 12 to 64 hex characters, found {prefix:?}"
             ));
         }
@@ -195,12 +195,12 @@ impl TrustPolicy {
         Ok(self)
     }
 
-    fn add_source(mut self, dir: &Path, grant: Grant) -> Result<TrustPolicy, String> {
+    fn add_source(mut self, dir: &Path, grant: Grant) -> anyhow::Result<TrustPolicy> {
         let canon = dir
             .canonicalize()
-            .map_err(|e| format!("cannot trust step crate {}: {e}", dir.display()))?;
+            .map_err(|e| anyhow::anyhow!("cannot trust step crate {}: {e}", dir.display()))?;
         if !canon.join("Cargo.toml").is_file() {
-            return Err(format!(
+            return Err(anyhow::anyhow!(
                 "cannot trust step crate {}: it has no Cargo.toml",
                 dir.display()
             ));
@@ -209,7 +209,7 @@ impl TrustPolicy {
         Ok(self)
     }
 
-    fn add_publisher(mut self, name: &str, key: &str, grant: Grant) -> Result<TrustPolicy, String> {
+    fn add_publisher(mut self, name: &str, key: &str, grant: Grant) -> anyhow::Result<TrustPolicy> {
         let k = crate::signing::parse_public_key(key)?;
         self.publishers
             .push((name.to_string(), *k.as_bytes(), grant));
@@ -218,7 +218,7 @@ impl TrustPolicy {
 
     /// The trusted publisher that signed the component file `wasm` (whose
     /// bytes have digest `d`), if any; a bad signature is `Err` with why.
-    pub fn signer(&self, wasm: &Path, d: &Digest) -> Result<Option<String>, String> {
+    pub fn signer(&self, wasm: &Path, d: &Digest) -> anyhow::Result<Option<String>> {
         self.publisher_granting(wasm, d, None)
     }
 
@@ -229,7 +229,7 @@ impl TrustPolicy {
         wasm: &Path,
         d: &Digest,
         cap: Option<&str>,
-    ) -> Result<Option<String>, String> {
+    ) -> anyhow::Result<Option<String>> {
         let Some(s) = crate::signing::verify(wasm, d)? else {
             return Ok(None);
         };
@@ -385,7 +385,7 @@ impl TrustPolicy {
     /// trust file, or [`TrustPolicy::confine_to`]); then only inside it or
     /// its `[inputs] roots`. The refusal says which trust file line would
     /// allow it.
-    pub fn check_input(&self, path: &Path) -> Result<(), String> {
+    pub fn check_input(&self, path: &Path) -> anyhow::Result<()> {
         let Some(p) = &self.project else {
             return Ok(());
         };
@@ -399,13 +399,13 @@ impl TrustPolicy {
     /// Whether weir may build the step crate in `dir` for a pipeline (its
     /// `build.rs` would run natively): like [`TrustPolicy::check_input`],
     /// with `[build] roots`.
-    pub fn check_build(&self, dir: &Path) -> Result<(), String> {
+    pub fn check_build(&self, dir: &Path) -> anyhow::Result<()> {
         let Some(p) = &self.project else {
             return Ok(());
         };
         let canon = dir
             .canonicalize()
-            .map_err(|e| format!("step crate {}: {e}", dir.display()))?;
+            .map_err(|e| anyhow::anyhow!("step crate {}: {e}", dir.display()))?;
         // A crate the trust file names as a `source` is the project's to build.
         if self.sources.iter().any(|(s, _)| *s == canon) {
             return Ok(());
@@ -554,9 +554,12 @@ mod tests {
         assert!(t.check_input(&proj).is_ok());
         assert!(t.check_input(&data).is_ok());
         assert!(t.check_build(&shared).is_ok());
-        let e = t.check_build(&data).unwrap_err();
+        let e = t.check_build(&data).unwrap_err().to_string();
         assert!(e.contains("[build]") && e.contains("weir.toml"), "{e}");
-        let e = t.check_input(&tmp.path().join("other")).unwrap_err();
+        let e = t
+            .check_input(&tmp.path().join("other"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("[inputs]"), "{e}");
         assert_eq!(
             t.hook("notify"),

@@ -119,43 +119,110 @@ impl Limits {
     }
 
     /// Checks that the limits are usable, naming the bad field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitError> {
         if self.memory_bytes == 0 || self.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(format!(
-                "memory limit must be between 1 byte and 4 GiB, found {} bytes",
-                self.memory_bytes
+            return Err(LimitError::out_of_range(
+                "memory limit",
+                "between 1 byte and 4 GiB",
+                format!("{} bytes", self.memory_bytes),
             ));
         }
         if self.timeout_ms == 0 {
-            return Err("timeout must be at least 1 ms, found 0".into());
+            return Err(LimitError::out_of_range("timeout", "at least 1 ms", "0"));
         }
         if self.timeout_ms > MAX_TIMEOUT.as_millis() as u64 {
-            return Err(format!(
-                "timeout must be at most 7 days ({} ms), found {} ms",
-                MAX_TIMEOUT.as_millis(),
-                self.timeout_ms
+            return Err(LimitError::out_of_range(
+                "timeout",
+                format!("at most 7 days ({} ms)", MAX_TIMEOUT.as_millis()),
+                format!("{} ms", self.timeout_ms),
             ));
         }
         if self.fuel == Some(0) {
-            return Err("fuel must be at least 1 when set, found 0".into());
+            return Err(LimitError::out_of_range("fuel", "at least 1 when set", "0"));
         }
         Ok(())
     }
 }
 
+/// Why a limit, a size or a duration is not usable: each says what was
+/// expected and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A value outside its field's range.
+    #[error("{field} must be {expected}, found {found}")]
+    OutOfRange {
+        /// The field ("timeout", "limits.memory").
+        field: String,
+        /// Its range, in words.
+        expected: String,
+        /// The value given.
+        found: String,
+    },
+    /// Text that does not start with a number.
+    #[error("expected {expected}, found {found}")]
+    NotANumber {
+        /// What was expected ("a size such as \"256MiB\"").
+        expected: &'static str,
+        /// The text, quoted (and shortened).
+        found: String,
+    },
+    /// A number too large to be one.
+    #[error("{found} is too large for {expected}")]
+    TooLarge {
+        /// What was expected.
+        expected: &'static str,
+        /// The text, quoted (and shortened).
+        found: String,
+    },
+    /// A unit that is not one of `units`.
+    #[error("unknown {what} unit {unit:?} in {found} (use {units})")]
+    UnknownUnit {
+        /// "size" or "duration".
+        what: &'static str,
+        /// The unit given.
+        unit: String,
+        /// The whole text, quoted (and shortened).
+        found: String,
+        /// The units that are known.
+        units: &'static str,
+    },
+}
+
+impl LimitError {
+    /// `field` must be `expected`, found `found`.
+    pub fn out_of_range(
+        field: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> LimitError {
+        LimitError::OutOfRange {
+            field: field.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+}
+
 /// Splits `"2.5 GiB"` into the trimmed text, its number and its unit
 /// (trimmed, maybe empty); `what` names what was expected, for the error.
-fn number_and_unit<'a>(text: &'a str, what: &str) -> Result<(&'a str, f64, &'a str), String> {
+fn number_and_unit<'a>(
+    text: &'a str,
+    what: &'static str,
+) -> Result<(&'a str, f64, &'a str), LimitError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("expected {what}, found {}", shorten(t)))?;
+    let n: f64 = num.parse().map_err(|_| LimitError::NotANumber {
+        expected: what,
+        found: shorten(t),
+    })?;
     if !n.is_finite() || n >= 1e18 {
-        return Err(format!("{} is too large for {what}", shorten(t)));
+        return Err(LimitError::TooLarge {
+            expected: what,
+            found: shorten(t),
+        });
     }
     Ok((t, n, unit.trim()))
 }
@@ -176,7 +243,7 @@ pub fn shorten(text: &str) -> String {
 /// Parses a size: a number of bytes (`"512"`) or a number with a unit
 /// (`"64KiB"`, `"256MiB"`, `"2GiB"`, `"1GB"`); the DSL and the trust file
 /// share this reading.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, LimitError> {
     let (t, n, unit) = number_and_unit(text, "a size such as \"256MiB\"")?;
     let mult: f64 = match unit {
         "" | "B" => 1.0,
@@ -187,10 +254,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1e6,
         "GB" => 1e9,
         u => {
-            return Err(format!(
-                "unknown size unit {u:?} in {} (use B, KiB, MiB, GiB, KB, MB or GB)",
-                shorten(t)
-            ));
+            return Err(LimitError::UnknownUnit {
+                what: "size",
+                unit: u.to_string(),
+                found: shorten(t),
+                units: "B, KiB, MiB, GiB, KB, MB or GB",
+            });
         }
     };
     Ok((n * mult) as u64)
@@ -198,7 +267,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a duration in milliseconds: seconds (`"30"`) or a number with a
 /// unit (`"500ms"`, `"30s"`, `"5m"`, `"2h"`).
-pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+pub fn parse_duration_ms(text: &str) -> Result<u64, LimitError> {
     let (t, n, unit) = number_and_unit(text, "a duration such as \"30s\"")?;
     let mult = match unit {
         "ms" => 1.0,
@@ -206,10 +275,12 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
         u => {
-            return Err(format!(
-                "unknown duration unit {u:?} in {} (use ms, s, m or h)",
-                shorten(t)
-            ));
+            return Err(LimitError::UnknownUnit {
+                what: "duration",
+                unit: u.to_string(),
+                found: shorten(t),
+                units: "ms, s, m or h",
+            });
         }
     };
     Ok((n * mult) as u64)
@@ -298,7 +369,7 @@ impl LimitsCap {
     }
 
     /// Checks that the cap leaves a step something to run with, naming the field.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), LimitError> {
         let checks = [
             ("memory", self.memory),
             ("timeout", self.timeout),
@@ -308,11 +379,17 @@ impl LimitsCap {
             ("stdio", self.stdio),
         ];
         if let Some((name, _)) = checks.iter().find(|(_, v)| *v == Some(0)) {
-            return Err(format!("limits.{name} must be above 0, found 0"));
+            return Err(LimitError::out_of_range(
+                format!("limits.{name}"),
+                "above 0",
+                "0",
+            ));
         }
         if let Some(m) = self.memory.filter(|m| *m > MAX_MEMORY_BYTES) {
-            return Err(format!(
-                "limits.memory must be at most 4 GiB, found {m} bytes"
+            return Err(LimitError::out_of_range(
+                "limits.memory",
+                "at most 4 GiB",
+                format!("{m} bytes"),
             ));
         }
         Ok(())

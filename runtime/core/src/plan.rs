@@ -265,12 +265,13 @@ impl RetryPolicy {
 
     /// Checks the policy against [`crate::limits::MAX_RETRIES`] and
     /// [`crate::limits::MAX_RETRY_DELAY`], naming the bad field.
-    pub fn validate(&self) -> Result<(), String> {
-        use crate::limits::{MAX_RETRIES, MAX_RETRY_DELAY};
+    pub fn validate(&self) -> Result<(), crate::limits::LimitError> {
+        use crate::limits::{LimitError, MAX_RETRIES, MAX_RETRY_DELAY};
         if self.retries > MAX_RETRIES {
-            return Err(format!(
-                "retries must be at most {MAX_RETRIES}, found {}",
-                self.retries
+            return Err(LimitError::out_of_range(
+                "retries",
+                format!("at most {MAX_RETRIES}"),
+                self.retries.to_string(),
             ));
         }
         let max = MAX_RETRY_DELAY.as_millis() as u64;
@@ -279,15 +280,18 @@ impl RetryPolicy {
             ("max_delay", self.max_delay_ms),
         ] {
             if ms > max {
-                return Err(format!(
-                    "{what} must be at most 1 day ({max} ms), found {ms} ms"
+                return Err(LimitError::out_of_range(
+                    what,
+                    format!("at most 1 day ({max} ms)"),
+                    format!("{ms} ms"),
                 ));
             }
         }
         if !(1.0..=100.0).contains(&self.backoff) {
-            return Err(format!(
-                "backoff must be between 1.0 and 100.0, found {}",
-                self.backoff
+            return Err(LimitError::out_of_range(
+                "backoff",
+                "between 1.0 and 100.0",
+                self.backoff.to_string(),
             ));
         }
         Ok(())
@@ -548,6 +552,12 @@ pub enum PlanError {
     /// An input fed by an output of an incompatible declared type.
     #[error("{0}")]
     Type(String),
+    /// Stored plan JSON that does not parse.
+    #[error("a stored plan that does not parse: {0}")]
+    StoredJson(String),
+    /// A stored plan that parses but does not validate.
+    #[error("a stored plan that does not validate: {0}")]
+    Stored(Box<PlanError>),
 }
 
 impl StepPlan {
@@ -575,7 +585,7 @@ impl StepPlan {
 
     /// The output that `.register(...)` adds to the model registry: the one
     /// output declared `Model`.
-    pub fn registered_output(&self) -> Result<&str, String> {
+    pub fn registered_output(&self) -> Result<&str, PlanError> {
         let models: Vec<&str> = self
             .output_types
             .iter()
@@ -584,16 +594,16 @@ impl StepPlan {
             .collect();
         match models.as_slice() {
             [one] => Ok(one),
-            [] => Err(format!(
+            [] => Err(PlanError::Invalid(format!(
                 "{}registers a model, so it needs one output declared Model (for example .output(\"model\", Model)); it has none",
                 self.at()
-            )),
-            many => Err(format!(
+            ))),
+            many => Err(PlanError::Invalid(format!(
                 "{}registers a model but has {} outputs declared Model ({}); keep one",
                 self.at(),
                 many.len(),
                 many.join(", ")
-            )),
+            ))),
         }
     }
 
@@ -678,11 +688,11 @@ impl Plan {
 
     /// Reads a plan stored by [`Plan::to_json`] (a run's recorded plan):
     /// the JSON must have the plan's shape and the plan must validate.
-    pub fn from_json(json: &str) -> Result<Plan, String> {
-        let plan: Plan = serde_json::from_str(json)
-            .map_err(|e| format!("a stored plan that does not parse: {e}"))?;
+    pub fn from_json(json: &str) -> Result<Plan, PlanError> {
+        let plan: Plan =
+            serde_json::from_str(json).map_err(|e| PlanError::StoredJson(e.to_string()))?;
         plan.validate()
-            .map_err(|e| format!("a stored plan that does not validate: {e}"))?;
+            .map_err(|e| PlanError::Stored(Box::new(e)))?;
         Ok(plan)
     }
 
@@ -855,7 +865,7 @@ impl Plan {
                         s.at()
                     )));
                 }
-                s.registered_output().map_err(PlanError::Invalid)?;
+                s.registered_output()?;
             }
         }
         Ok(())

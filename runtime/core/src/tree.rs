@@ -33,6 +33,31 @@ pub struct Entry {
     pub bytes: u64,
 }
 
+/// Why bytes are not a tree object in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    /// The bytes are not UTF-8 text.
+    #[error("tree object is not UTF-8")]
+    NotUtf8,
+    /// The first line is not the tree header.
+    #[error("object is not a tree (missing 'weir-tree-v1' header)")]
+    NoHeader,
+    /// A line that is not `kind digest bytes name`.
+    #[error("tree line {line}: malformed entry {text:?}")]
+    BadEntry {
+        /// The line's number in the object (the header is line 1).
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// Entries out of order, or a name twice.
+    #[error("tree entries are not sorted and unique")]
+    Unsorted,
+    /// A valid tree, written differently from its one encoding.
+    #[error("tree object is not in canonical form")]
+    NotCanonical,
+}
+
 /// A folder's listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
@@ -78,15 +103,15 @@ impl Tree {
     }
 
     /// Parses a tree object, rejecting anything not in canonical form.
-    pub fn decode(bytes: &[u8]) -> Result<Tree, String> {
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| "tree object is not UTF-8".to_string())?;
-        let body = text
-            .strip_prefix(HEADER)
-            .ok_or_else(|| "object is not a tree (missing 'weir-tree-v1' header)".to_string())?;
+    pub fn decode(bytes: &[u8]) -> Result<Tree, TreeError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| TreeError::NotUtf8)?;
+        let body = text.strip_prefix(HEADER).ok_or(TreeError::NoHeader)?;
         let mut entries = Vec::new();
         for (n, line) in body.lines().enumerate() {
-            let bad = || format!("tree line {}: malformed entry {line:?}", n + 2);
+            let bad = || TreeError::BadEntry {
+                line: n + 2,
+                text: line.to_string(),
+            };
             let mut parts = line.splitn(4, ' ');
             let kind = match parts.next() {
                 Some("f") => EntryKind::File,
@@ -105,13 +130,13 @@ impl Tree {
             });
         }
         if !entries.windows(2).all(|w| w[0].name < w[1].name) {
-            return Err("tree entries are not sorted and unique".into());
+            return Err(TreeError::Unsorted);
         }
         let tree = Tree { entries };
         // One encoding per tree: no CRLF, leading zeros, upper-case hex or
         // missing final newline (the object's name is the digest of these bytes).
         if tree.encode() != bytes {
-            return Err("tree object is not in canonical form".into());
+            return Err(TreeError::NotCanonical);
         }
         Ok(tree)
     }
