@@ -687,7 +687,9 @@ impl Store {
     fn pack_output_file(&self, src: &Path, d: Digest, bytes: &[u8]) -> io::Result<()> {
         self.faults.check(Fault::Write).map_err(io_at(src))?;
         fs::set_permissions(src, fs::Permissions::from_mode(0o444)).map_err(io_at(src))?;
-        if !self.is_valid(&d)? {
+        // Without a remote, a row the pack already has costs nothing to put
+        // again (the commit ignores it), and asking first costs a query.
+        if self.remote.is_none() || !self.is_valid(&d)? {
             self.put_packed(d, bytes);
         }
         Ok(())
@@ -1070,19 +1072,19 @@ impl Store {
     /// and the folder itself becomes the artifact's view. Refuses symlinks and
     /// special files, and enforces `quota`.
     pub fn ingest_output(&self, dir: &Path, quota: Quota) -> Result<Ingested, IngestError> {
-        // Measure first, so an output over its quota stores nothing at all.
+        // One walk, checked against the quota before anything is stored,
+        // so an output over its quota stores nothing at all.
         let mut used = (0u64, 0u64);
-        measure(dir, "", quota, &mut used)?;
+        let entries = scan(dir, "", quota, &mut used)?;
         let io_err = |e: io::Error| IngestError::Io {
             path: String::from("."),
             source: e,
         };
-        let (d, created) = if used == (0, 0) {
-            // Nothing to walk again: an empty folder is the empty tree.
+        let (d, created) = if entries.is_empty() {
+            // An empty folder is the empty tree.
             self.put_new(&Tree::default().encode()).map_err(io_err)?
         } else {
-            used = (0, 0);
-            let (d, _, created) = self.ingest_output_dir(dir, "", quota, &mut used)?;
+            let (d, _, created) = self.ingest_scanned(entries, "")?;
             (d, created)
         };
         let view = self.views.join(d.to_hex());
@@ -1101,7 +1103,8 @@ impl Store {
             }
             fs::remove_dir_all(dir).map_err(io_err)?;
         } else {
-            make_read_only_dirs(dir);
+            // Its subfolders were made read-only as they were stored.
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o555));
             if let Err(e) = fs::rename(dir, &view) {
                 make_writable(dir);
                 // Another writer may have made the same view meanwhile.
@@ -1119,12 +1122,14 @@ impl Store {
         })
     }
 
-    fn ingest_output_dir(
+    /// Stores the files and folders `scan` found under an output folder
+    /// (`rel`: their path from the output's root, for errors), and returns
+    /// the folder's tree digest, its bytes, and whether the tree was new.
+    /// Each subfolder is made read-only once stored (it becomes part of a view).
+    fn ingest_scanned(
         &self,
-        dir: &Path,
+        entries: Vec<Scanned>,
         rel: &str,
-        quota: Quota,
-        used: &mut (u64, u64),
     ) -> Result<(Digest, u64, bool), IngestError> {
         let io_err = |path: &str| {
             let path = if path.is_empty() {
@@ -1135,82 +1140,51 @@ impl Store {
             move |source| IngestError::Io { path, source }
         };
         let mut tree = Tree::default();
-        for e in fs::read_dir(dir).map_err(io_err(rel))? {
-            let e = e.map_err(io_err(rel))?;
-            let os_name = e.file_name();
-            // Guest text: shown inert wherever the error goes.
-            let shown = format!(
-                "{rel}{}",
-                crate::names::inert(&os_name.to_string_lossy(), false)
-            );
-            let name = os_name.into_string().map_err(|_| IngestError::BadName {
-                path: shown.clone(),
+        for e in entries {
+            let name = e.name.into_string().map_err(|_| IngestError::BadName {
+                path: e.shown.clone(),
                 reason: "file names must be UTF-8",
             })?;
             check_entry_name(&name).map_err(|reason| IngestError::BadName {
-                path: shown.clone(),
+                path: e.shown.clone(),
                 reason,
             })?;
-            used.1 += 1;
-            if used.1 > quota.files {
-                return Err(IngestError::Quota {
-                    what: "file count",
-                    limit: quota.files.to_string(),
-                    path: shown,
-                });
-            }
-            let ft = e.file_type().map_err(io_err(&shown))?;
-            let p = e.path();
-            if ft.is_dir() {
-                let (d, bytes, _) =
-                    self.ingest_output_dir(&p, &format!("{shown}/"), quota, used)?;
-                tree.entries.push(Entry {
-                    name,
-                    kind: EntryKind::Folder,
-                    digest: d,
-                    bytes,
-                });
-            } else if ft.is_file() {
-                let len = e.metadata().map_err(io_err(&shown))?.len();
-                used.0 += len;
-                if used.0 > quota.bytes {
-                    return Err(IngestError::Quota {
-                        what: "size",
-                        limit: format!("{} bytes", quota.bytes),
-                        path: shown,
+            match e.kind {
+                ScannedKind::Dir(inner) => {
+                    let (d, bytes, _) = self.ingest_scanned(inner, &format!("{}/", e.shown))?;
+                    let _ = fs::set_permissions(&e.path, fs::Permissions::from_mode(0o555));
+                    tree.entries.push(Entry {
+                        name,
+                        kind: EntryKind::Folder,
+                        digest: d,
+                        bytes,
                     });
                 }
-                let d = if len <= PACKED_MAX {
-                    let bytes = fs::read(&p).map_err(io_err(&shown))?;
-                    let d = Digest::of(&bytes);
-                    self.pack_output_file(&p, d, &bytes)
-                        .map_err(io_err(&shown))?;
-                    d
-                } else {
-                    let d = hash_file(&p, len).map_err(io_err(&shown))?;
-                    self.link_into(&p, d).map_err(io_err(&shown))?;
-                    d
-                };
-                tree.entries.push(Entry {
-                    name,
-                    kind: EntryKind::File,
-                    digest: d,
-                    bytes: len,
-                });
-            } else {
-                let kind = if ft.is_symlink() {
-                    "symlink"
-                } else {
-                    use std::os::unix::fs::FileTypeExt;
-                    if ft.is_fifo() {
-                        "FIFO"
-                    } else if ft.is_socket() {
-                        "socket"
+                ScannedKind::File(len) => {
+                    let d = if len <= PACKED_MAX {
+                        let bytes = fs::read(&e.path).map_err(io_err(&e.shown))?;
+                        let d = Digest::of(&bytes);
+                        self.pack_output_file(&e.path, d, &bytes)
+                            .map_err(io_err(&e.shown))?;
+                        d
                     } else {
-                        "device"
-                    }
-                };
-                return Err(IngestError::SpecialFile { path: shown, kind });
+                        let d = hash_file(&e.path, len).map_err(io_err(&e.shown))?;
+                        self.link_into(&e.path, d).map_err(io_err(&e.shown))?;
+                        d
+                    };
+                    tree.entries.push(Entry {
+                        name,
+                        kind: EntryKind::File,
+                        digest: d,
+                        bytes: len,
+                    });
+                }
+                ScannedKind::Special(kind) => {
+                    return Err(IngestError::SpecialFile {
+                        path: e.shown,
+                        kind,
+                    });
+                }
             }
         }
         tree.sort();
@@ -1260,19 +1234,47 @@ impl Store {
     }
 }
 
-/// Counts an output folder's bytes and entries (without following links),
-/// failing at the first quota crossed.
-fn measure(dir: &Path, rel: &str, quota: Quota, used: &mut (u64, u64)) -> Result<(), IngestError> {
+/// An entry of an output folder, as [`scan`] found it.
+struct Scanned {
+    /// Its name as the filesystem has it.
+    name: std::ffi::OsString,
+    path: PathBuf,
+    /// Its path from the output's root, inert, for errors.
+    shown: String,
+    kind: ScannedKind,
+}
+
+enum ScannedKind {
+    /// A regular file of this many bytes.
+    File(u64),
+    /// A folder, with what it holds.
+    Dir(Vec<Scanned>),
+    /// Anything else ("symlink", "FIFO", "socket", "device"): refused.
+    Special(&'static str),
+}
+
+/// Lists an output folder's entries, recursively, without following links,
+/// counting its bytes and entries against `quota` and failing at the first
+/// limit crossed.
+fn scan(
+    dir: &Path,
+    rel: &str,
+    quota: Quota,
+    used: &mut (u64, u64),
+) -> Result<Vec<Scanned>, IngestError> {
     let io_err = |path: String| move |source| IngestError::Io { path, source };
+    let mut out = Vec::new();
     for e in fs::read_dir(dir).map_err(io_err(if rel.is_empty() {
         ".".into()
     } else {
         rel.to_string()
     }))? {
         let e = e.map_err(io_err(rel.to_string()))?;
+        let name = e.file_name();
+        // Guest text: shown inert wherever the error goes.
         let shown = format!(
             "{rel}{}",
-            crate::names::inert(&e.file_name().to_string_lossy(), false)
+            crate::names::inert(&name.to_string_lossy(), false)
         );
         used.1 += 1;
         if used.1 > quota.files {
@@ -1283,10 +1285,12 @@ fn measure(dir: &Path, rel: &str, quota: Quota, used: &mut (u64, u64)) -> Result
             });
         }
         let ft = e.file_type().map_err(io_err(shown.clone()))?;
-        if ft.is_dir() {
-            measure(&e.path(), &format!("{shown}/"), quota, used)?;
+        let path = e.path();
+        let kind = if ft.is_dir() {
+            ScannedKind::Dir(scan(&path, &format!("{shown}/"), quota, used)?)
         } else if ft.is_file() {
-            used.0 += e.metadata().map_err(io_err(shown.clone()))?.len();
+            let len = e.metadata().map_err(io_err(shown.clone()))?.len();
+            used.0 += len;
             if used.0 > quota.bytes {
                 return Err(IngestError::Quota {
                     what: "size",
@@ -1294,9 +1298,27 @@ fn measure(dir: &Path, rel: &str, quota: Quota, used: &mut (u64, u64)) -> Result
                     path: shown,
                 });
             }
-        }
+            ScannedKind::File(len)
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            ScannedKind::Special(if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else {
+                "device"
+            })
+        };
+        out.push(Scanned {
+            name,
+            path,
+            shown,
+            kind,
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 fn file_name(p: &Path) -> io::Result<String> {
