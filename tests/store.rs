@@ -196,4 +196,60 @@ fn small_objects_are_packed_and_still_read_verified_and_cached() {
     );
     let (again, _) = succeeded(run_script(&path, &store));
     assert!(again.contains("0 executed, 20 cached"), "{again}");
+    // The summary shows the result's folder, and the 19 intermediate
+    // outputs by digest only (their folders are laid out when needed).
+    assert!(
+        again.contains("  s19.out = ") && again.contains("/views/"),
+        "{again}"
+    );
+    let s3 = again
+        .lines()
+        .find(|l| l.trim_start().starts_with("s3.out = "))
+        .unwrap();
+    assert_eq!(
+        s3.split_whitespace().count(),
+        3,
+        "no folder for an intermediate output: {s3}"
+    );
+    let views = |store: &std::path::Path| std::fs::read_dir(store.join("views")).unwrap().count();
+    assert!(views(&store) >= 20);
+
+    // `weir store gc` drops the views of tiny artifacts: every file of
+    // theirs is in the pack, and a view is laid out again when needed.
+    let (gc, _) = succeeded(
+        weir()
+            .args(["store", "gc", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    assert!(gc.contains("20 views"), "{gc}");
+    assert_eq!(views(&store), 0);
+    let (verify, _) = succeeded(
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(&store)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        verify.contains(" 0 corrupt;") && verify.contains(": 0 missing or damaged;"),
+        "{verify}"
+    );
+    // The last step changed: it runs on s18's output, laid out again.
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("add: 19 }", "add: 100 }");
+    std::fs::write(&path, edited).unwrap();
+    let (third, _) = succeeded(run_script(&path, &store));
+    assert!(third.contains("1 executed, 19 cached"), "{third}");
+    let line = third
+        .lines()
+        .find(|l| l.trim_start().starts_with("s19.out = "))
+        .unwrap();
+    let view = std::path::Path::new(line.split_whitespace().last().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(view.join("value.txt")).unwrap(),
+        "272"
+    );
 }

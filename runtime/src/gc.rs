@@ -7,7 +7,8 @@
 //! model version's artifact, and the outputs of the cache entries whose
 //! outputs are all live (the others are forgotten). Everything else goes:
 //! the other runs' records, objects no live artifact contains, views of
-//! dead artifacts, and compiled components no kept run used (unless
+//! dead artifacts and of tiny ones (every file packed: laid out again from
+//! the pack when needed), and compiled components no kept run used (unless
 //! compiled within the age window).
 //!
 //! Safe against runs in other processes: [`collect`] runs under the store's
@@ -52,7 +53,8 @@ pub struct GcPlan {
     pub objects_removed: Vec<(PathBuf, u64)>,
     /// Packed objects removed, with their sizes.
     pub packed_removed: Vec<(Digest, u64)>,
-    /// Views removed (hard links: they free no object bytes).
+    /// Views removed: of dead artifacts (hard links: they free no object
+    /// bytes), and of tiny live ones (copies of packed objects).
     pub views_removed: Vec<PathBuf>,
     /// Compiled components removed, with their sizes.
     pub compiled_removed: Vec<(PathBuf, u64)>,
@@ -248,12 +250,19 @@ fn dead_objects(store: &Store, live: &HashSet<Digest>) -> anyhow::Result<Vec<(Pa
     Ok(dead)
 }
 
+/// Views of dead artifacts, and views of live ones whose every file is
+/// packed: those hold copies (an inode and a block each) that
+/// [`Store::view`] lays out again from the pack when a step or a user needs
+/// them. Views of bigger files are hard links and cost only their folders.
 fn dead_views(store: &Store, live: &HashSet<Digest>) -> anyhow::Result<Vec<PathBuf>> {
     let mut dead = Vec::new();
     for e in std::fs::read_dir(store.root().join("views"))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.parse::<Digest>().is_ok_and(|d| !live.contains(&d)) {
+        let Ok(d) = name.parse::<Digest>() else {
+            continue;
+        };
+        if !live.contains(&d) || store.is_packed_tree(&d).unwrap_or(false) {
             dead.push(e.path());
         }
     }

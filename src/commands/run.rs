@@ -354,10 +354,28 @@ fn print_summary(
             cutoff[..shown].join(", ")
         );
     }
-    // Gathered into one write: a line each is a system call each.
+    // The results (outputs no step reads) with the folder to open; the
+    // others by digest, up to a screenful (their folders are laid out on
+    // demand: `weir cat`, `weir show`). Gathered into one write: a line
+    // each is a system call each.
+    const INTERMEDIATE_SHOWN: usize = 20;
+    let mut read = vec![false; plan.steps.len()];
+    for deps in plan.dependencies() {
+        for d in deps {
+            read[d] = true;
+        }
+    }
     let mut outputs = String::new();
-    for s in &report.steps {
+    let mut intermediate = 0;
+    for (s, read) in report.steps.iter().zip(&read) {
         for (name, d) in &s.outputs {
+            if *read {
+                intermediate += 1;
+                if intermediate <= INTERMEDIATE_SHOWN {
+                    let _ = writeln!(outputs, "  {}.{name} = {}", s.name, d.short());
+                }
+                continue;
+            }
             let path = rt
                 .store()
                 .view(d)
@@ -365,6 +383,14 @@ fn print_summary(
                 .unwrap_or_default();
             let _ = writeln!(outputs, "  {}.{name} = {} {}", s.name, d.short(), path);
         }
+    }
+    if intermediate > INTERMEDIATE_SHOWN {
+        let _ = writeln!(
+            outputs,
+            "  ({} more outputs of intermediate steps: `weir show {}`)",
+            intermediate - INTERMEDIATE_SHOWN,
+            report.run
+        );
     }
     out!("{outputs}");
     if let Some(cron) = &plan.schedule {

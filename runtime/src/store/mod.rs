@@ -899,6 +899,22 @@ impl Store {
         ))
     }
 
+    /// Whether every file below tree `d` is packed: its view holds copies
+    /// the store can lay out again at any time (the garbage collector drops
+    /// such views; see [`crate::gc`]).
+    pub fn is_packed_tree(&self, d: &Digest) -> io::Result<bool> {
+        for e in self.read_tree(d)?.entries {
+            let packed = match e.kind {
+                EntryKind::File => self.pack.get(&e.digest)?.is_some(),
+                EntryKind::Folder => self.is_packed_tree(&e.digest)?,
+            };
+            if !packed {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Every packed object's digest and size (for the garbage collector).
     pub fn packed_objects(&self) -> io::Result<Vec<(Digest, u64)>> {
         self.pack.list()
