@@ -359,17 +359,12 @@ fn print_summary(
     // demand: `weir cat`, `weir show`). Gathered into one write: a line
     // each is a system call each.
     const INTERMEDIATE_SHOWN: usize = 20;
-    let mut read = vec![false; plan.steps.len()];
-    for deps in plan.dependencies() {
-        for d in deps {
-            read[d] = true;
-        }
-    }
+    let read = plan.read_outputs();
     let mut outputs = String::new();
     let mut intermediate = 0;
-    for (s, read) in report.steps.iter().zip(&read) {
+    for s in &report.steps {
         for (name, d) in &s.outputs {
-            if *read {
+            if read.contains(&(s.name.as_str(), name.as_str())) {
                 intermediate += 1;
                 if intermediate <= INTERMEDIATE_SHOWN {
                     let _ = writeln!(outputs, "  {}.{name} = {}", s.name, d.short());

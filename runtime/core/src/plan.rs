@@ -432,6 +432,23 @@ impl Condition {
         v
     }
 
+    /// Every (step, output) whose files the condition reads.
+    pub fn outputs(&self) -> Vec<(&str, &str)> {
+        match self {
+            Condition::Compare { left, right, .. } => [left, right]
+                .into_iter()
+                .filter_map(|o| match o {
+                    Operand::Json { step, output, .. } => Some((step.as_str(), output.as_str())),
+                    _ => None,
+                })
+                .collect(),
+            Condition::All(cs) | Condition::Any(cs) => {
+                cs.iter().flat_map(|c| c.outputs()).collect()
+            }
+            Condition::Not(c) => c.outputs(),
+        }
+    }
+
     fn collect_steps<'a>(&'a self, v: &mut Vec<&'a str>) {
         match self {
             Condition::Compare { left, right, .. } => {
@@ -871,6 +888,27 @@ impl Plan {
         Ok(())
     }
 
+    /// Every (step, output) some step reads: as an input, as what a map maps
+    /// over, or in a condition's JSON operand. The others are the
+    /// pipeline's results.
+    pub fn read_outputs(&self) -> std::collections::HashSet<(&str, &str)> {
+        let mut read = std::collections::HashSet::new();
+        for s in &self.steps {
+            for src in s.inputs.values() {
+                if let InputSource::Step { step, output } = src {
+                    read.insert((step.as_str(), output.as_str()));
+                }
+            }
+            if let Some(m) = &s.map {
+                read.insert((m.step.as_str(), m.output.as_str()));
+            }
+            if let Some(c) = &s.when {
+                read.extend(c.outputs());
+            }
+        }
+        read
+    }
+
     /// For each step, the indices of the steps it waits for: those it reads
     /// inputs from, maps over, or whose results its condition reads.
     pub fn dependencies(&self) -> Vec<Vec<usize>> {
@@ -1061,6 +1099,45 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn read_outputs_are_inputs_map_sources_and_json_conditions() {
+        let mut p = Plan::new("p", ".");
+        let mut gated = step("gated", &[]);
+        gated.when = Some(Condition::All(vec![
+            Condition::Compare {
+                left: Operand::Json {
+                    step: "a".into(),
+                    output: "report".into(),
+                    file: "r.json".into(),
+                    pointer: "/ok".into(),
+                },
+                op: CmpOp::Eq,
+                right: Operand::Value(true.into()),
+            },
+            Condition::Compare {
+                left: Operand::Metric {
+                    step: "b".into(),
+                    name: "f1".into(),
+                },
+                op: CmpOp::Gt,
+                right: Operand::Value(0.5.into()),
+            },
+        ]));
+        let mut each = step("each", &[]);
+        each.map = Some(MapSpec {
+            step: "b".into(),
+            output: "out".into(),
+            parallelism: 0,
+            json_list: None,
+        });
+        p.steps = vec![step("a", &[]), step("b", &[("a", "out")]), gated, each];
+        let read = p.read_outputs();
+        let mut read: Vec<_> = read.into_iter().collect();
+        read.sort();
+        // b's metric is not an output; gated's and each's outputs are results.
+        assert_eq!(read, vec![("a", "out"), ("a", "report"), ("b", "out")]);
     }
 
     #[test]
