@@ -27,7 +27,7 @@
 //! let config = Config::new(".weir").capability(kv);
 //! ```
 
-use crate::host_state::HostState;
+use crate::exec::host_state::HostState;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;

@@ -20,25 +20,23 @@
 //! ```
 #![deny(missing_docs)]
 
-mod bindings;
-mod bounded;
 pub mod builder;
 pub mod capability;
-pub mod executor;
+mod exec;
 mod faults;
 pub mod gc;
-mod gpu;
-mod host_state;
 pub mod lineage;
 pub mod owner;
 pub mod records;
 pub mod remote;
 pub mod run;
 mod sched;
-pub mod signing;
 pub mod store;
 pub mod trust;
 pub mod unit;
+
+pub use exec::executor;
+pub use trust::signing;
 
 // The plain data every part agrees on lives in `weir-core` (no wasmtime,
 // SQLite or tokio); re-exported under the names it has always had here.

@@ -7,7 +7,7 @@
 
 use crate::cache::CacheKey;
 use crate::digest::Digest;
-use crate::executor::{EngineConfig, Executor, LoadedComponent};
+use crate::exec::executor::{EngineConfig, Executor, LoadedComponent};
 use crate::limits::LimitsCap;
 use crate::plan::{ComponentSource, InputSource, Plan};
 use crate::records::{Metric, RecordOp, Records, RunId, RunState, SqliteRecords, StepState};
@@ -633,19 +633,21 @@ impl Runtime {
         })
         .await
         .map_err(|e| anyhow!("component loader panicked: {e}"))?
-        .map_err(|e| match e.downcast_ref::<crate::executor::LoadError>() {
-            Some(crate::executor::LoadError::NotGranted {
-                digest, capability, ..
-            }) => NotTrusted {
-                step: step_at(s),
-                capability: capability.clone(),
-                digest: *digest,
-                requested: requested.contains(capability),
-                detail: e.to_string(),
-            }
-            .into(),
-            _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
-        })
+        .map_err(
+            |e| match e.downcast_ref::<crate::exec::executor::LoadError>() {
+                Some(crate::exec::executor::LoadError::NotGranted {
+                    digest, capability, ..
+                }) => NotTrusted {
+                    step: step_at(s),
+                    capability: capability.clone(),
+                    digest: *digest,
+                    requested: requested.contains(capability),
+                    detail: e.to_string(),
+                }
+                .into(),
+                _ => e.context(step_at(s).trim_end_matches(": ").to_string()),
+            },
+        )
     }
 
     /// Builds the plan's stale step crates, one cargo invocation per

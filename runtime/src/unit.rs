@@ -13,7 +13,7 @@
 //! that sends units to other machines, or one that wraps the local one).
 
 use crate::digest::Digest;
-use crate::executor::{AttemptSpec, LoadedComponent, Watch};
+use crate::exec::executor::{AttemptSpec, LoadedComponent, Watch};
 use crate::limits::Limits;
 use crate::records::{FailureKind, LogLine, Metric};
 use crate::run::Runtime;

@@ -29,7 +29,7 @@ mod map;
 
 use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
 use crate::digest::Digest;
-use crate::executor::LoadedComponent;
+use crate::exec::executor::LoadedComponent;
 use crate::plan::{CacheMode, Condition, InputSource, Plan};
 use crate::records::{
     FailureKind, LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary,
@@ -1427,18 +1427,18 @@ impl StepJob {
         };
         let watch = self.on_event.clone().map(|sink| {
             let step = self.name.clone();
-            Arc::new(move |o: crate::executor::Observed<'_>| match o {
-                crate::executor::Observed::Log(line) => sink(&RunEvent::StepLog {
+            Arc::new(move |o: crate::exec::executor::Observed<'_>| match o {
+                crate::exec::executor::Observed::Log(line) => sink(&RunEvent::StepLog {
                     step: step.clone(),
                     attempt,
                     line: line.clone(),
                 }),
-                crate::executor::Observed::Metric(m) => sink(&RunEvent::StepMetric {
+                crate::exec::executor::Observed::Metric(m) => sink(&RunEvent::StepMetric {
                     step: step.clone(),
                     attempt,
                     metric: m.clone(),
                 }),
-            }) as crate::executor::Watch
+            }) as crate::exec::executor::Watch
         });
         let outcome = self
             .rt

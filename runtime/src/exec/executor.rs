@@ -13,11 +13,11 @@
 //! the monotonic clock advances 1 µs per read, and all randomness is seeded
 //! from the step's cache key, so equal keys see equal sandboxes.
 
-use crate::bindings::trusted::{TrustedStep, TrustedStepPre};
-use crate::bindings::{self, Step, StepPre};
 use crate::digest::Digest;
-pub use crate::host_state::{HostState, Observed, OverMemoryLimit, StepFailure, Watch};
-use crate::host_state::{MemoryLimiter, Mounts, OutputWatch};
+use crate::exec::bindings::trusted::{TrustedStep, TrustedStepPre};
+use crate::exec::bindings::{self, Step, StepPre};
+pub use crate::exec::host_state::{HostState, Observed, OverMemoryLimit, StepFailure, Watch};
+use crate::exec::host_state::{MemoryLimiter, Mounts, OutputWatch};
 use crate::limits::Limits;
 use crate::records::{LogLine, Metric};
 use anyhow::{Context as _, anyhow};
@@ -298,7 +298,7 @@ impl Capture {
             .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
             .collect();
         lines = lines.split_off(lines.len().saturating_sub(6));
-        let said = crate::bounded::cut(&lines.join(" "), 1024);
+        let said = crate::exec::bounded::cut(&lines.join(" "), 1024);
         (!said.is_empty()).then_some(said)
     }
 
@@ -559,9 +559,9 @@ impl Executor {
             .map_err(|e| anyhow!("linking WASI: {e}"))?;
         TrustedStep::add_to_linker::<HostState, HasSelf<HostState>>(&mut trusted_linker, |s| s)
             .map_err(|e| anyhow!("linking weir trusted imports: {e}"))?;
-        crate::bounded::shadow_step_imports(&mut linker)
-            .and_then(|()| crate::bounded::shadow_step_imports(&mut trusted_linker))
-            .and_then(|()| crate::bounded::shadow_gpu_imports(&mut trusted_linker))
+        crate::exec::bounded::shadow_step_imports(&mut linker)
+            .and_then(|()| crate::exec::bounded::shadow_step_imports(&mut trusted_linker))
+            .and_then(|()| crate::exec::bounded::shadow_gpu_imports(&mut trusted_linker))
             .map_err(|e| anyhow!("linking weir's bounded imports: {e}"))?;
         let max_handles = handles_per_instance(cfg.max_concurrent);
         let engine_tag = {

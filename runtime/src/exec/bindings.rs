@@ -22,7 +22,7 @@ pub mod trusted {
             "weir:step/types": super::weir::step::types,
             "weir:step/log": super::weir::step::log,
             "weir:step/metrics": super::weir::step::metrics,
-            "weir:step/gpu.tensor": crate::gpu::Tensor,
+            "weir:step/gpu.tensor": crate::exec::gpu::Tensor,
         },
     });
 

@@ -17,10 +17,10 @@
 //! transcoding copy per call (wasmtime decodes such a string whole); Rust,
 //! C and Python guests use UTF-8.
 
-use crate::bindings::log::Level;
-use crate::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig};
-use crate::gpu::Tensor;
-use crate::host_state::HostState;
+use crate::exec::bindings::log::Level;
+use crate::exec::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig};
+use crate::exec::gpu::Tensor;
+use crate::exec::host_state::HostState;
 use crate::limits::{MAX_LOG_MESSAGE_BYTES, MAX_METRIC_NAME_BYTES, MAX_NAME_BYTES};
 use wasmtime::component::{ComponentType, Lift, Linker, Resource, WasmList, WasmStr};
 use wasmtime::{AsContext, AsContextMut, StoreContextMut};

@@ -6,7 +6,7 @@
 //! capabilities and the `gpu` import reach it through this module, not
 //! through the executor.
 
-use crate::bindings;
+use crate::exec::bindings;
 use crate::records::{LogLine, Metric};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -170,7 +170,7 @@ impl bindings::types::Host for HostState {}
 // in place and copies only what is kept; these serve bindgen's signatures.
 impl bindings::log::Host for HostState {
     fn write(&mut self, level: bindings::log::Level, message: String) {
-        let kept = crate::bounded::cut(&message, crate::limits::MAX_LOG_MESSAGE_BYTES);
+        let kept = crate::exec::bounded::cut(&message, crate::limits::MAX_LOG_MESSAGE_BYTES);
         drop(message);
         self.log_line(level, kept);
     }
@@ -178,7 +178,7 @@ impl bindings::log::Host for HostState {
 
 impl bindings::metrics::Host for HostState {
     fn emit(&mut self, name: String, value: f64) {
-        let kept = crate::bounded::cut(&name, crate::limits::MAX_METRIC_NAME_BYTES);
+        let kept = crate::exec::bounded::cut(&name, crate::limits::MAX_METRIC_NAME_BYTES);
         drop(name);
         self.metric(kept, value);
     }

@@ -5,6 +5,8 @@
 //! project declares, and the caps on steps' limits. Read from the project's
 //! trust file (`weir.toml`), which the person running weir trusts.
 
+pub mod signing;
+
 use crate::digest::Digest;
 use crate::limits::LimitsCap;
 use anyhow::anyhow;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// (`.requires("gpu")`) *and* this policy trusts the step's component: by
 /// digest (`--trust`), because it is built from a step crate the project's
 /// trust file names (`weir.toml`), because a publisher the trust file names
-/// signed it (see [`crate::signing`]), or because everything is trusted
+/// signed it (see [`crate::trust::signing`]), or because everything is trusted
 /// (`--trust-all`, for development machines).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustPolicy {
@@ -210,7 +212,7 @@ impl TrustPolicy {
     }
 
     fn add_publisher(mut self, name: &str, key: &str, grant: Grant) -> anyhow::Result<TrustPolicy> {
-        let k = crate::signing::parse_public_key(key)?;
+        let k = crate::trust::signing::parse_public_key(key)?;
         self.publishers
             .push((name.to_string(), *k.as_bytes(), grant));
         Ok(self)
@@ -230,7 +232,7 @@ impl TrustPolicy {
         d: &Digest,
         cap: Option<&str>,
     ) -> anyhow::Result<Option<String>> {
-        let Some(s) = crate::signing::verify(wasm, d)? else {
+        let Some(s) = crate::trust::signing::verify(wasm, d)? else {
             return Ok(None);
         };
         Ok(self
@@ -506,7 +508,7 @@ impl TrustPolicy {
         }
         if !self.publishers.is_empty()
             && let Some(w) = wasm
-            && let Ok(Some(sig)) = crate::signing::verify(w, d)
+            && let Ok(Some(sig)) = crate::trust::signing::verify(w, d)
         {
             matching.extend(
                 self.publishers

@@ -7,8 +7,8 @@
 //! folder. Every name the guest passes (input, output, file) is checked
 //! against the step's own mounts.
 
-use crate::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig, Trained};
-use crate::host_state::HostState;
+use crate::exec::bindings::trusted::gpu::{self, LogisticConfig, MlpConfig, Trained};
+use crate::exec::host_state::HostState;
 use std::path::PathBuf;
 use wasmtime::component::Resource;
 use weir_host_gpu::trainers::{self, Model};
