@@ -135,12 +135,7 @@ impl Walk<'_> {
             .find(|(_, d)| *d == digest)
             .map(|(o, _)| o.clone())
             .unwrap_or_default();
-        let base = step
-            .step
-            .split('[')
-            .next()
-            .unwrap_or(&step.step)
-            .to_string();
+        let base = crate::names::UnitName::parse(&step.step).step.to_string();
         let (params, hints) = match self
             .plan(run)?
             .and_then(|p| p.steps.iter().find(|s| s.name == base))

@@ -50,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for n in names {
         match (sa.get(n), sb.get(n)) {
             (Some(x), Some(y)) => {
-                let base = n.split('[').next().unwrap_or(n);
+                let base = weir_runtime::names::UnitName::parse(n).step;
                 let outputs: Vec<String> = x
                     .outputs
                     .keys()

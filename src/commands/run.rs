@@ -246,9 +246,10 @@ fn progress_display(
             let failed = *state == StepState::Failed;
             // A map's children are counted, not listed (failures are): the
             // map's own line says how many there were.
-            if let Some((parent, _)) = step.split_once('[') {
+            let unit = weir_runtime::names::UnitName::parse(step);
+            if unit.child.is_some() {
                 let mut c = children.lock().unwrap_or_else(|p| p.into_inner());
-                *c.entry(parent.to_string())
+                *c.entry(unit.step.to_string())
                     .or_default()
                     .entry(state.as_str())
                     .or_default() += 1;
@@ -281,7 +282,7 @@ fn progress_display(
             if let Some(e) = error {
                 line.push_str(&format!("\n         {}", e.replace('\n', "\n         ")));
             }
-            let base = step.split('[').next().unwrap_or(step);
+            let base = weir_runtime::names::UnitName::parse(step).step;
             if failed && let Some(at) = declared.get(base) {
                 line.push_str(&format!("\n         (step '{base}' is declared at {at})"));
             }

@@ -122,7 +122,7 @@ fn executed(
             short(s.component)
         );
     }
-    let base = s.step.split('[').next().unwrap_or(&s.step);
+    let base = weir_runtime::names::UnitName::parse(&s.step).step;
     let (now, then) = (
         super::step_params(records, id)?,
         super::step_params(records, prev_id)?,

@@ -16,6 +16,7 @@ use axum::routing::{MethodRouter, get, post};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use weir_runtime::names::UnitName;
 use weir_runtime::store::StoredObject;
 use weir_runtime::tree::{EntryKind, Tree};
 use weir_runtime::{Digest, InputSource, RunId};
@@ -407,7 +408,10 @@ async fn pipeline_metrics(
             let steps = records.steps(r.id)?;
             let gated = steps.iter().any(|s| s.state == weir_runtime::StepState::Skipped);
             points.push(json!({ "run": r.id.0, "state": r.state.to_string(), "gated": gated, "started_ms": r.started_ms }));
-            for st in steps.iter().filter(|s| !s.step.contains('[')) {
+            for st in steps
+                .iter()
+                .filter(|s| UnitName::parse(&s.step).child.is_none())
+            {
                 for (m, v) in &st.metrics {
                     series.entry(format!("{}.{m}", st.step)).or_default().push(json!({
                         "run": r.id.0, "value": v,
@@ -652,8 +656,9 @@ async fn run_detail(
             HashMap::new();
         let mut top = Vec::new();
         for c in &steps {
-            match c.step.split_once('[') {
-                Some((parent, _)) => children.entry(parent).or_default().push(c),
+            let name = UnitName::parse(&c.step);
+            match name.child {
+                Some(_) => children.entry(name.step).or_default().push(c),
                 None => top.push(c),
             }
         }
@@ -816,7 +821,7 @@ async fn step_detail(
         let records = server.runtime.records();
         need_run(records, id)?;
         let plan = recorded_plan(records, id)?;
-        let base = step.split('[').next().unwrap_or(&step).to_string();
+        let base = UnitName::parse(&step).step.to_string();
         let planned = plan
             .as_ref()
             .and_then(|p| p.steps.iter().find(|s| s.name == base).cloned());

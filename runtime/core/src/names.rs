@@ -115,3 +115,51 @@ mod inert_tests {
         assert_eq!(inert("ab\u{202e}cd", true), "ab\\u{202e}cd");
     }
 }
+
+/// A unit's name as records, events and the API carry it: a step's own
+/// name, or `step[label]` for a child of map step `step` (step names have
+/// no `[`, so the two never mix). The one encoding, read back by
+/// [`UnitName::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UnitName<'a> {
+    /// The plan step: the step itself, or the map step of a child.
+    pub step: &'a str,
+    /// A map child's label (the item's name, or its zero-padded index).
+    pub child: Option<&'a str>,
+}
+
+impl<'a> UnitName<'a> {
+    /// The name of map step `step`'s child `label`.
+    pub fn child(step: &str, label: &str) -> String {
+        format!("{step}[{label}]")
+    }
+
+    /// Reads a unit's name back: `"train"` or `"each[a.csv]"`.
+    pub fn parse(name: &'a str) -> UnitName<'a> {
+        match name.split_once('[') {
+            Some((step, rest)) => UnitName {
+                step,
+                child: Some(rest.strip_suffix(']').unwrap_or(rest)),
+            },
+            None => UnitName {
+                step: name,
+                child: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit_name_tests {
+    use super::*;
+
+    #[test]
+    fn a_child_name_reads_back_as_its_step_and_label() {
+        let n = UnitName::child("each", "a[1].csv");
+        assert_eq!(n, "each[a[1].csv]");
+        let u = UnitName::parse(&n);
+        assert_eq!((u.step, u.child), ("each", Some("a[1].csv")));
+        let s = UnitName::parse("train");
+        assert_eq!((s.step, s.child), ("train", None));
+    }
+}

@@ -248,9 +248,9 @@ impl Scheduler {
     fn name(&self, u: Unit) -> String {
         match u {
             Unit::Step(i) => self.plan.steps[i].name.clone(),
-            Unit::Child(i, k) => format!(
-                "{}[{}]",
-                self.plan.steps[i].name, self.maps[&i].children[k].label
+            Unit::Child(i, k) => crate::names::UnitName::child(
+                &self.plan.steps[i].name,
+                &self.maps[&i].children[k].label,
             ),
         }
     }
