@@ -239,6 +239,16 @@ impl Scheduler {
         }
     }
 
+    /// Tells watchers that the unit of `report` finished.
+    fn emit_finished(&self, report: &StepReport) {
+        self.emit(RunEvent::StepFinished {
+            step: report.name.clone(),
+            state: report.state,
+            duration: report.duration,
+            error: report.error.clone(),
+        });
+    }
+
     fn send(&self, ops: Vec<RecordOp>) {
         if let Some(c) = &self.commit {
             let _ = c.send(ops);
@@ -381,7 +391,7 @@ impl Scheduler {
         let mut stopped = None;
         'run: loop {
             while in_flight.len() < 2 * jobs {
-                let Some(u) = self.next_launchable() else {
+                let Some(u) = self.graph.next_launchable() else {
                     break;
                 };
                 let job = self.job(u);
@@ -397,7 +407,7 @@ impl Scheduler {
                         self.emit(RunEvent::StepStarted {
                             step: report.name.clone(),
                         });
-                        self.release(u);
+                        self.graph.release(u);
                         self.finished(u, report)?;
                         continue;
                     }
@@ -460,7 +470,7 @@ impl Scheduler {
         // where the end of the run accounts for them like any unstarted unit.
         for w in queue.close().into_iter().rev() {
             in_flight.remove(&w.unit);
-            self.release(w.unit);
+            self.graph.release(w.unit);
             self.graph.push_front(w.unit);
         }
         if stopped.is_some() {
@@ -481,7 +491,7 @@ impl Scheduler {
     /// A unit that ran (or was interrupted) is over: its slot is free, and
     /// it is recorded as finished, or as cancelled while running.
     fn settle(&mut self, u: Unit, report: StepReport) -> anyhow::Result<()> {
-        self.release(u);
+        self.graph.release(u);
         if report.state == StepState::Cancelled && report.attempts > 0 {
             // Stopped during an attempt: recorded with its logs and duration.
             self.keep_stopped(u, report);
@@ -527,14 +537,6 @@ impl Scheduler {
             return true;
         }
         self.opts.fail_fast && self.first_error.is_some()
-    }
-
-    fn next_launchable(&mut self) -> Option<Unit> {
-        self.graph.next_launchable()
-    }
-
-    fn release(&mut self, u: Unit) {
-        self.graph.release(u);
     }
 
     fn job(&self, u: Unit) -> StepJob {
@@ -803,12 +805,7 @@ impl Scheduler {
                 digest: *digest,
             });
         }
-        self.emit(RunEvent::StepFinished {
-            step: report.name.clone(),
-            state: report.state,
-            duration: report.duration,
-            error: report.error.clone(),
-        });
+        self.emit_finished(&report);
         match u {
             Unit::Step(i) => self.step_done(i, report),
             Unit::Child(i, k) => {
@@ -899,12 +896,7 @@ impl Scheduler {
     /// Tells watchers that the unit `u` stopped, as `report` says, and keeps
     /// the report; nothing waits on a stopped unit.
     fn keep_stopped(&mut self, u: Unit, report: StepReport) {
-        self.emit(RunEvent::StepFinished {
-            step: report.name.clone(),
-            state: report.state,
-            duration: report.duration,
-            error: report.error.clone(),
-        });
+        self.emit_finished(&report);
         match u {
             Unit::Step(i) => {
                 self.reports[i] = Some(report);

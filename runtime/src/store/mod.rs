@@ -157,6 +157,16 @@ struct Unsynced {
     packed: Vec<Digest>,
 }
 
+/// What the pack holds under a digest.
+enum Packed {
+    /// Bytes that hash to the digest.
+    Valid(Vec<u8>),
+    /// A row whose bytes did not; it was just moved to `corrupt/`.
+    Quarantined,
+    /// No row.
+    Absent,
+}
+
 /// Where a stored object's bytes are ([`Store::object`]): objects of at
 /// most [`PACKED_MAX`] bytes are packed (see the module doc).
 #[derive(Debug)]
@@ -463,10 +473,7 @@ impl Store {
         for (d, len) in self.pack.list()? {
             report.objects += 1;
             report.bytes += len;
-            if let Some(bytes) = self.pack.get(&d)?
-                && Digest::of(&bytes) != d
-            {
-                self.quarantine_packed(&d, &bytes)?;
+            if let Packed::Quarantined = self.packed(&d)? {
                 report.corrupt.push(d);
             }
         }
@@ -509,7 +516,7 @@ impl Store {
     /// nothing is new.
     pub fn sync(&self) -> io::Result<()> {
         let pending = std::mem::take(&mut *self.unsynced());
-        if pending.files.is_empty() && pending.packed.is_empty() && !self.pack.has_pending() {
+        if pending.files.is_empty() && pending.packed.is_empty() {
             return Ok(());
         }
         self.sync_these(&pending).inspect_err(|_| {
@@ -745,13 +752,29 @@ impl Store {
         if ok().contains(d) {
             return Ok(true);
         }
-        if let Some(bytes) = self.pack.get(d)? {
-            if Digest::of(&bytes) == *d {
-                ok().insert(*d);
-                return Ok(true);
-            }
-            self.quarantine_packed(d, &bytes)?;
+        if let Packed::Valid(_) = self.packed(d)? {
+            ok().insert(*d);
+            return Ok(true);
         }
+        self.is_valid_file(d)
+    }
+
+    /// Whether object `d` is packed with bytes that hash to `d`; a packed
+    /// row that does not is quarantined.
+    fn packed(&self, d: &Digest) -> io::Result<Packed> {
+        Ok(match self.pack.get(d)? {
+            Some(bytes) if Digest::of(&bytes) == *d => Packed::Valid(bytes),
+            Some(bytes) => {
+                self.quarantine_packed(d, &bytes)?;
+                Packed::Quarantined
+            }
+            None => Packed::Absent,
+        })
+    }
+
+    /// [`Store::is_valid`] for the object's file (fetched from the remote
+    /// if missing).
+    fn is_valid_file(&self, d: &Digest) -> io::Result<bool> {
         let path = self.object_path(d);
         let m = match fs::symlink_metadata(&path) {
             Ok(m) => m,
@@ -850,24 +873,22 @@ impl Store {
 
     /// Reads a whole object, verifying it.
     pub fn read_object(&self, d: &Digest) -> io::Result<Vec<u8>> {
-        if let Some(bytes) = self.pack.get(d)? {
-            if Digest::of(&bytes) == *d {
-                return Ok(bytes);
-            }
-            self.quarantine_packed(d, &bytes)?;
-            return Err(io::Error::new(
+        let corrupt = || {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("object {d} is corrupt (its bytes hash differently); it was quarantined"),
-            ));
+            )
+        };
+        match self.packed(d)? {
+            Packed::Valid(bytes) => return Ok(bytes),
+            Packed::Quarantined => return Err(corrupt()),
+            Packed::Absent => {}
         }
         let path = self.object_path(d);
         let bytes = fs::read(&path).map_err(io_at(&path))?;
         if Digest::of(&bytes) != *d {
             self.quarantine(d, &path)?;
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("object {d} is corrupt (its bytes hash differently); it was quarantined"),
-            ));
+            return Err(corrupt());
         }
         Ok(bytes)
     }
@@ -884,13 +905,10 @@ impl Store {
     /// Where object `d` is: its verified bytes if packed, else its file
     /// (fetched from the remote if missing). `NotFound` if it is nowhere.
     pub fn object(&self, d: &Digest) -> io::Result<StoredObject> {
-        if let Some(bytes) = self.pack.get(d)? {
-            if Digest::of(&bytes) == *d {
-                return Ok(StoredObject::Packed(bytes));
-            }
-            self.quarantine_packed(d, &bytes)?;
+        if let Packed::Valid(bytes) = self.packed(d)? {
+            return Ok(StoredObject::Packed(bytes));
         }
-        if self.is_valid(d)? {
+        if self.is_valid_file(d)? {
             return Ok(StoredObject::File(self.object_path(d)));
         }
         Err(io::Error::new(
@@ -905,7 +923,7 @@ impl Store {
     pub fn is_packed_tree(&self, d: &Digest) -> io::Result<bool> {
         for e in self.read_tree(d)?.entries {
             let packed = match e.kind {
-                EntryKind::File => self.pack.get(&e.digest)?.is_some(),
+                EntryKind::File => self.pack.contains(&e.digest)?,
                 EntryKind::Folder => self.is_packed_tree(&e.digest)?,
             };
             if !packed {

@@ -92,9 +92,15 @@ impl Pack {
             .map_err(sql_err(&self.path))
     }
 
-    /// Whether objects wait for [`Pack::commit`].
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.pending().is_empty()
+    /// Whether `d` is in the pack (committed or pending), without reading it.
+    pub(crate) fn contains(&self, d: &Digest) -> io::Result<bool> {
+        if self.pending().contains_key(d) {
+            return Ok(true);
+        }
+        self.conn()
+            .prepare_cached("SELECT 1 FROM objects WHERE digest = ?1")
+            .and_then(|mut s| s.exists(params![d.as_bytes().as_slice()]))
+            .map_err(sql_err(&self.path))
     }
 
     /// Makes every object put since the last commit durable, in one
@@ -239,8 +245,10 @@ mod tests {
         assert_eq!(pack.get(&d).unwrap().as_deref(), Some(&b"tiny"[..]));
         // Another opener (another process) sees nothing before the commit.
         assert_eq!(Pack::open(&path).unwrap().get(&d).unwrap(), None);
+        assert!(pack.contains(&d).unwrap());
         assert_eq!(pack.commit().unwrap(), vec![d]);
-        assert!(!pack.has_pending());
+        // Nothing is left pending.
+        assert!(pack.commit().unwrap().is_empty());
         let other = Pack::open(&path).unwrap();
         assert_eq!(other.get(&d).unwrap().as_deref(), Some(&b"tiny"[..]));
         assert_eq!(other.list().unwrap(), vec![(d, 4)]);
@@ -256,5 +264,6 @@ mod tests {
         assert!(other.with_prefix(other_prefix, 2).unwrap().is_empty());
         other.remove(&[d]).unwrap();
         assert_eq!(pack.get(&d).unwrap(), None);
+        assert!(!pack.contains(&d).unwrap());
     }
 }
