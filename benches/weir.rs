@@ -89,33 +89,6 @@ fn tokio() -> tokio::runtime::Runtime {
         .expect("tokio")
 }
 
-/// A generated script for the CLI cases: `n` no-op steps as a chain, or as
-/// a root, `n - 1` steps depending on it and a collect step reading them all;
-/// one line per step, as a generator of pipelines would write it.
-fn cli_script(noop: &Path, n: usize, chain: bool) -> String {
-    let noop = noop.display().to_string();
-    let mut s = format!(
-        "let p = pipeline(\"rss\");\nlet root = p.step(\"s0\", {noop:?}).output(\"out\");\nlet prev = root;\n"
-    );
-    if !chain {
-        s.push_str(&format!(
-            "let collect = p.step(\"collect\", {noop:?}).output(\"out\");\n"
-        ));
-    }
-    for i in 1..n {
-        if chain {
-            s.push_str(&format!(
-                "prev = p.step(\"s{i}\", {noop:?}).input(\"in\", prev.out(\"out\")).output(\"out\").params(#{{ i: {i} }});\n"
-            ));
-        } else {
-            s.push_str(&format!(
-                "prev = p.step(\"s{i}\", {noop:?}).input(\"in\", root.out(\"out\")).output(\"out\").params(#{{ i: {i} }}); collect.input(\"in{i}\", prev.out(\"out\"));\n"
-            ));
-        }
-    }
-    s
-}
-
 /// What a run's events show the harness, recorded as they come.
 #[derive(Default)]
 struct Seen {
@@ -207,23 +180,25 @@ fn noop_plan(base: &Path, wasm: &Path, n: usize, shape: &str) -> Plan {
     p
 }
 
-/// A generated script of `n` real steps (the `relay` fixture: each reads
-/// one small file from its input and writes one to its output) as a chain,
-/// or as a root, `n - 1` steps reading it and a collect step reading them all.
-fn relay_script(relay: &Path, n: usize, chain: bool) -> String {
-    let relay = relay.display().to_string();
+/// A generated script for the CLI cases: `n` steps of component `wasm` as
+/// a chain, or as a root, `n - 1` steps reading it and a collect step
+/// reading them all; step `i` gets params `#{ <param>: i }` (distinct cache
+/// keys; the `relay` fixture adds `add`). One line per step, as a generator
+/// of pipelines would write it.
+fn generated_script(wasm: &Path, n: usize, chain: bool, param: &str) -> String {
+    let wasm = wasm.display().to_string();
     let mut s = format!(
-        "let p = pipeline(\"real\");\nlet root = p.step(\"s0\", {relay:?}).output(\"out\");\nlet prev = root;\n"
+        "let p = pipeline(\"generated\");\nlet root = p.step(\"s0\", {wasm:?}).output(\"out\");\nlet prev = root;\n"
     );
     if !chain {
         s.push_str(&format!(
-            "let collect = p.step(\"collect\", {relay:?}).output(\"out\");\n"
+            "let collect = p.step(\"collect\", {wasm:?}).output(\"out\");\n"
         ));
     }
     for i in 1..n {
         let from = if chain { "prev" } else { "root" };
         s.push_str(&format!(
-            "prev = p.step(\"s{i}\", {relay:?}).input(\"in\", {from}.out(\"out\")).output(\"out\").params(#{{ add: {i} }});\n"
+            "prev = p.step(\"s{i}\", {wasm:?}).input(\"in\", {from}.out(\"out\")).output(\"out\").params(#{{ {param}: {i} }});\n"
         ));
         if !chain {
             s.push_str(&format!("collect.input(\"in{i}\", prev.out(\"out\"));\n"));
@@ -282,7 +257,7 @@ fn real_steps(tmp: &Path) -> Vec<Row> {
             let dir = tmp.join(format!("real-{round}-{k}"));
             std::fs::create_dir_all(&dir).expect("dir");
             let script = dir.join("p.rhai");
-            std::fs::write(&script, relay_script(&relay, n, chain)).expect("script");
+            std::fs::write(&script, generated_script(&relay, n, chain, "add")).expect("script");
             let t = Instant::now();
             let out = std::process::Command::new(&weir)
                 .args(["run", "--quiet"])
@@ -424,7 +399,7 @@ fn main() {
             ));
             std::fs::create_dir_all(&dir).expect("dir");
             let path = dir.join("p.rhai");
-            std::fs::write(&path, cli_script(&noop, n, chain)).expect("script");
+            std::fs::write(&path, generated_script(&noop, n, chain, "i")).expect("script");
             for (label, runs) in [("first run", 1), ("cached re-run", 5)] {
                 let mut wall = Vec::new();
                 let mut rss = Vec::new();

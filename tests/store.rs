@@ -181,19 +181,9 @@ fn small_objects_are_packed_and_still_read_verified_and_cached() {
         .map(|s| std::fs::read_dir(s.unwrap().path()).unwrap().count())
         .sum();
     assert_eq!(files, 0, "no object file for tiny objects");
-    // 20 output trees, 20 values (all distinct), the component's params.
+    // 20 output trees and 20 values, all distinct.
     assert!(stored_objects(&store).len() >= 40);
-    let (verify, _) = succeeded(
-        weir()
-            .args(["store", "verify", "--store"])
-            .arg(&store)
-            .output()
-            .unwrap(),
-    );
-    assert!(
-        verify.contains(" 0 corrupt;") && verify.contains(": 0 missing or damaged;"),
-        "{verify}"
-    );
+    verifies_clean(&store);
     let (again, _) = succeeded(run_script(&path, &store));
     assert!(again.contains("0 executed, 20 cached"), "{again}");
     // The summary shows the result's folder, and the 19 intermediate
@@ -225,17 +215,7 @@ fn small_objects_are_packed_and_still_read_verified_and_cached() {
     );
     assert!(gc.contains("20 views"), "{gc}");
     assert_eq!(views(&store), 0);
-    let (verify, _) = succeeded(
-        weir()
-            .args(["store", "verify", "--store"])
-            .arg(&store)
-            .output()
-            .unwrap(),
-    );
-    assert!(
-        verify.contains(" 0 corrupt;") && verify.contains(": 0 missing or damaged;"),
-        "{verify}"
-    );
+    verifies_clean(&store);
     // The last step changed: it runs on s18's output, laid out again.
     let edited = std::fs::read_to_string(&path)
         .unwrap()
@@ -251,5 +231,20 @@ fn small_objects_are_packed_and_still_read_verified_and_cached() {
     assert_eq!(
         std::fs::read_to_string(view.join("value.txt")).unwrap(),
         "272"
+    );
+}
+
+/// `weir store verify` passes on `store`: nothing corrupt, nothing missing.
+fn verifies_clean(store: &std::path::Path) {
+    let (verify, _) = succeeded(
+        weir()
+            .args(["store", "verify", "--store"])
+            .arg(store)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        verify.contains(" 0 corrupt;") && verify.contains(": 0 missing or damaged;"),
+        "{verify}"
     );
 }

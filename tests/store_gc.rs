@@ -13,6 +13,24 @@ fn stdout_of(out: std::process::Output) -> String {
     succeeded(out).0
 }
 
+/// `weir store gc` keeping only the last run of each pipeline, with `extra`.
+fn gc_keeping_last_run(store: &Path, extra: &[&str]) -> std::process::Output {
+    weir()
+        .args([
+            "store",
+            "gc",
+            "--keep-days",
+            "0",
+            "--keep-last",
+            "1",
+            "--store",
+        ])
+        .arg(store)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn run_ids(store: &Path) -> Vec<i64> {
     let out = stdout_of(
         weir()
@@ -66,24 +84,7 @@ fn gc_removes_what_no_kept_run_needs_and_verify_passes() {
     assert_eq!(run_ids(&store), [4, 3, 2, 1]);
     let before = objects(&store);
 
-    let gc = |extra: &[&str]| {
-        stdout_of(
-            weir()
-                .args([
-                    "store",
-                    "gc",
-                    "--keep-days",
-                    "0",
-                    "--keep-last",
-                    "1",
-                    "--store",
-                ])
-                .arg(&store)
-                .args(extra)
-                .output()
-                .unwrap(),
-        )
-    };
+    let gc = |extra: &[&str]| stdout_of(gc_keeping_last_run(&store, extra));
     let dry = gc(&["--dry-run"]);
     assert!(dry.starts_with("would remove 2 runs (kept 2"), "{dry}");
     assert!(dry.contains("runs: 3 2"), "{dry}");
@@ -162,29 +163,8 @@ fn gc_waits_for_a_run_in_progress_in_another_process() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let gc = weir()
-        .args([
-            "store",
-            "gc",
-            "--keep-days",
-            "0",
-            "--keep-last",
-            "1",
-            "--store",
-        ])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&gc.stderr).contains("waiting for the runs in progress"),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
+    let (_, said) = succeeded(gc_keeping_last_run(&store, &[]));
+    assert!(said.contains("waiting for the runs in progress"), "{said}");
     // The run had finished, whole, before the collection began.
     let run = child.wait_with_output().unwrap();
     stdout_of(run);

@@ -24,17 +24,14 @@ fn why_names_the_change_that_made_a_step_run_and_the_run_a_hit_came_from() {
     .unwrap();
     let store = tmp.path().join(".weir");
     for n in ["1", "2", "2"] {
-        let out = weir()
-            .arg("run")
-            .arg(&f)
-            .args(["-p", &format!("n={n}"), "--store"])
-            .arg(&store)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeded(
+            weir()
+                .arg("run")
+                .arg(&f)
+                .args(["-p", &format!("n={n}"), "--store"])
+                .arg(&store)
+                .output()
+                .unwrap(),
         );
     }
     let why = |run: &str, step: &str| {
