@@ -835,7 +835,7 @@ fn every_attempt_goes_through_the_configured_dispatch() {
     impl Dispatch for Counting {
         fn dispatch<'a>(
             &'a self,
-            rt: &'a weir_runtime::Runtime,
+            units: &'a weir_runtime::unit::UnitRunner,
             spec: &'a UnitSpec,
             component: &'a std::sync::Arc<weir_runtime::executor::LoadedComponent>,
             cancel: &'a tokio_util::sync::CancellationToken,
@@ -858,7 +858,7 @@ fn every_attempt_goes_through_the_configured_dispatch() {
                     }
                 });
             }
-            LocalDispatch.dispatch(rt, spec, component, cancel, watch, host_data)
+            LocalDispatch.dispatch(units, spec, component, cancel, watch, host_data)
         }
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -21,7 +21,8 @@
 #![deny(missing_docs)]
 
 pub mod builder;
-pub mod capability;
+mod config;
+mod events;
 mod exec;
 mod faults;
 pub mod gc;
@@ -30,12 +31,13 @@ pub mod owner;
 pub mod records;
 pub mod remote;
 pub mod run;
+mod runtime;
 mod sched;
 pub mod store;
 pub mod trust;
 pub mod unit;
 
-pub use exec::executor;
+pub use exec::{capability, executor};
 pub use trust::signing;
 
 // The plain data every part agrees on lives in `weir-core` (no wasmtime,

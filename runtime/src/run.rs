@@ -1,286 +1,27 @@
-//! The [`Runtime`]: the long-lived object that runs plans.
+//! Runs: [`Runtime::start`], [`Runtime::run`] and what they do before the
+//! scheduler takes over.
 //!
 //! One run: validate the plan; build and load every component (before any
 //! record is written, so a compile error costs nothing); ingest host inputs;
 //! open (or, with `resume`, reopen) a run record; then hand over to the
 //! scheduler (`sched/`).
 
-use crate::cache::CacheKey;
 use crate::digest::Digest;
-use crate::exec::executor::{EngineConfig, Executor, LoadedComponent};
+use crate::exec::executor::LoadedComponent;
 use crate::limits::LimitsCap;
 use crate::plan::{ComponentSource, InputSource, Plan};
-use crate::records::{Metric, RecordOp, Records, RunId, RunState, SqliteRecords, StepState};
+use crate::records::{RecordOp, RunId, RunState};
 use crate::sched::Scheduler;
-use crate::store::Store;
+// The types of a run's API, at the paths they have always had.
+pub use crate::config::Config;
+pub use crate::events::{EventSink, RunEvent, RunOptions, RunReport, StepReport};
+pub use crate::runtime::Runtime;
 pub use crate::trust::{CAPABILITIES, TRUST_FILE, TrustPolicy};
-use anyhow::{Context as _, anyhow};
+use anyhow::anyhow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-/// How a [`Runtime`] is set up. Every field has a default; see [`Config::new`].
-#[derive(Clone)]
-pub struct Config {
-    /// The store folder (objects, views, compile cache, `weir.db`).
-    pub store_dir: PathBuf,
-    /// Steps run at once, across all the runs of one [`Runtime`] (a step
-    /// waits for a slot; the instance pool is sized from it). Default: the
-    /// number of cores.
-    pub jobs: usize,
-    /// Allow per-step fuel budgets. Steps with a budget run on a second
-    /// engine that counts fuel, started on first use; steps without one run
-    /// on an engine that does not count (counting added 2-13% to the
-    /// feature benchmark's step, BENCHMARKS.md). `false` refuses fuel budgets. Default: on.
-    pub fuel: bool,
-    /// Use wasmtime's pooling allocator. Default: on.
-    pub pooling: bool,
-    /// Which components may be granted capabilities (the GPU). Default: none.
-    pub trust: TrustPolicy,
-    /// Which backend serves the `gpu` capability. Default: CUDA when a
-    /// device works, else the CPU.
-    pub gpu: weir_host_gpu::BackendChoice,
-    /// Capabilities the embedding host adds (see [`crate::capability`]).
-    pub capabilities: Vec<crate::capability::Capability>,
-    /// Where run records go. Default (`None`): the embedded SQLite file
-    /// `weir.db` in the store folder. Another backend implements
-    /// [`Records`] and is set with [`Config::records`].
-    pub records: Option<Arc<dyn Records>>,
-    /// A second, shared home for artifacts (see [`crate::remote`]). Default: none.
-    pub remote: Option<Arc<dyn crate::remote::ObjectRemote>>,
-    /// Where attempts run ([`crate::unit::Dispatch`]). Default: in this
-    /// process ([`crate::unit::LocalDispatch`]).
-    pub dispatch: Arc<dyn crate::unit::Dispatch>,
-    /// Whether a step's component may be a crate that weir builds with
-    /// cargo. A host that must never run cargo (components given as
-    /// `.wasm` files) turns it off: a crate source is then an error.
-    /// Default: on.
-    pub build_crates: bool,
-    /// Where compiled components are kept. Default (`None`): the store's
-    /// `compiled/` folder. `weir` itself uses one folder per user, so a
-    /// fresh store (a new project, a CI checkout) compiles nothing a run on
-    /// the machine compiled before.
-    pub compile_cache: Option<PathBuf>,
-    /// At most this many bytes in the compile cache: the entries used least
-    /// recently go first when a new one would pass it. Default: no bound.
-    pub compile_cache_max_bytes: Option<u64>,
-    /// Upper bounds on every step's limits in every run of this runtime
-    /// (a run's [`RunOptions::max_limits`] can lower them further). Default: none.
-    pub max_limits: Option<crate::limits::Limits>,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("store_dir", &self.store_dir)
-            .field("jobs", &self.jobs)
-            .field("fuel", &self.fuel)
-            .field("pooling", &self.pooling)
-            .field("trust", &self.trust)
-            .field("gpu", &self.gpu)
-            .field("capabilities", &self.capabilities)
-            .field("records", &self.records.as_ref().map(|_| "custom"))
-            .field("remote", &self.remote.as_ref().map(|_| "custom"))
-            .field("max_limits", &self.max_limits)
-            .finish()
-    }
-}
-
-impl Config {
-    /// Defaults for a store at `store_dir`: `jobs` = cores, fuel budgets
-    /// allowed, pooling on.
-    pub fn new(store_dir: impl Into<PathBuf>) -> Config {
-        Config {
-            store_dir: store_dir.into(),
-            jobs: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            fuel: true,
-            pooling: true,
-            trust: TrustPolicy::default(),
-            gpu: weir_host_gpu::BackendChoice::Auto,
-            capabilities: Vec::new(),
-            records: None,
-            remote: None,
-            dispatch: Arc::new(crate::unit::LocalDispatch),
-            build_crates: true,
-            compile_cache: None,
-            compile_cache_max_bytes: None,
-            max_limits: None,
-        }
-    }
-
-    /// Sends every attempt to `dispatch` instead of running it in this
-    /// process directly (see [`crate::unit::Dispatch`]).
-    pub fn dispatch(mut self, dispatch: Arc<dyn crate::unit::Dispatch>) -> Config {
-        self.dispatch = dispatch;
-        self
-    }
-
-    /// Keeps compiled components in `dir` (shared by stores; see
-    /// [`Config::compile_cache`]), at most `max_bytes` of them if given.
-    pub fn compile_cache(mut self, dir: impl Into<PathBuf>, max_bytes: Option<u64>) -> Config {
-        self.compile_cache = Some(dir.into());
-        self.compile_cache_max_bytes = max_bytes;
-        self
-    }
-
-    /// Pushes every new artifact to `remote` and fetches missing ones from it.
-    pub fn remote(mut self, remote: Arc<dyn crate::remote::ObjectRemote>) -> Config {
-        self.remote = Some(remote);
-        self
-    }
-
-    /// Keeps run records in `records` instead of the store's SQLite file.
-    pub fn records(mut self, records: Arc<dyn Records>) -> Config {
-        self.records = Some(records);
-        self
-    }
-
-    /// Adds a host-defined capability.
-    pub fn capability(mut self, c: crate::capability::Capability) -> Config {
-        self.capabilities.push(c);
-        self
-    }
-
-    /// Sets how many steps run at once (at least 1).
-    pub fn jobs(mut self, jobs: usize) -> Config {
-        self.jobs = jobs.max(1);
-        self
-    }
-}
-
-/// Something that happened during a run, for progress displays and live
-/// UIs. New kinds may be added, so match with a `_` arm.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum RunEvent {
-    /// The run record exists; `steps` steps will be scheduled.
-    RunStarted {
-        /// The run.
-        run: RunId,
-        /// Number of steps.
-        steps: usize,
-        /// Whether this continues an earlier run (`resume`).
-        resumed: bool,
-    },
-    /// A component is being built or loaded (while step crates build: each
-    /// of cargo's status lines).
-    Preparing {
-        /// What is being prepared.
-        what: String,
-    },
-    /// Cargo starts building the stale step crates of one workspace (one
-    /// invocation for all of them).
-    Building {
-        /// The workspace folder.
-        workspace: PathBuf,
-        /// The crates (package names).
-        crates: Vec<String>,
-    },
-    /// Those crates are built.
-    Built {
-        /// The crates (package names).
-        crates: Vec<String>,
-        /// How long cargo took.
-        took: Duration,
-    },
-    /// A step started (cache check, then execution if needed). Map
-    /// children are named `step[item]`.
-    StepStarted {
-        /// The step.
-        step: String,
-    },
-    /// An attempt failed and the step will be tried again after `delay`.
-    StepRetrying {
-        /// The step.
-        step: String,
-        /// The attempt that failed.
-        attempt: u32,
-        /// Its error.
-        error: String,
-        /// The wait before the next attempt.
-        delay: Duration,
-    },
-    /// A log line of a step attempt: a `log` call as it happens, or a line
-    /// of stdout/stderr when the attempt ends.
-    StepLog {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-        /// The line.
-        line: crate::records::LogLine,
-    },
-    /// A metric value recorded by a step attempt, as it happens.
-    StepMetric {
-        /// The step.
-        step: String,
-        /// The attempt.
-        attempt: u32,
-        /// The metric.
-        metric: Metric,
-    },
-    /// An output artifact of a step that succeeded or was cached, just
-    /// before its `StepFinished`.
-    Artifact {
-        /// The step.
-        step: String,
-        /// The output's name.
-        output: String,
-        /// The artifact's digest.
-        digest: Digest,
-    },
-    /// A step reached a final state.
-    StepFinished {
-        /// The step.
-        step: String,
-        /// Its state.
-        state: StepState,
-        /// How long it took.
-        duration: Duration,
-        /// The error, for failed and skipped steps.
-        error: Option<String>,
-    },
-}
-
-/// A callback that receives [`RunEvent`]s.
-pub type EventSink = Arc<dyn Fn(&RunEvent) + Send + Sync>;
-
-/// Per-run options.
-#[derive(Clone, Default)]
-pub struct RunOptions {
-    /// Called for every [`RunEvent`].
-    pub on_event: Option<EventSink>,
-    /// Cancelling this token stops the run: nothing new starts, running
-    /// steps are interrupted and recorded `cancelled`.
-    pub cancel: Option<CancellationToken>,
-    /// Stop at the first failure instead of letting independent branches finish.
-    pub fail_fast: bool,
-    /// Continue this earlier run (same run number): its succeeded steps are
-    /// kept, the rest run (through the cache where possible).
-    pub resume: Option<RunId>,
-    /// Record the run before its components are built and loaded, so a
-    /// caller (a server answering a trigger) has its number at once: a
-    /// build or load that fails then ends the recorded run `failed` with
-    /// that error (and still returns it). Default: off, so a compile error
-    /// records nothing.
-    pub record_first: bool,
-    /// Upper bounds on every step's limits for this run (a platform running
-    /// its users' pipelines caps memory, time, output and fuel). Each step
-    /// keeps its own limit where that is stricter; the run records the
-    /// capped plan, and memory caps enter cache keys as any memory limit does.
-    pub max_limits: Option<crate::limits::Limits>,
-    /// A value the host attaches to the run; host capabilities' state
-    /// constructors see it ([`crate::capability::AttemptContext`]), so one
-    /// `Runtime` can serve several tenants. Default: none.
-    pub host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
-    /// The trust policy of this run in place of [`Config::trust`] (a
-    /// server running the pipelines of several projects gives each run its
-    /// own project's `weir.toml`).
-    pub trust: Option<Arc<TrustPolicy>>,
-}
 
 /// A run in progress, from [`Runtime::start`].
 pub struct RunHandle {
@@ -355,190 +96,7 @@ impl std::fmt::Display for NotTrusted {
 
 impl std::error::Error for NotTrusted {}
 
-/// What one step did in a run.
-#[derive(Debug, Clone)]
-pub struct StepReport {
-    /// Step name.
-    pub name: String,
-    /// Final state.
-    pub state: StepState,
-    /// Output name to artifact digest (empty unless succeeded or cached).
-    pub outputs: BTreeMap<String, Digest>,
-    /// The cache key, if computed.
-    pub cache_key: Option<CacheKey>,
-    /// Error or skip reason.
-    pub error: Option<String>,
-    /// What kind of failure, for a failed (or cancelled) step.
-    pub failure: Option<crate::records::FailureKind>,
-    /// Wall time of the step.
-    pub duration: Duration,
-    /// Attempts made (0 for cache hits and skipped steps).
-    pub attempts: u32,
-    /// Metrics the step recorded (replayed from the cache on a hit).
-    pub metrics: Vec<Metric>,
-    /// The step ran, and its outputs equal those of its previous run, so
-    /// what depends on it stays cached.
-    pub early_cutoff: bool,
-    /// Outputs this attempt stored for the first time (see
-    /// `Scheduler::cannot_hit`).
-    pub(crate) created: Vec<Digest>,
-}
-
-impl StepReport {
-    /// A report for a step that did not run.
-    pub fn not_run(name: &str, state: StepState, why: Option<String>) -> StepReport {
-        StepReport {
-            name: name.to_string(),
-            state,
-            outputs: BTreeMap::new(),
-            cache_key: None,
-            error: why,
-            failure: (state == StepState::Cancelled)
-                .then_some(crate::records::FailureKind::Cancelled),
-            duration: Duration::ZERO,
-            attempts: 0,
-            metrics: Vec::new(),
-            early_cutoff: false,
-            created: Vec::new(),
-        }
-    }
-
-    /// Whether the step's outputs are available (succeeded or cached).
-    pub fn ok(&self) -> bool {
-        matches!(self.state, StepState::Succeeded | StepState::Cached)
-    }
-}
-
-/// The result of a run.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    /// The run's number.
-    pub run: RunId,
-    /// Final state.
-    pub state: RunState,
-    /// Steps in plan order.
-    pub steps: Vec<StepReport>,
-    /// Children of map steps (`step[item]`), in the order they finished.
-    pub children: Vec<StepReport>,
-    /// The first failing step and its error, when the run failed.
-    pub error: Option<String>,
-    /// The plan's identity (its JSON plus every component's digest).
-    pub plan_digest: Digest,
-}
-
-impl RunReport {
-    /// The report of step `name`.
-    pub fn step(&self, name: &str) -> Option<&StepReport> {
-        self.steps
-            .iter()
-            .chain(&self.children)
-            .find(|s| s.name == name)
-    }
-
-    /// The folder in `store` holding output `output` of step `step`, if it succeeded.
-    pub fn output_path(&self, store: &Store, step: &str, output: &str) -> Option<PathBuf> {
-        let d = self.step(step)?.outputs.get(output)?;
-        store.view(d).ok()
-    }
-}
-
-pub(crate) struct Inner {
-    pub(crate) store: Store,
-    pub(crate) records: Arc<dyn Records>,
-    /// Runs steps without a fuel budget (counts no fuel).
-    pub(crate) executor: Executor,
-    /// Runs steps with a fuel budget; started by the first such step.
-    fuel_executor: std::sync::OnceLock<Result<Executor, String>>,
-    pub(crate) config: Config,
-    /// Step attempts that may run at once across every run of this runtime
-    /// (`jobs`; the executors' instance pools are sized from it): an
-    /// attempt waits for a slot, it never fails for lack of one.
-    pub(crate) slots: Arc<tokio::sync::Semaphore>,
-    /// `config.trust`, shared by the runs that have no policy of their own.
-    trust: Arc<TrustPolicy>,
-}
-
-/// The long-lived object that runs plans. Cheap to clone; clones share the
-/// store, records and engine.
-#[derive(Clone)]
-pub struct Runtime {
-    pub(crate) inner: Arc<Inner>,
-}
-
 impl Runtime {
-    /// Opens the store and records and builds the engine.
-    pub fn new(config: Config) -> anyhow::Result<Runtime> {
-        let store = Store::open(&config.store_dir)
-            .with_context(|| format!("cannot open the store at {}", config.store_dir.display()))?;
-        let store = match &config.remote {
-            Some(r) => store.with_remote(r.clone()),
-            None => store,
-        };
-        let _ = store.clean_tmp();
-        let records: Arc<dyn Records> = match &config.records {
-            Some(r) => r.clone(),
-            None => Arc::new(SqliteRecords::open(&config.store_dir.join("weir.db"))?),
-        };
-        let executor = Executor::new(
-            &engine_config(&config, false),
-            &compiled_dir(&config, &store),
-        )?;
-        Ok(Runtime {
-            inner: Arc::new(Inner {
-                store,
-                records,
-                executor,
-                fuel_executor: std::sync::OnceLock::new(),
-                slots: Arc::new(tokio::sync::Semaphore::new(config.jobs.max(1))),
-                trust: Arc::new(config.trust.clone()),
-                config,
-            }),
-        })
-    }
-
-    /// The executor for steps with (`fuel`) or without a fuel budget.
-    pub(crate) fn executor_for(&self, fuel: bool) -> anyhow::Result<&Executor> {
-        if !fuel {
-            return Ok(&self.inner.executor);
-        }
-        if !self.inner.config.fuel {
-            anyhow::bail!("a fuel budget is set but this runtime allows none (Config::fuel)");
-        }
-        self.inner
-            .fuel_executor
-            .get_or_init(|| {
-                Executor::new(
-                    &engine_config(&self.inner.config, true),
-                    &compiled_dir(&self.inner.config, &self.inner.store),
-                )
-                .map_err(|e| format!("{e:#}"))
-            })
-            .as_ref()
-            .map_err(|e| anyhow!("starting the fuel-counting engine: {e}"))
-    }
-
-    /// The content-addressed store.
-    pub fn store(&self) -> &Store {
-        &self.inner.store
-    }
-
-    /// The trust policy runs are checked against (unless a run brings its
-    /// own, [`RunOptions::trust`]).
-    pub fn trust(&self) -> &Arc<TrustPolicy> {
-        &self.inner.trust
-    }
-
-    /// The run records.
-    pub fn records(&self) -> &dyn Records {
-        &*self.inner.records
-    }
-
-    /// The executor of steps without a fuel budget (for loading components
-    /// directly).
-    pub fn executor(&self) -> &Executor {
-        &self.inner.executor
-    }
-
     /// Builds (if a crate) and loads the component of a source, resolved against `base`.
     /// `requested` are the capabilities its step asked for; each is linked
     /// only if the trust policy also grants it to the component. `fuel`: for
@@ -564,7 +122,7 @@ impl Runtime {
         fuel: bool,
         built: Option<PathBuf>,
     ) -> anyhow::Result<Arc<LoadedComponent>> {
-        let executor = self.executor_for(fuel)?;
+        let executor = self.inner.units.executor_for(fuel)?;
         let resolve = |p: &Path| {
             if p.is_absolute() {
                 p.to_path_buf()
@@ -585,7 +143,7 @@ impl Runtime {
                     let dir = resolve(dir);
                     // Before cargo runs the crate's build script.
                     trust.check_build(&dir).map_err(|e| anyhow!(e))?;
-                    let stamps = self.inner.store.root().join("builds");
+                    let stamps = self.inner.units.store().root().join("builds");
                     crate::builder::build_crate_cached(&dir, &stamps)?
                 }
             },
@@ -681,7 +239,7 @@ impl Runtime {
         if dirs.is_empty() {
             return Ok(HashMap::new());
         }
-        let stamps = self.inner.store.root().join("builds");
+        let stamps = self.inner.units.store().root().join("builds");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let build = tokio::task::spawn_blocking(move || {
             crate::builder::build_crates(&dirs, &stamps, &|e| {
@@ -723,14 +281,14 @@ impl Runtime {
         emit: &(dyn Fn(RunEvent) + Sync),
     ) -> anyhow::Result<crate::store::StoreLease> {
         let held = |e: std::io::Error| anyhow!("cannot hold the store for the run: {e}");
-        if let Some(lease) = self.inner.store.try_lease().map_err(held)? {
+        if let Some(lease) = self.inner.units.store().try_lease().map_err(held)? {
             return Ok(lease);
         }
         emit(RunEvent::Preparing {
             what: "waiting for `weir store gc` to finish".into(),
         });
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.inner.store.lease_blocking())
+        tokio::task::spawn_blocking(move || this.inner.units.store().lease_blocking())
             .await
             .map_err(|e| anyhow!("waiting for the store panicked: {e}"))?
             .map_err(held)
@@ -1035,7 +593,7 @@ impl Runtime {
                         let d = match ingested.get(&p) {
                             Some(d) => *d,
                             None => {
-                                let d = self.inner.store.ingest_path(&p).map_err(|e| {
+                                let d = self.inner.units.store().ingest_path(&p).map_err(|e| {
                                     anyhow!("{}input '{name}' cannot be read: {e}", step_at(s))
                                 })?;
                                 ingested.insert(p, d);
@@ -1045,7 +603,7 @@ impl Runtime {
                         host_inputs[i].insert(name.clone(), d);
                     }
                     InputSource::Artifact(d) => {
-                        if !self.inner.store.is_valid_tree(d)? {
+                        if !self.inner.units.store().is_valid_tree(d)? {
                             anyhow::bail!(
                                 "{}input '{name}' names artifact {d}, which is not in the store (or is corrupt)",
                                 step_at(s)
@@ -1114,27 +672,6 @@ struct Prepared {
     host_inputs: Vec<BTreeMap<String, Digest>>,
     json: String,
     digest: Digest,
-}
-
-/// The engine settings of a runtime's executors: `fuel` for the one that
-/// runs steps with a fuel budget.
-/// Where compiled components are kept: the configured cache, else the store's.
-fn compiled_dir(config: &Config, store: &Store) -> PathBuf {
-    config
-        .compile_cache
-        .clone()
-        .unwrap_or_else(|| store.compiled_dir())
-}
-
-fn engine_config(config: &Config, fuel: bool) -> EngineConfig {
-    EngineConfig {
-        compile_cache_max_bytes: config.compile_cache_max_bytes,
-        max_concurrent: config.jobs as u32,
-        fuel,
-        pooling: config.pooling,
-        gpu: config.gpu,
-        capabilities: config.capabilities.clone(),
-    }
 }
 
 /// The host's event callback, with a panic inside it contained and logged:

@@ -4,24 +4,28 @@
 //! child) needs and nothing of the run around it: the component's digest,
 //! the canonical params, the input artifacts by digest, the output names,
 //! the limits, the granted capabilities and the seed (its cache key). It is
-//! serialisable, so it can cross a process. [`Runtime::execute`] runs it
-//! against the runtime's store: lays out the inputs, takes a step slot,
-//! runs the component in its sandbox and stores the outputs, returning
-//! their digests with the attempt's logs, metrics and usage. The scheduler
-//! hands every attempt to the runtime's [`Dispatch`], whose default runs it
-//! here with [`Runtime::execute`]; a host may put another in its place (one
-//! that sends units to other machines, or one that wraps the local one).
+//! serialisable, so it can cross a process. A [`UnitRunner`] (what a
+//! runtime holds to run units here: its store, its engines and its step
+//! slots) executes it: lays out the inputs, takes a step slot, runs the
+//! component in its sandbox and stores the outputs, returning their digests
+//! with the attempt's logs, metrics and usage. The scheduler hands every
+//! attempt to the runtime's [`Dispatch`], whose default runs it here
+//! ([`UnitRunner::execute`], also [`crate::Runtime::execute`]); a host may
+//! put another in its place (one that sends units to other machines, or one
+//! that wraps the local one).
+//!
+//! This module knows nothing of runs, plans or the scheduler: it sits below
+//! them, beside the store and the executor.
 
 use crate::digest::Digest;
-use crate::exec::executor::{AttemptSpec, LoadedComponent, Watch};
+use crate::exec::executor::{AttemptSpec, EngineConfig, Executor, LoadedComponent, Watch};
 use crate::limits::Limits;
 use crate::records::{FailureKind, LogLine, Metric};
-use crate::run::Runtime;
 use crate::store::{Quota, Store};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 /// One attempt of a step, as data.
@@ -86,17 +90,18 @@ pub type UnitFuture<'a> =
 
 /// Where the scheduler sends each attempt: the seam between deciding what
 /// runs and running it. The default, [`LocalDispatch`], runs it in this
-/// process ([`Runtime::execute`]); set another with
+/// process ([`UnitRunner::execute`]); set another with
 /// [`crate::Config::dispatch`].
 pub trait Dispatch: Send + Sync {
-    /// Runs one attempt and returns what it produced. `component` is the
+    /// Runs one attempt and returns what it produced. `units` runs units in
+    /// this process (what the default does with every one). `component` is the
     /// unit's component as this runtime loaded it (a remote implementation
     /// sends `spec.component`, its digest, instead); `watch` sees log lines
     /// and metrics as they come; `host_data` is the run's
     /// [`crate::RunOptions::host_data`].
     fn dispatch<'a>(
         &'a self,
-        rt: &'a Runtime,
+        units: &'a UnitRunner,
         spec: &'a UnitSpec,
         component: &'a Arc<LoadedComponent>,
         cancel: &'a CancellationToken,
@@ -112,14 +117,14 @@ pub struct LocalDispatch;
 impl Dispatch for LocalDispatch {
     fn dispatch<'a>(
         &'a self,
-        rt: &'a Runtime,
+        units: &'a UnitRunner,
         spec: &'a UnitSpec,
         component: &'a Arc<LoadedComponent>,
         cancel: &'a CancellationToken,
         watch: Option<Watch>,
         host_data: Option<Arc<dyn std::any::Any + Send + Sync>>,
     ) -> UnitFuture<'a> {
-        Box::pin(rt.execute(spec, component, cancel, watch, host_data))
+        Box::pin(units.execute(spec, component, cancel, watch, host_data))
     }
 }
 
@@ -138,9 +143,69 @@ impl Drop for Staging {
     }
 }
 
-impl Runtime {
-    /// Runs one attempt of `spec` with `component` (loaded by this runtime;
-    /// its digest must be `spec.component`): lays out the inputs from the
+/// What runs units in this process: the store their artifacts live in, the
+/// engines (one that counts fuel, started by the first unit with a fuel
+/// budget) and the step slots every run of a runtime shares.
+pub struct UnitRunner {
+    store: Store,
+    /// Runs units without a fuel budget (counts no fuel).
+    executor: Executor,
+    /// The settings of the engine that counts fuel, and its compile cache;
+    /// `None` refuses fuel budgets.
+    fuel_engine: Option<(EngineConfig, PathBuf)>,
+    /// Runs units with a fuel budget; started by the first such unit.
+    fuel_executor: OnceLock<Result<Executor, String>>,
+    /// Unit attempts that may run at once (the executors' instance pools
+    /// are sized from it): an attempt waits for a slot, it never fails for
+    /// lack of one.
+    slots: tokio::sync::Semaphore,
+}
+
+impl UnitRunner {
+    /// Runs units against `store` with `executor`, `jobs` at a time;
+    /// `fuel_engine` (settings and compile cache) starts the engine for
+    /// units with a fuel budget when one comes (`None`: refuse them).
+    pub(crate) fn new(
+        store: Store,
+        executor: Executor,
+        fuel_engine: Option<(EngineConfig, PathBuf)>,
+        jobs: usize,
+    ) -> UnitRunner {
+        UnitRunner {
+            store,
+            executor,
+            fuel_engine,
+            fuel_executor: OnceLock::new(),
+            slots: tokio::sync::Semaphore::new(jobs.max(1)),
+        }
+    }
+
+    /// The store units read their inputs from and write their outputs to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The executor of units without a fuel budget.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// The executor for units with (`fuel`) or without a fuel budget.
+    pub(crate) fn executor_for(&self, fuel: bool) -> anyhow::Result<&Executor> {
+        if !fuel {
+            return Ok(&self.executor);
+        }
+        let Some((config, compiled)) = &self.fuel_engine else {
+            anyhow::bail!("a fuel budget is set but this runtime allows none (Config::fuel)");
+        };
+        self.fuel_executor
+            .get_or_init(|| Executor::new(config, compiled).map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("starting the fuel-counting engine: {e}"))
+    }
+
+    /// Runs one attempt of `spec` with `component` (loaded by this runner's
+    /// executors; its digest must be `spec.component`): lays out the inputs from the
     /// store, waits for a step slot, runs the component, and stores its
     /// outputs within the spec's limits. `cancel` stops it; `watch` sees
     /// log lines and metrics as the guest records them; `host_data` is
@@ -168,7 +233,7 @@ impl Runtime {
                 ),
             );
         }
-        let store: &Store = &self.inner.store;
+        let store: &Store = &self.store;
         let setup = |e: String| UnitOutcome::failed(FailureKind::Setup, e);
         // Inputs, laid out as read-only folders.
         let mut views = Vec::with_capacity(spec.inputs.len());
@@ -199,7 +264,7 @@ impl Runtime {
         };
         // A slot of the runtime's own: other runs' steps count too.
         let _slot = tokio::select! {
-            slot = self.inner.slots.acquire() => match slot {
+            slot = self.slots.acquire() => match slot {
                 Ok(s) => s,
                 Err(e) => return setup(format!("no step slot: {e}")),
             },

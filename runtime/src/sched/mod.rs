@@ -29,13 +29,14 @@ mod map;
 
 use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
 use crate::digest::Digest;
+use crate::events::{EventSink, RunEvent, RunOptions, StepReport};
 use crate::exec::executor::LoadedComponent;
 use crate::plan::{CacheMode, Condition, InputSource, Plan};
 use crate::records::{
     FailureKind, LogLine, Metric, RecordOp, RunId, RunState, StepRecord, StepState, StepSummary,
     now_ms,
 };
-use crate::run::{EventSink, RunEvent, RunOptions, Runtime, StepReport};
+use crate::runtime::Runtime;
 use crate::tree::{Entry, EntryKind, Tree};
 use anyhow::anyhow;
 use graph::{Graph, Unit};
@@ -328,7 +329,7 @@ impl Scheduler {
                         // Objects first, then the records that name them.
                         // A failed flush is tried once more; if it fails
                         // again, the batch's successes become failures.
-                        let store = &rt.inner.store;
+                        let store = &rt.inner.units.store();
                         if let Err(e) = store.sync().or_else(|_| {
                             std::thread::sleep(Duration::from_millis(10));
                             store.sync()
@@ -589,7 +590,7 @@ impl Scheduler {
         {
             let mut valid = true;
             for d in prev.outputs.values() {
-                valid &= self.rt.inner.store.is_valid_tree(d)?;
+                valid &= self.rt.inner.units.store().is_valid_tree(d)?;
             }
             if valid {
                 let mut r = StepReport::not_run(&s.name, prev.state, None);
@@ -675,7 +676,7 @@ impl Scheduler {
 
     fn map_children(&self, i: usize, m: &crate::plan::MapSpec) -> anyhow::Result<Vec<Child>> {
         let s = &self.plan.steps[i];
-        let store = &self.rt.inner.store;
+        let store = &self.rt.inner.units.store();
         let src = self
             .report_of(&m.step)
             .and_then(|r| r.outputs.get(&m.output).copied())
@@ -737,7 +738,7 @@ impl Scheduler {
             self.failed(i);
             return Ok(());
         }
-        let store = &self.rt.inner.store;
+        let store = &self.rt.inner.units.store();
         let mut outputs = BTreeMap::new();
         for o in &s.outputs {
             let mut tree = Tree::default();
@@ -961,7 +962,7 @@ impl gate::Facts for Scheduler {
     }
 
     fn json_file(&self, step: &str, output: &str, file: &str) -> Result<Vec<u8>, String> {
-        let store = &self.rt.inner.store;
+        let store = &self.rt.inner.units.store();
         let d = self
             .report_of(step)
             .and_then(|r| r.outputs.get(output).copied())
@@ -1381,7 +1382,7 @@ impl StepJob {
         let mut valid = names_match;
         if valid {
             for d in entry.outputs.values() {
-                if !inner.store.is_valid_tree(d)? {
+                if !inner.units.store().is_valid_tree(d)? {
                     valid = false;
                     break;
                 }
@@ -1438,7 +1439,7 @@ impl StepJob {
             .config
             .dispatch
             .dispatch(
-                &self.rt,
+                &self.rt.inner.units,
                 &spec,
                 &self.component,
                 stop,
