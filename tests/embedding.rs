@@ -347,95 +347,82 @@ struct Counting {
     commits: std::sync::atomic::AtomicUsize,
 }
 
-impl weir_runtime::records::Records for Counting {
-    fn begin_run(
-        &self,
-        p: &str,
-        d: &weir_runtime::Digest,
-        j: &str,
-    ) -> anyhow::Result<weir_runtime::RunId> {
+// A backend implements the four audiences of `Records`; it has `Records`
+// with them.
+use weir_runtime::records::{
+    AttemptRecord, CacheEntry, CacheIndex, History, LogLine, ModelRegistry, ModelStage,
+    ModelVersion, RecordOp, RunLog, RunSummary, StepSummary,
+};
+use weir_runtime::{Digest, RunId};
+
+impl RunLog for Counting {
+    fn begin_run(&self, p: &str, d: &Digest, j: &str) -> anyhow::Result<RunId> {
         self.inner.begin_run(p, d, j)
     }
-    fn commit(&self, ops: &[weir_runtime::records::RecordOp]) -> anyhow::Result<()> {
+    fn commit(&self, ops: &[RecordOp]) -> anyhow::Result<()> {
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.inner.commit(ops)
     }
-    fn reopen_run(&self, id: weir_runtime::RunId) -> anyhow::Result<()> {
+    fn reopen_run(&self, id: RunId) -> anyhow::Result<()> {
         self.inner.reopen_run(id)
     }
-    fn plan_json(&self, id: weir_runtime::RunId) -> anyhow::Result<Option<String>> {
-        self.inner.plan_json(id)
+}
+
+impl CacheIndex for Counting {
+    fn cache_lookup(&self, k: &Digest) -> anyhow::Result<Option<CacheEntry>> {
+        self.inner.cache_lookup(k)
+    }
+    fn cache_forget(&self, k: &Digest) -> anyhow::Result<()> {
+        self.inner.cache_forget(k)
     }
     fn previous_outputs(
         &self,
         p: &str,
-        before: weir_runtime::RunId,
+        before: RunId,
         step: &str,
-    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, weir_runtime::Digest>>> {
+    ) -> anyhow::Result<Option<std::collections::BTreeMap<String, Digest>>> {
         self.inner.previous_outputs(p, before, step)
     }
-    fn cache_lookup(
-        &self,
-        k: &weir_runtime::Digest,
-    ) -> anyhow::Result<Option<weir_runtime::records::CacheEntry>> {
-        self.inner.cache_lookup(k)
+}
+
+impl History for Counting {
+    fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
+        self.inner.plan_json(id)
     }
-    fn cache_forget(&self, k: &weir_runtime::Digest) -> anyhow::Result<()> {
-        self.inner.cache_forget(k)
-    }
-    fn references(&self) -> anyhow::Result<Vec<(String, weir_runtime::Digest)>> {
+    fn references(&self) -> anyhow::Result<Vec<(String, Digest)>> {
         self.inner.references()
     }
-    fn runs(&self, limit: usize) -> anyhow::Result<Vec<weir_runtime::records::RunSummary>> {
+    fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
         self.inner.runs(limit)
     }
-    fn run(
-        &self,
-        id: weir_runtime::RunId,
-    ) -> anyhow::Result<Option<weir_runtime::records::RunSummary>> {
+    fn run(&self, id: RunId) -> anyhow::Result<Option<RunSummary>> {
         self.inner.run(id)
     }
-    fn steps(
-        &self,
-        id: weir_runtime::RunId,
-    ) -> anyhow::Result<Vec<weir_runtime::records::StepSummary>> {
+    fn steps(&self, id: RunId) -> anyhow::Result<Vec<StepSummary>> {
         self.inner.steps(id)
     }
-    fn logs(
-        &self,
-        id: weir_runtime::RunId,
-        s: &str,
-    ) -> anyhow::Result<Vec<(u32, weir_runtime::records::LogLine)>> {
+    fn logs(&self, id: RunId, s: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {
         self.inner.logs(id, s)
     }
-    fn attempts(
-        &self,
-        id: weir_runtime::RunId,
-        s: &str,
-    ) -> anyhow::Result<Vec<weir_runtime::records::AttemptRecord>> {
+    fn attempts(&self, id: RunId, s: &str) -> anyhow::Result<Vec<AttemptRecord>> {
         self.inner.attempts(id, s)
-    }
-    fn models(
-        &self,
-        name: Option<&str>,
-    ) -> anyhow::Result<Vec<weir_runtime::records::ModelVersion>> {
-        self.inner.models(name)
-    }
-    fn promote(
-        &self,
-        n: &str,
-        v: u32,
-        s: weir_runtime::records::ModelStage,
-    ) -> anyhow::Result<Vec<u32>> {
-        self.inner.promote(n, v, s)
     }
     fn producer(
         &self,
-        d: &weir_runtime::Digest,
+        d: &Digest,
         s: Option<&str>,
-    ) -> anyhow::Result<Option<(weir_runtime::RunId, weir_runtime::records::StepSummary)>> {
+    ) -> anyhow::Result<Option<(RunId, StepSummary)>> {
         self.inner.producer(d, s)
+    }
+}
+
+impl ModelRegistry for Counting {
+    fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>> {
+        self.inner.models(name)
+    }
+    fn promote(&self, n: &str, v: u32, s: ModelStage) -> anyhow::Result<Vec<u32>> {
+        self.inner.promote(n, v, s)
     }
 }
 

@@ -13,16 +13,7 @@
 
 use crate::digest::Digest;
 use std::path::{Path, PathBuf};
-
-/// A second home for store objects. Implementations must make `put`
-/// atomic (an object is either absent or complete) and idempotent.
-pub trait ObjectRemote: Send + Sync {
-    /// Uploads the object `d` from the local file `local`.
-    fn put(&self, d: &Digest, local: &Path) -> anyhow::Result<()>;
-    /// Downloads object `d` into `dest` (a new file); `false` if the remote
-    /// does not have it. The store verifies the bytes.
-    fn get(&self, d: &Digest, dest: &Path) -> anyhow::Result<bool>;
-}
+pub use weir_core::remote::ObjectRemote;
 
 /// A remote in a folder: `objects/<2 hex>/<64 hex>`, written by copy to a
 /// temporary name and rename.

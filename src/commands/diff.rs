@@ -3,7 +3,7 @@
 use crate::StoreArg;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use weir_runtime::records::{Records, StepSummary};
+use weir_runtime::records::{History, StepSummary};
 
 /// Arguments of `weir diff`.
 #[derive(clap::Args)]

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use weir_runtime::RunId;
-use weir_runtime::records::Records;
+use weir_runtime::records::History;
 
 /// Arguments of `weir metrics`.
 #[derive(clap::Args)]
@@ -44,7 +44,7 @@ struct Tracked {
     metrics: BTreeMap<String, BTreeMap<String, f64>>,
 }
 
-fn tracked(records: &dyn Records, run: RunId) -> anyhow::Result<Tracked> {
+fn tracked(records: &dyn History, run: RunId) -> anyhow::Result<Tracked> {
     let summary = super::need_run(records, run)?;
     let plan: Value = records
         .plan_json(run)?
@@ -145,7 +145,7 @@ impl Row {
 
 /// The comparison of `runs` (params and metrics side by side), for
 /// `weir compare` and the server's `/api/compare`.
-fn comparison(records: &dyn Records, runs: &[RunId]) -> anyhow::Result<(Vec<Tracked>, Vec<Row>)> {
+fn comparison(records: &dyn History, runs: &[RunId]) -> anyhow::Result<(Vec<Tracked>, Vec<Row>)> {
     let runs = runs
         .iter()
         .map(|r| tracked(records, *r))
@@ -185,7 +185,7 @@ fn comparison(records: &dyn Records, runs: &[RunId]) -> anyhow::Result<(Vec<Trac
 }
 
 /// The comparison of `runs` as JSON: `{runs: [...], rows: [{kind, name, values, differs}]}`.
-pub fn comparison_json(records: &dyn Records, runs: &[RunId]) -> anyhow::Result<Value> {
+pub fn comparison_json(records: &dyn History, runs: &[RunId]) -> anyhow::Result<Value> {
     let (runs, rows) = comparison(records, runs)?;
     Ok(json!({
         "runs": runs.iter().map(|t| json!({"run": t.run.0, "pipeline": t.pipeline, "state": t.state})).collect::<Vec<_>>(),

@@ -18,7 +18,7 @@ pub mod trust;
 pub mod why;
 
 use std::path::{Path, PathBuf};
-use weir_runtime::records::{Records, SqliteRecords};
+use weir_runtime::records::{History, SqliteRecords};
 
 /// The compile cache's default bound: the least recently used components
 /// go first beyond it.
@@ -141,7 +141,7 @@ pub fn parse_run(s: &str) -> anyhow::Result<weir_runtime::RunId> {
 
 /// The params of each step of a run, from its recorded plan.
 pub fn step_params(
-    records: &dyn Records,
+    records: &dyn History,
     run: weir_runtime::RunId,
 ) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
     let json = records.plan_json(run)?.unwrap_or_default();
@@ -157,7 +157,7 @@ pub fn step_params(
 
 /// Gets `records.run(id)` or a clear error.
 pub fn need_run(
-    records: &dyn Records,
+    records: &dyn History,
     id: weir_runtime::RunId,
 ) -> anyhow::Result<weir_runtime::records::RunSummary> {
     records

@@ -6,7 +6,7 @@ use crate::StoreArg;
 use serde_json::json;
 use std::process::ExitCode;
 use weir_runtime::lineage::lineage;
-use weir_runtime::records::{ModelStage, ModelVersion, Records};
+use weir_runtime::records::{ModelRegistry, ModelStage, ModelVersion};
 
 /// What `weir models` does.
 #[derive(clap::Subcommand)]
@@ -56,7 +56,7 @@ fn parse_model(s: &str) -> anyhow::Result<(&str, Option<u32>)> {
 }
 
 /// The version `spec` names, or a clear error.
-pub fn find(records: &dyn Records, spec: &str) -> anyhow::Result<ModelVersion> {
+pub fn find(records: &dyn ModelRegistry, spec: &str) -> anyhow::Result<ModelVersion> {
     let (name, version) = parse_model(spec)?;
     let versions = records.models(Some(name))?;
     if versions.is_empty() {

@@ -2,7 +2,7 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::Records;
+use weir_runtime::records::History;
 
 /// Arguments of `weir show`.
 #[derive(clap::Args)]

@@ -3,7 +3,7 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::Records;
+use weir_runtime::records::History;
 use weir_runtime::store::Store;
 
 /// What `weir store` does.

@@ -4,7 +4,7 @@
 use crate::StoreArg;
 use std::process::ExitCode;
 use weir_runtime::RunId;
-use weir_runtime::records::{Records, StepState, StepSummary};
+use weir_runtime::records::{History, Records, StepState, StepSummary};
 
 /// Arguments of `weir why`.
 #[derive(clap::Args)]
@@ -71,7 +71,7 @@ fn cached(records: &dyn Records, id: RunId, s: &StepSummary, name: &str) -> anyh
 
 /// The step's latest execution or cache hit in an earlier run of the pipeline.
 fn previous(
-    records: &dyn Records,
+    records: &dyn History,
     id: RunId,
     pipeline: &str,
     step: &str,
@@ -93,7 +93,7 @@ fn previous(
 
 /// The step ran: what differs from its previous successful run.
 fn executed(
-    records: &dyn Records,
+    records: &dyn History,
     id: RunId,
     s: &StepSummary,
     name: &str,

@@ -1,8 +1,10 @@
 //! `weir-core`: what every part of weir agrees on, as plain data, with no
 //! engine, database or async runtime: the [`plan`] a script compiles to and
 //! its validation, [`digest`]s, the one [`names`] rule, [`limits`] and
-//! their defaults, the [`cache`] key's encoding and the [`tree`] objects
-//! folders are stored as.
+//! their defaults, the [`cache`] key's encoding, the [`tree`] objects
+//! folders are stored as, and the boundaries other backends implement: the
+//! [`records`] (their types and traits, by audience) and the object
+//! [`remote`].
 //!
 //! `weir-dsl` depends on this crate alone; `weir-runtime` re-exports its
 //! modules under the same names (`weir_runtime::plan`, ...).
@@ -13,6 +15,8 @@ pub mod digest;
 pub mod limits;
 pub mod names;
 pub mod plan;
+pub mod records;
+pub mod remote;
 pub mod tree;
 
 pub use digest::Digest;

@@ -3,7 +3,9 @@
 //! lookups, the schema and its migrations.
 
 use super::*;
+use crate::digest::Digest;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -311,7 +313,7 @@ fn store_plan(c: &Connection, plan_json: &str) -> rusqlite::Result<blake3::Hash>
 }
 
 /// Records that this process runs run `id`, so a later one can tell it was
-/// left behind ([`Records::interrupt_orphans`]).
+/// left behind ([`RunLog::interrupt_orphans`]).
 fn record_owner(c: &Connection, id: i64) -> rusqlite::Result<()> {
     c.prepare_cached("INSERT OR REPLACE INTO run_owners (run_id, owner) VALUES (?1, ?2)")?
         .execute(params![id, crate::owner::Owner::current().to_string()])?;
@@ -331,7 +333,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     })
 }
 
-impl Records for SqliteRecords {
+impl RunLog for SqliteRecords {
     fn begin_run(
         &self,
         pipeline: &str,
@@ -472,43 +474,9 @@ impl Records for SqliteRecords {
         }
         Ok(gone)
     }
+}
 
-    fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
-        let c = lock(&self.reader);
-        Ok(
-            c.query_row(
-                "SELECT COALESCE(p.json, r.plan_json) FROM runs r LEFT JOIN plans p ON p.key = r.plan_key WHERE r.id = ?1",
-                [id.0],
-                |r| r.get(0),
-            )
-            .optional()?,
-        )
-    }
-
-    fn ran_before(&self, pipeline: &str, before: RunId) -> anyhow::Result<bool> {
-        let c = lock(&self.reader);
-        let mut st =
-            c.prepare_cached("SELECT 1 FROM runs WHERE pipeline = ?1 AND id < ?2 LIMIT 1")?;
-        Ok(st.exists(params![pipeline, before.0])?)
-    }
-
-    fn previous_outputs(
-        &self,
-        pipeline: &str,
-        before: RunId,
-        step: &str,
-    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
-        // Walks the pipeline's runs backwards from `before` (`runs_by_pipeline`)
-        // with one probe of the steps' primary key each, back to the step's
-        // last success: one probe when that was the run before.
-        let c = lock(&self.reader);
-        let mut st = c.prepare_cached(PREVIOUS_OUTPUTS)?;
-        Ok(st
-            .query_row(params![step, before.0, pipeline], |r| r.get::<_, String>(0))
-            .optional()?
-            .map(|o| json_map(&o)))
-    }
-
+impl CacheIndex for SqliteRecords {
     fn cache_lookup(&self, key: &Digest) -> anyhow::Result<Option<CacheEntry>> {
         let c = lock(&self.reader);
         let row: Option<(String, String, i64)> = c
@@ -520,55 +488,6 @@ impl Records for SqliteRecords {
             metrics: serde_json::from_str(&m).unwrap_or_default(),
             created_ms,
         }))
-    }
-
-    fn references(&self) -> anyhow::Result<Vec<(String, Digest)>> {
-        let c = lock(&self.conn);
-        let mut out = Vec::new();
-        let mut st = c.prepare("SELECT run_id, step, inputs, outputs FROM steps")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (run, step, inputs, outputs) = row?;
-            for (name, d) in json_map(&inputs) {
-                out.push((format!("run {run} step {step} input {name}"), d));
-            }
-            for (name, d) in json_map(&outputs) {
-                out.push((format!("run {run} step {step} output {name}"), d));
-            }
-        }
-        let mut st = c.prepare("SELECT name, version, digest FROM models")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (name, version, d) = row?;
-            if let Some(d) = digest_col(Some(d)) {
-                out.push((format!("model {name} version {version}"), d));
-            }
-        }
-        let mut st = c.prepare("SELECT key, outputs FROM cache")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (key, outputs) = row?;
-            for (name, d) in json_map(&outputs) {
-                out.push((
-                    format!("cache entry {} output {name}", &key[..12.min(key.len())]),
-                    d,
-                ));
-            }
-        }
-        Ok(out)
     }
 
     fn cache_forget(&self, key: &Digest) -> anyhow::Result<()> {
@@ -600,23 +519,42 @@ impl Records for SqliteRecords {
         Ok(out)
     }
 
-    fn delete_runs(&self, runs: &[RunId]) -> anyhow::Result<usize> {
-        let mut c = lock(&self.conn);
-        let tx = c.transaction()?;
-        let mut deleted = 0;
-        for run in runs {
-            for table in ["steps", "metrics", "logs", "attempts", "run_owners"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run.0])?;
-            }
-            deleted += tx.execute("DELETE FROM runs WHERE id = ?1", [run.0])?;
-        }
-        // Plans no run names any more.
-        tx.execute(
-            "DELETE FROM plans WHERE key NOT IN (SELECT plan_key FROM runs WHERE plan_key IS NOT NULL)",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(deleted)
+    fn previous_outputs(
+        &self,
+        pipeline: &str,
+        before: RunId,
+        step: &str,
+    ) -> anyhow::Result<Option<BTreeMap<String, Digest>>> {
+        // Walks the pipeline's runs backwards from `before` (`runs_by_pipeline`)
+        // with one probe of the steps' primary key each, back to the step's
+        // last success: one probe when that was the run before.
+        let c = lock(&self.reader);
+        let mut st = c.prepare_cached(PREVIOUS_OUTPUTS)?;
+        Ok(st
+            .query_row(params![step, before.0, pipeline], |r| r.get::<_, String>(0))
+            .optional()?
+            .map(|o| json_map(&o)))
+    }
+
+    fn ran_before(&self, pipeline: &str, before: RunId) -> anyhow::Result<bool> {
+        let c = lock(&self.reader);
+        let mut st =
+            c.prepare_cached("SELECT 1 FROM runs WHERE pipeline = ?1 AND id < ?2 LIMIT 1")?;
+        Ok(st.exists(params![pipeline, before.0])?)
+    }
+}
+
+impl History for SqliteRecords {
+    fn plan_json(&self, id: RunId) -> anyhow::Result<Option<String>> {
+        let c = lock(&self.reader);
+        Ok(
+            c.query_row(
+                "SELECT COALESCE(p.json, r.plan_json) FROM runs r LEFT JOIN plans p ON p.key = r.plan_key WHERE r.id = ?1",
+                [id.0],
+                |r| r.get(0),
+            )
+            .optional()?,
+        )
     }
 
     fn runs(&self, limit: usize) -> anyhow::Result<Vec<RunSummary>> {
@@ -686,6 +624,60 @@ impl Records for SqliteRecords {
         Ok(steps)
     }
 
+    fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare(
+            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq",
+        )?;
+        let rows = st.query_map(params![id.0, step], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                LogLine {
+                    level: r.get(1)?,
+                    message: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn logs_page(
+        &self,
+        id: RunId,
+        step: &str,
+        skip: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> anyhow::Result<LogPage> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare(
+            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq LIMIT ?3 OFFSET ?4",
+        )?;
+        let rows = st.query_map(
+            params![id.0, step, limit.max(1) as i64 + 1, skip as i64],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    LogLine {
+                        level: r.get(1)?,
+                        message: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        // Rows are read one at a time: a page stops before its bytes run over.
+        let mut failed = None;
+        let page = LogPage::take(
+            rows.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
+            limit,
+            max_bytes,
+        );
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(page),
+        }
+    }
+
     fn attempts(&self, id: RunId, step: &str) -> anyhow::Result<Vec<AttemptRecord>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
@@ -695,6 +687,131 @@ impl Records for SqliteRecords {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn run_attempts(&self, id: RunId) -> anyhow::Result<BTreeMap<String, Vec<AttemptRecord>>> {
+        let c = lock(&self.reader);
+        let mut st = c.prepare(
+            "SELECT step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 ORDER BY step, attempt",
+        )?;
+        let rows = st.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, attempt_row(r, 1)?)))?;
+        let mut out: BTreeMap<String, Vec<AttemptRecord>> = BTreeMap::new();
+        for row in rows {
+            let (step, a) = row?;
+            out.entry(step).or_default().push(a);
+        }
+        Ok(out)
+    }
+
+    fn references(&self) -> anyhow::Result<Vec<(String, Digest)>> {
+        let c = lock(&self.conn);
+        let mut out = Vec::new();
+        let mut st = c.prepare("SELECT run_id, step, inputs, outputs FROM steps")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (run, step, inputs, outputs) = row?;
+            for (name, d) in json_map(&inputs) {
+                out.push((format!("run {run} step {step} input {name}"), d));
+            }
+            for (name, d) in json_map(&outputs) {
+                out.push((format!("run {run} step {step} output {name}"), d));
+            }
+        }
+        let mut st = c.prepare("SELECT name, version, digest FROM models")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (name, version, d) = row?;
+            if let Some(d) = digest_col(Some(d)) {
+                out.push((format!("model {name} version {version}"), d));
+            }
+        }
+        let mut st = c.prepare("SELECT key, outputs FROM cache")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (key, outputs) = row?;
+            for (name, d) in json_map(&outputs) {
+                out.push((
+                    format!("cache entry {} output {name}", &key[..12.min(key.len())]),
+                    d,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn producer(
+        &self,
+        digest: &Digest,
+        step: Option<&str>,
+    ) -> anyhow::Result<Option<(RunId, StepSummary)>> {
+        let c = lock(&self.reader);
+        // Outputs are stored as JSON text; a full hex digest is unique in it.
+        let pattern = format!("%\"{}\"%", digest.to_hex());
+        let row = c
+            .query_row(
+                "SELECT run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs
+                 FROM steps WHERE outputs LIKE ?1 AND state IN ('succeeded', 'cached')
+                 ORDER BY step = ?2 DESC, state = 'succeeded' DESC, run_id LIMIT 1",
+                params![pattern, step.unwrap_or("")],
+                |r| {
+                    let state: String = r.get(2)?;
+                    let outputs: String = r.get(9)?;
+                    let inputs: String = r.get(10)?;
+                    Ok((
+                        RunId(r.get(0)?),
+                        StepSummary {
+                            step: r.get(1)?,
+                            state: StepState::parse(&state).unwrap_or(StepState::Failed),
+                            attempts: r.get(3)?,
+                            cache_key: digest_col(r.get(4)?),
+                            component: digest_col(r.get(5)?),
+                            started_ms: r.get(6)?,
+                            ended_ms: r.get(7)?,
+                            error: r.get(8)?,
+                            failure: None,
+                            inputs: json_map(&inputs),
+                            outputs: json_map(&outputs),
+                            metrics: BTreeMap::new(),
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    fn delete_runs(&self, runs: &[RunId]) -> anyhow::Result<usize> {
+        let mut c = lock(&self.conn);
+        let tx = c.transaction()?;
+        let mut deleted = 0;
+        for run in runs {
+            for table in ["steps", "metrics", "logs", "attempts", "run_owners"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE run_id = ?1"), [run.0])?;
+            }
+            deleted += tx.execute("DELETE FROM runs WHERE id = ?1", [run.0])?;
+        }
+        // Plans no run names any more.
+        tx.execute(
+            "DELETE FROM plans WHERE key NOT IN (SELECT plan_key FROM runs WHERE plan_key IS NOT NULL)",
+            [],
+        )?;
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+impl ModelRegistry for SqliteRecords {
     fn models(&self, name: Option<&str>) -> anyhow::Result<Vec<ModelVersion>> {
         let c = lock(&self.reader);
         let mut st = c.prepare(
@@ -766,115 +883,6 @@ impl Records for SqliteRecords {
         )?;
         tx.commit()?;
         Ok(archived)
-    }
-
-    fn producer(
-        &self,
-        digest: &Digest,
-        step: Option<&str>,
-    ) -> anyhow::Result<Option<(RunId, StepSummary)>> {
-        let c = lock(&self.reader);
-        // Outputs are stored as JSON text; a full hex digest is unique in it.
-        let pattern = format!("%\"{}\"%", digest.to_hex());
-        let row = c
-            .query_row(
-                "SELECT run_id, step, state, attempts, cache_key, component, started_ms, ended_ms, error, outputs, inputs
-                 FROM steps WHERE outputs LIKE ?1 AND state IN ('succeeded', 'cached')
-                 ORDER BY step = ?2 DESC, state = 'succeeded' DESC, run_id LIMIT 1",
-                params![pattern, step.unwrap_or("")],
-                |r| {
-                    let state: String = r.get(2)?;
-                    let outputs: String = r.get(9)?;
-                    let inputs: String = r.get(10)?;
-                    Ok((
-                        RunId(r.get(0)?),
-                        StepSummary {
-                            step: r.get(1)?,
-                            state: StepState::parse(&state).unwrap_or(StepState::Failed),
-                            attempts: r.get(3)?,
-                            cache_key: digest_col(r.get(4)?),
-                            component: digest_col(r.get(5)?),
-                            started_ms: r.get(6)?,
-                            ended_ms: r.get(7)?,
-                            error: r.get(8)?,
-                            failure: None,
-                            inputs: json_map(&inputs),
-                            outputs: json_map(&outputs),
-                            metrics: BTreeMap::new(),
-                        },
-                    ))
-                },
-            )
-            .optional()?;
-        Ok(row)
-    }
-
-    fn logs_page(
-        &self,
-        id: RunId,
-        step: &str,
-        skip: u64,
-        limit: usize,
-        max_bytes: usize,
-    ) -> anyhow::Result<LogPage> {
-        let c = lock(&self.reader);
-        let mut st = c.prepare(
-            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq LIMIT ?3 OFFSET ?4",
-        )?;
-        let rows = st.query_map(
-            params![id.0, step, limit.max(1) as i64 + 1, skip as i64],
-            |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    LogLine {
-                        level: r.get(1)?,
-                        message: r.get(2)?,
-                    },
-                ))
-            },
-        )?;
-        // Rows are read one at a time: a page stops before its bytes run over.
-        let mut failed = None;
-        let page = LogPage::take(
-            rows.map_while(|r| r.map_err(|e| failed = Some(e)).ok()),
-            limit,
-            max_bytes,
-        );
-        match failed {
-            Some(e) => Err(e.into()),
-            None => Ok(page),
-        }
-    }
-
-    fn run_attempts(&self, id: RunId) -> anyhow::Result<BTreeMap<String, Vec<AttemptRecord>>> {
-        let c = lock(&self.reader);
-        let mut st = c.prepare(
-            "SELECT step, attempt, started_ms, ended_ms, error, peak_memory, fuel_used FROM attempts WHERE run_id = ?1 ORDER BY step, attempt",
-        )?;
-        let rows = st.query_map([id.0], |r| Ok((r.get::<_, String>(0)?, attempt_row(r, 1)?)))?;
-        let mut out: BTreeMap<String, Vec<AttemptRecord>> = BTreeMap::new();
-        for row in rows {
-            let (step, a) = row?;
-            out.entry(step).or_default().push(a);
-        }
-        Ok(out)
-    }
-
-    fn logs(&self, id: RunId, step: &str) -> anyhow::Result<Vec<(u32, LogLine)>> {
-        let c = lock(&self.reader);
-        let mut st = c.prepare(
-            "SELECT attempt, level, message FROM logs WHERE run_id = ?1 AND step = ?2 ORDER BY attempt, seq",
-        )?;
-        let rows = st.query_map(params![id.0, step], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                LogLine {
-                    level: r.get(1)?,
-                    message: r.get(2)?,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 
