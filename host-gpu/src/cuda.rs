@@ -156,7 +156,8 @@ impl CudaBackend {
     /// The CUDA device `ordinal`, or why it cannot be used (no driver
     /// library, no device, no NVRTC or cuBLAS, a kernel that does not
     /// compile). Never panics.
-    pub fn new(ordinal: usize) -> std::result::Result<CudaBackend, String> {
+    pub fn new(ordinal: usize) -> std::result::Result<CudaBackend, crate::BackendError> {
+        use crate::BackendError;
         // SAFETY: these only try to dlopen the libraries.
         let (driver, nvrtc, cublas) = unsafe {
             (
@@ -166,15 +167,15 @@ impl CudaBackend {
             )
         };
         if !driver {
-            return Err("no CUDA driver library (libcuda) on this machine".into());
+            return Err(BackendError::NoDriver);
         }
         if !nvrtc {
-            return Err("the CUDA driver is present but NVRTC (libnvrtc) is not".into());
+            return Err(BackendError::MissingLibrary("NVRTC (libnvrtc)"));
         }
         if !cublas {
-            return Err("the CUDA driver is present but cuBLAS (libcublas) is not".into());
+            return Err(BackendError::MissingLibrary("cuBLAS (libcublas)"));
         }
-        guarded("initialisation", || Self::init(ordinal)).map_err(|e| e.to_string())
+        Ok(guarded("initialisation", || Self::init(ordinal))?)
     }
 
     fn init(ordinal: usize) -> Result<CudaBackend> {

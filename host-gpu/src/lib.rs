@@ -50,17 +50,40 @@ pub enum BackendChoice {
 }
 
 impl std::str::FromStr for BackendChoice {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<BackendChoice, String> {
+    type Err = BackendError;
+    fn from_str(s: &str) -> std::result::Result<BackendChoice, BackendError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
             "cuda" | "gpu" => Ok(BackendChoice::Cuda),
-            other => Err(format!(
-                "unknown training backend {other:?} (expected auto, cpu or cuda)"
-            )),
+            other => Err(BackendError::UnknownChoice(other.to_string())),
         }
     }
+}
+
+/// Why a backend cannot be had: CUDA unusable on this machine, or a
+/// backend name that is not one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BackendError {
+    /// A name that is not a backend.
+    #[error("unknown training backend {0:?} (expected auto, cpu or cuda)")]
+    UnknownChoice(String),
+    /// This build has no CUDA support.
+    #[error("weir-host-gpu was built without the `cuda` feature")]
+    NotBuilt,
+    /// No CUDA driver library.
+    #[error("no CUDA driver library (libcuda) on this machine")]
+    NoDriver,
+    /// The driver is there, a library CUDA kernels need is not.
+    #[error("the CUDA driver is present but {0} is not")]
+    MissingLibrary(&'static str),
+    /// The device could not be set up (no device, a context or a kernel
+    /// that failed).
+    #[error(transparent)]
+    Device(#[from] KernelError),
+    /// CUDA was asked for ([`BackendChoice::Cuda`]) and cannot be used.
+    #[error("CUDA was required but cannot be used: {0}")]
+    Required(Box<BackendError>),
 }
 
 /// The backend for `choice`, and for [`BackendChoice::Auto`] on a machine
@@ -68,26 +91,26 @@ impl std::str::FromStr for BackendChoice {
 /// CUDA was required and does not work. Never panics.
 pub fn select_backend(
     choice: BackendChoice,
-) -> std::result::Result<(Arc<dyn Backend>, Option<String>), String> {
+) -> std::result::Result<(Arc<dyn Backend>, Option<BackendError>), BackendError> {
     let cpu = || -> Arc<dyn Backend> { Arc::new(CpuBackend::new()) };
     match choice {
         BackendChoice::Cpu => Ok((cpu(), None)),
         BackendChoice::Auto | BackendChoice::Cuda => match cuda_backend() {
             Ok(b) => Ok((b, None)),
             Err(why) if choice == BackendChoice::Auto => Ok((cpu(), Some(why))),
-            Err(why) => Err(format!("CUDA was required but cannot be used: {why}")),
+            Err(why) => Err(BackendError::Required(Box::new(why))),
         },
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, String> {
+fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, BackendError> {
     CudaBackend::new(0).map(|b| Arc::new(b) as Arc<dyn Backend>)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, String> {
-    Err("weir-host-gpu was built without the `cuda` feature".into())
+fn cuda_backend() -> std::result::Result<Arc<dyn Backend>, BackendError> {
+    Err(BackendError::NotBuilt)
 }
 pub use matrix::Matrix;
 

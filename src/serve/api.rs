@@ -1498,7 +1498,7 @@ async fn backfill(
         .clone()
         .ok_or_else(|| ApiError::conflict(format!("pipeline '{name}' declares no schedule")))?;
     let sched = super::schedule::Schedule::parse(&expr, p.serve.timezone.as_deref())
-        .map_err(ApiError::bad)?;
+        .map_err(|e| ApiError::bad(e.to_string()))?;
     let (count, slots) = sched.slots(from - chrono::Duration::seconds(1), to, MAX_BACKFILL + 1);
     if count > MAX_BACKFILL {
         return Err(ApiError::bad(format!(

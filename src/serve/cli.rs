@@ -77,8 +77,7 @@ pub fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
             println!("  ERROR {e}");
             continue;
         }
-        let sched =
-            Schedule::parse(expr, p.serve.timezone.as_deref()).map_err(anyhow::Error::msg)?;
+        let sched = Schedule::parse(expr, p.serve.timezone.as_deref())?;
         for n in sched.next_n(now, args.next) {
             println!("  next  {}  ({})", slot_text(n), sched.local(n));
         }
@@ -134,7 +133,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .schedule
         .as_deref()
         .ok_or_else(|| anyhow::anyhow!("pipeline '{}' declares no schedule", p.name))?;
-    let sched = Schedule::parse(expr, p.serve.timezone.as_deref()).map_err(anyhow::Error::msg)?;
+    let sched = Schedule::parse(expr, p.serve.timezone.as_deref())?;
     let from = instant(&args.from, "--from")?;
     let to = instant(&args.to, "--to")?;
     if to < from {

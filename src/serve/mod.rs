@@ -447,7 +447,9 @@ pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
                 params: plan.params.clone(),
                 steps: plan.steps.len(),
                 error: plan.schedule.as_deref().and_then(|c| {
-                    schedule::Schedule::parse(c, plan.serve.timezone.as_deref()).err()
+                    schedule::Schedule::parse(c, plan.serve.timezone.as_deref())
+                        .err()
+                        .map(|e| e.to_string())
                 }),
             },
             Err(e) => {

@@ -26,6 +26,22 @@ const RESCAN: Duration = Duration::from_secs(10);
 /// missed for eleven days); older ones are not looked at.
 const MAX_WALK: usize = 1_000_000;
 
+/// Why a schedule is not one.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The time zone is not an IANA name.
+    #[error("schedule: unknown time zone {0:?} (use an IANA name such as \"Europe/Paris\")")]
+    UnknownTimeZone(String),
+    /// The cron expression does not parse.
+    #[error("schedule {expr:?}: {error}")]
+    Cron {
+        /// The expression.
+        expr: String,
+        /// What the parser said.
+        error: croner::errors::CronError,
+    },
+}
+
 /// A parsed schedule.
 pub struct Schedule {
     cron: croner::Cron,
@@ -35,19 +51,22 @@ pub struct Schedule {
 impl Schedule {
     /// Parses a cron expression (`"0 2 * * *"`, or with seconds first,
     /// `"*/5 * * * * *"`) read in time zone `tz` (IANA name, default UTC).
-    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Schedule, String> {
+    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Schedule, ScheduleError> {
         let tz: chrono_tz::Tz = match tz {
             None => chrono_tz::UTC,
-            Some(name) => name.parse().map_err(|_| {
-                format!("schedule: unknown time zone {name:?} (use an IANA name such as \"Europe/Paris\")")
-            })?,
+            Some(name) => name
+                .parse()
+                .map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?,
         };
         let cron = croner::parser::CronParser::builder()
             .seconds(croner::parser::Seconds::Optional)
             .year(croner::parser::Year::Disallowed)
             .build()
             .parse(expr)
-            .map_err(|e| format!("schedule {expr:?}: {e}"))?;
+            .map_err(|error| ScheduleError::Cron {
+                expr: expr.to_string(),
+                error,
+            })?;
         Ok(Schedule { cron, tz })
     }
 

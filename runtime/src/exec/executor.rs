@@ -392,7 +392,9 @@ pub struct Executor {
     /// sorted indices of the host capabilities and the gpu flag.
     cap_linkers: Mutex<HashMap<CapSet, Linker<HostState>>>,
     gpu_choice: weir_host_gpu::BackendChoice,
-    gpu: std::sync::OnceLock<std::result::Result<Arc<dyn weir_host_gpu::Backend>, String>>,
+    gpu: std::sync::OnceLock<
+        std::result::Result<Arc<dyn weir_host_gpu::Backend>, weir_host_gpu::BackendError>,
+    >,
     engine_tag: String,
     compiled_dir: PathBuf,
     compile_cache_max_bytes: Option<u64>,
@@ -598,7 +600,9 @@ impl Executor {
 
     /// The backend serving the `gpu` capability, chosen on first use (so a
     /// run without trusted steps never touches CUDA).
-    pub fn gpu_backend(&self) -> std::result::Result<Arc<dyn weir_host_gpu::Backend>, String> {
+    pub fn gpu_backend(
+        &self,
+    ) -> std::result::Result<Arc<dyn weir_host_gpu::Backend>, weir_host_gpu::BackendError> {
         self.gpu
             .get_or_init(|| {
                 weir_host_gpu::select_backend(self.gpu_choice).map(|(b, why)| {
