@@ -495,7 +495,7 @@ fn main() {
             let reps = if n >= 1000 { 3 } else { 5 };
             for r in 0..reps {
                 let dir = tmp.path().join(format!("{shape}-{n}-{r}"));
-                let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+                let rt = Runtime::new(&Config::new(&dir)).expect("runtime");
                 // Shared with the runs, as a host re-running a plan would.
                 let plan = Arc::new(noop_plan(&dir, &noop, n, shape));
                 let tokio = tokio();
@@ -609,7 +609,7 @@ fn main() {
             let (mut walls, mut sums) = (Vec::new(), Vec::new());
             for shape in ["chain", "fanout"] {
                 let dir = tmp.path().join(format!("busy-{shape}-{r}"));
-                let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+                let rt = Runtime::new(&Config::new(&dir)).expect("runtime");
                 let mut plan = noop_plan(&dir, &spin, n, shape);
                 // The fan-out's collect only gathers: zero rounds, so both
                 // shapes run the same 1,000 busy steps.
@@ -857,7 +857,7 @@ fn main() {
             .into_iter()
             .map(|fuel| {
                 let dir = tmp.path().join(format!("standardize-store-{fuel}"));
-                let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+                let rt = Runtime::new(&Config::new(&dir)).expect("runtime");
                 let input = rt.store().ingest_path(&csv).expect("ingest");
                 rt.executor().load(&wasm_file, &|_, _| false).expect("load");
                 (fuel, rt, input, dir)
@@ -962,7 +962,7 @@ fn main() {
             let tokio = tokio();
             let t = Instant::now();
             let plan = weir_dsl::compile_file(&script).expect("compile");
-            let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+            let rt = Runtime::new(&Config::new(&dir)).expect("runtime");
             tokio
                 .block_on(rt.run(&plan, RunOptions::default()))
                 .expect("run");
@@ -970,7 +970,7 @@ fn main() {
             drop(rt);
             let t = Instant::now();
             let plan = weir_dsl::compile_file(&script).expect("compile");
-            let rt = Runtime::new(Config::new(&dir)).expect("runtime");
+            let rt = Runtime::new(&Config::new(&dir)).expect("runtime");
             let rep = tokio
                 .block_on(rt.run(&plan, RunOptions::default()))
                 .expect("run");

@@ -60,10 +60,11 @@ fn kv_plan(base: &std::path::Path, request: bool) -> weir_runtime::Plan {
     plan(base, vec![s])
 }
 
-fn runtime_with(dir: &std::path::Path, cap: Capability, trust: TrustPolicy) -> Runtime {
-    let mut cfg = Config::new(dir).jobs(2).capability(cap);
-    cfg.trust = trust;
-    Runtime::new(cfg).unwrap()
+fn runtime_with(dir: &std::path::Path, cap: Capability, trust: &TrustPolicy) -> Runtime {
+    let mut cfg = Config::new(dir);
+    cfg.jobs(2).capability(cap);
+    cfg.trust(trust);
+    Runtime::new(&cfg).unwrap()
 }
 
 #[test]
@@ -71,8 +72,8 @@ fn a_granted_step_calls_the_host_capability_and_its_version_is_in_the_cache_key(
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join(".weir");
     let made = Arc::new(AtomicUsize::new(0));
-    let all = TrustPolicy::default().trust_all();
-    let rt = runtime_with(&store, kv_capability("1", made.clone()), all.clone());
+    let all = TrustPolicy::default().trust_all().clone();
+    let rt = runtime_with(&store, kv_capability("1", made.clone()), &all);
     let r = run(&rt, &kv_plan(tmp.path(), true));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
     let out = r.output_path(rt.store(), "lookup", "out").unwrap();
@@ -86,7 +87,7 @@ fn a_granted_step_calls_the_host_capability_and_its_version_is_in_the_cache_key(
     let r = run(&rt, &kv_plan(tmp.path(), true));
     assert_eq!(r.step("lookup").unwrap().state, StepState::Cached);
     drop(rt);
-    let rt = runtime_with(&store, kv_capability("2", made.clone()), all);
+    let rt = runtime_with(&store, kv_capability("2", made.clone()), &all);
     let r = run(&rt, &kv_plan(tmp.path(), true));
     assert_eq!(r.step("lookup").unwrap().state, StepState::Succeeded);
     assert_eq!(made.load(Ordering::Relaxed), 2);
@@ -100,7 +101,7 @@ fn a_step_that_is_not_granted_the_capability_cannot_link() {
     let rt = runtime_with(
         &tmp.path().join(".a"),
         kv_capability("1", made.clone()),
-        TrustPolicy::default(),
+        &TrustPolicy::default(),
     );
     let e = format!(
         "{:#}",
@@ -160,17 +161,15 @@ fn trust_file_entries_grant_only_the_capabilities_they_list() {
         )
         .unwrap();
         // Host capability names are known only to the embedding host.
-        assert_eq!(
-            TrustPolicy::default().with_file(&file).is_ok(),
-            caps.contains("gpu")
-        );
+        assert_eq!(TrustPolicy::from_file(&file).is_ok(), caps.contains("gpu"));
         let policy = TrustPolicy::default()
-            .with_file_for(&file, &["kv"])
-            .unwrap();
+            .trust_file_for(&file, &["kv"])
+            .unwrap()
+            .clone();
         let rt = runtime_with(
             &tmp.path().join(format!(".{ok}")),
             kv_capability("1", made.clone()),
-            policy,
+            &policy,
         );
         let r = try_run(&rt, &kv_plan(tmp.path(), true));
         assert_eq!(r.is_ok(), ok, "{caps}: {:?}", r.err());
@@ -206,8 +205,11 @@ fn a_capability_reading_arguments_in_place_refuses_an_oversized_key() {
                 },
             )
         });
-    let trust = TrustPolicy::default().trust_all();
-    let rt = runtime_with(&tmp.path().join(".weir"), cap, trust);
+    let rt = runtime_with(
+        &tmp.path().join(".weir"),
+        cap,
+        TrustPolicy::default().trust_all(),
+    );
     let mut p = kv_plan(tmp.path(), true);
     p.steps[0].params = serde_json::json!({ "keys": ["alpha"], "big_mb": 32 });
     p.steps[0].limits.memory_bytes = 128 << 20;

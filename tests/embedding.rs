@@ -328,12 +328,13 @@ fn per_run_limit_caps_bound_every_step_and_are_recorded() {
 #[test]
 fn runtime_wide_limit_caps_apply_to_every_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.max_limits = Some(weir_runtime::Limits {
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.max_limits(weir_runtime::Limits {
         timeout_ms: 250,
         ..Default::default()
     });
-    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let rt = weir_runtime::Runtime::new(&cfg).unwrap();
     let p = plan(tmp.path(), vec![step("spin", &fixture("spin"))]);
     let r = run(&rt, &p);
     let e = r.step("spin").unwrap().error.clone().unwrap();
@@ -792,9 +793,10 @@ fn a_panicking_event_callback_leaves_every_record_final() {
 #[test]
 fn a_runtime_that_builds_no_crates_refuses_a_crate_source() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.build_crates = false;
-    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.build_crates(false);
+    let rt = weir_runtime::Runtime::new(&cfg).unwrap();
     let crate_step = weir_runtime::StepPlan::new(
         "built",
         weir_runtime::ComponentSource::Crate(repo().join("tests/guests/noop")),
@@ -850,10 +852,9 @@ fn every_attempt_goes_through_the_configured_dispatch() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let counting = std::sync::Arc::new(Counting(Default::default()));
-    let cfg = weir_runtime::Config::new(tmp.path().join(".weir"))
-        .jobs(2)
-        .dispatch(counting.clone());
-    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2).dispatch(counting.clone());
+    let rt = weir_runtime::Runtime::new(&cfg).unwrap();
     let echo = fixture("echo");
     let mut b = step("b", &echo);
     wire(&mut b, "in", "a", "out");

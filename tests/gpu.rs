@@ -56,10 +56,12 @@ fn a_trusted_step_trains_logistic_regression_and_an_mlp_and_scores_them() {
     let tmp = tempfile::tempdir().unwrap();
     write_data(&tmp.path().join("data"));
     let d = digest_of(&fixture("trainer"));
-    let trust = TrustPolicy::default().trust(&d.to_hex()[..16]).unwrap();
-    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.trust = trust;
-    let rt = Runtime::new(cfg).unwrap();
+    let mut trust = TrustPolicy::default();
+    trust.trust(&d.to_hex()[..16]).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.trust(&trust);
+    let rt = Runtime::new(&cfg).unwrap();
     for hidden in [vec![], vec![8u32]] {
         let r = run(&rt, &trainer_plan(tmp.path(), &hidden, true));
         assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
@@ -128,8 +130,8 @@ fn an_untrusted_or_unrequested_gpu_import_is_refused_at_link_time() {
     );
     // Trusted, but the pipeline does not request it.
     let mut cfg = Config::new(tmp.path().join(".weir2"));
-    cfg.trust = TrustPolicy::default().trust_all();
-    let rt = Runtime::new(cfg).unwrap();
+    cfg.trust(TrustPolicy::default().trust_all());
+    let rt = Runtime::new(&cfg).unwrap();
     let e = format!(
         "{:#}",
         try_run(&rt, &trainer_plan(tmp.path(), &[], false)).unwrap_err()
@@ -179,9 +181,10 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         TrustPolicy::find_file(tmp.path()).unwrap(),
         file.canonicalize().unwrap()
     );
-    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.trust = TrustPolicy::default().with_file(&file).unwrap();
-    let rt = Runtime::new(cfg).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.trust(&TrustPolicy::from_file(&file).unwrap());
+    let rt = Runtime::new(&cfg).unwrap();
     let r = run(&rt, &crate_plan(tmp.path()));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
 
@@ -196,9 +199,10 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         ),
     )
     .unwrap();
-    let mut cfg = Config::new(tmp.path().join(".weir2")).jobs(2);
-    cfg.trust = TrustPolicy::default().with_file(&file).unwrap();
-    let rt = Runtime::new(cfg).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir2"));
+    cfg.jobs(2);
+    cfg.trust(&TrustPolicy::from_file(&file).unwrap());
+    let rt = Runtime::new(&cfg).unwrap();
     let e = format!("{:#}", try_run(&rt, &crate_plan(tmp.path())).unwrap_err());
     assert!(
         e.contains("step 'score'") || e.contains("step 'train'"),
@@ -234,10 +238,7 @@ fn a_trust_file_grants_gpu_to_a_named_step_crate_and_only_to_it() {
         ),
     ] {
         std::fs::write(&file, text).unwrap();
-        let e = TrustPolicy::default()
-            .with_file(&file)
-            .unwrap_err()
-            .to_string();
+        let e = TrustPolicy::from_file(&file).unwrap_err().to_string();
         assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
     }
 }
@@ -266,9 +267,10 @@ fn a_trusted_step_trains_from_npy_tensors_read_by_the_host() {
     std::fs::write(data.join("y.npy"), npy(300, 1, &y)).unwrap();
     std::fs::write(data.join("bad.npy"), b"\x93NUMPY\x01\x00garbage").unwrap();
     let trainer = fixture("trainer");
-    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.trust = TrustPolicy::default().trust_all();
-    let rt = Runtime::new(cfg).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.trust(TrustPolicy::default().trust_all());
+    let rt = Runtime::new(&cfg).unwrap();
     let mut train = step("train", &trainer);
     train
         .inputs
@@ -301,10 +303,11 @@ fn a_trusted_step_trains_from_npy_tensors_read_by_the_host() {
 fn requiring_cuda_where_none_works_fails_before_the_run_and_cpu_always_works() {
     let tmp = tempfile::tempdir().unwrap();
     write_data(&tmp.path().join("data"));
-    let mut cfg = Config::new(tmp.path().join(".weir")).jobs(2);
-    cfg.trust = TrustPolicy::default().trust_all();
-    cfg.gpu = "cuda".parse().unwrap();
-    let rt = Runtime::new(cfg).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2);
+    cfg.trust(TrustPolicy::default().trust_all());
+    cfg.gpu("cuda".parse().unwrap());
+    let rt = Runtime::new(&cfg).unwrap();
     match try_run(&rt, &trainer_plan(tmp.path(), &[], true)) {
         // A machine with a working GPU.
         Ok(r) => assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error),
@@ -317,10 +320,11 @@ fn requiring_cuda_where_none_works_fails_before_the_run_and_cpu_always_works() {
             );
         }
     }
-    let mut cfg = Config::new(tmp.path().join(".weir-cpu")).jobs(2);
-    cfg.trust = TrustPolicy::default().trust_all();
-    cfg.gpu = "cpu".parse().unwrap();
-    let rt = Runtime::new(cfg).unwrap();
+    let mut cfg = Config::new(tmp.path().join(".weir-cpu"));
+    cfg.jobs(2);
+    cfg.trust(TrustPolicy::default().trust_all());
+    cfg.gpu("cpu".parse().unwrap());
+    let rt = Runtime::new(&cfg).unwrap();
     let r = run(&rt, &trainer_plan(tmp.path(), &[], true));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
 }
@@ -346,15 +350,17 @@ fn a_component_signed_by_a_trusted_publisher_gets_gpu_and_a_forged_or_unknown_on
         serde_json::to_string(&sig).unwrap(),
     )
     .unwrap();
-    let policy = TrustPolicy::default()
+    let mut policy = TrustPolicy::default();
+    policy
         .trust_publisher("acme", &signing::format_public_key(&acme.verifying_key()))
         .unwrap();
-    let runtime_with = |p: TrustPolicy, dir: &str| {
-        let mut cfg = Config::new(tmp.path().join(dir)).jobs(2);
-        cfg.trust = p;
-        Runtime::new(cfg).unwrap()
+    let runtime_with = |p: &TrustPolicy, dir: &str| {
+        let mut cfg = Config::new(tmp.path().join(dir));
+        cfg.jobs(2);
+        cfg.trust(p);
+        Runtime::new(&cfg).unwrap()
     };
-    let r = run(&runtime_with(policy.clone(), ".a"), &with_component(&wasm));
+    let r = run(&runtime_with(&policy, ".a"), &with_component(&wasm));
     assert_eq!(r.state, RunState::Succeeded, "{:?}", r.error);
 
     // Signed by a key the policy does not name: refused before anything runs.
@@ -365,7 +371,7 @@ fn a_component_signed_by_a_trusted_publisher_gets_gpu_and_a_forged_or_unknown_on
         serde_json::to_string(&sig2).unwrap(),
     )
     .unwrap();
-    let e = try_run(&runtime_with(policy.clone(), ".b"), &with_component(&wasm)).unwrap_err();
+    let e = try_run(&runtime_with(&policy, ".b"), &with_component(&wasm)).unwrap_err();
     assert!(format!("{e:#}").contains("gpu"), "{e:#}");
 
     // A genuine signature on other bytes (the component was swapped): refused.
@@ -383,17 +389,11 @@ fn a_component_signed_by_a_trusted_publisher_gets_gpu_and_a_forged_or_unknown_on
         signing::signature_path(&swapped),
     )
     .unwrap();
-    assert!(
-        try_run(
-            &runtime_with(policy.clone(), ".c"),
-            &with_component(&swapped)
-        )
-        .is_err()
-    );
+    assert!(try_run(&runtime_with(&policy, ".c"), &with_component(&swapped)).is_err());
 
     // Unsigned: refused.
     std::fs::remove_file(signing::signature_path(&wasm)).unwrap();
-    assert!(try_run(&runtime_with(policy, ".d"), &with_component(&wasm)).is_err());
+    assert!(try_run(&runtime_with(&policy, ".d"), &with_component(&wasm)).is_err());
 }
 
 #[test]

@@ -239,11 +239,10 @@ fn a_fuel_cap_from_the_trust_file_stops_a_step_that_set_no_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("weir.toml");
     std::fs::write(&file, "[limits]\nfuel = 1000000\n").unwrap();
-    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(1);
-    cfg.trust = weir_runtime::TrustPolicy::default()
-        .with_file(&file)
-        .unwrap();
-    let rt = weir_runtime::Runtime::new(cfg).unwrap();
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+    cfg.jobs(1);
+    cfg.trust(&weir_runtime::TrustPolicy::from_file(&file).unwrap());
+    let rt = weir_runtime::Runtime::new(&cfg).unwrap();
     let mut spin = step("spin", &fixture("spin"));
     spin.limits.timeout_ms = 120_000;
     let started = std::time::Instant::now();
@@ -269,12 +268,12 @@ fn the_trust_file_caps_limits_and_raises_them_for_named_components() {
     let file = tmp.path().join("weir.toml");
     let with_policy = |text: &str, store: &str| {
         std::fs::write(&file, text).unwrap();
-        let mut cfg = weir_runtime::Config::new(tmp.path().join(store)).jobs(1);
-        cfg.trust = weir_runtime::TrustPolicy::default()
-            .with_file(&file)
-            .unwrap();
-        let cap = cfg.trust.limits_for(&digest, None, Some(&wasm));
-        (weir_runtime::Runtime::new(cfg).unwrap(), cap)
+        let mut cfg = weir_runtime::Config::new(tmp.path().join(store));
+        cfg.jobs(1);
+        let policy = weir_runtime::TrustPolicy::from_file(&file).unwrap();
+        let cap = policy.limits_for(&digest, None, Some(&wasm));
+        cfg.trust(&policy);
+        (weir_runtime::Runtime::new(&cfg).unwrap(), cap)
     };
 
     // Unnamed: capped at 64 MiB, so 200 MiB fails with the memory message,
@@ -327,8 +326,7 @@ fn the_trust_file_caps_limits_and_raises_them_for_named_components() {
         ),
     ] {
         std::fs::write(&file, text).unwrap();
-        let e = weir_runtime::TrustPolicy::default()
-            .with_file(&file)
+        let e = weir_runtime::TrustPolicy::from_file(&file)
             .unwrap_err()
             .to_string();
         assert!(e.contains("weir.toml") && e.contains(want), "{text}: {e}");
@@ -344,11 +342,12 @@ fn a_component_importing_wasi_http_is_refused_at_link_time() {
     std::fs::write(&canary, "untouched").unwrap();
     for trust in [
         weir_runtime::TrustPolicy::default(),
-        weir_runtime::TrustPolicy::default().trust_all(),
+        weir_runtime::TrustPolicy::default().trust_all().clone(),
     ] {
-        let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir")).jobs(1);
-        cfg.trust = trust;
-        let rt = weir_runtime::Runtime::new(cfg).unwrap();
+        let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+        cfg.jobs(1);
+        cfg.trust(&trust);
+        let rt = weir_runtime::Runtime::new(&cfg).unwrap();
         let e = format!(
             "{:#}",
             try_run(

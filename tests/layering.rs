@@ -109,10 +109,10 @@ fn runtime_imports() -> std::collections::BTreeMap<String, std::collections::BTr
                         .chars()
                         .take_while(|c| c.is_ascii_lowercase() || *c == '_')
                         .collect();
-                    if let Some(m) = runtime_module(&name) {
-                        if m != module {
-                            deps.insert(m.to_string());
-                        }
+                    if let Some(m) = runtime_module(&name)
+                        && m != module
+                    {
+                        deps.insert(m.to_string());
                     }
                 }
             }

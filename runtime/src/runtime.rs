@@ -30,8 +30,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Opens the store and records and builds the engine.
-    pub fn new(config: Config) -> anyhow::Result<Runtime> {
+    /// Opens the store and records and builds the engine, as `config` says
+    /// (the runtime keeps a copy).
+    pub fn new(config: &Config) -> anyhow::Result<Runtime> {
+        let config = config.clone();
         let store = Store::open(&config.store_dir)
             .with_context(|| format!("cannot open the store at {}", config.store_dir.display()))?;
         let store = match &config.remote {
@@ -78,6 +80,12 @@ impl Runtime {
     /// directly).
     pub fn executor(&self) -> &Executor {
         self.inner.units.executor()
+    }
+
+    /// Steps that run at once across this runtime's runs
+    /// ([`Config::jobs`]); a host sizes its async runtime from it.
+    pub fn jobs(&self) -> usize {
+        self.inner.config.jobs
     }
 
     /// What runs units in this process (the store, the engines and the

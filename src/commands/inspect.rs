@@ -30,10 +30,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| weir_runtime::TrustPolicy::find_file(Path::new(".")));
     if let Some(f) = &file {
-        trust = trust.with_file(f)?;
+        trust.trust_file(f)?;
     }
     for d in &args.trust {
-        trust = trust
+        trust
             .trust(d)
             .map_err(|e| anyhow::anyhow!("--trust {d}: {e}"))?;
     }

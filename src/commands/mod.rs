@@ -64,29 +64,35 @@ pub fn tool_executor(store: &crate::StoreArg) -> anyhow::Result<weir_runtime::ex
 /// The runtime configuration every command that runs pipelines uses
 /// (`weir run`, `weir serve`, `weir backfill`): the store, `jobs` if given,
 /// the trust file of the project at `project` (scripts reach only that
-/// project), the GPU backend from `$WEIR_GPU`, and the compile cache.
+/// project) refined by `trust` (a command's own flags), the GPU backend from
+/// `$WEIR_GPU`, and the compile cache.
 pub fn runtime_config(
     project: &Path,
     store: &Path,
     jobs: Option<usize>,
+    trust: impl FnOnce(&mut weir_runtime::TrustPolicy) -> anyhow::Result<()>,
 ) -> anyhow::Result<weir_runtime::Config> {
     let mut config = weir_runtime::Config::new(store);
     if let Some(j) = jobs {
-        config = config.jobs(j);
+        config.jobs(j);
     }
+    let mut policy = weir_runtime::TrustPolicy::default();
     if let Some(file) = weir_runtime::TrustPolicy::find_file(project) {
-        config.trust = config.trust.clone().with_file(&file)?;
+        policy.trust_file(&file)?;
     }
     // Scripts may come from someone else: they reach only their project.
-    config.trust = config.trust.clone().confine_to(project);
+    policy.confine_to(project);
+    trust(&mut policy)?;
+    config.trust(&policy);
     if let Some(v) = std::env::var_os("WEIR_GPU") {
-        config.gpu = v
-            .to_string_lossy()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("WEIR_GPU: {e}"))?;
+        config.gpu(
+            v.to_string_lossy()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("WEIR_GPU: {e}"))?,
+        );
     }
     if let Some(dir) = compile_cache() {
-        config = config.compile_cache(dir, Some(COMPILE_CACHE_MAX_BYTES));
+        config.compile_cache(dir, Some(COMPILE_CACHE_MAX_BYTES));
     }
     Ok(config)
 }

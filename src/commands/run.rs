@@ -70,13 +70,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .store
         .clone()
         .unwrap_or_else(|| plan.base_dir.join(".weir"));
-    let config = config_for(&args, &plan, &store)?;
-    let jobs = config.jobs;
+    let rt = Runtime::new(&config_for(&args, &plan, &store)?)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.max(1))
+        .worker_threads(rt.jobs())
         .enable_all()
         .build()?;
-    let rt = Runtime::new(config)?;
 
     let (bar, on_event) = progress_display(&plan, args.follow, args.quiet);
     let cancel = CancellationToken::new();
@@ -127,18 +125,17 @@ fn config_for(
     plan: &weir_runtime::Plan,
     store: &std::path::Path,
 ) -> anyhow::Result<weir_runtime::Config> {
-    let mut config = super::runtime_config(&plan.base_dir, store, args.jobs)?;
-    for d in &args.trust {
-        config.trust = config
-            .trust
-            .clone()
-            .trust(d)
-            .map_err(|e| anyhow::anyhow!("--trust {d}: {e}"))?;
-    }
-    if args.trust_all {
-        config.trust = config.trust.clone().trust_all();
-    }
-    Ok(config)
+    super::runtime_config(&plan.base_dir, store, args.jobs, |policy| {
+        for d in &args.trust {
+            policy
+                .trust(d)
+                .map_err(|e| anyhow::anyhow!("--trust {d}: {e}"))?;
+        }
+        if args.trust_all {
+            policy.trust_all();
+        }
+        Ok(())
+    })
 }
 
 /// The progress display: a spinner with counts on a terminal, lines on

@@ -182,7 +182,7 @@ pub fn trust(what: TrustWhat) -> anyhow::Result<ExitCode> {
             // Check the whole new file before it replaces the old one.
             let tmp = file.with_extension("toml.tmp");
             std::fs::write(&tmp, &after)?;
-            if let Err(e) = TrustPolicy::default().with_file(&tmp) {
+            if let Err(e) = TrustPolicy::from_file(&tmp) {
                 let _ = std::fs::remove_file(&tmp);
                 anyhow::bail!(
                     "{}",

@@ -160,12 +160,16 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.max
         );
     }
-    let config = crate::commands::runtime_config(&project, &store, args.jobs)?;
+    let runtime = Runtime::new(&crate::commands::runtime_config(
+        &project,
+        &store,
+        args.jobs,
+        |_| Ok(()),
+    )?)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.jobs.max(1))
+        .worker_threads(runtime.jobs().max(1))
         .enable_all()
         .build()?;
-    let runtime = Runtime::new(config)?;
     let records = Slots::open(&store.join("serve.db"))?;
     let script = project.join(&p.script);
     let mut failed = 0;

@@ -191,7 +191,7 @@ impl Server {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.project.clone());
         match TrustPolicy::find_file(&dir) {
-            Some(file) => Ok(Arc::new(TrustPolicy::default().with_file(&file)?)),
+            Some(file) => Ok(Arc::new(TrustPolicy::from_file(&file)?)),
             None => Ok(self.runtime.trust().clone()),
         }
     }
@@ -577,12 +577,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (project, store) = project_and_store(args.project.clone(), args.store.clone())?;
-    let config = crate::commands::runtime_config(&project, &store, args.jobs)?;
+    let runtime = Runtime::new(&crate::commands::runtime_config(
+        &project,
+        &store,
+        args.jobs,
+        |_| Ok(()),
+    )?)?;
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.jobs.max(2))
+        .worker_threads(runtime.jobs().max(2))
         .enable_all()
         .build()?;
-    let runtime = Runtime::new(config)?;
     let (token, made) = load_token(args.token.clone(), &store)?;
     let slots = schedule::Slots::open(&store.join("serve.db"))?;
 

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let store = std::env::var_os("WEIR_STORE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join("weir-embed-example"));
-    let rt = Runtime::new(Config::new(&store))?;
+    let rt = Runtime::new(&Config::new(&store))?;
 
     let mut plan = Plan::new("embedded", &hello);
     let mut load = StepPlan::new("load", ComponentSource::Crate("steps/load_csv".into()));

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let store = store.unwrap_or_else(|| project.join(".weir"));
-    let runtime = Runtime::new(Config::new(store))?;
+    let runtime = Runtime::new(&Config::new(store))?;
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     eprintln!("weir-example-http on http://{}", listener.local_addr()?);
     axum::serve(listener, app(Service::new(runtime, project))).await?;

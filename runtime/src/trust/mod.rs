@@ -163,30 +163,41 @@ struct TrustEntry {
 }
 
 impl TrustPolicy {
+    /// A policy from the trust file at `path` alone: the same as
+    /// [`TrustPolicy::default`] then [`TrustPolicy::trust_file`].
+    pub fn from_file(path: &Path) -> anyhow::Result<TrustPolicy> {
+        let mut p = TrustPolicy::default();
+        p.trust_file(path)?;
+        Ok(p)
+    }
+
     /// Trusts every component (for development machines).
-    pub fn trust_all(mut self) -> TrustPolicy {
+    pub fn trust_all(&mut self) -> &mut Self {
         self.all = true;
         self
     }
 
     /// Trusts the component whose digest starts with `prefix` (at least 12 hex characters).
-    pub fn trust(self, prefix: &str) -> anyhow::Result<TrustPolicy> {
-        self.add_digest(prefix, Grant::ALL)
+    pub fn trust(&mut self, prefix: &str) -> anyhow::Result<&mut Self> {
+        self.add_digest(prefix, Grant::ALL)?;
+        Ok(self)
     }
 
     /// Trusts whatever component weir builds from the step crate in `dir`
     /// (the project trusts its own source code, whatever its digest).
-    pub fn trust_source(self, dir: &Path) -> anyhow::Result<TrustPolicy> {
-        self.add_source(dir, Grant::ALL)
+    pub fn trust_source(&mut self, dir: &Path) -> anyhow::Result<&mut Self> {
+        self.add_source(dir, Grant::ALL)?;
+        Ok(self)
     }
 
     /// Trusts components signed by the publisher with this public key
     /// (`ed25519:<64 hex>`, as `weir keygen` prints it).
-    pub fn trust_publisher(self, name: &str, key: &str) -> anyhow::Result<TrustPolicy> {
-        self.add_publisher(name, key, Grant::ALL)
+    pub fn trust_publisher(&mut self, name: &str, key: &str) -> anyhow::Result<&mut Self> {
+        self.add_publisher(name, key, Grant::ALL)?;
+        Ok(self)
     }
 
-    fn add_digest(mut self, prefix: &str, grant: Grant) -> anyhow::Result<TrustPolicy> {
+    fn add_digest(&mut self, prefix: &str, grant: Grant) -> anyhow::Result<()> {
         let p = prefix.trim().to_ascii_lowercase();
         if p.len() < 12 || p.len() > 64 || !p.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(anyhow::anyhow!(
@@ -194,10 +205,10 @@ impl TrustPolicy {
             ));
         }
         self.prefixes.push((p, grant));
-        Ok(self)
+        Ok(())
     }
 
-    fn add_source(mut self, dir: &Path, grant: Grant) -> anyhow::Result<TrustPolicy> {
+    fn add_source(&mut self, dir: &Path, grant: Grant) -> anyhow::Result<()> {
         let canon = dir
             .canonicalize()
             .map_err(|e| anyhow::anyhow!("cannot trust step crate {}: {e}", dir.display()))?;
@@ -208,14 +219,14 @@ impl TrustPolicy {
             ));
         }
         self.sources.push((canon, grant));
-        Ok(self)
+        Ok(())
     }
 
-    fn add_publisher(mut self, name: &str, key: &str, grant: Grant) -> anyhow::Result<TrustPolicy> {
+    fn add_publisher(&mut self, name: &str, key: &str, grant: Grant) -> anyhow::Result<()> {
         let k = crate::trust::signing::parse_public_key(key)?;
         self.publishers
             .push((name.to_string(), *k.as_bytes(), grant));
-        Ok(self)
+        Ok(())
     }
 
     /// The trusted publisher that signed the component file `wasm` (whose
@@ -258,13 +269,25 @@ impl TrustPolicy {
     /// key = "ed25519:<64 hex>"
     /// capabilities = ["gpu"]
     /// ```
-    pub fn with_file(self, path: &Path) -> anyhow::Result<TrustPolicy> {
-        self.with_file_for(path, &[])
+    ///
+    /// A file with an error changes nothing: the error names the file and
+    /// the entry.
+    pub fn trust_file(&mut self, path: &Path) -> anyhow::Result<&mut Self> {
+        self.trust_file_for(path, &[])
     }
 
-    /// Like [`TrustPolicy::with_file`], also accepting the names of the
+    /// Like [`TrustPolicy::trust_file`], also accepting the names of the
     /// host-defined capabilities `extra` in `capabilities` lists.
-    pub fn with_file_for(mut self, path: &Path, extra: &[&str]) -> anyhow::Result<TrustPolicy> {
+    pub fn trust_file_for(&mut self, path: &Path, extra: &[&str]) -> anyhow::Result<&mut Self> {
+        // Read into a copy, so a file with an error leaves `self` as it was.
+        let mut read = self.clone();
+        read.read_file(path, extra)?;
+        *self = read;
+        Ok(self)
+    }
+
+    /// The whole of [`TrustPolicy::trust_file_for`], on `self`.
+    fn read_file(&mut self, path: &Path, extra: &[&str]) -> anyhow::Result<()> {
         let known: Vec<&str> = CAPABILITIES.iter().chain(extra).copied().collect();
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow!("cannot read trust file {}: {e}", path.display()))?;
@@ -300,7 +323,7 @@ impl TrustPolicy {
                 caps: Some(e.capabilities.clone()),
                 limits: e.limits,
             };
-            self = match (&e.source, &e.digest, &e.publisher, &e.key) {
+            match (&e.source, &e.digest, &e.publisher, &e.key) {
                 (Some(src), None, None, None) => self
                     .add_source(&base.join(src), grant)
                     .map_err(|m| anyhow!("{at}: {m}"))?,
@@ -316,9 +339,9 @@ impl TrustPolicy {
                 _ => anyhow::bail!(
                     "{at}: give exactly one of `source` (a step crate), `digest`, or `publisher` with `key`"
                 ),
-            };
+            }
         }
-        Ok(self)
+        Ok(())
     }
 
     /// The project part of a trust file: its folder, `[inputs]`, `[build]`
@@ -368,7 +391,7 @@ impl TrustPolicy {
 
     /// Confines pipeline scripts to `dir` (the script's folder) when no
     /// trust file set the project already; see [`TrustPolicy::check_input`].
-    pub fn confine_to(mut self, dir: &Path) -> TrustPolicy {
+    pub fn confine_to(&mut self, dir: &Path) -> &mut Self {
         if self.project.is_none()
             && let Ok(root) = dir.canonicalize()
         {
@@ -552,7 +575,7 @@ mod tests {
             "[inputs]\nroots = [\"../data\"]\n[build]\nroots = [\"../shared\"]\n[hooks.notify]\ncommand = [\"notify-send\", \"weir\"]\n",
         )
         .unwrap();
-        let t = TrustPolicy::default().with_file(&file).unwrap();
+        let t = TrustPolicy::from_file(&file).unwrap();
         assert!(t.check_input(&proj).is_ok());
         assert!(t.check_input(&data).is_ok());
         assert!(t.check_build(&shared).is_ok());
@@ -568,7 +591,8 @@ mod tests {
             Some(&["notify-send".to_string(), "weir".to_string()][..])
         );
         // Without a trust file, the script's folder is the project.
-        let t = TrustPolicy::default().confine_to(&proj);
+        let mut t = TrustPolicy::default();
+        t.confine_to(&proj);
         assert!(t.check_input(&data).is_err());
         // Embedders that set neither are not confined.
         assert!(TrustPolicy::default().check_input(&data).is_ok());
