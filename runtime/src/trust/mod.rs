@@ -559,6 +559,24 @@ mod tests {
     use super::TrustPolicy;
 
     #[test]
+    fn a_trust_file_with_an_error_leaves_the_policy_as_it_was() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("weir.toml");
+        // The first entry is good; the second names no component.
+        std::fs::write(
+            &file,
+            "[limits]\nmemory = \"1GiB\"\n[[trust]]\ndigest = \"0123456789ab\"\ncapabilities = [\"gpu\"]\n[[trust]]\ncapabilities = [\"gpu\"]\n",
+        )
+        .unwrap();
+        let mut p = TrustPolicy::default();
+        p.trust("fedcba987654").unwrap();
+        let before = p.clone();
+        let e = p.trust_file(&file).unwrap_err().to_string();
+        assert!(e.contains("entry 2"), "{e}");
+        assert_eq!(p, before);
+    }
+
+    #[test]
     fn a_trust_file_sets_the_project_and_its_extra_roots() {
         let tmp = tempfile::tempdir().unwrap();
         let (proj, data, shared) = (
