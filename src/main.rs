@@ -51,6 +51,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 struct Cli {
+    /// Keep run records in this PostgreSQL database instead of the store's
+    /// weir.db (postgres://user@host/db) [default: $WEIR_RECORDS]
+    #[arg(long, global = true, value_name = "URL")]
+    records: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -138,7 +142,33 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
+    let records = cli
+        .records
+        .clone()
+        .or_else(|| std::env::var("WEIR_RECORDS").ok());
+    let result = commands::set_records_url(records).and_then(|()| dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                return ExitCode::SUCCESS;
+            }
+            // The chain may quote guest or script text.
+            let text = format!("error: {e:#}\n");
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr().lock(),
+                weir_runtime::names::inert(&text, true).as_bytes(),
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the subcommand.
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Run(a) => commands::run::run(a),
         Command::Plan(a) => commands::plan::run(a),
         Command::Metrics(a) => commands::metrics::run(a),
@@ -164,22 +194,5 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve::run(a),
         Command::Schedules(a) => serve::cli::schedules(a),
         Command::Backfill(a) => serve::cli::backfill(a),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            if let Some(io) = e.downcast_ref::<std::io::Error>()
-                && io.kind() == std::io::ErrorKind::BrokenPipe
-            {
-                return ExitCode::SUCCESS;
-            }
-            // The chain may quote guest or script text.
-            let text = format!("error: {e:#}\n");
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr().lock(),
-                weir_runtime::names::inert(&text, true).as_bytes(),
-            );
-            ExitCode::from(2)
-        }
     }
 }

@@ -214,6 +214,40 @@ fn a_run_outside_a_tokio_runtime_is_an_error_not_a_panic() {
     );
 }
 
+/// Issue 29: records can be read without blocking an async worker; the
+/// same answers as the blocking calls, and an error outside tokio.
+#[test]
+fn records_read_off_the_async_workers_give_the_blocking_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(tmp.path());
+    let p = plan(tmp.path(), vec![step("a", &fixture("echo"))]);
+    let report = run(&rt, &p);
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let id = report.run;
+    let (runs, steps) = local
+        .block_on(async {
+            let runs = rt.read_records(|r| r.runs(10)).await?;
+            let steps = rt.read_records(move |r| r.steps(id)).await?;
+            anyhow::Ok((runs, steps))
+        })
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].id, id);
+    assert_eq!(steps.len(), 1);
+    assert_eq!(steps[0].outputs, report.steps[0].outputs);
+    let mut fut = std::pin::pin!(rt.read_records(|r| r.runs(1)));
+    let polled = fut
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    let std::task::Poll::Ready(Err(e)) = polled else {
+        panic!("expected an error at once");
+    };
+    assert!(format!("{e}").contains("inside a tokio runtime"), "{e}");
+}
+
 #[test]
 fn dropping_the_run_future_cancels_the_run() {
     // Two independent slow steps: they run on worker threads, not on the

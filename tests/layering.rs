@@ -46,6 +46,18 @@ fn the_dsl_and_the_core_crate_know_nothing_of_the_engine() {
 }
 
 #[test]
+fn the_postgres_records_know_only_the_core_crate() {
+    let deps = dependencies("runtime/postgres");
+    assert!(deps.iter().any(|d| d == "weir-core"), "{deps:?}");
+    assert!(
+        deps.iter().all(|d| !d.starts_with("wasmtime")
+            && d != "rusqlite"
+            && (!d.starts_with("weir-") || d == "weir-core")),
+        "{deps:?}"
+    );
+}
+
+#[test]
 fn the_gpu_kernels_know_nothing_of_wasmtime() {
     let deps = dependencies("host-gpu");
     assert!(
@@ -70,7 +82,7 @@ fn only_the_cli_knows_http() {
 /// core crate's modules (re-exported whole) and for the root.
 fn runtime_module(name: &str) -> Option<&str> {
     match name {
-        "cache" | "digest" | "limits" | "names" | "plan" | "tree" => None,
+        "cache" | "digest" | "limits" | "names" | "owner" | "plan" | "tree" => None,
         "capability" | "executor" => Some("exec"),
         "signing" => Some("trust"),
         m => Some(m),

@@ -27,7 +27,6 @@ mod exec;
 mod faults;
 pub mod gc;
 pub mod lineage;
-pub mod owner;
 pub mod records;
 pub mod remote;
 pub mod run;
@@ -42,7 +41,7 @@ pub use trust::signing;
 
 // The plain data every part agrees on lives in `weir-core` (no wasmtime,
 // SQLite or tokio); re-exported under the names it has always had here.
-pub use weir_core::{cache, digest, limits, names, plan, tree};
+pub use weir_core::{cache, digest, limits, names, owner, plan, tree};
 
 pub use cache::{CacheKey, cache_key};
 pub use capability::Capability;

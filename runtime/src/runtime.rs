@@ -76,6 +76,32 @@ impl Runtime {
         &*self.inner.records
     }
 
+    /// Reads the records without blocking an async worker: `read` runs on
+    /// tokio's blocking pool with the records, and its answer is awaited.
+    /// (The [`Runtime::records`] calls block their caller for as long as the
+    /// backend takes: a SQLite page read, a PostgreSQL round trip, longer
+    /// for a long run's steps or logs.) An error outside a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo(rt: weir_runtime::Runtime) -> anyhow::Result<()> {
+    /// let runs = rt.read_records(|r| r.runs(20)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_records<T, F>(&self, read: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&dyn Records) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            anyhow::anyhow!("Runtime::read_records must be awaited inside a tokio runtime")
+        })?;
+        let records = self.inner.records.clone();
+        handle
+            .spawn_blocking(move || read(&*records))
+            .await
+            .map_err(|e| anyhow::anyhow!("a records read panicked: {e}"))?
+    }
+
     /// The executor of steps without a fuel budget (for loading components
     /// directly).
     pub fn executor(&self) -> &Executor {

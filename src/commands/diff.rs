@@ -3,7 +3,7 @@
 use crate::StoreArg;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use weir_runtime::records::{History, StepSummary};
+use weir_runtime::records::StepSummary;
 
 /// Arguments of `weir diff`.
 #[derive(clap::Args)]
@@ -24,8 +24,8 @@ fn word(same: bool) -> &'static str {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let (a, b) = (super::parse_run(&args.a)?, super::parse_run(&args.b)?);
-    super::need_run(&records, a)?;
-    super::need_run(&records, b)?;
+    super::need_run(&*records, a)?;
+    super::need_run(&*records, b)?;
     let index = |steps: Vec<StepSummary>| {
         steps
             .into_iter()
@@ -34,8 +34,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let (sa, sb) = (index(records.steps(a)?), index(records.steps(b)?));
     let (pa, pb) = (
-        super::step_params(&records, a)?,
-        super::step_params(&records, b)?,
+        super::step_params(&*records, a)?,
+        super::step_params(&*records, b)?,
     );
     let mut names: Vec<&String> = sa.keys().chain(sb.keys()).collect();
     names.sort();

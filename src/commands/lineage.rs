@@ -69,11 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = args.store.resolve();
     let records = super::open_records(&dir)?;
     let digest = if args.what.contains('@') {
-        super::models::find(&records, &args.what)?.digest
+        super::models::find(&*records, &args.what)?.digest
     } else {
         Store::open(&dir)?.resolve(&args.what)?
     };
-    let tree = lineage(&records, &digest, args.depth)?;
+    let tree = lineage(&*records, &digest, args.depth)?;
     if args.json {
         jsonln!("{}", serde_json::to_string_pretty(&tree)?);
         return Ok(ExitCode::SUCCESS);

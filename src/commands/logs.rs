@@ -2,7 +2,6 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::History;
 
 /// Arguments of `weir logs`.
 #[derive(clap::Args)]
@@ -19,7 +18,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let id = super::parse_run(&args.run)?;
-    super::need_run(&records, id)?;
+    super::need_run(&*records, id)?;
     let steps = records.steps(id)?;
     if !steps.iter().any(|s| s.step == args.step) {
         let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();

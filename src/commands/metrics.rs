@@ -84,7 +84,7 @@ fn show(v: &Value) -> String {
 /// Runs `weir metrics`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
-    let t = tracked(&records, super::parse_run(&args.run)?)?;
+    let t = tracked(&*records, super::parse_run(&args.run)?)?;
     if args.json {
         let out = json!({
             "run": t.run.0,
@@ -207,11 +207,11 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
         .map(|r| super::parse_run(r))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if args.json {
-        let out = comparison_json(&records, &ids)?;
+        let out = comparison_json(&*records, &ids)?;
         jsonln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let (runs, rows) = comparison(&records, &ids)?;
+    let (runs, rows) = comparison(&*records, &ids)?;
     let cell = |v: &Option<Value>| v.as_ref().map(show).unwrap_or_else(|| "-".into());
     let name_w = rows
         .iter()

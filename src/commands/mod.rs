@@ -18,7 +18,8 @@ pub mod trust;
 pub mod why;
 
 use std::path::{Path, PathBuf};
-use weir_runtime::records::{History, SqliteRecords};
+use std::sync::{Arc, OnceLock};
+use weir_runtime::records::{History, Records, SqliteRecords};
 
 /// The compile cache's default bound: the least recently used components
 /// go first beyond it.
@@ -94,11 +95,52 @@ pub fn runtime_config(
     if let Some(dir) = compile_cache() {
         config.compile_cache(dir, Some(COMPILE_CACHE_MAX_BYTES));
     }
+    if let Some(records) = shared_records()? {
+        config.records(records);
+    }
     Ok(config)
 }
 
-/// Opens the records of the store at `store` for reading.
-pub fn open_records(store: &Path) -> anyhow::Result<SqliteRecords> {
+/// The records database every command uses instead of the store's
+/// `weir.db`: `--records URL` or `$WEIR_RECORDS` (`postgres://...`), set
+/// once by `main`.
+static RECORDS_URL: OnceLock<Option<String>> = OnceLock::new();
+
+/// Sets the records database (`main`, from `--records`/`$WEIR_RECORDS`);
+/// an empty value means the store's own file.
+pub fn set_records_url(url: Option<String>) -> anyhow::Result<()> {
+    let url = url.filter(|u| !u.is_empty());
+    if let Some(u) = &url
+        && !weir_postgres::is_url(u)
+    {
+        anyhow::bail!(
+            "--records: expected a PostgreSQL URL (postgres://user@host/db), found {:?}",
+            weir_postgres::redacted(u)
+        );
+    }
+    let _ = RECORDS_URL.set(url);
+    Ok(())
+}
+
+/// The records database set by [`set_records_url`], if any.
+fn records_url() -> Option<&'static str> {
+    RECORDS_URL.get().and_then(|u| u.as_deref())
+}
+
+/// Connects to the records database named by `--records`, if one is.
+fn shared_records() -> anyhow::Result<Option<Arc<dyn Records>>> {
+    match records_url() {
+        Some(url) => Ok(Some(Arc::new(weir_postgres::PgRecords::connect(url)?))),
+        None => Ok(None),
+    }
+}
+
+/// Opens the records of the store at `store` for reading: the database
+/// `--records` names, else the store's own `weir.db`.
+pub fn open_records(store: &Path) -> anyhow::Result<Arc<dyn Records>> {
+    if let Some(r) = shared_records()? {
+        return Ok(r);
+    }
     let db = store.join("weir.db");
     if !db.exists() {
         anyhow::bail!(
@@ -106,7 +148,7 @@ pub fn open_records(store: &Path) -> anyhow::Result<SqliteRecords> {
             store.display()
         );
     }
-    SqliteRecords::open(&db)
+    Ok(Arc::new(SqliteRecords::open(&db)?))
 }
 
 /// Guest or script text shown on one line: control characters, line breaks

@@ -134,10 +134,10 @@ pub fn run(what: What) -> anyhow::Result<ExitCode> {
             let dir = store.resolve();
             let records = super::open_records(&dir)?;
             // Which registry was read: from another folder it is another store.
-            let v = find(&records, &model).map_err(|e| {
+            let v = find(&*records, &model).map_err(|e| {
                 anyhow::anyhow!("{e} (store {}; pick one with --store)", dir.display())
             })?;
-            let tree = lineage(&records, &v.digest, 64)?;
+            let tree = lineage(&*records, &v.digest, 64)?;
             let (data, components) = tree.roots();
             if json {
                 let out = json!({

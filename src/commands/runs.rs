@@ -2,7 +2,6 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::History;
 
 /// Arguments of `weir runs`.
 #[derive(clap::Args)]

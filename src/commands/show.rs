@@ -2,7 +2,6 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::History;
 
 /// Arguments of `weir show`.
 #[derive(clap::Args)]
@@ -20,7 +19,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let id = super::parse_run(&args.run)?;
-    let r = super::need_run(&records, id)?;
+    let r = super::need_run(&*records, id)?;
     let steps = records.steps(id)?;
     if args.json {
         // One flat object: the run's summary (its number as `run`, as in

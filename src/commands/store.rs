@@ -3,7 +3,6 @@
 
 use crate::StoreArg;
 use std::process::ExitCode;
-use weir_runtime::records::History;
 use weir_runtime::store::Store;
 
 /// What `weir store` does.
@@ -61,7 +60,7 @@ fn gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     let waiting = || {
         eprintln!("weir: waiting for the runs in progress on this store to finish");
     };
-    let plan = weir_runtime::gc::collect(&store, &records, &policy, args.dry_run, &waiting)?;
+    let plan = weir_runtime::gc::collect(&store, &*records, &policy, args.dry_run, &waiting)?;
     let verb = if args.dry_run {
         "would remove"
     } else {

@@ -24,7 +24,7 @@ const LOOK_BACK: usize = 1000;
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let records = super::open_records(&args.store.resolve())?;
     let id = super::parse_run(&args.run)?;
-    let summary = super::need_run(&records, id)?;
+    let summary = super::need_run(&*records, id)?;
     let steps = records.steps(id)?;
     let Some(s) = steps.iter().find(|s| s.step == args.step) else {
         let names: Vec<&str> = steps.iter().map(|s| s.step.as_str()).collect();
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let name = super::one_line(&s.step).into_owned();
     match s.state {
-        StepState::Cached => cached(&records, id, s, &name)?,
+        StepState::Cached => cached(&*records, id, s, &name)?,
         StepState::Skipped | StepState::Cancelled | StepState::Pending => {
             outln!(
                 "step {name} did not run in run {id} ({}): {}",
@@ -45,8 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         _ => {
-            let before = previous(&records, id, &summary.pipeline, &s.step)?;
-            executed(&records, id, s, &name, before, &steps)?;
+            let before = previous(&*records, id, &summary.pipeline, &s.step)?;
+            executed(&*records, id, s, &name, before, &steps)?;
         }
     }
     Ok(ExitCode::SUCCESS)

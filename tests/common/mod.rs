@@ -412,3 +412,78 @@ pub fn holds_object(store: &Path, d: &str) -> bool {
         .is_valid(&d)
         .unwrap()
 }
+
+/// A PostgreSQL database of its own for one test, dropped at the end. The
+/// server is `$WEIR_TEST_POSTGRES` (an admin URL, default
+/// `postgres://root@127.0.0.1:5432/postgres`: the service every machine of
+/// this project runs).
+pub struct TestDb {
+    /// The test database's URL.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl TestDb {
+    /// Creates the database.
+    pub fn new() -> TestDb {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let admin = std::env::var("WEIR_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "weir_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        pg_admin(&admin, &format!("CREATE DATABASE {name}"));
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        TestDb {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+
+    /// Runs `sql` in the test database.
+    pub fn exec(&self, sql: &str) {
+        pg_admin(&self.url, sql);
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        pg_admin(
+            &self.admin,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs `sql` on the database at `url`, panicking with a hint if there is
+/// no server.
+fn pg_admin(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "these tests need PostgreSQL at {url} (set WEIR_TEST_POSTGRES to another admin URL): {e}"
+                )
+            });
+        let conn = tokio::spawn(conn);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        drop(client);
+        let _ = conn.await;
+    });
+}

@@ -2,7 +2,8 @@
 //! engine, database or async runtime: the [`plan`] a script compiles to and
 //! its validation, [`digest`]s, the one [`names`] rule, [`limits`] and
 //! their defaults, the [`cache`] key's encoding, the [`tree`] objects
-//! folders are stored as, and the boundaries other backends implement: the
+//! folders are stored as, the [`owner`] of a running run (which process,
+//! to tell a killed one from a live one), and the boundaries other backends implement: the
 //! [`records`] (their types and traits, by audience) and the object
 //! [`remote`].
 //!
@@ -14,6 +15,7 @@ pub mod cache;
 pub mod digest;
 pub mod limits;
 pub mod names;
+pub mod owner;
 pub mod plan;
 pub mod records;
 pub mod remote;

@@ -31,10 +31,17 @@ impl Owner {
         }
     }
 
+    /// Whether the process ran on this machine since its last boot (only
+    /// then can [`Owner::is_alive`] tell anything: a process of another
+    /// machine, one sharing a records database, cannot be seen from here).
+    pub fn is_this_boot(&self) -> bool {
+        self.boot == boot_id()
+    }
+
     /// Whether the process is still running: same boot, and a process with
     /// its pid that started when it did.
     pub fn is_alive(&self) -> bool {
-        if self.boot != boot_id() {
+        if !self.is_this_boot() {
             return false;
         }
         match start_time(self.pid) {
