@@ -907,3 +907,100 @@ fn every_attempt_goes_through_the_configured_dispatch() {
     run(&rt, &plan(tmp.path(), vec![step("a", &echo)]));
     assert_eq!(counting.0.lock().unwrap().len(), 3);
 }
+
+/// The scheduler over a dispatch that executes nothing (issue 22): what it
+/// decides is visible in the units it hands out. Order follows the graph, a
+/// dependant's inputs are exactly its upstream's reported outputs, a
+/// failure skips its dependants and nothing else, retries come back as new
+/// attempts of the same unit, and the records hold what the dispatch said.
+#[test]
+fn the_scheduler_over_a_fake_dispatch_hands_out_units_in_graph_order() {
+    use weir_runtime::records::FailureKind;
+    use weir_runtime::unit::{Dispatch, UnitFuture, UnitOutcome, UnitSpec};
+    /// Made-up output digests (nothing is stored), failing `bad` always
+    /// and `flaky` on its first attempt.
+    #[derive(Default)]
+    struct Fake(std::sync::Mutex<Vec<UnitSpec>>);
+    impl Dispatch for Fake {
+        fn dispatch<'a>(
+            &'a self,
+            _: &'a weir_runtime::unit::UnitRunner,
+            spec: &'a UnitSpec,
+            _: &'a std::sync::Arc<weir_runtime::executor::LoadedComponent>,
+            _: &'a tokio_util::sync::CancellationToken,
+            _: Option<weir_runtime::executor::Watch>,
+            _: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+        ) -> UnitFuture<'a> {
+            self.0.lock().unwrap().push(spec.clone());
+            let fails = spec.step == "bad" || (spec.step == "flaky" && spec.attempt == 1);
+            let result = if fails {
+                Err((FailureKind::Returned, format!("{} says no", spec.step)))
+            } else {
+                Ok(spec
+                    .outputs
+                    .iter()
+                    .map(|o| {
+                        let d = weir_runtime::Digest::of(format!("{}/{o}", spec.step).as_bytes());
+                        (o.clone(), d)
+                    })
+                    .collect())
+            };
+            Box::pin(async move {
+                UnitOutcome {
+                    result,
+                    created: Vec::new(),
+                    logs: Vec::new(),
+                    metrics: vec![weir_runtime::records::Metric {
+                        name: "attempt".into(),
+                        value: f64::from(spec.attempt),
+                    }],
+                    peak_memory_bytes: None,
+                    fuel_used: None,
+                }
+            })
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = std::sync::Arc::new(Fake::default());
+    let mut cfg = weir_runtime::Config::new(tmp.path().join(".weir"));
+    cfg.jobs(2).dispatch(fake.clone());
+    let rt = weir_runtime::Runtime::new(&cfg).unwrap();
+    let noop = fixture("echo");
+    let mut b = step("b", &noop);
+    wire(&mut b, "in", "a", "out");
+    let mut c = step("c", &noop);
+    wire(&mut c, "x", "a", "out");
+    wire(&mut c, "y", "b", "out");
+    let mut flaky = step("flaky", &noop);
+    flaky.retry.retries = 1;
+    flaky.retry.delay_ms = 1;
+    let mut after = step("after", &noop);
+    wire(&mut after, "in", "bad", "out");
+    let p = plan(
+        tmp.path(),
+        vec![step("a", &noop), b, c, step("bad", &noop), after, flaky],
+    );
+    let r = run(&rt, &p);
+
+    let seen = fake.0.lock().unwrap().clone();
+    let at = |name: &str| seen.iter().position(|s| s.step == name).unwrap();
+    assert!(at("a") < at("b") && at("b") < at("c"), "{seen:?}");
+    assert!(seen.iter().all(|s| s.step != "after"), "a skipped unit is never dispatched");
+    let out = |name: &str| weir_runtime::Digest::of(format!("{name}/out").as_bytes());
+    let c_spec = &seen[at("c")];
+    assert_eq!(c_spec.inputs["x"], out("a"));
+    assert_eq!(c_spec.inputs["y"], out("b"));
+    let flaky: Vec<u32> = seen.iter().filter(|s| s.step == "flaky").map(|s| s.attempt).collect();
+    assert_eq!(flaky, [1, 2]);
+    assert_eq!(r.state, RunState::Failed);
+    assert!(r.error.as_deref().unwrap_or("").contains("bad"), "{:?}", r.error);
+    assert_eq!(r.step("after").unwrap().state, StepState::Skipped);
+    assert_eq!(r.step("flaky").unwrap().state, StepState::Succeeded);
+    let steps = rt.records().steps(r.run).unwrap();
+    let c_rec = steps.iter().find(|s| s.step == "c").unwrap();
+    assert_eq!(c_rec.outputs["out"], out("c"));
+    assert_eq!(c_rec.inputs["y"], out("b"));
+    let bad = steps.iter().find(|s| s.step == "bad").unwrap();
+    assert_eq!(bad.failure, Some(FailureKind::Returned));
+    assert_eq!(bad.error.as_deref(), Some("bad says no"));
+}

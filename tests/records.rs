@@ -70,7 +70,10 @@ fn recorded(r: &dyn Records, run: RunId) -> String {
     out
 }
 
-fn models(r: &dyn Records) -> Vec<(String, u32, Digest, ModelStage, BTreeMap<String, f64>)> {
+/// A model version as the comparison sees it: name, version, digest, stage, metrics.
+type ModelRow = (String, u32, Digest, ModelStage, BTreeMap<String, f64>);
+
+fn models(r: &dyn Records) -> Vec<ModelRow> {
     r.models(None)
         .unwrap()
         .into_iter()
