@@ -985,15 +985,26 @@ fn the_scheduler_over_a_fake_dispatch_hands_out_units_in_graph_order() {
     let seen = fake.0.lock().unwrap().clone();
     let at = |name: &str| seen.iter().position(|s| s.step == name).unwrap();
     assert!(at("a") < at("b") && at("b") < at("c"), "{seen:?}");
-    assert!(seen.iter().all(|s| s.step != "after"), "a skipped unit is never dispatched");
+    assert!(
+        seen.iter().all(|s| s.step != "after"),
+        "a skipped unit is never dispatched"
+    );
     let out = |name: &str| weir_runtime::Digest::of(format!("{name}/out").as_bytes());
     let c_spec = &seen[at("c")];
     assert_eq!(c_spec.inputs["x"], out("a"));
     assert_eq!(c_spec.inputs["y"], out("b"));
-    let flaky: Vec<u32> = seen.iter().filter(|s| s.step == "flaky").map(|s| s.attempt).collect();
+    let flaky: Vec<u32> = seen
+        .iter()
+        .filter(|s| s.step == "flaky")
+        .map(|s| s.attempt)
+        .collect();
     assert_eq!(flaky, [1, 2]);
     assert_eq!(r.state, RunState::Failed);
-    assert!(r.error.as_deref().unwrap_or("").contains("bad"), "{:?}", r.error);
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("bad"),
+        "{:?}",
+        r.error
+    );
     assert_eq!(r.step("after").unwrap().state, StepState::Skipped);
     assert_eq!(r.step("flaky").unwrap().state, StepState::Succeeded);
     let steps = rt.records().steps(r.run).unwrap();

@@ -406,3 +406,203 @@ fn weir_run_with_records_on_postgres_gives_the_digests_of_a_local_run() {
     let text = String::from_utf8_lossy(&runs.stdout);
     assert_eq!(text.matches("hello").count(), 2, "{text}");
 }
+
+/// Issue 24: schedule slots in PostgreSQL are claimed once, whoever asks:
+/// two servers (two connections, each with its pool) and eight threads
+/// each claim the same slots at once, and every slot goes to one claimer.
+/// A slot passed over can be claimed later (a backfill); the cursor's
+/// first sighting stays; the first note of a run stays.
+#[test]
+fn schedule_slots_on_postgres_are_claimed_once_by_servers_claiming_at_once() {
+    use weir_runtime::records::SlotLog;
+    let db = TestDb::new();
+    let servers: Vec<Arc<weir_postgres::PgRecords>> = (0..2)
+        .map(|_| Arc::new(weir_postgres::PgRecords::connect(&db.url).unwrap()))
+        .collect();
+    let slots: Vec<String> = (0..40)
+        .map(|i| format!("2026-01-01T00:{:02}:{:02}Z", i / 60, i % 60))
+        .collect();
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let claimed: Vec<Vec<String>> = std::thread::scope(|s| {
+        let hands: Vec<_> = (0..8)
+            .map(|t| {
+                let (server, slots, barrier) = (servers[t % 2].clone(), &slots, barrier.clone());
+                s.spawn(move || {
+                    barrier.wait();
+                    slots
+                        .iter()
+                        .filter(|slot| server.claim("nightly", slot).unwrap())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hands.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut all: Vec<String> = claimed.concat();
+    all.sort();
+    assert_eq!(all, slots, "each slot claimed exactly once: {claimed:?}");
+
+    let (a, b) = (&servers[0], &servers[1]);
+    a.settle("nightly", &slots[0], Some(7), None).unwrap();
+    assert!(
+        !b.claim("nightly", &slots[0]).unwrap(),
+        "a fired slot stays fired"
+    );
+    // Passed over, then backfilled once.
+    b.skip(
+        "nightly",
+        "2025-12-31T23:59:00Z",
+        "missed while the server was down",
+    )
+    .unwrap();
+    a.skip("nightly", &slots[1], "a claimed slot is not passed over")
+        .unwrap();
+    assert!(a.claim("nightly", "2025-12-31T23:59:00Z").unwrap());
+    assert!(!b.claim("nightly", "2025-12-31T23:59:00Z").unwrap());
+    let recent = b.recent(Some("nightly"), 3).unwrap();
+    let got: Vec<(&str, &str, Option<i64>)> = recent
+        .iter()
+        .map(|r| (r.slot.as_str(), r.state.as_str(), r.run))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (slots[39].as_str(), "claimed", None),
+            (slots[38].as_str(), "claimed", None),
+            (slots[37].as_str(), "claimed", None)
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        b.recent(None, 100)
+            .unwrap()
+            .iter()
+            .find(|r| r.slot == slots[0])
+            .map(|r| r.state.clone()),
+        Some("fired".to_string())
+    );
+    assert!(a.recent(Some("other"), 10).unwrap().is_empty());
+
+    // The cursor: the newest slot, and the first sighting, which stays.
+    let (newest, since) = a.cursor("nightly", "2026-02-01T00:00:00Z").unwrap();
+    assert_eq!(newest.as_deref(), Some(slots[39].as_str()));
+    assert_eq!(since, "2026-02-01T00:00:00Z");
+    let (_, since) = b.cursor("nightly", "2026-03-01T00:00:00Z").unwrap();
+    assert_eq!(since, "2026-02-01T00:00:00Z", "the first sighting stays");
+    assert_eq!(b.cursor("weekly", "2026-03-01T00:00:00Z").unwrap().0, None);
+
+    // Pausing is seen by the other server.
+    a.set_paused("nightly", true).unwrap();
+    assert!(b.is_paused("nightly").unwrap());
+    b.set_paused("nightly", false).unwrap();
+    assert!(!a.is_paused("nightly").unwrap());
+
+    // What started a run: the first note stays.
+    let params = BTreeMap::from([("slot".to_string(), slots[0].clone())]);
+    a.note_run(7, "schedule", &params).unwrap();
+    b.note_run(7, "manual", &BTreeMap::new()).unwrap();
+    let sources = b.run_sources(&[7, 8]).unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[&7].source, "schedule");
+    assert_eq!(sources[&7].params, params);
+}
+
+/// Issue 24: two machines (each with its own store) backfilling the same
+/// slots at once through one PostgreSQL database run every slot once
+/// between them; a third backfill runs none.
+#[test]
+fn two_backfills_sharing_postgres_run_each_slot_once() {
+    use weir_runtime::records::{History, SlotLog};
+    let db = TestDb::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = fixture("echo").display().to_string();
+    std::fs::write(
+        proj.join("every.rhai"),
+        format!(
+            r#"let slot = param("slot", "");
+let p = pipeline("every");
+p.schedule("*/4 * * * * *");
+p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
+"#
+        ),
+    )
+    .unwrap();
+    let (from, to) = ("2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z");
+    let backfill = |machine: &str| {
+        weir()
+            .args([
+                "--records",
+                &db.url,
+                "backfill",
+                "every",
+                "--from",
+                from,
+                "--to",
+                to,
+            ])
+            .arg("--project")
+            .arg(&proj)
+            .arg("--store")
+            .arg(tmp.path().join(machine))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finished = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let (a, b) = (backfill("a"), backfill("b"));
+    let (a, b) = (finished(a), finished(b));
+    assert_eq!(
+        a.matches(" run ").count() + b.matches(" run ").count(),
+        16,
+        "{a}{b}"
+    );
+    let pg = weir_postgres::PgRecords::connect(&db.url).unwrap();
+    let slots = pg.recent(Some("every"), 100).unwrap();
+    assert_eq!(
+        slots.len(),
+        16,
+        "every 4 s from 00:00:00 to 00:01:00: {slots:?}"
+    );
+    let mut runs: Vec<i64> = slots
+        .iter()
+        .map(|s| {
+            assert_eq!(s.state, "fired", "{s:?}");
+            s.run.unwrap()
+        })
+        .collect();
+    runs.sort();
+    runs.dedup();
+    assert_eq!(runs.len(), 16, "one run per slot");
+    let recorded = pg.runs(100).unwrap();
+    assert_eq!(recorded.len(), 16, "no slot ran twice: {recorded:?}");
+    let sources = pg.run_sources(&runs).unwrap();
+    assert!(
+        sources.values().all(|s| s.source == "backfill"),
+        "{sources:?}"
+    );
+    let mut noted: Vec<&String> = sources.values().map(|s| &s.params["slot"]).collect();
+    noted.sort();
+    noted.dedup();
+    assert_eq!(noted.len(), 16);
+
+    let third = finished(backfill("a"));
+    assert_eq!(third.matches("already ran").count(), 16, "{third}");
+    assert_eq!(
+        pg.runs(100).unwrap().len(),
+        16,
+        "a third backfill runs none"
+    );
+}

@@ -123,7 +123,7 @@ pub fn set_records_url(url: Option<String>) -> anyhow::Result<()> {
 }
 
 /// The records database set by [`set_records_url`], if any.
-fn records_url() -> Option<&'static str> {
+pub fn records_url() -> Option<&'static str> {
     RECORDS_URL.get().and_then(|u| u.as_deref())
 }
 

@@ -2,7 +2,7 @@
 //! on the same slot records as the server, so a slot runs at most once
 //! whichever of them fires it.
 
-use super::schedule::{Schedule, Slots, slot_text};
+use super::schedule::{Schedule, open_slots, slot_text};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,8 +51,8 @@ pub struct BackfillArgs {
 pub fn schedules(args: SchedulesArgs) -> anyhow::Result<ExitCode> {
     let (project, store) = super::project_and_store(args.project, args.store)?;
     let found = super::discover(&project);
-    let slots = if store.join("serve.db").exists() {
-        Some(Slots::open(&store.join("serve.db"))?)
+    let slots = if store.join("serve.db").exists() || crate::commands::records_url().is_some() {
+        Some(open_slots(&store)?)
     } else {
         None
     };
@@ -170,7 +170,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(runtime.jobs().max(1))
         .enable_all()
         .build()?;
-    let records = Slots::open(&store.join("serve.db"))?;
+    let records = open_slots(&store)?;
     let script = project.join(&p.script);
     let mut failed = 0;
     println!(

@@ -127,7 +127,7 @@ pub struct Server {
     /// `max_active_runs` is checked and counted under this one lock.
     admitted: Arc<Mutex<HashMap<String, usize>>>,
     /// Schedule slots fired (serve.db).
-    pub slots: schedule::Slots,
+    pub slots: Arc<dyn schedule::SlotLog>,
     tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
@@ -588,7 +588,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     let (token, made) = load_token(args.token.clone(), &store)?;
-    let slots = schedule::Slots::open(&store.join("serve.db"))?;
+    let slots = schedule::open_slots(&store)?;
 
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.bind)

@@ -6,7 +6,7 @@
 use super::{Server, lock};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension as _, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,37 +135,41 @@ pub fn slot_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// One recorded slot.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct SlotRecord {
-    /// The pipeline.
-    pub pipeline: String,
-    /// The slot (RFC 3339, UTC).
-    pub slot: String,
-    /// `fired`, `skipped`, or `claimed` (being started).
-    pub state: String,
-    /// The run it started.
-    pub run: Option<i64>,
-    /// Why it was skipped.
-    pub reason: Option<String>,
+pub use weir_runtime::records::{RunSource, SlotLog, SlotRecord};
+
+/// Where slot-taking resumes for `pipeline`: the newest recorded slot, or
+/// when its schedule was first seen (recorded now if never).
+pub fn cursor(
+    slots: &dyn SlotLog,
+    pipeline: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<DateTime<Utc>> {
+    let (newest, since) = slots.cursor(pipeline, &slot_text(now))?;
+    let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|d| d.with_timezone(&Utc));
+    let since = parse(&since)?;
+    Ok(match newest {
+        Some(n) => parse(&n)?.max(since),
+        None => since,
+    })
 }
 
-/// What started a run, and the params it was given ([`Slots::note_run`]).
-pub struct RunSource {
-    /// `manual`, `schedule` or `backfill`.
-    pub source: String,
-    /// The params, as given (text).
-    pub params: BTreeMap<String, String>,
+/// The schedule slots of a project's server: in the PostgreSQL database
+/// that `--records` names, else in `serve.db` in the store.
+pub fn open_slots(store: &Path) -> anyhow::Result<Arc<dyn SlotLog>> {
+    if let Some(url) = crate::commands::records_url() {
+        return Ok(Arc::new(weir_postgres::PgRecords::connect(url)?));
+    }
+    Ok(Arc::new(SqliteSlots::open(&store.join("serve.db"))?))
 }
 
-/// The fired-slot records (`serve.db` in the store).
-pub struct Slots {
+/// The embedded slot records (`serve.db` in the store).
+pub struct SqliteSlots {
     db: Mutex<rusqlite::Connection>,
 }
 
-impl Slots {
+impl SqliteSlots {
     /// Opens (or creates) the slot records.
-    pub fn open(path: &Path) -> anyhow::Result<Slots> {
+    pub fn open(path: &Path) -> anyhow::Result<SqliteSlots> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -187,12 +191,12 @@ impl Slots {
                run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL);",
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(Slots { db: Mutex::new(db) })
+        Ok(SqliteSlots { db: Mutex::new(db) })
     }
+}
 
-    /// Where slot-taking resumes for `pipeline`: the newest recorded slot,
-    /// or when its schedule was first seen (recorded now if never).
-    pub fn cursor(&self, pipeline: &str, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
+impl SlotLog for SqliteSlots {
+    fn cursor(&self, pipeline: &str, now: &str) -> anyhow::Result<(Option<String>, String)> {
         let db = lock(&self.db);
         let newest: Option<String> = db
             .query_row(
@@ -202,36 +206,19 @@ impl Slots {
             )
             .optional()?
             .flatten();
-        let since: Option<String> = db
-            .query_row(
-                "SELECT since FROM cursors WHERE pipeline = ?1",
-                params![pipeline],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let since = match since {
-            Some(s) => s,
-            None => {
-                let s = slot_text(now);
-                db.execute(
-                    "INSERT OR IGNORE INTO cursors (pipeline, since) VALUES (?1, ?2)",
-                    params![pipeline, s],
-                )?;
-                s
-            }
-        };
-        let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|d| d.with_timezone(&Utc));
-        let since = parse(&since)?;
-        Ok(match newest {
-            Some(n) => parse(&n)?.max(since),
-            None => since,
-        })
+        db.execute(
+            "INSERT OR IGNORE INTO cursors (pipeline, since) VALUES (?1, ?2)",
+            params![pipeline, now],
+        )?;
+        let since: String = db.query_row(
+            "SELECT since FROM cursors WHERE pipeline = ?1",
+            params![pipeline],
+            |r| r.get(0),
+        )?;
+        Ok((newest, since))
     }
 
-    /// Claims a slot to run it; `false` if it already ran or is being run
-    /// (by this or another process, before or after a restart). A slot
-    /// passed over earlier (skipped) can be claimed, by `weir backfill`.
-    pub fn claim(&self, pipeline: &str, slot: &str) -> anyhow::Result<bool> {
+    fn claim(&self, pipeline: &str, slot: &str) -> anyhow::Result<bool> {
         let n = lock(&self.db).execute(
             "INSERT INTO slots (pipeline, slot, state, at_ms) VALUES (?1, ?2, 'claimed', ?3)
              ON CONFLICT (pipeline, slot) DO UPDATE SET state = 'claimed', reason = NULL, at_ms = ?3
@@ -241,8 +228,7 @@ impl Slots {
         Ok(n == 1)
     }
 
-    /// Records what became of a claimed slot.
-    pub fn settle(
+    fn settle(
         &self,
         pipeline: &str,
         slot: &str,
@@ -257,8 +243,7 @@ impl Slots {
         Ok(())
     }
 
-    /// Records a slot that was passed over (missed while down, say).
-    pub fn skip(&self, pipeline: &str, slot: &str, reason: &str) -> anyhow::Result<()> {
+    fn skip(&self, pipeline: &str, slot: &str, reason: &str) -> anyhow::Result<()> {
         lock(&self.db).execute(
             "INSERT OR IGNORE INTO slots (pipeline, slot, state, reason, at_ms) VALUES (?1, ?2, 'skipped', ?3, ?4)",
             params![pipeline, slot, reason, Utc::now().timestamp_millis()],
@@ -266,10 +251,7 @@ impl Slots {
         Ok(())
     }
 
-    /// Pauses (`true`) or resumes a pipeline's schedule: while paused, its
-    /// due slots are recorded skipped ("the schedule was paused"), to be
-    /// backfilled if wanted. Kept across restarts.
-    pub fn set_paused(&self, pipeline: &str, paused: bool) -> anyhow::Result<()> {
+    fn set_paused(&self, pipeline: &str, paused: bool) -> anyhow::Result<()> {
         let db = lock(&self.db);
         if paused {
             db.execute(
@@ -282,10 +264,18 @@ impl Slots {
         Ok(())
     }
 
-    /// Notes what started run `run` (`manual`, `schedule`, `backfill`) and
-    /// the params it was given; the first note of a run stays (a retry
-    /// continues the run its source started).
-    pub fn note_run(
+    fn is_paused(&self, pipeline: &str) -> anyhow::Result<bool> {
+        Ok(lock(&self.db)
+            .query_row(
+                "SELECT 1 FROM paused WHERE pipeline = ?1",
+                params![pipeline],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn note_run(
         &self,
         run: i64,
         source: &str,
@@ -298,11 +288,10 @@ impl Slots {
         Ok(())
     }
 
-    /// What started each of `runs`, and its params, where noted.
-    pub fn run_sources(&self, runs: &[i64]) -> anyhow::Result<HashMap<i64, RunSource>> {
+    fn run_sources(&self, runs: &[i64]) -> anyhow::Result<BTreeMap<i64, RunSource>> {
         let db = lock(&self.db);
         let mut st = db.prepare_cached("SELECT source, params FROM run_sources WHERE run = ?1")?;
-        let mut out = HashMap::new();
+        let mut out = BTreeMap::new();
         for &r in runs {
             if let Some((source, params)) = st
                 .query_row(params![r], |row| {
@@ -322,20 +311,7 @@ impl Slots {
         Ok(out)
     }
 
-    /// Whether a pipeline's schedule is paused.
-    pub fn is_paused(&self, pipeline: &str) -> anyhow::Result<bool> {
-        Ok(lock(&self.db)
-            .query_row(
-                "SELECT 1 FROM paused WHERE pipeline = ?1",
-                params![pipeline],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-
-    /// The newest `limit` slots of `pipeline` (all pipelines if `None`), newest first.
-    pub fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>> {
+    fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>> {
         let db = lock(&self.db);
         let mut st = db.prepare(
             "SELECT pipeline, slot, state, run, reason FROM slots
@@ -383,7 +359,7 @@ pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()
         let Ok(schedule) = Schedule::parse(expr, p.serve.timezone.as_deref()) else {
             continue;
         };
-        let cursor = server.slots.cursor(&p.name, now)?;
+        let cursor = cursor(&*server.slots, &p.name, now)?;
         // The newest 1,024 due slots are each recorded (fired or skipped);
         // older ones, after a long downtime, are only counted in the log.
         let (count, newest) = schedule.slots(cursor, now, 1024);

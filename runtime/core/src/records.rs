@@ -3,9 +3,10 @@
 //! The record types, and the traits a backend implements, one per audience:
 //! [`RunLog`] (the write path), [`CacheIndex`] (what the scheduler asks),
 //! [`History`] (what the CLI and the server read) and [`ModelRegistry`];
-//! [`Records`] is all four. The embedded backend, `SqliteRecords` (one
-//! SQLite file in WAL mode), is in `weir-runtime`; another (PostgreSQL,
-//! say) implements the same traits. Writes arrive in
+//! [`Records`] is all four. [`SlotLog`] holds `weir serve`'s schedule
+//! slots. The embedded backend, `SqliteRecords` (one SQLite file in WAL
+//! mode), is in `weir-runtime`; another (PostgreSQL, `weir-postgres`)
+//! implements the same traits. Writes arrive in
 //! batches ([`RunLog::commit`]), one transaction each, so the per-step cost
 //! is shared by every step that finished meanwhile.
 
@@ -491,6 +492,74 @@ pub trait ModelRegistry: Send + Sync {
     /// archives the version that held that stage before. Returns the
     /// versions that were archived. Fails for an unknown name or version.
     fn promote(&self, name: &str, version: u32, stage: ModelStage) -> anyhow::Result<Vec<u32>>;
+}
+
+/// One recorded slot of a pipeline's schedule (`weir serve`, `weir backfill`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The slot (RFC 3339, UTC).
+    pub slot: String,
+    /// `fired`, `skipped`, or `claimed` (being started).
+    pub state: String,
+    /// The run it started.
+    pub run: Option<i64>,
+    /// Why it was skipped.
+    pub reason: Option<String>,
+}
+
+/// What started a run, and the params it was given ([`SlotLog::note_run`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSource {
+    /// `manual`, `schedule` or `backfill`.
+    pub source: String,
+    /// The params, as given (text).
+    pub params: BTreeMap<String, String>,
+}
+
+/// The schedule's slots: which slots of which pipeline fired, were skipped
+/// or are being started, where slot-taking resumes, which schedules are
+/// paused, and what started each run. Slots are RFC 3339 UTC text. A
+/// backend shared by several servers must make [`SlotLog::claim`] atomic:
+/// a slot is claimed once, whoever asks.
+pub trait SlotLog: Send + Sync {
+    /// The newest recorded slot of `pipeline`, if any, and when its schedule
+    /// was first seen (`now`, recorded, the first time it is asked).
+    fn cursor(&self, pipeline: &str, now: &str) -> anyhow::Result<(Option<String>, String)>;
+    /// Claims a slot to run it; `false` if it already ran or is being run
+    /// (by this or another process, before or after a restart). A slot
+    /// passed over earlier (skipped) can be claimed, by `weir backfill`.
+    fn claim(&self, pipeline: &str, slot: &str) -> anyhow::Result<bool>;
+    /// Records what became of a claimed slot: the run it started, or why
+    /// none (then it is skipped).
+    fn settle(
+        &self,
+        pipeline: &str,
+        slot: &str,
+        run: Option<i64>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()>;
+    /// Records a slot that was passed over (missed while down, say), unless
+    /// it is recorded already.
+    fn skip(&self, pipeline: &str, slot: &str, reason: &str) -> anyhow::Result<()>;
+    /// Pauses (`true`) or resumes a pipeline's schedule.
+    fn set_paused(&self, pipeline: &str, paused: bool) -> anyhow::Result<()>;
+    /// Whether a pipeline's schedule is paused.
+    fn is_paused(&self, pipeline: &str) -> anyhow::Result<bool>;
+    /// Notes what started run `run` and the params it was given; the first
+    /// note of a run stays (a retry continues the run its source started).
+    fn note_run(
+        &self,
+        run: i64,
+        source: &str,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()>;
+    /// What started each of `runs`, and its params, where noted.
+    fn run_sources(&self, runs: &[i64]) -> anyhow::Result<BTreeMap<i64, RunSource>>;
+    /// The newest `limit` slots of `pipeline` (all pipelines if `None`),
+    /// newest first.
+    fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>>;
 }
 
 /// Storage for run records, for every audience at once: what a runtime is

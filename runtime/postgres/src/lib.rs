@@ -1,6 +1,6 @@
 //! `weir-postgres`: weir's run records on PostgreSQL, so several machines
 //! (a coordinator, workers, a `weir serve`) share one history, one cache
-//! index and one model registry.
+//! index, one model registry and one schedule (which slots fired).
 //!
 //! [`PgRecords`] implements the four record traits of `weir-core`
 //! ([`RunLog`], [`CacheIndex`], [`History`], [`ModelRegistry`]) with the
@@ -124,6 +124,32 @@ CREATE TABLE cache (
     run_id BIGINT NOT NULL,
     step TEXT NOT NULL,
     created_ms BIGINT NOT NULL
+);
+"#,
+    // 2: `weir serve`'s schedule slots, so servers sharing the database
+    // claim each slot once.
+    r#"
+CREATE TABLE schedule_slots (
+    pipeline TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run BIGINT,
+    reason TEXT,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (pipeline, slot)
+);
+CREATE TABLE schedule_cursors (
+    pipeline TEXT PRIMARY KEY,
+    since TEXT NOT NULL
+);
+CREATE TABLE schedule_paused (
+    pipeline TEXT PRIMARY KEY,
+    at_ms BIGINT NOT NULL
+);
+CREATE TABLE run_sources (
+    run BIGINT PRIMARY KEY,
+    source TEXT NOT NULL,
+    params TEXT NOT NULL
 );
 "#,
 ];
@@ -1184,6 +1210,184 @@ impl ModelRegistry for PgRecords {
             .await?;
             tx.commit().await?;
             Ok(archived)
+        })
+    }
+}
+
+impl SlotLog for PgRecords {
+    fn cursor(&self, pipeline: &str, now: &str) -> anyhow::Result<(Option<String>, String)> {
+        let (pipeline, now) = (pipeline.to_string(), now.to_string());
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            c.execute(
+                "INSERT INTO schedule_cursors (pipeline, since) VALUES ($1, $2) ON CONFLICT (pipeline) DO NOTHING",
+                &[&pipeline, &now],
+            )
+            .await?;
+            let row = c
+                .query_one(
+                    "SELECT (SELECT MAX(slot) FROM schedule_slots WHERE pipeline = $1),
+                            (SELECT since FROM schedule_cursors WHERE pipeline = $1)",
+                    &[&pipeline],
+                )
+                .await?;
+            Ok((row.get(0), row.get(1)))
+        })
+    }
+
+    fn claim(&self, pipeline: &str, slot: &str) -> anyhow::Result<bool> {
+        let (pipeline, slot) = (pipeline.to_string(), slot.to_string());
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            // Atomic across servers: the row's lock makes a second claimer
+            // wait, then see the slot taken.
+            let n = c
+                .execute(
+                    "INSERT INTO schedule_slots (pipeline, slot, state, at_ms) VALUES ($1, $2, 'claimed', $3)
+                     ON CONFLICT (pipeline, slot) DO UPDATE SET state = 'claimed', reason = NULL, at_ms = EXCLUDED.at_ms
+                     WHERE schedule_slots.state = 'skipped'",
+                    &[&pipeline, &slot, &now_ms()],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn settle(
+        &self,
+        pipeline: &str,
+        slot: &str,
+        run: Option<i64>,
+        reason: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let (pipeline, slot, reason) = (
+            pipeline.to_string(),
+            slot.to_string(),
+            reason.map(str::to_string),
+        );
+        let state = if run.is_some() { "fired" } else { "skipped" };
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            c.execute(
+                "UPDATE schedule_slots SET state = $3, run = $4, reason = $5 WHERE pipeline = $1 AND slot = $2",
+                &[&pipeline, &slot, &state, &run, &reason],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn skip(&self, pipeline: &str, slot: &str, reason: &str) -> anyhow::Result<()> {
+        let (pipeline, slot, reason) = (pipeline.to_string(), slot.to_string(), reason.to_string());
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            c.execute(
+                "INSERT INTO schedule_slots (pipeline, slot, state, reason, at_ms) VALUES ($1, $2, 'skipped', $3, $4)
+                 ON CONFLICT (pipeline, slot) DO NOTHING",
+                &[&pipeline, &slot, &reason, &now_ms()],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn set_paused(&self, pipeline: &str, paused: bool) -> anyhow::Result<()> {
+        let pipeline = pipeline.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            if paused {
+                c.execute(
+                    "INSERT INTO schedule_paused (pipeline, at_ms) VALUES ($1, $2) ON CONFLICT (pipeline) DO NOTHING",
+                    &[&pipeline, &now_ms()],
+                )
+                .await?;
+            } else {
+                c.execute("DELETE FROM schedule_paused WHERE pipeline = $1", &[&pipeline])
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn is_paused(&self, pipeline: &str) -> anyhow::Result<bool> {
+        let pipeline = pipeline.to_string();
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            Ok(c.query_opt(
+                "SELECT 1 FROM schedule_paused WHERE pipeline = $1",
+                &[&pipeline],
+            )
+            .await?
+            .is_some())
+        })
+    }
+
+    fn note_run(
+        &self,
+        run: i64,
+        source: &str,
+        params: &BTreeMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let (source, params) = (source.to_string(), serde_json::to_string(params)?);
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            c.execute(
+                "INSERT INTO run_sources (run, source, params) VALUES ($1, $2, $3) ON CONFLICT (run) DO NOTHING",
+                &[&run, &source, &params],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn run_sources(&self, runs: &[i64]) -> anyhow::Result<BTreeMap<i64, RunSource>> {
+        let runs = runs.to_vec();
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT run, source, params FROM run_sources WHERE run = ANY($1)",
+                    &[&runs],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let params: String = r.get(2);
+                    (
+                        r.get(0),
+                        RunSource {
+                            source: r.get(1),
+                            params: serde_json::from_str(&params).unwrap_or_default(),
+                        },
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>> {
+        let pipeline = pipeline.map(str::to_string);
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT pipeline, slot, state, run, reason FROM schedule_slots
+                     WHERE $1::text IS NULL OR pipeline = $1 ORDER BY slot DESC LIMIT $2",
+                    &[&pipeline, &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| SlotRecord {
+                    pipeline: r.get(0),
+                    slot: r.get(1),
+                    state: r.get(2),
+                    run: r.get(3),
+                    reason: r.get(4),
+                })
+                .collect())
         })
     }
 }
