@@ -55,6 +55,11 @@ struct Cli {
     /// weir.db (postgres://user@host/db) [default: $WEIR_RECORDS]
     #[arg(long, global = true, value_name = "URL")]
     records: Option<String>,
+    /// Push every new artifact to this shared remote and fetch missing ones
+    /// from it: object storage (s3://bucket/prefix, gs://..., az://...) or a
+    /// folder every machine mounts [default: $WEIR_REMOTE]
+    #[arg(long, global = true, value_name = "URL")]
+    remote: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -146,7 +151,13 @@ fn main() -> ExitCode {
         .records
         .clone()
         .or_else(|| std::env::var("WEIR_RECORDS").ok());
-    let result = commands::set_records_url(records).and_then(|()| dispatch(cli.command));
+    let remote = cli
+        .remote
+        .clone()
+        .or_else(|| std::env::var("WEIR_REMOTE").ok());
+    let result = commands::set_records_url(records)
+        .and_then(|()| commands::set_remote(remote))
+        .and_then(|()| dispatch(cli.command));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -46,15 +46,17 @@ fn the_dsl_and_the_core_crate_know_nothing_of_the_engine() {
 }
 
 #[test]
-fn the_postgres_records_know_only_the_core_crate() {
-    let deps = dependencies("runtime/postgres");
-    assert!(deps.iter().any(|d| d == "weir-core"), "{deps:?}");
-    assert!(
-        deps.iter().all(|d| !d.starts_with("wasmtime")
-            && d != "rusqlite"
-            && (!d.starts_with("weir-") || d == "weir-core")),
-        "{deps:?}"
-    );
+fn the_postgres_records_and_the_object_store_remote_know_only_the_core_crate() {
+    for krate in ["runtime/postgres", "runtime/objects"] {
+        let deps = dependencies(krate);
+        assert!(deps.iter().any(|d| d == "weir-core"), "{krate}: {deps:?}");
+        assert!(
+            deps.iter().all(|d| !d.starts_with("wasmtime")
+                && d != "rusqlite"
+                && (!d.starts_with("weir-") || d == "weir-core")),
+            "{krate}: {deps:?}"
+        );
+    }
 }
 
 #[test]

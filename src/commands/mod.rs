@@ -98,7 +98,44 @@ pub fn runtime_config(
     if let Some(records) = shared_records()? {
         config.records(records);
     }
+    if let Some(remote) = shared_remote()? {
+        config.remote(remote);
+    }
     Ok(config)
+}
+
+static REMOTE: OnceLock<Option<String>> = OnceLock::new();
+
+/// Sets the shared remote (`main`, from `--remote`/`$WEIR_REMOTE`): object
+/// storage or a folder; an empty value means none.
+pub fn set_remote(remote: Option<String>) -> anyhow::Result<()> {
+    let remote = remote.filter(|u| !u.is_empty());
+    if let Some(r) = &remote
+        && r.contains("://")
+        && !weir_object_store::is_url(r)
+        && !r.starts_with("file://")
+    {
+        anyhow::bail!(
+            "--remote: expected object storage ({}://...) or a folder, found {r:?}",
+            weir_object_store::SCHEMES.join("://, ")
+        );
+    }
+    let _ = REMOTE.set(remote);
+    Ok(())
+}
+
+/// Opens the remote set by [`set_remote`], if any.
+fn shared_remote() -> anyhow::Result<Option<Arc<dyn weir_runtime::remote::ObjectRemote>>> {
+    let Some(r) = REMOTE.get().and_then(|r| r.as_deref()) else {
+        return Ok(None);
+    };
+    if weir_object_store::is_url(r) {
+        return Ok(Some(Arc::new(weir_object_store::BucketRemote::connect(r)?)));
+    }
+    let folder = r.strip_prefix("file://").unwrap_or(r);
+    Ok(Some(Arc::new(weir_runtime::remote::FolderRemote::new(
+        folder,
+    )?)))
 }
 
 /// The records database every command uses instead of the store's
