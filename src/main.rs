@@ -95,6 +95,8 @@ enum Command {
     Diff(commands::diff::Args),
     /// Say why a step ran in a run, or why it did not (cache hit, skip)
     Why(commands::why::Args),
+    /// Execute again every step a run executed and check each output has its recorded digest
+    Verify(commands::verify::Args),
     /// Print a run's params and metrics
     Metrics(commands::metrics::Args),
     /// Put the params and metrics of two or more runs side by side; differences are marked *
@@ -193,6 +195,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Graph(a) => commands::plan::graph(a),
         Command::Diff(a) => commands::diff::run(a),
         Command::Why(a) => commands::why::run(a),
+        Command::Verify(a) => commands::verify::run(a),
         Command::Build(a) => commands::build::run(a),
         Command::Init(a) => commands::new::init(a),
         Command::New(w) => commands::new::run(w),

@@ -35,6 +35,7 @@ mod sched;
 pub mod store;
 pub mod trust;
 pub mod unit;
+pub mod verify;
 
 pub use exec::{capability, executor};
 pub use trust::signing;

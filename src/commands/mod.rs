@@ -15,6 +15,7 @@ pub mod runs;
 pub mod show;
 pub mod store;
 pub mod trust;
+pub mod verify;
 pub mod why;
 
 use std::path::{Path, PathBuf};
