@@ -237,7 +237,16 @@ fn two_runtimes_sharing_a_database_number_runs_apart_and_share_one_cache_entry()
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
         (a.state, b.state),
-        (RunState::Succeeded, RunState::Succeeded)
+        (RunState::Succeeded, RunState::Succeeded),
+        "{:?} {:?}",
+        (
+            &a.error,
+            a.steps.iter().map(|s| &s.error).collect::<Vec<_>>()
+        ),
+        (
+            &b.error,
+            b.steps.iter().map(|s| &s.error).collect::<Vec<_>>()
+        )
     );
     assert_ne!(a.run, b.run, "one numbering for every process");
     assert_eq!(a.steps[0].outputs, b.steps[0].outputs);

@@ -197,7 +197,6 @@ pub struct Store {
     /// object's bytes never change, so neither does its decoding): a cache
     /// hit re-checks its output trees with a stat each, without reading them.
     trees: Mutex<TreeMemo>,
-    counter: AtomicU64,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Unsynced>,
     /// Objects of at most [`PACKED_MAX`] bytes (`pack.rs`).
@@ -327,7 +326,6 @@ impl Store {
             root,
             verified: Mutex::new(HashMap::new()),
             trees: Mutex::new(TreeMemo::default()),
-            counter: AtomicU64::new(0),
             unsynced: Mutex::new(Unsynced::default()),
             empty_dirs: Mutex::new(Vec::new()),
             remote: None,
@@ -423,9 +421,14 @@ impl Store {
         }
     }
 
-    /// A fresh, unique path under `tmp/` (nothing is created).
+    /// A fresh, unique path under `tmp/` (nothing is created): unique
+    /// across processes (the pid) and across the stores one process opens
+    /// on the same folder (one counter for the process: with a counter per
+    /// store, two runtimes on one folder named their staging folders alike
+    /// and one emptied the other's output).
     pub fn temp_path(&self, what: &str) -> PathBuf {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         self.tmp.join(format!("{what}-{}-{n}", std::process::id()))
     }
 
@@ -1436,6 +1439,19 @@ mod tests {
         fn get(&self, _: &Digest, _: &Path) -> anyhow::Result<bool> {
             Ok(false)
         }
+    }
+
+    #[test]
+    fn two_stores_on_one_folder_never_name_a_temporary_path_alike() {
+        // Two runtimes of one process on one store folder (as two machines
+        // sharing a folder): their staging folders must not collide.
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            Store::open(tmp.path()).unwrap(),
+            Store::open(tmp.path()).unwrap(),
+        );
+        assert_ne!(a.temp_path("out"), b.temp_path("out"));
+        assert_ne!(a.staging_dir("out").unwrap(), b.staging_dir("out").unwrap());
     }
 
     #[test]
