@@ -15,6 +15,14 @@
 //!
 //! The calls are blocking (the store calls them from its own threads); the
 //! remote runs its requests on a small runtime of its own.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! let remote = weir_object_store::BucketRemote::connect("s3://ml-artifacts/weir")?;
+//! let mut config = weir_runtime::Config::new(".weir");
+//! config.remote(std::sync::Arc::new(remote));
+//! # Ok(()) }
+//! ```
 
 use anyhow::{Context as _, anyhow};
 use futures_util::StreamExt as _;
