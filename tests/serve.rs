@@ -1692,3 +1692,145 @@ fn past_slots_are_backfilled_from_the_api() {
     );
     assert_eq!(s, 400, "the future is not backfilled");
 }
+
+/// `GET /metrics` with the token: Prometheus text.
+fn scrape(srv: &Served) -> String {
+    let (s, hs, body) = srv.raw(
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    assert_eq!(s, 200);
+    assert!(
+        hs.iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                && v.starts_with("text/plain; version=0.0.4")),
+        "{hs:?}"
+    );
+    String::from_utf8(body).unwrap()
+}
+
+/// Issue 28, Prometheus: `GET /metrics` (behind the token) counts runs,
+/// steps, cache hits and misses and step durations by pipeline, and shows
+/// what is active; `promtool check metrics` (Debian's `prometheus`
+/// package, installed by `.ci/run`) accepts it, and a real Prometheus
+/// scrapes it with the token.
+#[test]
+fn prometheus_scrapes_the_servers_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    project(&proj);
+    let store = tmp.path().join("store");
+    let mut srv = Served::start(&proj, &store);
+    for _ in 0..2 {
+        let (s, v) = srv.post("/api/pipelines/quick/runs", json!({}));
+        assert_eq!(s, 201, "{v}");
+        srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    }
+    let (_, v) = srv.post("/api/pipelines/slow/runs", json!({}));
+    let slow = v["run"].as_i64().unwrap();
+    let t = Instant::now();
+    let text = loop {
+        let text = scrape(&srv);
+        if text.contains("weir_active_steps 1\n") || t.elapsed() > Duration::from_secs(30) {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in [
+        "weir_runs_total{pipeline=\"quick\",state=\"succeeded\"} 2",
+        "weir_steps_total{pipeline=\"quick\",state=\"succeeded\"} 2",
+        "weir_steps_total{pipeline=\"quick\",state=\"cached\"} 2",
+        "weir_cache_lookups_total{pipeline=\"quick\",result=\"hit\"} 2",
+        "weir_cache_lookups_total{pipeline=\"quick\",result=\"miss\"} 2",
+        "weir_step_duration_seconds_bucket{pipeline=\"quick\",le=\"+Inf\"} 2",
+        "weir_step_duration_seconds_count{pipeline=\"quick\"} 2",
+        "weir_active_runs 1",
+        "weir_active_steps 1",
+    ] {
+        assert!(text.contains(&format!("{line}\n")), "{line} in:\n{text}");
+    }
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_store_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(bytes > 0, "{text}");
+
+    // promtool accepts the exposition.
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian: apt-get install prometheus)");
+    use std::io::Write as _;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus scrapes it, with the token.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = srv.base.trim_start_matches("http://").to_string();
+    let conf = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &conf,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weir\n    authorization:\n      credentials: {TOKEN}\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prom = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", conf.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus (Debian: apt-get install prometheus)");
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=weir_runs_total%7Bpipeline%3D%22quick%22%7D"
+    );
+    let t = Instant::now();
+    let found = loop {
+        let got: Option<Value> = ureq::get(&query)
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if let Some(v) = &got
+            && v["data"]["result"][0]["value"][1] == "2"
+        {
+            break v.clone();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "prometheus never scraped weir_runs_total: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(found["data"]["result"][0]["metric"]["job"], "weir");
+    let _ = prom.kill();
+    let _ = prom.wait();
+    srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
+    assert!(srv.stop().success());
+}

@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/schedules/{name}/pause"),
     ("POST", "/api/schedules/{name}/resume"),
     ("POST", "/api/schedules/{name}/backfill"),
+    ("GET", "/metrics"),
 ];
 
 /// Largest request body accepted: 64 KiB.
@@ -89,9 +90,28 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("POST", "/api/schedules/{name}/pause") => post(pause_schedule),
         ("POST", "/api/schedules/{name}/resume") => post(resume_schedule),
         ("POST", "/api/schedules/{name}/backfill") => post(backfill),
+        ("GET", "/metrics") => get(prometheus),
         // A route listed without a handler answers 501, and the route test fails.
         _ => get(not_implemented).post(not_implemented),
     }
+}
+
+/// Prometheus metrics, in the text exposition format.
+async fn prometheus(State(server): S) -> Result<Response, ApiError> {
+    let text = tokio::task::spawn_blocking(move || {
+        let now = server.activity();
+        server.metrics.render(&now)
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn not_implemented() -> Response {

@@ -7,6 +7,7 @@
 mod api;
 pub mod cli;
 mod hooks;
+pub mod metrics;
 pub mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -128,6 +129,8 @@ pub struct Server {
     admitted: Arc<Mutex<HashMap<String, usize>>>,
     /// Schedule slots fired (serve.db).
     pub slots: Arc<dyn schedule::SlotLog>,
+    /// What `GET /metrics` reports.
+    pub metrics: metrics::Metrics,
     tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
@@ -211,6 +214,25 @@ impl Server {
         lock(&self.active).get(&id).cloned()
     }
 
+    /// Runs in progress and the steps running in them, for `/metrics`.
+    pub fn activity(&self) -> metrics::Now {
+        let active = lock(&self.active);
+        let active_steps = active
+            .values()
+            .map(|a| {
+                lock(&a.live)
+                    .states
+                    .values()
+                    .filter(|s| matches!(s.as_str(), "running" | "retrying"))
+                    .count()
+            })
+            .sum();
+        metrics::Now {
+            active_runs: active.len(),
+            active_steps,
+        }
+    }
+
     /// Number of active runs of `pipeline` (admitted and not over,
     /// including those still preparing).
     pub fn active_count(&self, pipeline: &str) -> usize {
@@ -281,6 +303,7 @@ impl Server {
         let on_event = {
             let server = Arc::clone(self);
             let run = Arc::clone(&run);
+            let pipeline = plan.name.clone();
             let started_tx = Arc::clone(&started_tx);
             Arc::new(move |e: &RunEvent| {
                 if let RunEvent::RunStarted { run: id, .. } = e {
@@ -303,8 +326,14 @@ impl Server {
                     RunEvent::StepRetrying { step, .. } => {
                         live.states.insert(step.clone(), "retrying".into());
                     }
-                    RunEvent::StepFinished { step, state, .. } => {
+                    RunEvent::StepFinished {
+                        step,
+                        state,
+                        duration,
+                        ..
+                    } => {
                         live.states.insert(step.clone(), state.to_string());
+                        server.metrics.step_finished(&pipeline, *state, *duration);
                     }
                     RunEvent::StepLog {
                         step,
@@ -351,6 +380,7 @@ impl Server {
             match result {
                 Ok(report) => {
                     lock(&server.active).remove(&report.run);
+                    server.metrics.run_finished(&plan.name, report.state);
                     tracing::info!(run = %report.run, state = %report.state, "run finished");
                     hooks::after_run(&server, &plan, &report, &trust).await;
                 }
@@ -618,6 +648,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             active: Mutex::new(HashMap::new()),
             admitted: Arc::default(),
             slots,
+            metrics: metrics::Metrics::new(&store),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });

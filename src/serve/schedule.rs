@@ -429,6 +429,8 @@ pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()
             {
                 Ok(run) => {
                     tracing::info!(pipeline = %p.name, %slot, %run, "scheduled run started");
+                    let lag = (Utc::now() - t).to_std().unwrap_or_default();
+                    server.metrics.slot_started(&p.name, lag);
                     server.slots.settle(&p.name, &slot, Some(run.0), None)?;
                 }
                 Err(e) => {
