@@ -72,6 +72,29 @@ fn every_example_pipeline_reproduces_every_step() {
             v["verify_ms"].as_f64().unwrap_or(0.0),
             v["run_ms"]
         );
+        if example == "hello" {
+            // A fully cached re-run executed nothing: nothing to re-execute,
+            // and the report says where to look instead.
+            let again = weir()
+                .args(["run", "--quiet", "--store"])
+                .arg(&store)
+                .arg(repo().join("examples/hello/pipeline.rhai"))
+                .output()
+                .unwrap();
+            assert!(again.status.success());
+            let (ok, v) = verify(&store, "2");
+            assert!(ok && outcomes(&v).is_empty() && v["cached"] == 3, "{v:#}");
+            let out = weir()
+                .args(["verify", "2", "--store"])
+                .arg(&store)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("3 cache hit(s) not (`weir why 2 STEP`"),
+                "{text}"
+            );
+        }
     }
 }
 

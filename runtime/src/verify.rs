@@ -36,6 +36,9 @@ pub struct Verification {
     pub steps: Vec<StepCheck>,
     /// How long the run itself took (its record's start to end), if it ended.
     pub run_duration: Option<Duration>,
+    /// Units that were cache hits in this run (not executed again: the
+    /// runs that produced their entries are the ones to verify).
+    pub cached: usize,
 }
 
 impl Verification {
@@ -124,6 +127,10 @@ impl Runtime {
         Ok(Verification {
             run,
             steps: checks,
+            cached: steps
+                .iter()
+                .filter(|s| s.state == StepState::Cached && !is_map(s))
+                .count(),
             run_duration: summary
                 .ended_ms
                 .map(|end| Duration::from_millis((end - summary.started_ms).max(0) as u64)),

@@ -55,8 +55,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn print(v: &Verification, took: std::time::Duration) -> anyhow::Result<()> {
+    let cached = if v.cached > 0 {
+        format!(
+            "; {} cache hit(s) not (`weir why {} STEP` names the run that produced each)",
+            v.cached, v.run
+        )
+    } else {
+        String::new()
+    };
     outln!(
-        "run {}: {} executed step(s) executed again",
+        "run {}: {} executed step(s) executed again{cached}",
         v.run,
         v.steps.len()
     );
@@ -144,6 +152,7 @@ fn json(v: &Verification, took: std::time::Duration) -> serde_json::Value {
     serde_json::json!({
         "run": v.run.0,
         "reproduced": v.all_reproduced(),
+        "cached": v.cached,
         "steps": steps,
         "verify_ms": took.as_secs_f64() * 1000.0,
         "run_ms": v.run_duration.map(|d| d.as_millis() as u64),
