@@ -509,12 +509,17 @@ fn schedule_slots_on_postgres_are_claimed_once_by_servers_claiming_at_once() {
 
     // What started a run: the first note stays.
     let params = BTreeMap::from([("slot".to_string(), slots[0].clone())]);
-    a.note_run(7, "schedule", &params).unwrap();
-    b.note_run(7, "manual", &BTreeMap::new()).unwrap();
-    let sources = b.run_sources(&[7, 8]).unwrap();
-    assert_eq!(sources.len(), 1);
+    a.note_run(7, "schedule", None, &params).unwrap();
+    b.note_run(7, "manual", Some("x"), &BTreeMap::new())
+        .unwrap();
+    a.note_run(8, "upstream", Some("train run 7"), &BTreeMap::new())
+        .unwrap();
+    let sources = b.run_sources(&[7, 8, 9]).unwrap();
+    assert_eq!(sources.len(), 2);
     assert_eq!(sources[&7].source, "schedule");
+    assert_eq!(sources[&7].trigger, None);
     assert_eq!(sources[&7].params, params);
+    assert_eq!(sources[&8].trigger.as_deref(), Some("train run 7"));
 }
 
 /// Issue 24: two machines (each with its own store) backfilling the same

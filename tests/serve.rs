@@ -1834,3 +1834,117 @@ fn prometheus_scrapes_the_servers_metrics() {
     srv.post(&format!("/api/runs/{slow}/cancel"), json!({}));
     assert!(srv.stop().success());
 }
+
+/// Issue 28, triggers: a pipeline declared `p.after_success("up")` runs
+/// when a run of `up` succeeds (and not when one fails), noted `upstream`
+/// with the run that started it; a follower naming no pipeline, or
+/// pipelines following each other in a circle, are errors the server
+/// shows instead of running them.
+#[test]
+fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = format!("{:?}", fixture("echo").display().to_string());
+    for (name, body) in [
+        ("up", format!("p.step(\"a\", {echo}).output(\"out\");")),
+        (
+            "down",
+            format!(
+                "p.after_success(\"up\");\np.step(\"b\", {echo}).output(\"out\").params(#{{ note: \"down\" }});"
+            ),
+        ),
+        (
+            "broken",
+            format!("p.step(\"a\", {echo}).output(\"out\").params(#{{ fail: \"on purpose\" }});"),
+        ),
+        (
+            "after_broken",
+            format!("p.after_success(\"broken\");\np.step(\"b\", {echo}).output(\"out\");"),
+        ),
+        (
+            "c1",
+            format!("p.after_success(\"c2\");\np.step(\"a\", {echo}).output(\"out\");"),
+        ),
+        (
+            "c2",
+            format!("p.after_success(\"c1\");\np.step(\"a\", {echo}).output(\"out\");"),
+        ),
+        (
+            "typo",
+            format!("p.after_success(\"nope\");\np.step(\"a\", {echo}).output(\"out\");"),
+        ),
+    ] {
+        std::fs::write(
+            proj.join(format!("{name}.rhai")),
+            format!("let p = pipeline(\"{name}\");\n{body}\n"),
+        )
+        .unwrap();
+    }
+    let store = tmp.path().join("store");
+    let mut srv = Served::start(&proj, &store);
+    let (_, v) = srv.get("/api/pipelines");
+    let error = |name: &str| {
+        v["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["error"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert!(
+        error("c1").contains("makes a circle: c1 after c2 after c1"),
+        "{v}"
+    );
+    assert!(error("c2").contains("circle"), "{v}");
+    assert!(
+        error("typo").contains("'nope', which is not a pipeline"),
+        "{v}"
+    );
+    assert_eq!(error("down"), "", "{v}");
+
+    let (s, v) = srv.post("/api/pipelines/up/runs", json!({}));
+    assert_eq!(s, 201, "{v}");
+    let up = v["run"].as_i64().unwrap();
+    srv.wait_run(up, 60);
+    let t = Instant::now();
+    let follower = loop {
+        let (_, v) = srv.get("/api/runs?source=upstream");
+        if let Some(r) = v["runs"].as_array().and_then(|r| r.first()) {
+            break r.clone();
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no follower ran");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(follower["pipeline"], "down", "{follower}");
+    assert_eq!(follower["trigger"], format!("up run {up}"), "{follower}");
+    let done = srv.wait_run(follower["run"].as_i64().unwrap(), 60);
+    assert_eq!(done["run"]["state"], "succeeded", "{done}");
+
+    // A failed run starts no follower.
+    let (_, v) = srv.post("/api/pipelines/broken/runs", json!({}));
+    let broken = srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    assert_eq!(broken["run"]["state"], "failed");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, v) = srv.get("/api/runs?pipeline=after_broken");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 0, "{v}");
+    let (_, v) = srv.get("/api/runs?source=upstream");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+    assert!(srv.stop().success());
+
+    // A pipeline cannot follow itself: the script's error says so.
+    let own = tmp.path().join("own.rhai");
+    std::fs::write(
+        &own,
+        format!("let p = pipeline(\"own\");\np.after_success(\"own\");\np.step(\"a\", {echo}).output(\"out\");\n"),
+    )
+    .unwrap();
+    let out = weir().arg("check").arg(&own).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("cannot follow itself") && text.contains("own.rhai:2"),
+        "{text}"
+    );
+}

@@ -805,6 +805,27 @@ fn register_policies(e: &mut Engine) {
             Ok(())
         },
     );
+    e.register_fn(
+        "after_success",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, upstream: &str| -> RhaiResult<()> {
+            let pos = ctx.call_position();
+            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+            let plan = &mut st.pipelines[p.index];
+            if upstream.trim().is_empty() {
+                return err("after_success: expected a pipeline name, found \"\"", pos);
+            }
+            if upstream == plan.name {
+                return err(
+                    format!("after_success: pipeline '{upstream}' cannot follow itself"),
+                    pos,
+                );
+            }
+            if !plan.serve.after_success.iter().any(|u| u == upstream) {
+                plan.serve.after_success.push(upstream.to_string());
+            }
+            Ok(())
+        },
+    );
     for (name, on_failure) in [("on_failure", true), ("on_success", false)] {
         e.register_fn(
             name,

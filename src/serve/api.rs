@@ -620,6 +620,9 @@ async fn runs(State(s): S, Query(q): Query<RunsQuery>) -> Result<Response, ApiEr
                 let mut v = run_json(&server, r);
                 if let Some(src) = sources.get(&r.id.0) {
                     v["source"] = json!(src.source);
+                    if let Some(t) = &src.trigger {
+                        v["trigger"] = json!(t);
+                    }
                     v["params"] = json!(src.params);
                 }
                 v

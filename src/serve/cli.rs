@@ -198,7 +198,7 @@ pub fn backfill(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         match tokio.block_on(runtime.run_shared(std::sync::Arc::new(plan), RunOptions::default())) {
             Ok(report) => {
                 records.settle(&p.name, &slot, Some(report.run.0), None)?;
-                records.note_run(report.run.0, "backfill", &params)?;
+                records.note_run(report.run.0, "backfill", None, &params)?;
                 if report.state != RunState::Succeeded {
                     failed += 1;
                 }

@@ -131,6 +131,10 @@ pub struct Server {
     pub slots: Arc<dyn schedule::SlotLog>,
     /// What `GET /metrics` reports.
     pub metrics: metrics::Metrics,
+    /// Successful runs (pipeline, run) whose followers are to be started
+    /// (by [`follow_ups`], a loop of its own: a run's task cannot start
+    /// the next run itself without the futures naming each other).
+    succeeded: tokio::sync::mpsc::UnboundedSender<(String, RunId)>,
     tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
@@ -381,6 +385,9 @@ impl Server {
                 Ok(report) => {
                     lock(&server.active).remove(&report.run);
                     server.metrics.run_finished(&plan.name, report.state);
+                    if report.state == weir_runtime::RunState::Succeeded {
+                        let _ = server.succeeded.send((plan.name.clone(), report.run));
+                    }
                     tracing::info!(run = %report.run, state = %report.state, "run finished");
                     hooks::after_run(&server, &plan, &report, &trust).await;
                 }
@@ -397,7 +404,11 @@ impl Server {
         });
         match started_rx.await {
             Ok(Ok(id)) => {
-                if let Err(e) = self.slots.note_run(id.0, origin.source(), &given) {
+                let trigger = origin.trigger();
+                if let Err(e) =
+                    self.slots
+                        .note_run(id.0, origin.source(), trigger.as_deref(), &given)
+                {
                     tracing::warn!(run = %id, "noting the run's source: {e:#}");
                 }
                 Ok(id)
@@ -416,16 +427,19 @@ pub enum Origin {
     Schedule(String),
     /// A backfill, for the slot the run fills.
     Backfill(String),
+    /// A successful run (`RunId`) of a pipeline this one follows
+    /// (`p.after_success`).
+    Upstream(String, RunId),
 }
 
 impl Origin {
     /// The names [`Origin::source`] gives, as the runs list filters by them.
-    pub const SOURCES: [&'static str; 3] = ["manual", "schedule", "backfill"];
+    pub const SOURCES: [&'static str; 4] = ["manual", "schedule", "backfill", "upstream"];
 
     /// The slot the run fills, if it fills one.
     fn slot(&self) -> Option<&str> {
         match self {
-            Origin::Manual => None,
+            Origin::Manual | Origin::Upstream(..) => None,
             Origin::Schedule(slot) | Origin::Backfill(slot) => Some(slot),
         }
     }
@@ -436,6 +450,15 @@ impl Origin {
             Origin::Manual => Self::SOURCES[0],
             Origin::Schedule(_) => Self::SOURCES[1],
             Origin::Backfill(_) => Self::SOURCES[2],
+            Origin::Upstream(..) => Self::SOURCES[3],
+        }
+    }
+
+    /// What exactly started the run, beyond its source.
+    fn trigger(&self) -> Option<String> {
+        match self {
+            Origin::Upstream(pipeline, run) => Some(format!("{pipeline} run {run}")),
+            _ => None,
         }
     }
 }
@@ -456,6 +479,96 @@ impl Drop for Admission {
             }
         }
     }
+}
+
+/// Starts the followers of each successful run: every pipeline whose
+/// `after_success` names the run's pipeline gets a run, noted `upstream`
+/// with the run that started it. A follower at its `max_active_runs` is
+/// not started (logged): like a manual trigger, it is refused, not queued.
+async fn follow_ups(
+    server: Arc<Server>,
+    mut succeeded: tokio::sync::mpsc::UnboundedReceiver<(String, RunId)>,
+) {
+    while let Some((upstream, run)) = succeeded.recv().await {
+        let followers: Vec<String> = server
+            .pipelines()
+            .into_values()
+            .filter(|p| p.error.is_none() && p.serve.after_success.contains(&upstream))
+            .map(|p| p.name)
+            .collect();
+        for name in followers {
+            let origin = Origin::Upstream(upstream.clone(), run);
+            match server.trigger(&name, BTreeMap::new(), None, origin).await {
+                Ok(id) => {
+                    tracing::info!(pipeline = %name, %upstream, upstream_run = %run, run = %id, "follower started")
+                }
+                Err(e) => {
+                    tracing::warn!(pipeline = %name, %upstream, upstream_run = %run, "follower not started: {}", e.1)
+                }
+            }
+        }
+    }
+}
+
+/// Marks pipelines whose `after_success` names no pipeline of the project,
+/// or that follow each other in a circle (which would never stop).
+fn check_followers(found: &mut BTreeMap<String, Pipeline>) {
+    let names: Vec<String> = found.keys().cloned().collect();
+    let follows: BTreeMap<String, Vec<String>> = found
+        .values()
+        .map(|p| (p.name.clone(), p.serve.after_success.clone()))
+        .collect();
+    for p in found.values_mut().filter(|p| p.error.is_none()) {
+        if let Some(missing) = p
+            .serve
+            .after_success
+            .iter()
+            .find(|u| !follows.contains_key(*u))
+        {
+            p.error = Some(format!(
+                "after_success names '{missing}', which is not a pipeline of this project (pipelines: {})",
+                names.join(", ")
+            ));
+            continue;
+        }
+        // A circle through p: p follows u, u follows ..., ... follows p.
+        let mut path = vec![p.name.clone()];
+        if let Some(circle) = circle_from(&p.name, &p.name, &follows, &mut path, 0) {
+            p.error = Some(format!(
+                "after_success makes a circle: {} (each run would start the next forever)",
+                circle.join(" after ")
+            ));
+        }
+    }
+}
+
+/// A path of `after_success` edges from `at` back to `start`, if any.
+fn circle_from(
+    start: &str,
+    at: &str,
+    follows: &BTreeMap<String, Vec<String>>,
+    path: &mut Vec<String>,
+    depth: usize,
+) -> Option<Vec<String>> {
+    if depth > follows.len() {
+        return None;
+    }
+    for u in follows.get(at).into_iter().flatten() {
+        if u == start {
+            let mut circle = path.clone();
+            circle.push(u.clone());
+            return Some(circle);
+        }
+        if path.contains(u) {
+            continue;
+        }
+        path.push(u.clone());
+        if let Some(c) = circle_from(start, u, follows, path, depth + 1) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    None
 }
 
 /// Finds the project's pipeline scripts (up to 4 folders deep) and
@@ -517,6 +630,7 @@ pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
             found.insert(p.name.clone(), p);
         }
     }
+    check_followers(&mut found);
     found
 }
 
@@ -638,6 +752,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 format!("{h}:{}", addr.port())
             }
         }));
+        let (succeeded, succeeded_rx) = tokio::sync::mpsc::unbounded_channel();
         let server = Arc::new(Server {
             project: project.clone(),
             runtime,
@@ -649,6 +764,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             admitted: Arc::default(),
             slots,
             metrics: metrics::Metrics::new(&store),
+            succeeded,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -694,6 +810,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!("dashboard: http://{addr}/?token={token}");
         let scheduler = tokio::spawn(schedule::run_scheduler(Arc::clone(&server)));
+        let followers = tokio::spawn(follow_ups(Arc::clone(&server), succeeded_rx));
 
         let app = api::router(Arc::clone(&server));
         let shutdown = server.shutdown.clone();
@@ -729,6 +846,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Running steps are cancelled (child tokens of `shutdown`); wait for
         // their runs to record it.
         scheduler.abort();
+        followers.abort();
         server.tasks.close();
         server.tasks.wait().await;
         println!("stopped");

@@ -188,9 +188,18 @@ impl SqliteSlots {
              CREATE TABLE IF NOT EXISTS paused (
                pipeline TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS run_sources (
-               run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL);",
+               run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL,
+               trigger TEXT);",
         )
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        // A serve.db from before triggers were noted.
+        let has_trigger = db
+            .prepare("SELECT 1 FROM pragma_table_info('run_sources') WHERE name = 'trigger'")?
+            .exists([])?;
+        if !has_trigger {
+            db.execute_batch("ALTER TABLE run_sources ADD COLUMN trigger TEXT")
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        }
         Ok(SqliteSlots { db: Mutex::new(db) })
     }
 }
@@ -279,23 +288,29 @@ impl SlotLog for SqliteSlots {
         &self,
         run: i64,
         source: &str,
+        trigger: Option<&str>,
         params: &BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         lock(&self.db).execute(
-            "INSERT OR IGNORE INTO run_sources (run, source, params) VALUES (?1, ?2, ?3)",
-            params![run, source, serde_json::to_string(params)?],
+            "INSERT OR IGNORE INTO run_sources (run, source, params, trigger) VALUES (?1, ?2, ?3, ?4)",
+            params![run, source, serde_json::to_string(params)?, trigger],
         )?;
         Ok(())
     }
 
     fn run_sources(&self, runs: &[i64]) -> anyhow::Result<BTreeMap<i64, RunSource>> {
         let db = lock(&self.db);
-        let mut st = db.prepare_cached("SELECT source, params FROM run_sources WHERE run = ?1")?;
+        let mut st =
+            db.prepare_cached("SELECT source, params, trigger FROM run_sources WHERE run = ?1")?;
         let mut out = BTreeMap::new();
         for &r in runs {
-            if let Some((source, params)) = st
+            if let Some((source, params, trigger)) = st
                 .query_row(params![r], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                    ))
                 })
                 .optional()?
             {
@@ -303,6 +318,7 @@ impl SlotLog for SqliteSlots {
                     r,
                     RunSource {
                         source,
+                        trigger,
                         params: serde_json::from_str(&params).unwrap_or_default(),
                     },
                 );
@@ -441,4 +457,35 @@ pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_serve_db_from_before_triggers_gains_the_column_and_keeps_its_notes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("serve.db");
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch(
+                "CREATE TABLE run_sources (run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL);
+                 INSERT INTO run_sources VALUES (1, 'manual', '{\"rows\":\"6\"}');",
+            )
+            .unwrap();
+        }
+        let slots = SqliteSlots::open(&path).unwrap();
+        slots
+            .note_run(2, "upstream", Some("train run 1"), &BTreeMap::new())
+            .unwrap();
+        let got = slots.run_sources(&[1, 2]).unwrap();
+        assert_eq!(got[&1].source, "manual");
+        assert_eq!(got[&1].trigger, None);
+        assert_eq!(got[&1].params["rows"], "6");
+        assert_eq!(got[&2].trigger.as_deref(), Some("train run 1"));
+        drop(slots);
+        // Opening again finds the column there.
+        SqliteSlots::open(&path).unwrap();
+    }
 }

@@ -85,6 +85,10 @@ pub struct ServeOptions {
     pub on_failure: Vec<Hook>,
     /// Hooks called when a run succeeds.
     pub on_success: Vec<Hook>,
+    /// Pipelines of the same project whose successful runs start a run of
+    /// this one (`p.after_success("name")`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_success: Vec<String>,
 }
 
 impl Default for ServeOptions {
@@ -96,6 +100,7 @@ impl Default for ServeOptions {
             max_active_runs: 1,
             on_failure: Vec::new(),
             on_success: Vec::new(),
+            after_success: Vec::new(),
         }
     }
 }

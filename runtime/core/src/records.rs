@@ -512,8 +512,12 @@ pub struct SlotRecord {
 /// What started a run, and the params it was given ([`SlotLog::note_run`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSource {
-    /// `manual`, `schedule` or `backfill`.
+    /// `manual`, `schedule`, `backfill` or `upstream`.
     pub source: String,
+    /// What exactly started it, where there is more to say than the
+    /// source: for `upstream`, the pipeline and run (`train run 12`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
     /// The params, as given (text).
     pub params: BTreeMap<String, String>,
 }
@@ -553,6 +557,7 @@ pub trait SlotLog: Send + Sync {
         &self,
         run: i64,
         source: &str,
+        trigger: Option<&str>,
         params: &BTreeMap<String, String>,
     ) -> anyhow::Result<()>;
     /// What started each of `runs`, and its params, where noted.

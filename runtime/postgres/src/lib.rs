@@ -152,6 +152,10 @@ CREATE TABLE run_sources (
     params TEXT NOT NULL
 );
 "#,
+    // 3: what exactly started a run (an upstream pipeline's run).
+    r#"
+ALTER TABLE run_sources ADD COLUMN trigger TEXT;
+"#,
 ];
 
 /// The advisory lock key migrations hold (`'weir'` in ASCII).
@@ -1326,14 +1330,16 @@ impl SlotLog for PgRecords {
         &self,
         run: i64,
         source: &str,
+        trigger: Option<&str>,
         params: &BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         let (source, params) = (source.to_string(), serde_json::to_string(params)?);
+        let trigger = trigger.map(str::to_string);
         self.call(move |pool| async move {
             let c = pool.get().await?;
             c.execute(
-                "INSERT INTO run_sources (run, source, params) VALUES ($1, $2, $3) ON CONFLICT (run) DO NOTHING",
-                &[&run, &source, &params],
+                "INSERT INTO run_sources (run, source, params, trigger) VALUES ($1, $2, $3, $4) ON CONFLICT (run) DO NOTHING",
+                &[&run, &source, &params, &trigger],
             )
             .await?;
             Ok(())
@@ -1346,7 +1352,7 @@ impl SlotLog for PgRecords {
             let c = pool.get().await?;
             let rows = c
                 .query(
-                    "SELECT run, source, params FROM run_sources WHERE run = ANY($1)",
+                    "SELECT run, source, params, trigger FROM run_sources WHERE run = ANY($1)",
                     &[&runs],
                 )
                 .await?;
@@ -1358,6 +1364,7 @@ impl SlotLog for PgRecords {
                         r.get(0),
                         RunSource {
                             source: r.get(1),
+                            trigger: r.get(3),
                             params: serde_json::from_str(&params).unwrap_or_default(),
                         },
                     )

@@ -152,7 +152,7 @@ async function pageRuns(q) {
     states.map((s) => el("option", s === f.get("state") ? { value: s, selected: "" } : { value: s }, s)));
   const src = el("select", { id: "filter-source", name: "source" },
     el("option", { value: "" }, "any trigger"),
-    ["manual", "schedule", "backfill"].map((s) => el("option", s === f.get("source") ? { value: s, selected: "" } : { value: s }, s)));
+    ["manual", "schedule", "backfill", "upstream"].map((s) => el("option", s === f.get("source") ? { value: s, selected: "" } : { value: s }, s)));
   const filters = el("form", { id: "filters" }, pick, " ", st, " ", src, " ", el("button", { type: "submit", class: "secondary" }, "Filter"));
   filters.onsubmit = (ev) => {
     ev.preventDefault();
@@ -178,7 +178,7 @@ async function pageRuns(q) {
       el("td", {}, stateTag(r.preparing ? "preparing" : r.state)),
       el("td", {}, fmtTime(r.started_ms)),
       el("td", {}, fmtMs(r.duration_ms)),
-      el("td", { class: "source" }, r.source || ""),
+      el("td", { class: "source", title: r.trigger || "" }, r.trigger ? `${r.source} (${r.trigger})` : r.source || ""),
       el("td", { class: "mono" }, r.params && Object.keys(r.params).length ? Object.entries(r.params).map(([k, v]) => k + "=" + v).join(" ") : ""),
       el("td", { class: "error" }, r.error || "")));
   show(
