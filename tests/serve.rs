@@ -1894,7 +1894,7 @@ fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
             .unwrap()
     };
     assert!(
-        error("c1").contains("makes a circle: c1 after c2 after c1"),
+        error("c1").contains("make a circle: c1 after c2 after c1"),
         "{v}"
     );
     assert!(error("c2").contains("circle"), "{v}");
@@ -1945,6 +1945,120 @@ fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
     assert!(!out.status.success());
     assert!(
         text.contains("cannot follow itself") && text.contains("own.rhai:2"),
+        "{text}"
+    );
+}
+
+/// Issue 28, triggers on the registry: `p.after_model("m")` runs when a run
+/// registers a new version of `m` (not when a run registers the same bytes
+/// again), `p.after_model("m", "production")` when a version is promoted
+/// to production; each noted `model` with what happened.
+#[test]
+fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = format!("{:?}", fixture("echo").display().to_string());
+    for (name, body) in [
+        (
+            "train",
+            format!(
+                "let v = param(\"v\", 1);\np.step(\"fit\", {echo}).output(\"out\", Model).params(#{{ note: v }}).register(\"m\");"
+            ),
+        ),
+        (
+            "score",
+            format!("p.after_model(\"m\");\np.step(\"s\", {echo}).output(\"out\");"),
+        ),
+        (
+            "deploy",
+            format!(
+                "p.after_model(\"m\", \"production\");\np.step(\"d\", {echo}).output(\"out\");"
+            ),
+        ),
+        (
+            "selfloop",
+            format!(
+                "p.after_model(\"m2\");\np.step(\"a\", {echo}).output(\"out\", Model).register(\"m2\");"
+            ),
+        ),
+    ] {
+        std::fs::write(
+            proj.join(format!("{name}.rhai")),
+            format!("let p = pipeline(\"{name}\");\n{body}\n"),
+        )
+        .unwrap();
+    }
+    let store = tmp.path().join("store");
+    let mut srv = Served::start(&proj, &store);
+    let (_, v) = srv.get("/api/pipelines");
+    let selfloop = v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "selfloop")
+        .map(|p| p["error"].as_str().unwrap_or("").to_string())
+        .unwrap();
+    assert!(selfloop.contains("circle: selfloop after selfloop"), "{v}");
+    let model_runs = |srv: &Served, n: usize| -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let (_, v) = srv.get("/api/runs?source=model");
+            let runs = v["runs"].as_array().cloned().unwrap_or_default();
+            if runs.len() >= n || t.elapsed() > Duration::from_secs(30) {
+                return runs;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (_, v) = srv.post("/api/pipelines/train/runs", json!({}));
+    let first = v["run"].as_i64().unwrap();
+    srv.wait_run(first, 60);
+    let runs = model_runs(&srv, 1);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["pipeline"], "score");
+    assert_eq!(
+        runs[0]["trigger"],
+        format!("m v1 registered by run {first}")
+    );
+    srv.wait_run(runs[0]["run"].as_i64().unwrap(), 60);
+
+    // The same bytes again: a cache hit registers no new version.
+    let (_, v) = srv.post("/api/pipelines/train/runs", json!({}));
+    srv.wait_run(v["run"].as_i64().unwrap(), 60);
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, v) = srv.get("/api/runs?source=model");
+    assert_eq!(
+        v["runs"].as_array().unwrap().len(),
+        1,
+        "no new version, no follower: {v}"
+    );
+
+    // A promotion to production starts `deploy`.
+    let (s, v) = srv.post(
+        "/api/models/m/versions/1/stage",
+        json!({ "stage": "production" }),
+    );
+    assert_eq!(s, 200, "{v}");
+    let runs = model_runs(&srv, 2);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["pipeline"], "deploy", "{runs:?}");
+    assert_eq!(runs[0]["trigger"], "m v1 promoted to production");
+    srv.wait_run(runs[0]["run"].as_i64().unwrap(), 60);
+    assert!(srv.stop().success());
+
+    // A stage that is no stage is the script's error, with file and line.
+    let bad = tmp.path().join("bad.rhai");
+    std::fs::write(
+        &bad,
+        format!("let p = pipeline(\"bad\");\np.after_model(\"m\", \"prod\");\np.step(\"a\", {echo}).output(\"out\");\n"),
+    )
+    .unwrap();
+    let out = weir().arg("check").arg(&bad).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("the stage must be") && text.contains("bad.rhai:2"),
         "{text}"
     );
 }

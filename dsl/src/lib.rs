@@ -826,6 +826,22 @@ fn register_policies(e: &mut Engine) {
             Ok(())
         },
     );
+    e.register_fn(
+        "after_model",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, model: &str| -> RhaiResult<()> {
+            add_model_trigger(p, model, None, ctx.call_position())
+        },
+    );
+    e.register_fn(
+        "after_model",
+        |ctx: NativeCallContext,
+         p: &mut PipelineHandle,
+         model: &str,
+         stage: &str|
+         -> RhaiResult<()> {
+            add_model_trigger(p, model, Some(stage), ctx.call_position())
+        },
+    );
     for (name, on_failure) in [("on_failure", true), ("on_success", false)] {
         e.register_fn(
             name,
@@ -846,6 +862,38 @@ fn register_policies(e: &mut Engine) {
             },
         );
     }
+}
+
+/// `p.after_model(model)` and `p.after_model(model, stage)`.
+fn add_model_trigger(
+    p: &PipelineHandle,
+    model: &str,
+    stage: Option<&str>,
+    pos: Position,
+) -> RhaiResult<()> {
+    if model.trim().is_empty() {
+        return err("after_model: expected a model name, found \"\"", pos);
+    }
+    if let Some(stage) = stage
+        && !["staging", "production", "archived"].contains(&stage)
+    {
+        return err(
+            format!(
+                "after_model: the stage must be \"staging\", \"production\" or \"archived\", found {stage:?}"
+            ),
+            pos,
+        );
+    }
+    let t = weir_core::plan::ModelTrigger {
+        model: model.to_string(),
+        stage: stage.map(str::to_string),
+    };
+    let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+    let serve = &mut st.pipelines[p.index].serve;
+    if !serve.after_model.contains(&t) {
+        serve.after_model.push(t);
+    }
+    Ok(())
 }
 
 /// `p.schedule(cron)` and `p.schedule(cron, #{ timezone, catchup, catchup_limit })`.

@@ -1459,6 +1459,7 @@ async fn promote(
             ApiError::bad("the body must be {\"stage\": \"none\" | \"staging\" | \"production\" | \"archived\"}")
         })?;
     let server = Arc::clone(&s);
+    let name_for_followers = name.clone();
     let archived = blocking(move || {
         let records = server.runtime.records();
         if records.models(Some(&name))?.is_empty() {
@@ -1469,6 +1470,13 @@ async fn promote(
             .map_err(|e| ApiError::not_found(format!("{e:#}")))
     })
     .await?;
+    if stage != weir_runtime::records::ModelStage::None {
+        let _ = s.follow.send(super::FollowEvent::Promoted {
+            model: name_for_followers,
+            version,
+            stage: stage.to_string(),
+        });
+    }
     Ok(axum::Json(json!({ "stage": stage.to_string(), "archived": archived })).into_response())
 }
 

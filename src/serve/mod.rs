@@ -61,6 +61,9 @@ pub struct Pipeline {
     pub params: BTreeMap<String, serde_json::Value>,
     /// Number of steps.
     pub steps: usize,
+    /// Models its steps register (to find circles of followers).
+    #[serde(skip)]
+    pub registers: Vec<String>,
     /// Why the script does not compile, if it does not.
     pub error: Option<String>,
 }
@@ -131,10 +134,10 @@ pub struct Server {
     pub slots: Arc<dyn schedule::SlotLog>,
     /// What `GET /metrics` reports.
     pub metrics: metrics::Metrics,
-    /// Successful runs (pipeline, run) whose followers are to be started
+    /// What followers react to (successful runs, model versions)
     /// (by [`follow_ups`], a loop of its own: a run's task cannot start
     /// the next run itself without the futures naming each other).
-    succeeded: tokio::sync::mpsc::UnboundedSender<(String, RunId)>,
+    pub(crate) follow: tokio::sync::mpsc::UnboundedSender<FollowEvent>,
     tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
@@ -386,7 +389,12 @@ impl Server {
                     lock(&server.active).remove(&report.run);
                     server.metrics.run_finished(&plan.name, report.state);
                     if report.state == weir_runtime::RunState::Succeeded {
-                        let _ = server.succeeded.send((plan.name.clone(), report.run));
+                        let registers = plan.steps.iter().filter_map(|s| s.register.clone());
+                        let _ = server.follow.send(FollowEvent::Succeeded {
+                            pipeline: plan.name.clone(),
+                            run: report.run,
+                            registers: registers.collect(),
+                        });
                     }
                     tracing::info!(run = %report.run, state = %report.state, "run finished");
                     hooks::after_run(&server, &plan, &report, &trust).await;
@@ -430,16 +438,19 @@ pub enum Origin {
     /// A successful run (`RunId`) of a pipeline this one follows
     /// (`p.after_success`).
     Upstream(String, RunId),
+    /// A model event this one follows (`p.after_model`), as text
+    /// (`churn v3 registered by run 12`).
+    Model(String),
 }
 
 impl Origin {
     /// The names [`Origin::source`] gives, as the runs list filters by them.
-    pub const SOURCES: [&'static str; 4] = ["manual", "schedule", "backfill", "upstream"];
+    pub const SOURCES: [&'static str; 5] = ["manual", "schedule", "backfill", "upstream", "model"];
 
     /// The slot the run fills, if it fills one.
     fn slot(&self) -> Option<&str> {
         match self {
-            Origin::Manual | Origin::Upstream(..) => None,
+            Origin::Manual | Origin::Upstream(..) | Origin::Model(_) => None,
             Origin::Schedule(slot) | Origin::Backfill(slot) => Some(slot),
         }
     }
@@ -451,6 +462,7 @@ impl Origin {
             Origin::Schedule(_) => Self::SOURCES[1],
             Origin::Backfill(_) => Self::SOURCES[2],
             Origin::Upstream(..) => Self::SOURCES[3],
+            Origin::Model(_) => Self::SOURCES[4],
         }
     }
 
@@ -458,6 +470,7 @@ impl Origin {
     fn trigger(&self) -> Option<String> {
         match self {
             Origin::Upstream(pipeline, run) => Some(format!("{pipeline} run {run}")),
+            Origin::Model(what) => Some(what.clone()),
             _ => None,
         }
     }
@@ -481,49 +494,153 @@ impl Drop for Admission {
     }
 }
 
-/// Starts the followers of each successful run: every pipeline whose
-/// `after_success` names the run's pipeline gets a run, noted `upstream`
-/// with the run that started it. A follower at its `max_active_runs` is
-/// not started (logged): like a manual trigger, it is refused, not queued.
+/// What followers react to.
+pub(crate) enum FollowEvent {
+    /// A run of `pipeline` succeeded; its steps register `registers`.
+    Succeeded {
+        pipeline: String,
+        run: RunId,
+        registers: Vec<String>,
+    },
+    /// Version `version` of `model` was promoted to `stage`.
+    Promoted {
+        model: String,
+        version: u32,
+        stage: String,
+    },
+}
+
+/// Starts the followers of each event: for a successful run, every
+/// pipeline whose `after_success` names its pipeline (noted `upstream`),
+/// and every pipeline whose `after_model` names a model the run registered
+/// a new version of; for a promotion, those whose `after_model` names the
+/// model and that stage (noted `model`). A follower at its
+/// `max_active_runs` is not started (logged): like a manual trigger, it is
+/// refused, not queued.
 async fn follow_ups(
     server: Arc<Server>,
-    mut succeeded: tokio::sync::mpsc::UnboundedReceiver<(String, RunId)>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<FollowEvent>,
 ) {
-    while let Some((upstream, run)) = succeeded.recv().await {
-        let followers: Vec<String> = server
-            .pipelines()
-            .into_values()
-            .filter(|p| p.error.is_none() && p.serve.after_success.contains(&upstream))
-            .map(|p| p.name)
-            .collect();
-        for name in followers {
-            let origin = Origin::Upstream(upstream.clone(), run);
+    while let Some(event) = events.recv().await {
+        let starts = match event {
+            FollowEvent::Succeeded {
+                pipeline,
+                run,
+                registers,
+            } => {
+                let mut starts: Vec<(String, Origin)> =
+                    followers(&server, |p| p.serve.after_success.contains(&pipeline))
+                        .into_iter()
+                        .map(|name| (name, Origin::Upstream(pipeline.clone(), run)))
+                        .collect();
+                for (model, version) in new_versions(&server, run, registers).await {
+                    let what = format!("{model} v{version} registered by run {run}");
+                    let picked = followers(&server, |p| {
+                        p.serve
+                            .after_model
+                            .iter()
+                            .any(|t| t.model == model && t.stage.is_none())
+                    });
+                    starts.extend(
+                        picked
+                            .into_iter()
+                            .map(|name| (name, Origin::Model(what.clone()))),
+                    );
+                }
+                starts
+            }
+            FollowEvent::Promoted {
+                model,
+                version,
+                stage,
+            } => {
+                let what = format!("{model} v{version} promoted to {stage}");
+                followers(&server, |p| {
+                    p.serve
+                        .after_model
+                        .iter()
+                        .any(|t| t.model == model && t.stage.as_deref() == Some(stage.as_str()))
+                })
+                .into_iter()
+                .map(|name| (name, Origin::Model(what.clone())))
+                .collect()
+            }
+        };
+        for (name, origin) in starts {
+            let why = origin.trigger().unwrap_or_default();
             match server.trigger(&name, BTreeMap::new(), None, origin).await {
                 Ok(id) => {
-                    tracing::info!(pipeline = %name, %upstream, upstream_run = %run, run = %id, "follower started")
+                    tracing::info!(pipeline = %name, trigger = %why, run = %id, "follower started")
                 }
                 Err(e) => {
-                    tracing::warn!(pipeline = %name, %upstream, upstream_run = %run, "follower not started: {}", e.1)
+                    tracing::warn!(pipeline = %name, trigger = %why, "follower not started: {}", e.1)
                 }
             }
         }
     }
 }
 
+/// The runnable pipelines `follows` picks.
+fn followers(server: &Server, follows: impl Fn(&Pipeline) -> bool) -> Vec<String> {
+    server
+        .pipelines()
+        .into_values()
+        .filter(|p| p.error.is_none() && follows(p))
+        .map(|p| p.name)
+        .collect()
+}
+
+/// The model versions run `run` registered (a model whose version it
+/// registered before, same digest, gets none).
+async fn new_versions(server: &Server, run: RunId, models: Vec<String>) -> Vec<(String, u32)> {
+    if models.is_empty() {
+        return Vec::new();
+    }
+    let read = server.runtime.read_records(move |r| {
+        let mut out = Vec::new();
+        for m in models {
+            for v in r.models(Some(&m))? {
+                if v.run == run {
+                    out.push((v.name, v.version));
+                }
+            }
+        }
+        Ok(out)
+    });
+    read.await.unwrap_or_else(|e| {
+        tracing::warn!(%run, "reading the model versions a run registered: {e:#}");
+        Vec::new()
+    })
+}
+
 /// Marks pipelines whose `after_success` names no pipeline of the project,
 /// or that follow each other in a circle (which would never stop).
 fn check_followers(found: &mut BTreeMap<String, Pipeline>) {
     let names: Vec<String> = found.keys().cloned().collect();
+    let found_names: std::collections::BTreeSet<String> = names.iter().cloned().collect();
+    // p follows u: u's success starts p, or u registers a model whose new
+    // versions p follows.
     let follows: BTreeMap<String, Vec<String>> = found
         .values()
-        .map(|p| (p.name.clone(), p.serve.after_success.clone()))
+        .map(|p| {
+            let mut ups = p.serve.after_success.clone();
+            for t in p.serve.after_model.iter().filter(|t| t.stage.is_none()) {
+                ups.extend(
+                    found
+                        .values()
+                        .filter(|u| u.registers.contains(&t.model))
+                        .map(|u| u.name.clone()),
+                );
+            }
+            (p.name.clone(), ups)
+        })
         .collect();
     for p in found.values_mut().filter(|p| p.error.is_none()) {
         if let Some(missing) = p
             .serve
             .after_success
             .iter()
-            .find(|u| !follows.contains_key(*u))
+            .find(|u| !found_names.contains(*u))
         {
             p.error = Some(format!(
                 "after_success names '{missing}', which is not a pipeline of this project (pipelines: {})",
@@ -535,7 +652,7 @@ fn check_followers(found: &mut BTreeMap<String, Pipeline>) {
         let mut path = vec![p.name.clone()];
         if let Some(circle) = circle_from(&p.name, &p.name, &follows, &mut path, 0) {
             p.error = Some(format!(
-                "after_success makes a circle: {} (each run would start the next forever)",
+                "after_success/after_model make a circle: {} (each run would start the next forever)",
                 circle.join(" after ")
             ));
         }
@@ -589,6 +706,11 @@ pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
                 serve: plan.serve.clone(),
                 params: plan.params.clone(),
                 steps: plan.steps.len(),
+                registers: plan
+                    .steps
+                    .iter()
+                    .filter_map(|s| s.register.clone())
+                    .collect(),
                 error: plan.schedule.as_deref().and_then(|c| {
                     schedule::Schedule::parse(c, plan.serve.timezone.as_deref())
                         .err()
@@ -607,6 +729,7 @@ pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
                     serve: ServeOptions::default(),
                     params: BTreeMap::new(),
                     steps: 0,
+                    registers: Vec::new(),
                     error: Some(msg),
                 }
             }
@@ -752,7 +875,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 format!("{h}:{}", addr.port())
             }
         }));
-        let (succeeded, succeeded_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (follow, follow_rx) = tokio::sync::mpsc::unbounded_channel();
         let server = Arc::new(Server {
             project: project.clone(),
             runtime,
@@ -764,7 +887,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             admitted: Arc::default(),
             slots,
             metrics: metrics::Metrics::new(&store),
-            succeeded,
+            follow,
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -810,7 +933,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         println!("dashboard: http://{addr}/?token={token}");
         let scheduler = tokio::spawn(schedule::run_scheduler(Arc::clone(&server)));
-        let followers = tokio::spawn(follow_ups(Arc::clone(&server), succeeded_rx));
+        let followers = tokio::spawn(follow_ups(Arc::clone(&server), follow_rx));
 
         let app = api::router(Arc::clone(&server));
         let shutdown = server.shutdown.clone();

@@ -89,6 +89,23 @@ pub struct ServeOptions {
     /// this one (`p.after_success("name")`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after_success: Vec<String>,
+    /// Models of the registry whose new versions (or promotions to a
+    /// stage) start a run of this one (`p.after_model("churn")`,
+    /// `p.after_model("churn", "production")`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_model: Vec<ModelTrigger>,
+}
+
+/// A model event that starts a pipeline's run in `weir serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelTrigger {
+    /// The model's name in the registry.
+    pub model: String,
+    /// `None`: a new version is registered; a stage (`staging`,
+    /// `production`, `archived`): a version is promoted to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -101,6 +118,7 @@ impl Default for ServeOptions {
             on_failure: Vec::new(),
             on_success: Vec::new(),
             after_success: Vec::new(),
+            after_model: Vec::new(),
         }
     }
 }
