@@ -2062,3 +2062,83 @@ fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
         "{text}"
     );
 }
+
+/// Issue 28, watched folders: `p.after_change("incoming")` runs when the
+/// folder's contents change, by content (the same bytes written again
+/// start nothing), noted `watch`; a change made while the server was down
+/// starts a run when it is back; a folder outside the project is refused.
+#[test]
+fn a_pipeline_runs_when_a_folder_it_watches_changes_by_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("project");
+    std::fs::create_dir_all(&proj).unwrap();
+    let echo = format!("{:?}", fixture("echo").display().to_string());
+    std::fs::write(
+        proj.join("ingest.rhai"),
+        format!(
+            "let p = pipeline(\"ingest\");\np.after_change(\"incoming\");\np.step(\"a\", {echo}).output(\"out\");\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        proj.join("escape.rhai"),
+        format!(
+            "let p = pipeline(\"escape\");\np.after_change(\"../elsewhere\");\np.step(\"a\", {echo}).output(\"out\");\n"
+        ),
+    )
+    .unwrap();
+    let store = tmp.path().join("store");
+    let mut srv = Served::start(&proj, &store);
+    let (_, v) = srv.get("/api/pipelines");
+    assert!(v.to_string().contains("must be inside the project"), "{v}");
+    let watch_runs = |srv: &Served| -> Vec<Value> {
+        let (_, v) = srv.get("/api/runs?source=watch");
+        v["runs"].as_array().cloned().unwrap_or_default()
+    };
+    let wait_for = |srv: &Served, n: usize| -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let runs = watch_runs(srv);
+            if runs.len() >= n || t.elapsed() > Duration::from_secs(20) {
+                return runs;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The first sight (no folder yet) is the baseline: nothing runs.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(watch_runs(&srv).is_empty());
+    let incoming = proj.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    std::fs::write(incoming.join("a.csv"), "x\n1\n").unwrap();
+    let runs = wait_for(&srv, 1);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert!(
+        runs[0]["trigger"]
+            .as_str()
+            .unwrap()
+            .starts_with("incoming changed (content "),
+        "{runs:?}"
+    );
+    srv.wait_run(runs[0]["run"].as_i64().unwrap(), 60);
+
+    // The same bytes again (a new modification time): no run.
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(incoming.join("a.csv"), "x\n1\n").unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(watch_runs(&srv).len(), 1, "same bytes, no run");
+
+    // New bytes: a run.
+    std::fs::write(incoming.join("a.csv"), "x\n2\n").unwrap();
+    let runs = wait_for(&srv, 2);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    srv.wait_run(runs[0]["run"].as_i64().unwrap(), 60);
+    assert!(srv.stop().success());
+
+    // Changed while the server was down: a run once it is back.
+    std::fs::write(incoming.join("b.csv"), "y\n").unwrap();
+    let srv = Served::start(&proj, &store);
+    let runs = wait_for(&srv, 3);
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    assert_ne!(runs[0]["trigger"], runs[1]["trigger"], "{runs:?}");
+}

@@ -827,6 +827,26 @@ fn register_policies(e: &mut Engine) {
         },
     );
     e.register_fn(
+        "after_change",
+        |ctx: NativeCallContext, p: &mut PipelineHandle, dir: &str| -> RhaiResult<()> {
+            let pos = ctx.call_position();
+            if dir.trim().is_empty() || std::path::Path::new(dir).is_absolute() {
+                return err(
+                    format!(
+                        "after_change: expected a folder relative to the script, found {dir:?}"
+                    ),
+                    pos,
+                );
+            }
+            let mut st = p.state.lock().unwrap_or_else(|p| p.into_inner());
+            let serve = &mut st.pipelines[p.index].serve;
+            if !serve.after_change.iter().any(|d| d == dir) {
+                serve.after_change.push(dir.to_string());
+            }
+            Ok(())
+        },
+    );
+    e.register_fn(
         "after_model",
         |ctx: NativeCallContext, p: &mut PipelineHandle, model: &str| -> RhaiResult<()> {
             add_model_trigger(p, model, None, ctx.call_position())

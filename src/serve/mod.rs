@@ -9,6 +9,7 @@ pub mod cli;
 mod hooks;
 pub mod metrics;
 pub mod schedule;
+mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -441,16 +442,21 @@ pub enum Origin {
     /// A model event this one follows (`p.after_model`), as text
     /// (`churn v3 registered by run 12`).
     Model(String),
+    /// A folder it watches changed (`p.after_change`), as text
+    /// (`data/incoming changed (content 1a2b3c4d5e6f)`).
+    Watch(String),
 }
 
 impl Origin {
     /// The names [`Origin::source`] gives, as the runs list filters by them.
-    pub const SOURCES: [&'static str; 5] = ["manual", "schedule", "backfill", "upstream", "model"];
+    pub const SOURCES: [&'static str; 6] = [
+        "manual", "schedule", "backfill", "upstream", "model", "watch",
+    ];
 
     /// The slot the run fills, if it fills one.
     fn slot(&self) -> Option<&str> {
         match self {
-            Origin::Manual | Origin::Upstream(..) | Origin::Model(_) => None,
+            Origin::Manual | Origin::Upstream(..) | Origin::Model(_) | Origin::Watch(_) => None,
             Origin::Schedule(slot) | Origin::Backfill(slot) => Some(slot),
         }
     }
@@ -463,6 +469,7 @@ impl Origin {
             Origin::Backfill(_) => Self::SOURCES[2],
             Origin::Upstream(..) => Self::SOURCES[3],
             Origin::Model(_) => Self::SOURCES[4],
+            Origin::Watch(_) => Self::SOURCES[5],
         }
     }
 
@@ -470,7 +477,7 @@ impl Origin {
     fn trigger(&self) -> Option<String> {
         match self {
             Origin::Upstream(pipeline, run) => Some(format!("{pipeline} run {run}")),
-            Origin::Model(what) => Some(what.clone()),
+            Origin::Model(what) | Origin::Watch(what) => Some(what.clone()),
             _ => None,
         }
     }
@@ -754,6 +761,20 @@ pub fn discover(project: &Path) -> BTreeMap<String, Pipeline> {
         }
     }
     check_followers(&mut found);
+    for p in found.values_mut().filter(|p| p.error.is_none()) {
+        if let Some(bad) = p.serve.after_change.iter().find(|d| {
+            Path::new(d).components().any(|c| {
+                !matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        }) {
+            p.error = Some(format!(
+                "after_change: the folder must be inside the project, below the script's folder (no '..'), found {bad:?}"
+            ));
+        }
+    }
     found
 }
 
@@ -934,6 +955,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("dashboard: http://{addr}/?token={token}");
         let scheduler = tokio::spawn(schedule::run_scheduler(Arc::clone(&server)));
         let followers = tokio::spawn(follow_ups(Arc::clone(&server), follow_rx));
+        let watcher = tokio::spawn(watch::run_watcher(Arc::clone(&server)));
 
         let app = api::router(Arc::clone(&server));
         let shutdown = server.shutdown.clone();
@@ -970,6 +992,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // their runs to record it.
         scheduler.abort();
         followers.abort();
+        watcher.abort();
         server.tasks.close();
         server.tasks.wait().await;
         println!("stopped");

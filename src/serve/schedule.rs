@@ -187,6 +187,9 @@ impl SqliteSlots {
                pipeline TEXT PRIMARY KEY, since TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS paused (
                pipeline TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS watched (
+               pipeline TEXT NOT NULL, dir TEXT NOT NULL, digest TEXT NOT NULL,
+               at_ms INTEGER NOT NULL, PRIMARY KEY (pipeline, dir));
              CREATE TABLE IF NOT EXISTS run_sources (
                run INTEGER PRIMARY KEY, source TEXT NOT NULL, params TEXT NOT NULL,
                trigger TEXT);",
@@ -325,6 +328,25 @@ impl SlotLog for SqliteSlots {
             }
         }
         Ok(out)
+    }
+
+    fn watched(&self, pipeline: &str, dir: &str) -> anyhow::Result<Option<String>> {
+        Ok(lock(&self.db)
+            .query_row(
+                "SELECT digest FROM watched WHERE pipeline = ?1 AND dir = ?2",
+                params![pipeline, dir],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_watched(&self, pipeline: &str, dir: &str, digest: &str) -> anyhow::Result<()> {
+        lock(&self.db).execute(
+            "INSERT INTO watched (pipeline, dir, digest, at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (pipeline, dir) DO UPDATE SET digest = ?3, at_ms = ?4",
+            params![pipeline, dir, digest, Utc::now().timestamp_millis()],
+        )?;
+        Ok(())
     }
 
     fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>> {

@@ -94,6 +94,10 @@ pub struct ServeOptions {
     /// `p.after_model("churn", "production")`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after_model: Vec<ModelTrigger>,
+    /// Folders (relative to the script's folder, inside the project) whose
+    /// contents changing starts a run of this one (`p.after_change(dir)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after_change: Vec<String>,
 }
 
 /// A model event that starts a pipeline's run in `weir serve`.
@@ -119,6 +123,7 @@ impl Default for ServeOptions {
             on_success: Vec::new(),
             after_success: Vec::new(),
             after_model: Vec::new(),
+            after_change: Vec::new(),
         }
     }
 }

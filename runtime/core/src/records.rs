@@ -565,6 +565,12 @@ pub trait SlotLog: Send + Sync {
     /// The newest `limit` slots of `pipeline` (all pipelines if `None`),
     /// newest first.
     fn recent(&self, pipeline: Option<&str>, limit: usize) -> anyhow::Result<Vec<SlotRecord>>;
+    /// The content digest last seen of folder `dir` that `pipeline` watches
+    /// (`p.after_change`), if any.
+    fn watched(&self, pipeline: &str, dir: &str) -> anyhow::Result<Option<String>>;
+    /// Records the content digest of a watched folder that `pipeline` has
+    /// reacted to.
+    fn set_watched(&self, pipeline: &str, dir: &str, digest: &str) -> anyhow::Result<()>;
 }
 
 /// Storage for run records, for every audience at once: what a runtime is

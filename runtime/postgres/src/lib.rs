@@ -156,6 +156,16 @@ CREATE TABLE run_sources (
     r#"
 ALTER TABLE run_sources ADD COLUMN trigger TEXT;
 "#,
+    // 4: the content last seen of the folders pipelines watch.
+    r#"
+CREATE TABLE watched (
+    pipeline TEXT NOT NULL,
+    dir TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    PRIMARY KEY (pipeline, dir)
+);
+"#,
 ];
 
 /// The advisory lock key migrations hold (`'weir'` in ASCII).
@@ -1370,6 +1380,33 @@ impl SlotLog for PgRecords {
                     )
                 })
                 .collect())
+        })
+    }
+
+    fn watched(&self, pipeline: &str, dir: &str) -> anyhow::Result<Option<String>> {
+        let (pipeline, dir) = (pipeline.to_string(), dir.to_string());
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            Ok(c.query_opt(
+                "SELECT digest FROM watched WHERE pipeline = $1 AND dir = $2",
+                &[&pipeline, &dir],
+            )
+            .await?
+            .map(|r| r.get(0)))
+        })
+    }
+
+    fn set_watched(&self, pipeline: &str, dir: &str, digest: &str) -> anyhow::Result<()> {
+        let (pipeline, dir, digest) = (pipeline.to_string(), dir.to_string(), digest.to_string());
+        self.call(move |pool| async move {
+            let c = pool.get().await?;
+            c.execute(
+                "INSERT INTO watched (pipeline, dir, digest, at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (pipeline, dir) DO UPDATE SET digest = EXCLUDED.digest, at_ms = EXCLUDED.at_ms",
+                &[&pipeline, &dir, &digest, &now_ms()],
+            )
+            .await?;
+            Ok(())
         })
     }
 

@@ -152,7 +152,7 @@ async function pageRuns(q) {
     states.map((s) => el("option", s === f.get("state") ? { value: s, selected: "" } : { value: s }, s)));
   const src = el("select", { id: "filter-source", name: "source" },
     el("option", { value: "" }, "any trigger"),
-    ["manual", "schedule", "backfill", "upstream", "model"].map((s) => el("option", s === f.get("source") ? { value: s, selected: "" } : { value: s }, s)));
+    ["manual", "schedule", "backfill", "upstream", "model", "watch"].map((s) => el("option", s === f.get("source") ? { value: s, selected: "" } : { value: s }, s)));
   const filters = el("form", { id: "filters" }, pick, " ", st, " ", src, " ", el("button", { type: "submit", class: "secondary" }, "Filter"));
   filters.onsubmit = (ev) => {
     ev.preventDefault();
