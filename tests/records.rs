@@ -520,6 +520,20 @@ fn schedule_slots_on_postgres_are_claimed_once_by_servers_claiming_at_once() {
     assert_eq!(sources[&7].trigger, None);
     assert_eq!(sources[&7].params, params);
     assert_eq!(sources[&8].trigger.as_deref(), Some("train run 7"));
+
+    // A watched folder's digest, seen by the other server, replaced in place.
+    assert_eq!(a.watched("ingest", "incoming").unwrap(), None);
+    a.set_watched("ingest", "incoming", "d1").unwrap();
+    assert_eq!(
+        b.watched("ingest", "incoming").unwrap().as_deref(),
+        Some("d1")
+    );
+    b.set_watched("ingest", "incoming", "d2").unwrap();
+    assert_eq!(
+        a.watched("ingest", "incoming").unwrap().as_deref(),
+        Some("d2")
+    );
+    assert_eq!(a.watched("ingest", "other").unwrap(), None);
 }
 
 /// Issue 24: two machines (each with its own store) backfilling the same
