@@ -54,6 +54,28 @@ pub struct UnitSpec {
     pub attempt: u32,
 }
 
+/// The cache key of a unit of `component` with these params, inputs and
+/// declared outputs under `limits`: the one place that says which of a
+/// unit's parts its key covers (the scheduler before it runs a unit,
+/// `weir verify` to check it rebuilt the unit that ran).
+pub fn unit_key(
+    component: &LoadedComponent,
+    params: &serde_json::Value,
+    inputs: &BTreeMap<String, Digest>,
+    outputs: &[&str],
+    limits: &Limits,
+) -> crate::cache::CacheKey {
+    crate::cache::cache_key(&crate::cache::KeyInputs {
+        component: &component.digest,
+        world: crate::cache::STEP_WORLD,
+        capabilities: &component.capabilities,
+        params,
+        inputs,
+        outputs,
+        memory_bytes: limits.memory_bytes,
+    })
+}
+
 /// What one executed unit produced.
 #[derive(Debug, Clone)]
 pub struct UnitOutcome {

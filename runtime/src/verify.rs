@@ -10,7 +10,7 @@
 //! addressed); differing ones stay, to be inspected with `weir cat`, until
 //! `weir store gc`. Nothing is recorded.
 
-use crate::cache::{self, KeyInputs, STEP_WORLD};
+use crate::cache;
 use crate::digest::Digest;
 use crate::exec::executor::LoadedComponent;
 use crate::names::UnitName;
@@ -104,11 +104,13 @@ impl Runtime {
         let mut checks = Vec::new();
         // A map step's own record folds its children's outputs: the
         // children are the executed units.
-        let is_map = |s: &StepSummary| {
-            plan.steps
-                .iter()
-                .any(|p| p.name == s.step && p.map.is_some())
-        };
+        let maps: std::collections::HashSet<&str> = plan
+            .steps
+            .iter()
+            .filter(|p| p.map.is_some())
+            .map(|p| p.name.as_str())
+            .collect();
+        let is_map = |s: &StepSummary| maps.contains(s.step.as_str());
         for s in steps
             .iter()
             .filter(|s| s.state == StepState::Succeeded && !is_map(s))
@@ -180,15 +182,7 @@ impl Runtime {
             )));
         }
         let outputs: Vec<&str> = ps.outputs.iter().map(String::as_str).collect();
-        let key = cache::cache_key(&KeyInputs {
-            component: &component.digest,
-            world: STEP_WORLD,
-            capabilities: &component.capabilities,
-            params: &params,
-            inputs: &s.inputs,
-            outputs: &outputs,
-            memory_bytes: ps.limits.memory_bytes,
-        });
+        let key = crate::unit::unit_key(&component, &params, &s.inputs, &outputs, &ps.limits);
         if s.cache_key != Some(key) {
             return Ok(CheckOutcome::NotChecked(format!(
                 "its cache key cannot be rebuilt from the recorded plan (recorded {}, rebuilt {}): its params, granted capabilities or limits differ from the run's",
@@ -241,9 +235,9 @@ impl Runtime {
         let (Some(label), Some(m)) = (child, &ps.map) else {
             return Ok(ps.params.clone());
         };
-        let Some(file) = &m.json_list else {
+        if m.json_list.is_none() {
             return Ok(ps.params.clone());
-        };
+        }
         let index: usize = label
             .parse()
             .map_err(|_| anyhow!("map child label '{label}' is not an index"))?;
@@ -252,32 +246,12 @@ impl Runtime {
             .find(|u| u.step == m.step)
             .and_then(|u| u.outputs.get(&m.output))
             .ok_or_else(|| anyhow!("output '{}' of step '{}' is not recorded", m.output, m.step))?;
-        let store = self.store();
-        let tree = store.read_tree(src)?;
-        let e = tree
-            .entries
-            .iter()
-            .find(|e| &e.name == file && e.kind == EntryKind::File)
-            .ok_or_else(|| {
-                anyhow!(
-                    "output '{}' of step '{}' has no file '{file}'",
-                    m.output,
-                    m.step
-                )
-            })?;
-        let list: Vec<serde_json::Value> =
-            serde_json::from_slice(&store.read_object(&e.digest)?)
-                .map_err(|err| anyhow!("'{file}' is not a JSON list: {err}"))?;
+        let list = crate::sched::read_list(self.store(), src, m)?;
         let item = list
             .get(index)
             .cloned()
-            .ok_or_else(|| anyhow!("'{file}' has no item {index}"))?;
-        let mut params = ps.params.clone();
-        if let Some(o) = params.as_object_mut() {
-            o.insert("item".into(), item);
-            o.insert("index".into(), index.into());
-        }
-        Ok(params)
+            .ok_or_else(|| anyhow!("the list has no item {index}"))?;
+        Ok(crate::sched::map::list_params(&ps.params, item, index))
     }
 }
 

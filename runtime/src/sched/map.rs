@@ -50,19 +50,23 @@ pub(crate) fn over_list(
     let width = list.len().saturating_sub(1).to_string().len();
     list.into_iter()
         .enumerate()
-        .map(|(k, v)| {
-            let mut params = params.clone();
-            if let Some(o) = params.as_object_mut() {
-                o.insert("item".into(), v);
-                o.insert("index".into(), k.into());
-            }
-            Child {
-                label: format!("{k:0width$}"),
-                inputs: inputs.clone(),
-                params,
-            }
+        .map(|(k, v)| Child {
+            label: format!("{k:0width$}"),
+            inputs: inputs.clone(),
+            params: list_params(params, v, k),
         })
         .collect()
+}
+
+/// The params of a list map's child `index`: the map step's `params` plus
+/// `item` (the value) and `index`.
+pub(crate) fn list_params(params: &Value, item: Value, index: usize) -> Value {
+    let mut params = params.clone();
+    if let Some(o) = params.as_object_mut() {
+        o.insert("item".into(), item);
+        o.insert("index".into(), index.into());
+    }
+    params
 }
 
 #[cfg(test)]

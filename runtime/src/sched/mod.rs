@@ -25,9 +25,9 @@
 
 mod gate;
 mod graph;
-mod map;
+pub(crate) mod map;
 
-use crate::cache::{self, CacheKey, KeyInputs, STEP_WORLD};
+use crate::cache::{self, CacheKey};
 use crate::digest::Digest;
 use crate::events::{EventSink, RunEvent, RunOptions, StepReport};
 use crate::exec::executor::LoadedComponent;
@@ -687,34 +687,16 @@ impl Scheduler {
                     m.step
                 )
             })?;
-        let tree = store.read_tree(&src)?;
-        let Some(file) = &m.json_list else {
+        if m.json_list.is_none() {
+            let tree = store.read_tree(&src)?;
             return Ok(map::over_folder(
                 tree.entries,
                 &self.inputs[i],
                 &s.params,
                 |item| store.put_bytes(&item.encode()),
             )?);
-        };
-        let e = tree
-            .entries
-            .iter()
-            .find(|e| &e.name == file && e.kind == EntryKind::File)
-            .ok_or_else(|| {
-                anyhow!(
-                    "output '{}' of step '{}' has no file '{file}'",
-                    m.output,
-                    m.step
-                )
-            })?;
-        let bytes = store.read_object(&e.digest)?;
-        let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|err| {
-            anyhow!(
-                "'{file}' in output '{}' of step '{}' is not a JSON list: {err}",
-                m.output,
-                m.step
-            )
-        })?;
+        }
+        let list = read_list(store, &src, m)?;
         Ok(map::over_list(list, &self.inputs[i], &s.params))
     }
 
@@ -1157,15 +1139,13 @@ impl StepJob {
     fn begin(&self) -> Begun {
         let s = &self.plan.steps[self.index];
         let outs: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
-        let key = cache::cache_key(&KeyInputs {
-            component: &self.component.digest,
-            world: STEP_WORLD,
-            capabilities: &self.component.capabilities,
-            params: &self.params,
-            inputs: &self.inputs,
-            outputs: &outs,
-            memory_bytes: s.limits.memory_bytes,
-        });
+        let key = crate::unit::unit_key(
+            &self.component,
+            &self.params,
+            &self.inputs,
+            &outs,
+            &s.limits,
+        );
         Begun {
             key,
             started: Instant::now(),
@@ -1511,4 +1491,35 @@ impl StepJob {
         }
         report
     }
+}
+
+/// The items a map over a JSON list maps over: the list in file
+/// `m.json_list` of the output `src` (of step `m.step`). Shared by the
+/// scheduler and [`crate::verify`], which rebuilds a child's params.
+pub(crate) fn read_list(
+    store: &crate::store::Store,
+    src: &Digest,
+    m: &crate::plan::MapSpec,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let file = m.json_list.as_deref().unwrap_or_default();
+    let tree = store.read_tree(src)?;
+    let e = tree
+        .entries
+        .iter()
+        .find(|e| e.name == file && e.kind == EntryKind::File)
+        .ok_or_else(|| {
+            anyhow!(
+                "output '{}' of step '{}' has no file '{file}'",
+                m.output,
+                m.step
+            )
+        })?;
+    let bytes = store.read_object(&e.digest)?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        anyhow!(
+            "'{file}' in output '{}' of step '{}' is not a JSON list: {err}",
+            m.output,
+            m.step
+        )
+    })
 }
