@@ -366,24 +366,7 @@ fn weir_run_with_records_on_postgres_gives_the_digests_of_a_local_run() {
         "no records in the store's own file"
     );
     let show = |store: &std::path::Path, records: Option<&str>, run: &str| {
-        let mut c = weir();
-        if let Some(url) = records {
-            c.args(["--records", url]);
-        }
-        let out = c
-            .args(["show", run, "--json", "--store"])
-            .arg(store)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["steps"]
-            .as_array()
-            .unwrap()
+        shown_steps(records, Some(store), run)
             .iter()
             .map(|s| {
                 (

@@ -205,19 +205,7 @@ fn run_hello(s3: &S3, db: &str, remote: &str, store: &Path) -> String {
 
 /// A run's steps: name to (state, outputs).
 fn steps(db: &str, run: u32) -> BTreeMap<String, (String, BTreeMap<String, String>)> {
-    let out = weir()
-        .args(["--records", db, "show", &run.to_string(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["steps"]
-        .as_array()
-        .unwrap()
+    shown_steps(Some(db), None, &run.to_string())
         .iter()
         .map(|s| {
             let outputs = s["outputs"]

@@ -1835,6 +1835,53 @@ fn prometheus_scrapes_the_servers_metrics() {
     assert!(srv.stop().success());
 }
 
+/// Writes `NAME.rhai` for each (name, body): `let p = pipeline("NAME");`
+/// then the body.
+fn write_pipelines(proj: &Path, pipelines: &[(&str, String)]) {
+    std::fs::create_dir_all(proj).unwrap();
+    for (name, body) in pipelines {
+        std::fs::write(
+            proj.join(format!("{name}.rhai")),
+            format!("let p = pipeline(\"{name}\");\n{body}\n"),
+        )
+        .unwrap();
+    }
+}
+
+/// Pipeline `name`'s error as the server shows it ("" if none).
+fn pipeline_error(srv: &Served, name: &str) -> String {
+    let (_, v) = srv.get("/api/pipelines");
+    v["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .map(|p| p["error"].as_str().unwrap_or("").to_string())
+        .unwrap_or_else(|| panic!("no pipeline {name}: {v}"))
+}
+
+/// The runs noted with `source`, newest first, once there are at least
+/// `n` (or after 20 s, whatever there are).
+fn runs_from(srv: &Served, source: &str, n: usize) -> Vec<Value> {
+    let t = Instant::now();
+    loop {
+        let (_, v) = srv.get(&format!("/api/runs?source={source}"));
+        let runs = v["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() >= n || t.elapsed() > Duration::from_secs(20) {
+            return runs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `weir check` of a script that must fail: its stderr.
+fn check_fails(script: &Path, text: &str) -> String {
+    std::fs::write(script, text).unwrap();
+    let out = weir().arg("check").arg(script).output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Issue 28, triggers: a pipeline declared `p.after_success("up")` runs
 /// when a run of `up` succeeds (and not when one fails), noted `upstream`
 /// with the run that started it; a follower naming no pipeline, or
@@ -1844,79 +1891,59 @@ fn prometheus_scrapes_the_servers_metrics() {
 fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
     let tmp = tempfile::tempdir().unwrap();
     let proj = tmp.path().join("project");
-    std::fs::create_dir_all(&proj).unwrap();
     let echo = format!("{:?}", fixture("echo").display().to_string());
-    for (name, body) in [
-        ("up", format!("p.step(\"a\", {echo}).output(\"out\");")),
-        (
-            "down",
-            format!(
-                "p.after_success(\"up\");\np.step(\"b\", {echo}).output(\"out\").params(#{{ note: \"down\" }});"
+    write_pipelines(
+        &proj,
+        &[
+            ("up", format!("p.step(\"a\", {echo}).output(\"out\");")),
+            (
+                "down",
+                format!(
+                    "p.after_success(\"up\");\np.step(\"b\", {echo}).output(\"out\").params(#{{ note: \"down\" }});"
+                ),
             ),
-        ),
-        (
-            "broken",
-            format!("p.step(\"a\", {echo}).output(\"out\").params(#{{ fail: \"on purpose\" }});"),
-        ),
-        (
-            "after_broken",
-            format!("p.after_success(\"broken\");\np.step(\"b\", {echo}).output(\"out\");"),
-        ),
-        (
-            "c1",
-            format!("p.after_success(\"c2\");\np.step(\"a\", {echo}).output(\"out\");"),
-        ),
-        (
-            "c2",
-            format!("p.after_success(\"c1\");\np.step(\"a\", {echo}).output(\"out\");"),
-        ),
-        (
-            "typo",
-            format!("p.after_success(\"nope\");\np.step(\"a\", {echo}).output(\"out\");"),
-        ),
-    ] {
-        std::fs::write(
-            proj.join(format!("{name}.rhai")),
-            format!("let p = pipeline(\"{name}\");\n{body}\n"),
-        )
-        .unwrap();
-    }
+            (
+                "broken",
+                format!(
+                    "p.step(\"a\", {echo}).output(\"out\").params(#{{ fail: \"on purpose\" }});"
+                ),
+            ),
+            (
+                "after_broken",
+                format!("p.after_success(\"broken\");\np.step(\"b\", {echo}).output(\"out\");"),
+            ),
+            (
+                "c1",
+                format!("p.after_success(\"c2\");\np.step(\"a\", {echo}).output(\"out\");"),
+            ),
+            (
+                "c2",
+                format!("p.after_success(\"c1\");\np.step(\"a\", {echo}).output(\"out\");"),
+            ),
+            (
+                "typo",
+                format!("p.after_success(\"nope\");\np.step(\"a\", {echo}).output(\"out\");"),
+            ),
+        ],
+    );
     let store = tmp.path().join("store");
     let mut srv = Served::start(&proj, &store);
-    let (_, v) = srv.get("/api/pipelines");
-    let error = |name: &str| {
-        v["pipelines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .map(|p| p["error"].as_str().unwrap_or("").to_string())
-            .unwrap()
-    };
-    assert!(
-        error("c1").contains("make a circle: c1 after c2 after c1"),
-        "{v}"
-    );
-    assert!(error("c2").contains("circle"), "{v}");
-    assert!(
-        error("typo").contains("'nope', which is not a pipeline"),
-        "{v}"
-    );
-    assert_eq!(error("down"), "", "{v}");
+    let error = |name: &str| pipeline_error(&srv, name);
+    let c1 = error("c1");
+    assert!(c1.contains("make a circle: c1 after c2 after c1"), "{c1}");
+    assert!(error("c2").contains("circle"));
+    let typo = error("typo");
+    assert!(typo.contains("'nope', which is not a pipeline"), "{typo}");
+    assert_eq!(error("down"), "");
 
     let (s, v) = srv.post("/api/pipelines/up/runs", json!({}));
     assert_eq!(s, 201, "{v}");
     let up = v["run"].as_i64().unwrap();
     srv.wait_run(up, 60);
-    let t = Instant::now();
-    let follower = loop {
-        let (_, v) = srv.get("/api/runs?source=upstream");
-        if let Some(r) = v["runs"].as_array().and_then(|r| r.first()) {
-            break r.clone();
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "no follower ran");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let follower = runs_from(&srv, "upstream", 1)
+        .first()
+        .cloned()
+        .expect("no follower ran");
     assert_eq!(follower["pipeline"], "down", "{follower}");
     assert_eq!(follower["trigger"], format!("up run {up}"), "{follower}");
     let done = srv.wait_run(follower["run"].as_i64().unwrap(), 60);
@@ -1929,20 +1956,16 @@ fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
     std::thread::sleep(Duration::from_millis(1500));
     let (_, v) = srv.get("/api/runs?pipeline=after_broken");
     assert_eq!(v["runs"].as_array().unwrap().len(), 0, "{v}");
-    let (_, v) = srv.get("/api/runs?source=upstream");
-    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(runs_from(&srv, "upstream", 0).len(), 1);
     assert!(srv.stop().success());
 
     // A pipeline cannot follow itself: the script's error says so.
-    let own = tmp.path().join("own.rhai");
-    std::fs::write(
-        &own,
-        format!("let p = pipeline(\"own\");\np.after_success(\"own\");\np.step(\"a\", {echo}).output(\"out\");\n"),
-    )
-    .unwrap();
-    let out = weir().arg("check").arg(&own).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = check_fails(
+        &tmp.path().join("own.rhai"),
+        &format!(
+            "let p = pipeline(\"own\");\np.after_success(\"own\");\np.step(\"a\", {echo}).output(\"out\");\n"
+        ),
+    );
     assert!(
         text.contains("cannot follow itself") && text.contains("own.rhai:2"),
         "{text}"
@@ -1957,60 +1980,42 @@ fn a_pipeline_runs_after_the_one_it_follows_succeeds() {
 fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
     let tmp = tempfile::tempdir().unwrap();
     let proj = tmp.path().join("project");
-    std::fs::create_dir_all(&proj).unwrap();
     let echo = format!("{:?}", fixture("echo").display().to_string());
-    for (name, body) in [
-        (
-            "train",
-            format!(
-                "let v = param(\"v\", 1);\np.step(\"fit\", {echo}).output(\"out\", Model).params(#{{ note: v }}).register(\"m\");"
+    write_pipelines(
+        &proj,
+        &[
+            (
+                "train",
+                format!(
+                    "let v = param(\"v\", 1);\np.step(\"fit\", {echo}).output(\"out\", Model).params(#{{ note: v }}).register(\"m\");"
+                ),
             ),
-        ),
-        (
-            "score",
-            format!("p.after_model(\"m\");\np.step(\"s\", {echo}).output(\"out\");"),
-        ),
-        (
-            "deploy",
-            format!(
-                "p.after_model(\"m\", \"production\");\np.step(\"d\", {echo}).output(\"out\");"
+            (
+                "score",
+                format!("p.after_model(\"m\");\np.step(\"s\", {echo}).output(\"out\");"),
             ),
-        ),
-        (
-            "selfloop",
-            format!(
-                "p.after_model(\"m2\");\np.step(\"a\", {echo}).output(\"out\", Model).register(\"m2\");"
+            (
+                "deploy",
+                format!(
+                    "p.after_model(\"m\", \"production\");\np.step(\"d\", {echo}).output(\"out\");"
+                ),
             ),
-        ),
-    ] {
-        std::fs::write(
-            proj.join(format!("{name}.rhai")),
-            format!("let p = pipeline(\"{name}\");\n{body}\n"),
-        )
-        .unwrap();
-    }
+            (
+                "selfloop",
+                format!(
+                    "p.after_model(\"m2\");\np.step(\"a\", {echo}).output(\"out\", Model).register(\"m2\");"
+                ),
+            ),
+        ],
+    );
     let store = tmp.path().join("store");
     let mut srv = Served::start(&proj, &store);
-    let (_, v) = srv.get("/api/pipelines");
-    let selfloop = v["pipelines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "selfloop")
-        .map(|p| p["error"].as_str().unwrap_or("").to_string())
-        .unwrap();
-    assert!(selfloop.contains("circle: selfloop after selfloop"), "{v}");
-    let model_runs = |srv: &Served, n: usize| -> Vec<Value> {
-        let t = Instant::now();
-        loop {
-            let (_, v) = srv.get("/api/runs?source=model");
-            let runs = v["runs"].as_array().cloned().unwrap_or_default();
-            if runs.len() >= n || t.elapsed() > Duration::from_secs(30) {
-                return runs;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let selfloop = pipeline_error(&srv, "selfloop");
+    assert!(
+        selfloop.contains("circle: selfloop after selfloop"),
+        "{selfloop}"
+    );
+    let model_runs = |srv: &Served, n: usize| runs_from(srv, "model", n);
     let (_, v) = srv.post("/api/pipelines/train/runs", json!({}));
     let first = v["run"].as_i64().unwrap();
     srv.wait_run(first, 60);
@@ -2027,12 +2032,7 @@ fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
     let (_, v) = srv.post("/api/pipelines/train/runs", json!({}));
     srv.wait_run(v["run"].as_i64().unwrap(), 60);
     std::thread::sleep(Duration::from_millis(1500));
-    let (_, v) = srv.get("/api/runs?source=model");
-    assert_eq!(
-        v["runs"].as_array().unwrap().len(),
-        1,
-        "no new version, no follower: {v}"
-    );
+    assert_eq!(model_runs(&srv, 0).len(), 1, "no new version, no follower");
 
     // A promotion to production starts `deploy`.
     let (s, v) = srv.post(
@@ -2048,15 +2048,12 @@ fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
     assert!(srv.stop().success());
 
     // A stage that is no stage is the script's error, with file and line.
-    let bad = tmp.path().join("bad.rhai");
-    std::fs::write(
-        &bad,
-        format!("let p = pipeline(\"bad\");\np.after_model(\"m\", \"prod\");\np.step(\"a\", {echo}).output(\"out\");\n"),
-    )
-    .unwrap();
-    let out = weir().arg("check").arg(&bad).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = check_fails(
+        &tmp.path().join("bad.rhai"),
+        &format!(
+            "let p = pipeline(\"bad\");\np.after_model(\"m\", \"prod\");\np.step(\"a\", {echo}).output(\"out\");\n"
+        ),
+    );
     assert!(
         text.contains("the stage must be") && text.contains("bad.rhai:2"),
         "{text}"
@@ -2071,40 +2068,28 @@ fn a_pipeline_runs_after_a_model_is_registered_or_promoted() {
 fn a_pipeline_runs_when_a_folder_it_watches_changes_by_content() {
     let tmp = tempfile::tempdir().unwrap();
     let proj = tmp.path().join("project");
-    std::fs::create_dir_all(&proj).unwrap();
     let echo = format!("{:?}", fixture("echo").display().to_string());
-    std::fs::write(
-        proj.join("ingest.rhai"),
-        format!(
-            "let p = pipeline(\"ingest\");\np.after_change(\"incoming\");\np.step(\"a\", {echo}).output(\"out\");\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        proj.join("escape.rhai"),
-        format!(
-            "let p = pipeline(\"escape\");\np.after_change(\"../elsewhere\");\np.step(\"a\", {echo}).output(\"out\");\n"
-        ),
-    )
-    .unwrap();
+    write_pipelines(
+        &proj,
+        &[
+            (
+                "ingest",
+                format!("p.after_change(\"incoming\");\np.step(\"a\", {echo}).output(\"out\");"),
+            ),
+            (
+                "escape",
+                format!(
+                    "p.after_change(\"../elsewhere\");\np.step(\"a\", {echo}).output(\"out\");"
+                ),
+            ),
+        ],
+    );
     let store = tmp.path().join("store");
     let mut srv = Served::start(&proj, &store);
-    let (_, v) = srv.get("/api/pipelines");
-    assert!(v.to_string().contains("must be inside the project"), "{v}");
-    let watch_runs = |srv: &Served| -> Vec<Value> {
-        let (_, v) = srv.get("/api/runs?source=watch");
-        v["runs"].as_array().cloned().unwrap_or_default()
-    };
-    let wait_for = |srv: &Served, n: usize| -> Vec<Value> {
-        let t = Instant::now();
-        loop {
-            let runs = watch_runs(srv);
-            if runs.len() >= n || t.elapsed() > Duration::from_secs(20) {
-                return runs;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let escape = pipeline_error(&srv, "escape");
+    assert!(escape.contains("must be inside the project"), "{escape}");
+    let watch_runs = |srv: &Served| runs_from(srv, "watch", 0);
+    let wait_for = |srv: &Served, n: usize| runs_from(srv, "watch", n);
     // The first sight (no folder yet) is the baseline: nothing runs.
     std::thread::sleep(Duration::from_millis(2500));
     assert!(watch_runs(&srv).is_empty());

@@ -48,17 +48,8 @@ fn every_example_pipeline_reproduces_every_step() {
     for (example, units) in [("hello", 3), ("flowers", 6), ("churn", 6)] {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("store");
-        let out = weir()
-            .args(["run", "--quiet", "--store"])
-            .arg(&store)
-            .arg(repo().join(format!("examples/{example}/pipeline.rhai")))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{example}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let script = repo().join(format!("examples/{example}/pipeline.rhai"));
+        succeeded(run_script(&script, &store));
         let (ok, v) = verify(&store, "1");
         let got = outcomes(&v);
         assert!(ok, "{example}: {v:#}");
@@ -75,13 +66,7 @@ fn every_example_pipeline_reproduces_every_step() {
         if example == "hello" {
             // A fully cached re-run executed nothing: nothing to re-execute,
             // and the report says where to look instead.
-            let again = weir()
-                .args(["run", "--quiet", "--store"])
-                .arg(&store)
-                .arg(repo().join("examples/hello/pipeline.rhai"))
-                .output()
-                .unwrap();
-            assert!(again.status.success());
+            succeeded(run_script(&script, &store));
             let (ok, v) = verify(&store, "2");
             assert!(ok && outcomes(&v).is_empty() && v["cached"] == 3, "{v:#}");
             let out = weir()
@@ -117,17 +102,7 @@ p.step("flaky", {flaky:?}).output("out").retries(1);
     )
     .unwrap();
     let store = tmp.path().join("store");
-    let out = weir()
-        .args(["run", "--quiet", "--store"])
-        .arg(&store)
-        .arg(&script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(run_script(&script, &store));
     let (ok, v) = verify(&store, "1");
     let mut got = outcomes(&v);
     got.sort();

@@ -487,3 +487,23 @@ fn pg_admin(url: &str, sql: &str) {
         let _ = conn.await;
     });
 }
+
+/// The steps `weir show RUN --json` prints, as JSON: from the records
+/// database `records` if given, of the store `store` if given.
+pub fn shown_steps(
+    records: Option<&str>,
+    store: Option<&Path>,
+    run: &str,
+) -> Vec<serde_json::Value> {
+    let mut c = weir();
+    if let Some(url) = records {
+        c.args(["--records", url]);
+    }
+    c.args(["show", run, "--json"]);
+    if let Some(store) = store {
+        c.arg("--store").arg(store);
+    }
+    let (stdout, _) = succeeded(c.output().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    v["steps"].as_array().cloned().unwrap_or_default()
+}
