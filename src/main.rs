@@ -135,6 +135,10 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Serve a project: cron schedules, the REST API and the dashboard
     Serve(serve::Args),
+    /// Run the cluster's units (steps sent by weir run --cluster) from the queue in the --records database
+    Worker(commands::worker::Args),
+    /// List the cluster's workers (tags, state, last heartbeat, what each runs) and the queue's depth
+    Workers(commands::worker::ListArgs),
     /// List scheduled pipelines with their next fire times and recent slots
     Schedules(serve::cli::SchedulesArgs),
     /// Run the past slots of a pipeline's schedule between two instants
@@ -206,6 +210,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Store(w) => commands::store::run(w),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Worker(a) => commands::worker::run(a),
+        Command::Workers(a) => commands::worker::list(a),
         Command::Schedules(a) => serve::cli::schedules(a),
         Command::Backfill(a) => serve::cli::backfill(a),
     }

@@ -678,6 +678,7 @@ fn a_unit_spec_runs_without_a_scheduler() {
         limits: weir_runtime::Limits::default(),
         seed: weir_runtime::Digest::of(b"seed"),
         attempt: 1,
+        tags: Vec::new(),
     };
     let again: UnitSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
     assert_eq!(again, spec);

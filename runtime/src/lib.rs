@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod builder;
+pub mod cluster;
 mod config;
 mod events;
 mod exec;

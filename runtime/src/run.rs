@@ -17,7 +17,7 @@ pub use crate::config::Config;
 pub use crate::events::{EventSink, RunEvent, RunOptions, RunReport, StepReport};
 pub use crate::runtime::Runtime;
 pub use crate::trust::{CAPABILITIES, TRUST_FILE, TrustPolicy};
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,9 +153,31 @@ impl Runtime {
             ComponentSource::Crate(dir) => (Some(resolve(dir)), None),
             ComponentSource::Wasm(p) => (None, Some(resolve(p))),
         };
-        executor.load(&wasm, &|d, cap| {
+        let component = executor.load(&wasm, &|d, cap| {
             requested.contains(cap) && trust.grants(cap, d, crate_dir.as_deref(), file.as_deref())
-        })
+        })?;
+        if self.inner.config.dispatch.ships_components() {
+            self.ship_component(&wasm, &component.digest)?;
+        }
+        Ok(component)
+    }
+
+    /// Puts the component file `wasm` in the store as object `digest`, for
+    /// workers on other machines to fetch.
+    fn ship_component(&self, wasm: &Path, digest: &Digest) -> anyhow::Result<()> {
+        let store = self.inner.units.store();
+        if store.is_valid(digest)? {
+            return Ok(());
+        }
+        let bytes = std::fs::read(wasm)
+            .with_context(|| format!("cannot read component {}", wasm.display()))?;
+        let stored = store.put_bytes(&bytes)?;
+        anyhow::ensure!(
+            stored == *digest,
+            "component {} changed while it was loaded",
+            wasm.display()
+        );
+        Ok(())
     }
 
     /// Loads step `s`'s component (off the async threads) for a step with

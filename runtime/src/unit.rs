@@ -52,6 +52,11 @@ pub struct UnitSpec {
     pub seed: Digest,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// The step's tags: a worker of a cluster runs it only if it serves all
+    /// of them (not in the cache key: where a unit runs never changes its
+    /// outputs).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// The cache key of a unit of `component` with these params, inputs and
@@ -76,8 +81,9 @@ pub fn unit_key(
     })
 }
 
-/// What one executed unit produced.
-#[derive(Debug, Clone)]
+/// What one executed unit produced (serialisable, so a worker can send it
+/// back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitOutcome {
     /// The outputs' digests, or why the attempt failed.
     pub result: Result<BTreeMap<String, Digest>, (FailureKind, String)>,
@@ -94,7 +100,7 @@ pub struct UnitOutcome {
 }
 
 impl UnitOutcome {
-    fn failed(kind: FailureKind, why: String) -> UnitOutcome {
+    pub(crate) fn failed(kind: FailureKind, why: String) -> UnitOutcome {
         UnitOutcome {
             result: Err((kind, why)),
             created: Vec::new(),
@@ -115,6 +121,13 @@ pub type UnitFuture<'a> =
 /// process ([`UnitRunner::execute`]); set another with
 /// [`crate::Config::dispatch`].
 pub trait Dispatch: Send + Sync {
+    /// Whether units leave this process, so a run must put each step's
+    /// component bytes in the store as an object (named by the component's
+    /// digest) for other machines to fetch. Default: no.
+    fn ships_components(&self) -> bool {
+        false
+    }
+
     /// Runs one attempt and returns what it produced. `units` runs units in
     /// this process (what the default does with every one). `component` is the
     /// unit's component as this runtime loaded it (a remote implementation

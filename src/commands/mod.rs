@@ -17,6 +17,7 @@ pub mod store;
 pub mod trust;
 pub mod verify;
 pub mod why;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -172,6 +173,41 @@ fn shared_records() -> anyhow::Result<Option<Arc<dyn Records>>> {
         None => Ok(None),
     }
 }
+
+/// The cluster's queue of units, in the records database `--records`
+/// names; `what` (the command or flag that needs it) names it in errors.
+pub fn cluster_queue(what: &str) -> anyhow::Result<Arc<dyn weir_runtime::cluster::UnitQueue>> {
+    let Some(url) = records_url() else {
+        anyhow::bail!(
+            "{what} needs the cluster's database: give --records postgres://... (or $WEIR_RECORDS)"
+        );
+    };
+    Ok(Arc::new(weir_postgres::PgQueue::connect(url)?))
+}
+
+/// Makes `config` send every unit to the cluster's queue instead of running
+/// it here (`weir run --cluster`): units in flight bounded by `jobs` if
+/// given, else [`CLUSTER_JOBS`]; no instance pool (nothing runs here).
+pub fn cluster_config(
+    config: &mut weir_runtime::Config,
+    jobs: Option<usize>,
+) -> anyhow::Result<()> {
+    let queue = cluster_queue("--cluster")?;
+    if REMOTE.get().and_then(|r| r.as_ref()).is_none() {
+        tracing::warn!(
+            "--cluster without --remote: the workers must use this store folder (weir worker --store)"
+        );
+    }
+    config
+        .dispatch(Arc::new(weir_runtime::cluster::QueueDispatch::new(queue)))
+        .jobs(jobs.unwrap_or(CLUSTER_JOBS))
+        .pooling(false);
+    Ok(())
+}
+
+/// Units a coordinator keeps in flight by default (the workers' `--jobs`
+/// bound what runs at once).
+pub const CLUSTER_JOBS: usize = 64;
 
 /// Opens the records of the store at `store` for reading: the database
 /// `--records` names, else the store's own `weir.db`.

@@ -38,6 +38,11 @@ pub struct Args {
     /// Trust the component with this digest (12+ hex characters) with the capabilities its step requests (repeatable)
     #[arg(long, value_name = "DIGEST")]
     trust: Vec<String>,
+    /// Send every step to the cluster's workers (weir worker) through the
+    /// queue in the --records database instead of running it here; with
+    /// --remote, the artifacts travel through that object storage
+    #[arg(long)]
+    cluster: bool,
     /// Trust every component (development machines only). Step crates named
     /// in the project's weir.toml are trusted without flags.
     #[arg(long)]
@@ -125,7 +130,7 @@ fn config_for(
     plan: &weir_runtime::Plan,
     store: &std::path::Path,
 ) -> anyhow::Result<weir_runtime::Config> {
-    super::runtime_config(&plan.base_dir, store, args.jobs, |policy| {
+    let mut config = super::runtime_config(&plan.base_dir, store, args.jobs, |policy| {
         for d in &args.trust {
             policy
                 .trust(d)
@@ -135,7 +140,11 @@ fn config_for(
             policy.trust_all();
         }
         Ok(())
-    })
+    })?;
+    if args.cluster {
+        super::cluster_config(&mut config, args.jobs)?;
+    }
+    Ok(config)
 }
 
 /// The progress display: a spinner with counts on a terminal, lines on
@@ -369,11 +378,15 @@ fn print_summary(
                 }
                 continue;
             }
-            let path = rt
-                .store()
-                .view(d)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            // A result a worker made is fetched from the remote first.
+            let store = rt.store();
+            let path = match store.is_valid_tree(d) {
+                Ok(true) => store
+                    .view(d)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                _ => "(not in this store)".into(),
+            };
             let _ = writeln!(outputs, "  {}.{name} = {} {}", s.name, d.short(), path);
         }
     }

@@ -2,6 +2,8 @@
 //! `tests/guests/`, fresh runtimes on temporary stores, and the CLI binary.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -5,7 +5,7 @@
 //! folders are stored as, the [`owner`] of a running run (which process,
 //! to tell a killed one from a live one), and the boundaries other backends implement: the
 //! [`records`] (their types and traits, by audience) and the object
-//! [`remote`].
+//! [`remote`] and the cluster's [`queue`] of units.
 //!
 //! `weir-dsl` depends on this crate alone; `weir-runtime` re-exports its
 //! modules under the same names (`weir_runtime::plan`, ...).
@@ -17,6 +17,7 @@ pub mod limits;
 pub mod names;
 pub mod owner;
 pub mod plan;
+pub mod queue;
 pub mod records;
 pub mod remote;
 pub mod tree;

@@ -39,6 +39,9 @@ use weir_core::digest::Digest;
 use weir_core::owner::Owner;
 use weir_core::records::*;
 
+mod queue;
+pub use queue::PgQueue;
+
 /// The schema, one migration per version (version = index + 1), applied in
 /// order and never edited once released: a change is a new entry.
 pub const MIGRATIONS: &[&str] = &[
@@ -164,6 +167,39 @@ CREATE TABLE watched (
     digest TEXT NOT NULL,
     at_ms BIGINT NOT NULL,
     PRIMARY KEY (pipeline, dir)
+);
+"#,
+    // 5: the cluster's queue of units and its workers (`queue.rs`).
+    r#"
+CREATE SEQUENCE unit_tokens;
+CREATE TABLE units (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL,
+    run_id BIGINT,
+    step TEXT NOT NULL,
+    tags TEXT[] NOT NULL,
+    spec TEXT NOT NULL,
+    state TEXT NOT NULL,
+    token BIGINT,
+    worker TEXT,
+    lease_until TIMESTAMPTZ,
+    deliveries INTEGER NOT NULL DEFAULT 0,
+    cancel BOOLEAN NOT NULL DEFAULT FALSE,
+    outcome TEXT,
+    error TEXT,
+    enqueued_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ
+);
+CREATE UNIQUE INDEX units_one_per_key ON units (key) WHERE state IN ('queued', 'leased');
+CREATE INDEX units_open ON units (id) WHERE state IN ('queued', 'leased');
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY,
+    tags TEXT[] NOT NULL,
+    jobs INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 "#,
 ];

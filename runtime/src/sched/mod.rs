@@ -1397,6 +1397,7 @@ impl StepJob {
             limits: s.limits,
             seed: *key,
             attempt,
+            tags: s.tags.iter().cloned().collect(),
         };
         let watch = self.on_event.clone().map(|sink| {
             let step = self.name.clone();

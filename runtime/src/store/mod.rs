@@ -199,6 +199,10 @@ pub struct Store {
     trees: Mutex<TreeMemo>,
     /// Objects created since the last [`Store::sync`].
     unsynced: Mutex<Unsynced>,
+    /// Held through a [`Store::sync`]: one that returns has made durable
+    /// everything created before it was called, even what a concurrent
+    /// call took.
+    syncing: Mutex<()>,
     /// Objects of at most [`PACKED_MAX`] bytes (`pack.rs`).
     pack: Pack,
     /// Packed objects hashed and found valid since this process last took
@@ -327,6 +331,7 @@ impl Store {
             verified: Mutex::new(HashMap::new()),
             trees: Mutex::new(TreeMemo::default()),
             unsynced: Mutex::new(Unsynced::default()),
+            syncing: Mutex::new(()),
             empty_dirs: Mutex::new(Vec::new()),
             remote: None,
             faults: Faults::from_env(),
@@ -518,6 +523,7 @@ impl Store {
     /// it before committing records that name those objects. Cheap when
     /// nothing is new.
     pub fn sync(&self) -> io::Result<()> {
+        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
         let pending = std::mem::take(&mut *self.unsynced());
         if pending.files.is_empty() && pending.packed.is_empty() {
             return Ok(());

@@ -1,0 +1,457 @@
+//! Distributed execution (issue 24): `weir run --cluster` sends every unit
+//! through the queue in PostgreSQL to `weir worker` processes, each with a
+//! store of its own, sharing objects through a remote (moto's S3 server or
+//! a folder). The flagship gives the digests and the model of a local
+//! run; a worker killed mid-step, or stalled with its connection cut, loses
+//! its unit to another worker and cannot complete it; tags route units;
+//! the queue itself fences stale claims, runs one unit per key, routes by
+//! tags and gives up on poison.
+
+mod common;
+
+use common::s3::*;
+use common::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_runtime::cluster::*;
+
+/// A `weir worker` process, killed on drop; its stderr goes to a file.
+struct WorkerProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProc {
+    fn start(mut cmd: Command, dir: &Path, name: &str, extra: &[&str]) -> WorkerProc {
+        let log = dir.join(format!("{name}.log"));
+        let child = cmd
+            .args(["worker", "--name", name, "--store"])
+            .arg(dir.join(name))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting weir worker");
+        WorkerProc { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `text`.
+    fn wait_for(&self, text: &str, secs: u64) {
+        let start = Instant::now();
+        while !self.log().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "the worker never logged {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `weir` with the cluster's records and a folder remote.
+fn weir_on(db: &str, remote: &Path) -> Command {
+    let mut c = weir();
+    c.args(["--records", db, "--remote"]).arg(remote);
+    c
+}
+
+/// The output digests of every step of run `run`, from `weir show --json`.
+fn outputs_of(records: Option<&str>, store: &Path, run: &str) -> BTreeMap<String, Value> {
+    shown_steps(records, Some(store), run)
+        .into_iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["outputs"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A pipeline of one slow step (the sleep fixture) and one after it.
+fn slow_pipeline(dir: &Path, ms: u64) -> PathBuf {
+    let sleep = fixture("sleep").display().to_string();
+    let script = dir.join("slow.rhai");
+    std::fs::write(
+        &script,
+        format!(
+            r#"let p = pipeline("slow");
+let s = p.step("slow", {sleep:?}).output("out").params(#{{ ms: {ms} }});
+p.step("after", {sleep:?}).input("x", s.out("out")).output("out").params(#{{ ms: 1 }});
+"#
+        ),
+    )
+    .unwrap();
+    script
+}
+
+#[test]
+fn the_flagship_on_three_workers_gives_the_digests_and_model_of_a_local_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let s3 = S3::start("weir-cluster");
+    let remote = "s3://weir-cluster/store";
+    let script = repo().join("examples/churn/pipeline.rhai");
+    let script = script.to_str().unwrap();
+
+    // The same pipeline on one machine, with records of its own.
+    let local = dir.path().join("local");
+    let out = weir()
+        .args(["run", script, "-p", "rows=6000", "--store"])
+        .arg(&local)
+        .output()
+        .unwrap();
+    let (stdout, _) = succeeded(out);
+    assert!(stdout.contains("model churn@1 registered"), "{stdout}");
+
+    let workers: Vec<WorkerProc> = (1..=3)
+        .map(|i| {
+            let mut c = s3.weir();
+            c.args(["--records", &db.url, "--remote", remote]);
+            WorkerProc::start(c, dir.path(), &format!("w{i}"), &["--jobs", "1"])
+        })
+        .collect();
+    let coordinator = dir.path().join("coordinator");
+    let out = s3
+        .weir()
+        .args(["--records", &db.url, "--remote", remote])
+        .args(["run", "--cluster", script, "-p", "rows=6000", "--store"])
+        .arg(&coordinator)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = succeeded(out);
+    assert!(
+        stdout.contains("succeeded: 7 steps, 6 executed, 0 cached, 1 skipped"),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains("model churn@1 registered"), "{stdout}");
+
+    // Same digests, step by step, and the same model.
+    assert_eq!(
+        outputs_of(Some(&db.url), &coordinator, "1"),
+        outputs_of(None, &local, "1")
+    );
+    let model = |records: Option<&str>, store: &Path| -> Value {
+        let mut c = weir();
+        if let Some(r) = records {
+            c.args(["--records", r]);
+        }
+        let out = c
+            .args(["models", "list", "--json", "--store"])
+            .arg(store)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_str(&succeeded(out).0).unwrap();
+        v[0]["digest"].clone()
+    };
+    assert_eq!(model(Some(&db.url), &coordinator), model(None, &local));
+
+    // Every executed step ran on a worker, none on the coordinator.
+    let ran: usize = workers
+        .iter()
+        .map(|w| w.log().matches("  ok     ").count())
+        .sum();
+    assert_eq!(
+        ran,
+        6,
+        "{:?}",
+        workers.iter().map(|w| w.log()).collect::<Vec<_>>()
+    );
+    // The workers fetched what they read from the bucket, and pushed what
+    // they made: the bucket holds every output.
+    let keys = s3.keys("weir-cluster", "store/");
+    for outputs in outputs_of(Some(&db.url), &coordinator, "1").values() {
+        for d in outputs.as_object().unwrap().values() {
+            let d = d.as_str().unwrap();
+            assert!(
+                keys.iter().any(|k| k.contains(d)),
+                "output {d} is not in the bucket"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_worker_killed_mid_step_loses_its_unit_to_another_and_the_step_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let remote = dir.path().join("remote");
+    let script = slow_pipeline(dir.path(), 3000);
+    let a = WorkerProc::start(
+        weir_on(&db.url, &remote),
+        dir.path(),
+        "a",
+        &["--lease", "1"],
+    );
+    let store = dir.path().join("coordinator");
+    let coordinator = weir_on(&db.url, &remote)
+        .args(["run", "--cluster", "--store"])
+        .arg(&store)
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.wait_for("start  slow", 60);
+    a.signal("-KILL");
+    let b = WorkerProc::start(
+        weir_on(&db.url, &remote),
+        dir.path(),
+        "b",
+        &["--lease", "1"],
+    );
+    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("succeeded: 2 steps, 2 executed"),
+        "{stdout}{stderr}"
+    );
+    let log = b.log();
+    assert!(
+        log.contains("start  slow of run 1 (delivery 2"),
+        "the second worker took the unit again:\n{log}"
+    );
+    let steps = shown_steps(Some(&db.url), Some(&store), "1");
+    let slow: Vec<&Value> = steps.iter().filter(|s| s["step"] == "slow").collect();
+    assert_eq!(slow.len(), 1, "{steps:?}");
+    assert_eq!(slow[0]["state"], "succeeded");
+    assert_eq!(slow[0]["attempts"], 1, "a lost lease is no failed attempt");
+}
+
+#[test]
+fn a_stalled_worker_whose_connection_was_cut_cannot_complete_its_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let remote = dir.path().join("remote");
+    let script = slow_pipeline(dir.path(), 1500);
+    // Its connections carry a name, so the test can find and cut them.
+    let named = format!("{}?application_name=weir-stalled", db.url);
+    let a = WorkerProc::start(weir_on(&named, &remote), dir.path(), "a", &["--lease", "1"]);
+    let store = dir.path().join("coordinator");
+    let coordinator = weir_on(&db.url, &remote)
+        .args(["run", "--cluster", "--store"])
+        .arg(&store)
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.wait_for("start  slow", 60);
+    a.signal("-STOP");
+    db.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'weir-stalled'",
+    );
+    let b = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "b", &[]);
+    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("succeeded: 2 steps, 2 executed"),
+        "{stdout}{stderr}"
+    );
+    b.wait_for("ok     slow", 5);
+    // Woken, the stalled worker finds its lease gone: its outcome is dropped.
+    a.signal("-CONT");
+    a.wait_for("outcome dropped", 30);
+    let steps = shown_steps(Some(&db.url), Some(&store), "1");
+    assert_eq!(
+        steps.iter().filter(|s| s["step"] == "slow").count(),
+        1,
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_tagged_step_runs_only_on_a_worker_with_its_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let remote = dir.path().join("remote");
+    let sleep = fixture("sleep").display().to_string();
+    let script = dir.path().join("tags.rhai");
+    let mut text = String::from("let p = pipeline(\"tags\");\n");
+    for i in 0..4 {
+        text += &format!(
+            "p.step(\"plain{i}\", {sleep:?}).output(\"out\").params(#{{ ms: 200, i: {i} }});\n\
+             p.step(\"gpu{i}\", {sleep:?}).output(\"out\").params(#{{ ms: 200, i: {i}, gpu: true }}).tag(\"gpu\");\n"
+        );
+    }
+    std::fs::write(&script, text).unwrap();
+    let plain = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "plain", &[]);
+    let gpu = WorkerProc::start(
+        weir_on(&db.url, &remote),
+        dir.path(),
+        "gpu",
+        &["--tags", "gpu"],
+    );
+    let out = weir_on(&db.url, &remote)
+        .args(["run", "--cluster", "--store"])
+        .arg(dir.path().join("coordinator"))
+        .arg(&script)
+        .output()
+        .unwrap();
+    let (stdout, _) = succeeded(out);
+    assert!(
+        stdout.contains("succeeded: 8 steps, 8 executed"),
+        "{stdout}"
+    );
+    let (p, g) = (plain.log(), gpu.log());
+    assert!(
+        !p.contains("start  gpu"),
+        "an untagged worker ran a gpu step:\n{p}"
+    );
+    for i in 0..4 {
+        assert!(g.contains(&format!("ok     gpu{i}")), "{g}");
+    }
+    // `weir workers` shows both, with their tags.
+    let out = weir_on(&db.url, &remote)
+        .args(["workers", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&succeeded(out).0).unwrap();
+    let tags: BTreeMap<String, Value> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_string(), w["tags"].clone()))
+        .collect();
+    assert_eq!(tags["gpu"], serde_json::json!(["gpu"]));
+    assert_eq!(tags["plain"], serde_json::json!([]));
+}
+
+fn unit(key: &str, tags: &[&str]) -> QueuedUnit {
+    QueuedUnit {
+        key: weir_runtime::Digest::of(key.as_bytes()),
+        run: None,
+        step: key.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        spec: format!("spec of {key}"),
+    }
+}
+
+fn worker(name: &str, tags: &[&str]) -> WorkerInfo {
+    WorkerInfo {
+        name: name.into(),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        jobs: 1,
+    }
+}
+
+#[test]
+fn the_queue_fences_stale_claims_joins_equal_keys_routes_tags_and_gives_up_on_poison() {
+    let db = TestDb::new();
+    let q = weir_postgres::PgQueue::connect(&db.url).unwrap();
+    let short = Duration::from_millis(300);
+    let no_wait = Duration::ZERO;
+    let (a, b) = (worker("a", &[]), worker("b", &["gpu"]));
+
+    // Single flight: the same key joins the unit already queued.
+    let first = q.enqueue(&unit("k1", &[])).unwrap();
+    let again = q.enqueue(&unit("k1", &[])).unwrap();
+    assert!(!first.joined);
+    assert_eq!(
+        again,
+        Ticket {
+            id: first.id,
+            joined: true
+        }
+    );
+
+    // Tags: a gpu unit is not for a worker without the tag.
+    let tagged = q.enqueue(&unit("k2", &["gpu"])).unwrap();
+    let got = q.claim(&a, 10, short, no_wait).unwrap();
+    assert_eq!(got.iter().map(|c| c.id).collect::<Vec<_>>(), [first.id]);
+    let got_b = q.claim(&b, 10, Duration::from_secs(30), no_wait).unwrap();
+    assert_eq!(got_b.iter().map(|c| c.id).collect::<Vec<_>>(), [tagged.id]);
+
+    // Fencing: a's lease expires, b takes the unit with a new token; a
+    // cannot complete it, b can, and the waiter sees b's outcome.
+    std::thread::sleep(Duration::from_millis(500));
+    let b_all = worker("b", &[]);
+    let retaken = q
+        .claim(&b_all, 10, Duration::from_secs(30), no_wait)
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].id, first.id);
+    assert_eq!(retaken[0].deliveries, 2);
+    assert_ne!(retaken[0].token, got[0].token);
+    let renewal = q.renew(&a, "running", &[got[0].token], short).unwrap();
+    assert_eq!(renewal.lost, [got[0].token]);
+    assert!(!q.complete(first.id, got[0].token, "from a").unwrap());
+    assert!(q.complete(first.id, retaken[0].token, "from b").unwrap());
+    assert!(!q.complete(first.id, retaken[0].token, "twice").unwrap());
+    assert_eq!(
+        q.wait_finished(first.id, Duration::from_secs(5)).unwrap(),
+        Some(Finished::Done("from b".into()))
+    );
+    // Once finished, the key is free again: a new unit, not a join.
+    let later = q.enqueue(&unit("k1", &[])).unwrap();
+    assert!(!later.joined);
+    assert_ne!(later.id, first.id);
+
+    // A coordinator's cancel: a queued unit ends now; a running one is
+    // told to its worker at the next renewal.
+    q.cancel(later.id).unwrap();
+    assert_eq!(
+        q.wait_finished(later.id, Duration::from_secs(5)).unwrap(),
+        Some(Finished::Cancelled)
+    );
+    q.cancel(tagged.id).unwrap();
+    let renewal = q
+        .renew(&b, "running", &[got_b[0].token], Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(renewal.cancelled, [got_b[0].token]);
+
+    // Poison: handed out MAX_DELIVERIES times, each lease expired: lost.
+    let poison = q.enqueue(&unit("k3", &[])).unwrap();
+    for _ in 0..MAX_DELIVERIES {
+        let c = q.claim(&a, 1, short, no_wait).unwrap();
+        assert_eq!(c.len(), 1);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(q.claim(&a, 1, short, no_wait).unwrap().is_empty());
+    match q.wait_finished(poison.id, Duration::from_secs(5)).unwrap() {
+        Some(Finished::Lost(why)) => assert!(why.contains("handed out 3 times"), "{why}"),
+        other => panic!("expected the unit lost, found {other:?}"),
+    }
+
+    // A waiting claim wakes on an enqueue (LISTEN/NOTIFY), well before its
+    // timeout.
+    std::thread::scope(|s| {
+        let q = &q;
+        let waiter = s.spawn(move || {
+            let t = Instant::now();
+            let c = q
+                .claim(&worker("c", &[]), 1, short, Duration::from_secs(20))
+                .unwrap();
+            (c.len(), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        q.enqueue(&unit("k4", &[])).unwrap();
+        let (n, waited) = waiter.join().unwrap();
+        assert_eq!(n, 1);
+        assert!(waited < Duration::from_secs(10), "woken after {waited:?}");
+    });
+    let depth = q.depth().unwrap();
+    assert_eq!(depth.leased + depth.queued, 2, "{depth:?}");
+}
