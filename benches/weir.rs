@@ -4,7 +4,7 @@
 //! several repetitions, on fresh stores in a temporary folder. An argument
 //! selects the groups whose key contains it (`real`, `rss`, `compile`, `chain 1000`,
 //! `fanout 10`, `busy`, `plan 100`, `startup`, `ingest`, `standardize`,
-//! `hello`, `serve`; `chain` or `fanout` for a whole shape). The groups: real
+//! `hello`, `serve`, `cluster`; `chain` or `fanout` for a whole shape). The groups: real
 //! steps through the CLI (`real`: chains and fan-outs of steps that each read
 //! and write a small file; per-step cost, disk and records per tiny step), the
 //! real CLI on generated chains and fan-outs (`rss`: wall time and peak RSS),
@@ -13,7 +13,9 @@
 //! busy), a chain and a fan-out of busy steps (`busy`: ~0.8 ms of guest CPU
 //! each; cores busy and the fan-out's speed-up), plan building, `weir`
 //! start-up, artifact ingest, the standardise feature code natively and as a
-//! wasm step, the hello example, and the HTTP server. BENCHMARKS.md says what
+//! wasm step, the hello example, the HTTP server, and no-op units through the
+//! cluster's queue (`cluster`: PostgreSQL at `$WEIR_BENCH_POSTGRES`, 1, 2 and 4
+//! `weir worker` processes). BENCHMARKS.md says what
 //! each measures. The machine is shared and noisy: compare medians, and
 //! re-run before trusting a difference under ~10%.
 
@@ -1081,6 +1083,13 @@ fn main() {
         }
     }
 
+    if want("cluster") {
+        match cluster(tmp.path(), &noop) {
+            Ok(mut r) => rows.append(&mut r),
+            Err(e) => eprintln!("skipping cluster cases: {e}"),
+        }
+    }
+
     if want("serve") {
         match serve_load(tmp.path()) {
             Ok(mut r) => rows.append(&mut r),
@@ -1227,5 +1236,139 @@ fn serve_load(tmp: &Path) -> Result<Vec<Row>, String> {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let _ = child.wait();
+    Ok(rows)
+}
+
+/// Runs `sql` on the PostgreSQL database at `url`; the rows' columns as f64
+/// text-free numbers (every query here selects numbers).
+fn pg_rows(url: &str, sql: &str) -> Result<Vec<Vec<f64>>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| format!("PostgreSQL at {url}: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let rows = client
+            .simple_query(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))?;
+        drop(client);
+        let _ = conn.await;
+        Ok(rows
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    })
+}
+
+/// No-op units through the cluster's queue (the release CLI): `weir run
+/// --cluster` of a fan-out of 1,000 (throughput: units completed per second
+/// between the first enqueue and the last completion, every completion a
+/// committed transaction) and of a chain of 200 (queue latency: enqueue to
+/// claim, one unit in the queue at a time), with 1, 2 and 4 `weir worker`
+/// processes of one slot each, on a fresh database each round. Times come
+/// from the queue's own rows (the server's clock).
+fn cluster(tmp: &Path, noop: &Path) -> Result<Vec<Row>, String> {
+    let weir = repo().join("target/release/weir");
+    if !weir.is_file() {
+        return Err("build the CLI first (cargo build --release)".into());
+    }
+    let admin = std::env::var("WEIR_BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/postgres".into());
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_string();
+    let mut rows = Vec::new();
+    const ROUNDS: usize = 3;
+    for workers in [1usize, 2, 4] {
+        let (mut rate, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            for (n, chain) in [(1000usize, false), (200, true)] {
+                let name = format!("weir_bench_{}_{workers}_{round}_{n}", std::process::id());
+                pg_rows(&admin, &format!("CREATE DATABASE {name}"))?;
+                let url = format!("{base}/{name}");
+                let dir = tmp.join(&name);
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                let script = dir.join("p.rhai");
+                std::fs::write(&script, generated_script(noop, n, chain, "i"))
+                    .map_err(|e| e.to_string())?;
+                let remote = dir.join("remote");
+                let cmd = || {
+                    let mut c = std::process::Command::new(&weir);
+                    c.args(["--records", &url, "--remote"]).arg(&remote);
+                    c
+                };
+                let mut procs: Vec<std::process::Child> = (0..workers)
+                    .map(|i| {
+                        cmd()
+                            .args(["worker", "--jobs", "1", "--store"])
+                            .arg(dir.join(format!("w{i}")))
+                            .stderr(std::process::Stdio::null())
+                            .spawn()
+                            .map_err(|e| e.to_string())
+                    })
+                    .collect::<Result<_, _>>()?;
+                let status = cmd()
+                    .args(["run", "--cluster", "--quiet", "--store"])
+                    .arg(dir.join("coordinator"))
+                    .arg(&script)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .map_err(|e| e.to_string());
+                for p in &mut procs {
+                    let _ = p.kill();
+                    let _ = p.wait();
+                }
+                if !status.as_ref().is_ok_and(|s| s.success()) {
+                    return Err(format!("weir run --cluster failed: {status:?}"));
+                }
+                let got = pg_rows(
+                    &url,
+                    "SELECT count(*),
+                        extract(epoch from max(finished_at) - min(enqueued_at)),
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch from started_at - enqueued_at)),
+                        percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch from started_at - enqueued_at))
+                     FROM units WHERE state = 'done'",
+                )?;
+                pg_rows(&admin, &format!("DROP DATABASE {name} WITH (FORCE)"))?;
+                let r = got.first().ok_or("no units")?;
+                if chain {
+                    p50.push(r[2] * 1000.0);
+                    p99.push(r[3] * 1000.0);
+                } else {
+                    rate.push(r[0] / r[1]);
+                }
+            }
+        }
+        rows.push(Row {
+            case: format!("cluster: no-op units per second, fan-out of 1,000, {workers} worker(s)"),
+            unit: "/s",
+            samples: rate,
+            note: "first enqueue to last completion; each completion committed".into(),
+        });
+        rows.push(Row {
+            case: format!("cluster: queue latency p50, chain of 200, {workers} worker(s)"),
+            unit: "ms",
+            samples: p50,
+            note: "enqueue to claim".into(),
+        });
+        rows.push(Row {
+            case: format!("cluster: queue latency p99, chain of 200, {workers} worker(s)"),
+            unit: "ms",
+            samples: p99,
+            note: "enqueue to claim".into(),
+        });
+    }
     Ok(rows)
 }

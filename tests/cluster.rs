@@ -66,7 +66,11 @@ impl WorkerProc {
 
 impl Drop for WorkerProc {
     fn drop(&mut self) {
-        self.signal("-CONT");
+        // Continued first if the test stopped it (it may be gone already).
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -242,6 +246,48 @@ fn a_worker_killed_mid_step_loses_its_unit_to_another_and_the_step_is_recorded_o
 }
 
 #[test]
+fn a_worker_told_to_stop_finishes_what_it_runs_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let remote = dir.path().join("remote");
+    let script = slow_pipeline(dir.path(), 1500);
+    let mut a = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "a", &[]);
+    let store = dir.path().join("coordinator");
+    let coordinator = weir_on(&db.url, &remote)
+        .args(["run", "--cluster", "--store"])
+        .arg(&store)
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.wait_for("start  slow", 60);
+    a.signal("-TERM");
+    // It drains: the step it holds ends well, then it claims nothing more.
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "{}", a.log());
+    let log = a.log();
+    assert!(
+        log.contains("ok     slow") && log.contains("draining"),
+        "{log}"
+    );
+    assert!(!log.contains("start  after"), "{log}");
+    let out = weir_on(&db.url, &remote)
+        .args(["workers", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_str(&succeeded(out).0).unwrap();
+    assert_eq!(v["workers"][0]["state"], "stopped", "{v}");
+    // The next step waits for a worker, and gets one.
+    let _b = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "b", &[]);
+    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("succeeded: 2 steps, 2 executed"),
+        "{stdout}{stderr}"
+    );
+}
+
+#[test]
 fn a_stalled_worker_whose_connection_was_cut_cannot_complete_its_unit() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new();
@@ -337,6 +383,143 @@ fn a_tagged_step_runs_only_on_a_worker_with_its_tag() {
         .collect();
     assert_eq!(tags["gpu"], serde_json::json!(["gpu"]));
     assert_eq!(tags["plain"], serde_json::json!([]));
+}
+
+#[test]
+fn weir_serve_on_a_cluster_sends_its_runs_to_the_workers_and_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let remote = dir.path().join("remote");
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let sleep = fixture("sleep").display().to_string();
+    std::fs::write(
+        project.join("slow.rhai"),
+        format!(
+            "let p = pipeline(\"slow\");\np.step(\"slow\", {sleep:?}).output(\"out\").params(#{{ ms: 1500 }}).tag(\"big\");\n"
+        ),
+    )
+    .unwrap();
+    let w = WorkerProc::start(
+        weir_on(&db.url, &remote),
+        dir.path(),
+        "w",
+        &["--tags", "big"],
+    );
+    let remote_arg = remote.display().to_string();
+    let server = Served::start_with(
+        &project,
+        &dir.path().join("serve-store"),
+        &["--cluster", "--records", &db.url, "--remote", &remote_arg],
+    );
+    let (status, v) = server.post("/api/pipelines/slow/runs", serde_json::json!({}));
+    assert_eq!(status, 201, "{v}");
+    let id = v["run"].as_i64().unwrap();
+    w.wait_for("start  slow", 30);
+    // While it runs, the server shows the worker running it.
+    let (status, v) = server.get("/api/workers");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["cluster"], true);
+    let shown = &v["workers"][0];
+    assert_eq!(shown["name"], "w");
+    assert_eq!(shown["tags"], serde_json::json!(["big"]));
+    assert_eq!(shown["running"][0]["step"], "slow", "{v}");
+    assert_eq!(shown["running"][0]["run"], id, "{v}");
+    let (_, _, metrics) = server.raw(
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let metrics = String::from_utf8_lossy(&metrics).to_string();
+    assert!(
+        metrics.contains("weir_queue_units{state=\"running\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weir_workers{state=\"running\"} 1"),
+        "{metrics}"
+    );
+    let run = server.wait_run(id, 60);
+    assert_eq!(run["run"]["state"], "succeeded", "{run}");
+    w.wait_for("ok     slow", 5);
+}
+
+#[test]
+fn one_of_two_servers_fires_the_schedule_and_the_other_takes_over_when_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = TestDb::new();
+    let project = dir.path().join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    let echo = fixture("echo").display().to_string();
+    std::fs::write(
+        project.join("ticker.rhai"),
+        format!(
+            r#"let slot = param("slot", "");
+let p = pipeline("ticker");
+p.schedule("* * * * * *");
+p.step("tick", {echo:?}).output("out").params(#{{ note: slot }});
+"#
+        ),
+    )
+    .unwrap();
+    let fired = |s: &Served| {
+        s.output
+            .lock()
+            .unwrap()
+            .matches("scheduled run started")
+            .count()
+    };
+    let leader = |s: &Served| s.get("/api/schedules").1["leader"].clone();
+    let mut a = Served::start_with(&project, &dir.path().join("a"), &["--records", &db.url]);
+    let start = Instant::now();
+    while fired(&a) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{}",
+            a.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let b = Served::start_with(&project, &dir.path().join("b"), &["--records", &db.url]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(leader(&a), true);
+    assert_eq!(leader(&b), false);
+    assert_eq!(fired(&b), 0, "{}", b.output.lock().unwrap());
+    assert!(fired(&a) >= 4, "{}", a.output.lock().unwrap());
+
+    // The leader dies: the other takes the lead within a few seconds.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let start = Instant::now();
+    while fired(&b) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the second server never took over:\n{}",
+            b.output.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(leader(&b), true);
+
+    // Every slot ran once between them.
+    let out = weir()
+        .args(["--records", &db.url, "runs", "--limit", "1000", "--json"])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_str(&succeeded(out).0).unwrap();
+    let mut slots = Vec::new();
+    for r in runs.as_array().unwrap() {
+        let id = r["run"].as_i64().unwrap().to_string();
+        let out = weir()
+            .args(["--records", &db.url, "metrics", &id, "--json"])
+            .output()
+            .unwrap();
+        let m: Value = serde_json::from_str(&succeeded(out).0).unwrap();
+        slots.push(m["params"]["slot"].as_str().unwrap().to_string());
+    }
+    let distinct: std::collections::BTreeSet<&String> = slots.iter().collect();
+    assert_eq!(distinct.len(), slots.len(), "a slot ran twice: {slots:?}");
+    assert!(slots.len() >= 6, "{slots:?}");
 }
 
 fn unit(key: &str, tags: &[&str]) -> QueuedUnit {

@@ -25,7 +25,7 @@ use crate::runtime::Runtime;
 use crate::unit::{Dispatch, UnitFuture, UnitOutcome, UnitRunner, UnitSpec};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 pub use weir_core::queue::*;
@@ -279,11 +279,35 @@ pub struct Worker {
     info: WorkerInfo,
     lease: Duration,
     on_event: Option<WorkerSink>,
-    /// Claims being run: token to (unit id, its cancellation).
-    held: Mutex<HashMap<i64, CancellationToken>>,
+    held: Mutex<Held>,
+    /// Signalled when a unit stops running (a slot is free) or is completed.
+    changed: Condvar,
     completed: AtomicU64,
     lost: AtomicU64,
 }
+
+/// The claims a worker holds.
+#[derive(Default)]
+struct Held {
+    /// Every claim held (running, or ended and waiting to be completed):
+    /// token to its cancellation. Their leases are renewed.
+    tokens: HashMap<i64, CancellationToken>,
+    /// How many of them are running (taking a slot).
+    running: usize,
+}
+
+/// A unit that ended here, on its way to the completer.
+struct Ended {
+    claim: Claim,
+    outcome: String,
+    run: Option<crate::records::RunId>,
+    step: String,
+    failure: Option<FailureKind>,
+    duration: Duration,
+}
+
+/// Completions sent in one transaction at most.
+const COMPLETE_BATCH: usize = 256;
 
 impl Worker {
     /// A worker running units with `runtime` (its store is the worker's
@@ -302,20 +326,29 @@ impl Worker {
             },
             lease: options.lease.max(Duration::from_millis(300)),
             on_event: options.on_event.clone(),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(Held::default()),
+            changed: Condvar::new(),
             completed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn emit(&self, e: WorkerEvent) {
+        if let Some(f) = &self.on_event {
+            f(&e);
+        }
+    }
+
     /// Serves the queue until `drain` fires (then claims nothing more and
-    /// returns once the units it holds have ended) or `stop` fires (then
-    /// cancels them). Blocks the calling thread; each unit runs on a thread
-    /// of its own.
+    /// returns once the units it holds have ended and are completed) or
+    /// `stop` fires (then cancels them). Blocks the calling thread; each
+    /// unit runs on a thread of its own, and one more completes ended units
+    /// in batches (one transaction for all that ended meanwhile), so a slot
+    /// is free again as soon as its unit ends.
     pub fn run(
         &self,
         drain: &CancellationToken,
@@ -325,18 +358,27 @@ impl Worker {
             .renew(&self.info, "running", &[], self.lease)
             .map_err(|e| e.context("registering with the queue"))?;
         let done = CancellationToken::new();
+        let (ended, completions) = std::sync::mpsc::channel::<Ended>();
         std::thread::scope(|scope| {
             scope.spawn(|| self.heartbeat(drain, &done));
-            let served = self.serve(scope, drain, stop);
+            scope.spawn(|| self.complete_ended(completions));
+            let served = self.serve(scope, drain, stop, &ended);
+            drop(ended);
             // Wait for the units held, cancelling them on `stop`.
-            while !self.held().is_empty() {
+            let mut held = self.held();
+            while !held.tokens.is_empty() {
                 if stop.is_cancelled() {
-                    for c in self.held().values() {
+                    for c in held.tokens.values() {
                         c.cancel();
                     }
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                held = self
+                    .changed
+                    .wait_timeout(held, Duration::from_millis(50))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
+            drop(held);
             done.cancel();
             served
         })?;
@@ -347,16 +389,33 @@ impl Worker {
         })
     }
 
-    /// The claim loop: as many claims as free slots, each run on a thread.
+    /// The claim loop: waits for a free slot, claims as many units as there
+    /// are free slots, and runs each on a thread.
     fn serve<'s>(
         &'s self,
         scope: &'s std::thread::Scope<'s, '_>,
         drain: &CancellationToken,
         stop: &CancellationToken,
+        ended: &std::sync::mpsc::Sender<Ended>,
     ) -> anyhow::Result<()> {
+        let jobs = self.info.jobs as usize;
+        let over = || drain.is_cancelled() || stop.is_cancelled();
         let mut failing_since: Option<Instant> = None;
-        while !drain.is_cancelled() && !stop.is_cancelled() {
-            let free = (self.info.jobs as usize).saturating_sub(self.held().len());
+        while !over() {
+            let free = {
+                let mut held = self.held();
+                while held.running >= jobs && !over() {
+                    held = self
+                        .changed
+                        .wait_timeout(held, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+                jobs.saturating_sub(held.running)
+            };
+            if over() {
+                break;
+            }
             let claims =
                 match self
                     .queue
@@ -378,8 +437,13 @@ impl Worker {
                 };
             for claim in claims {
                 let cancel = CancellationToken::new();
-                self.held().insert(claim.token, cancel.clone());
-                scope.spawn(move || self.run_claim(claim, cancel));
+                {
+                    let mut held = self.held();
+                    held.tokens.insert(claim.token, cancel.clone());
+                    held.running += 1;
+                }
+                let ended = ended.clone();
+                scope.spawn(move || self.run_claim(claim, cancel, ended));
             }
         }
         Ok(())
@@ -393,7 +457,7 @@ impl Worker {
         let every = self.lease / 3;
         let mut renewed = Instant::now();
         while !done.is_cancelled() {
-            let tokens: Vec<i64> = self.held().keys().copied().collect();
+            let tokens: Vec<i64> = self.held().tokens.keys().copied().collect();
             let state = if drain.is_cancelled() {
                 "draining"
             } else {
@@ -404,7 +468,7 @@ impl Worker {
                     renewed = Instant::now();
                     let held = self.held();
                     for t in r.lost.iter().chain(&r.cancelled) {
-                        if let Some(c) = held.get(t) {
+                        if let Some(c) = held.tokens.get(t) {
                             c.cancel();
                         }
                     }
@@ -412,7 +476,7 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!("worker {}: renewing leases: {e:#}", self.info.name);
                     if renewed.elapsed() >= self.lease {
-                        for c in self.held().values() {
+                        for c in self.held().tokens.values() {
                             c.cancel();
                         }
                     }
@@ -425,20 +489,20 @@ impl Worker {
         }
     }
 
-    /// Runs one claimed unit and completes it.
-    fn run_claim(&self, claim: Claim, cancel: CancellationToken) {
+    /// Runs one claimed unit, frees its slot, and hands it to the completer.
+    fn run_claim(
+        &self,
+        claim: Claim,
+        cancel: CancellationToken,
+        ended: std::sync::mpsc::Sender<Ended>,
+    ) {
         let started = Instant::now();
         let spec = serde_json::from_str::<UnitSpec>(&claim.spec);
         let (run, step) = match &spec {
             Ok(s) => (s.run, s.step.clone()),
             Err(_) => (None, format!("unit {}", claim.id)),
         };
-        let emit = |e: WorkerEvent| {
-            if let Some(f) = &self.on_event {
-                f(&e);
-            }
-        };
-        emit(WorkerEvent::Started {
+        self.emit(WorkerEvent::Started {
             run,
             step: step.clone(),
             delivery: claim.deliveries,
@@ -458,38 +522,64 @@ impl Worker {
                 format!("this worker cannot read the unit (another weir version?): {e}"),
             ),
         };
-        let accepted = serde_json::to_string(&outcome)
-            .map_err(anyhow::Error::from)
-            .and_then(|json| self.queue.complete(claim.id, claim.token, &json));
-        emit(WorkerEvent::Finished {
-            run,
-            step,
+        let done = Ended {
+            outcome: serde_json::to_string(&outcome).unwrap_or_default(),
             failure: outcome.result.as_ref().err().map(|(k, _)| *k),
             duration: started.elapsed(),
-            accepted: matches!(accepted, Ok(true)),
-        });
-        match accepted {
-            Ok(true) => {
-                self.completed.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {
-                self.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "worker {}: unit {} finished after its lease was lost; its outcome is dropped",
-                    self.info.name,
-                    claim.id
-                );
-            }
-            Err(e) => {
-                self.lost.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    "worker {}: completing unit {}: {e:#}",
-                    self.info.name,
-                    claim.id
-                );
-            }
+            claim,
+            run,
+            step,
+        };
+        self.held().running -= 1;
+        self.changed.notify_all();
+        if let Err(std::sync::mpsc::SendError(done)) = ended.send(done) {
+            // No completer (it cannot happen while units run): give it up.
+            self.held().tokens.remove(&done.claim.token);
+            self.changed.notify_all();
         }
-        self.held().remove(&claim.token);
+    }
+
+    /// Completes ended units, all those waiting in one call, until every
+    /// sender is gone.
+    fn complete_ended(&self, ended: std::sync::mpsc::Receiver<Ended>) {
+        while let Ok(first) = ended.recv() {
+            let mut batch = vec![first];
+            while batch.len() < COMPLETE_BATCH {
+                match ended.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
+                }
+            }
+            let items: Vec<(i64, i64, String)> = batch
+                .iter()
+                .map(|e| (e.claim.id, e.claim.token, e.outcome.clone()))
+                .collect();
+            let accepted = self.queue.complete_many(&items);
+            if let Err(e) = &accepted {
+                tracing::warn!(
+                    "worker {}: completing {} unit(s): {e:#}",
+                    self.info.name,
+                    batch.len()
+                );
+            }
+            for (i, e) in batch.into_iter().enumerate() {
+                let ok = accepted.as_ref().is_ok_and(|a| a.get(i) == Some(&true));
+                if ok {
+                    self.completed.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                }
+                self.emit(WorkerEvent::Finished {
+                    run: e.run,
+                    step: e.step,
+                    failure: e.failure,
+                    duration: e.duration,
+                    accepted: ok,
+                });
+                self.held().tokens.remove(&e.claim.token);
+            }
+            self.changed.notify_all();
+        }
     }
 
     /// Loads the unit's component (fetched by digest) with the capabilities

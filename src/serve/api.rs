@@ -52,6 +52,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/schedules/{name}/pause"),
     ("POST", "/api/schedules/{name}/resume"),
     ("POST", "/api/schedules/{name}/backfill"),
+    ("GET", "/api/workers"),
     ("GET", "/metrics"),
 ];
 
@@ -90,17 +91,67 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
         ("POST", "/api/schedules/{name}/pause") => post(pause_schedule),
         ("POST", "/api/schedules/{name}/resume") => post(resume_schedule),
         ("POST", "/api/schedules/{name}/backfill") => post(backfill),
+        ("GET", "/api/workers") => get(workers),
         ("GET", "/metrics") => get(prometheus),
         // A route listed without a handler answers 501, and the route test fails.
         _ => get(not_implemented).post(not_implemented),
     }
 }
 
+/// How long ago a worker may have last been heard of to be listed.
+const WORKERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The cluster's workers and the queue's depth.
+async fn workers(State(s): S) -> Result<Response, ApiError> {
+    let v = blocking(move || {
+        let Some(q) = &s.queue else {
+            return Ok(json!({ "cluster": false, "workers": [], "queued": 0, "running": 0 }));
+        };
+        let workers = q.workers(WORKERS_WITHIN).map_err(ApiError::internal)?;
+        let depth = q.depth().map_err(ApiError::internal)?;
+        let shown: Vec<Value> = workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "name": w.name,
+                    "tags": w.tags,
+                    "jobs": w.jobs,
+                    "state": w.state,
+                    "started_ms": w.started_ms,
+                    "heartbeat_ms": w.heartbeat_ms,
+                    "running": w.running.iter()
+                        .map(|(r, step)| json!({ "run": r.map(|r| r.0), "step": step }))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "cluster": true,
+            "workers": shown,
+            "queued": depth.queued,
+            "running": depth.leased,
+        }))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
 /// Prometheus metrics, in the text exposition format.
 async fn prometheus(State(server): S) -> Result<Response, ApiError> {
     let text = tokio::task::spawn_blocking(move || {
         let now = server.activity();
-        server.metrics.render(&now)
+        let mut text = server.metrics.render(&now);
+        if let Some(q) = &server.queue {
+            match (q.depth(), q.workers(WORKERS_WITHIN)) {
+                (Ok(depth), Ok(workers)) => {
+                    text.push_str(&super::metrics::render_cluster(&depth, &workers));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("/metrics: the cluster's queue: {e:#}");
+                }
+            }
+        }
+        text
     })
     .await
     .map_err(ApiError::internal)?;
@@ -1639,5 +1690,6 @@ async fn schedules(State(s): S) -> Result<Response, ApiError> {
         Ok(out)
     })
     .await?;
-    Ok(axum::Json(json!({ "schedules": v })).into_response())
+    let leader = s.leads().await;
+    Ok(axum::Json(json!({ "schedules": v, "leader": leader })).into_response())
 }

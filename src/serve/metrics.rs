@@ -249,6 +249,44 @@ impl Metrics {
 }
 
 /// A metric family's `HELP` and `TYPE` lines.
+/// The cluster's gauges: units by queue state, workers by state (those
+/// heard of in the last two minutes).
+pub fn render_cluster(
+    depth: &weir_runtime::cluster::QueueDepth,
+    workers: &[weir_runtime::cluster::WorkerStatus],
+) -> String {
+    let mut out = String::new();
+    family(
+        &mut out,
+        "weir_queue_units",
+        "gauge",
+        "Units in the cluster's queue, by state (queued: waiting for a worker; running: leased)",
+    );
+    let _ = writeln!(out, "weir_queue_units{{state=\"queued\"}} {}", depth.queued);
+    let _ = writeln!(
+        out,
+        "weir_queue_units{{state=\"running\"}} {}",
+        depth.leased
+    );
+    family(
+        &mut out,
+        "weir_workers",
+        "gauge",
+        "The cluster's workers heard of in the last two minutes, by state",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for state in ["running", "draining", "stopped"] {
+        let n = workers
+            .iter()
+            .filter(|w| w.state == state && now - w.heartbeat_ms < 120_000)
+            .count();
+        let _ = writeln!(out, "weir_workers{{state=\"{state}\"}} {n}");
+    }
+    out
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

@@ -41,6 +41,10 @@ pub struct Args {
     /// Another host name clients may use in Host/Origin (besides the bind address, localhost and 127.0.0.1)
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
+    /// Send every step of the runs it starts to the cluster's workers
+    /// (weir worker) through the queue in the --records database
+    #[arg(long)]
+    cluster: bool,
     /// Print the API's routes (method and path) and exit
     #[arg(long, hide = true)]
     list_routes: bool,
@@ -133,6 +137,9 @@ pub struct Server {
     admitted: Arc<Mutex<HashMap<String, usize>>>,
     /// Schedule slots fired (serve.db).
     pub slots: Arc<dyn schedule::SlotLog>,
+    /// The cluster's queue, when the records are in PostgreSQL (its workers
+    /// and depth are shown).
+    pub queue: Option<Arc<dyn weir_runtime::cluster::UnitQueue>>,
     /// What `GET /metrics` reports.
     pub metrics: metrics::Metrics,
     /// What followers react to (successful runs, model versions)
@@ -142,6 +149,23 @@ pub struct Server {
     tasks: TaskTracker,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Whether this server leads the scheduling among the servers sharing
+    /// its records (always, with records of its own); an error counts as
+    /// no, and is logged.
+    pub async fn leads(&self) -> bool {
+        let slots = self.slots.clone();
+        match tokio::task::spawn_blocking(move || slots.lead()).await {
+            Ok(Ok(lead)) => lead,
+            Ok(Err(e)) => {
+                tracing::warn!("taking the scheduling lead: {e:#}");
+                false
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 /// Why a request could not be served (status code and message).
@@ -865,12 +889,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let (project, store) = project_and_store(args.project.clone(), args.store.clone())?;
-    let runtime = Runtime::new(&crate::commands::runtime_config(
-        &project,
-        &store,
-        args.jobs,
-        |_| Ok(()),
-    )?)?;
+    let mut config = crate::commands::runtime_config(&project, &store, args.jobs, |_| Ok(()))?;
+    if args.cluster {
+        crate::commands::cluster_config(&mut config, args.jobs)?;
+    }
+    let runtime = Runtime::new(&config)?;
+    // With records in PostgreSQL, the cluster's workers are shown.
+    let queue = match crate::commands::records_url() {
+        Some(_) => Some(crate::commands::cluster_queue("weir serve")?),
+        None => None,
+    };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(runtime.jobs().max(2))
         .enable_all()
@@ -907,6 +935,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             active: Mutex::new(HashMap::new()),
             admitted: Arc::default(),
             slots,
+            queue,
             metrics: metrics::Metrics::new(&store),
             follow,
             tasks: TaskTracker::new(),

@@ -390,6 +390,10 @@ pub async fn run_scheduler(server: Arc<Server>) {
 /// One look at the clock: decides and fires the due slots of every
 /// scheduled pipeline.
 pub async fn tick(server: &Arc<Server>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    // Among servers sharing the records, only the leader fires slots.
+    if !server.leads().await {
+        return Ok(());
+    }
     for p in server.pipelines().into_values() {
         let (Some(expr), None) = (&p.schedule, &p.error) else {
             continue;

@@ -36,6 +36,10 @@ pub async fn run_watcher(server: Arc<Server>) {
             _ = tokio::time::sleep(POLL) => {}
             _ = server.shutdown.cancelled() => return,
         }
+        // Among servers sharing the records, only the leader acts on changes.
+        if !server.leads().await {
+            continue;
+        }
         let watched: Vec<(String, String, PathBuf)> = server
             .pipelines()
             .into_values()

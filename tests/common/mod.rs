@@ -115,12 +115,18 @@ pub struct Served {
 impl Served {
     /// Starts `weir serve PROJECT --store STORE` and waits until it listens.
     pub fn start(project: &Path, store: &Path) -> Served {
+        Served::start_with(project, store, &[])
+    }
+
+    /// [`Served::start`] with more arguments (`--records URL`, ...).
+    pub fn start_with(project: &Path, store: &Path, extra: &[&str]) -> Served {
         use std::io::BufRead as _;
         let mut child = weir()
             .arg("serve")
             .arg(project)
             .args(["--bind", "127.0.0.1:0", "--token", TOKEN, "--store"])
             .arg(store)
+            .args(extra)
             .env("WEIR_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

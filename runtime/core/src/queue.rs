@@ -173,6 +173,16 @@ pub trait UnitQueue: Send + Sync {
     /// the claim is no longer current (the outcome is dropped).
     fn complete(&self, id: i64, token: i64, outcome: &str) -> anyhow::Result<bool>;
 
+    /// Completes several units at once (`(id, token, outcome)` each, one
+    /// transaction where the queue has them); whether each was accepted,
+    /// in order. Default: one [`UnitQueue::complete`] each.
+    fn complete_many(&self, units: &[(i64, i64, String)]) -> anyhow::Result<Vec<bool>> {
+        units
+            .iter()
+            .map(|(id, token, outcome)| self.complete(*id, *token, outcome))
+            .collect()
+    }
+
     /// Records that `worker` stopped.
     fn stopped(&self, worker: &WorkerInfo) -> anyhow::Result<()>;
 

@@ -571,6 +571,13 @@ pub trait SlotLog: Send + Sync {
     /// Records the content digest of a watched folder that `pipeline` has
     /// reacted to.
     fn set_watched(&self, pipeline: &str, dir: &str, digest: &str) -> anyhow::Result<()>;
+    /// Whether this process leads the scheduling (fires slots and watches
+    /// folders) among the servers sharing these records: one at a time; a
+    /// server that dies hands the lead to the next that asks. Default: yes
+    /// (records of one machine).
+    fn lead(&self) -> anyhow::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// Storage for run records, for every audience at once: what a runtime is

@@ -207,6 +207,20 @@ CREATE TABLE workers (
 /// The advisory lock key migrations hold (`'weir'` in ASCII).
 const MIGRATION_LOCK: i64 = 0x7765_6972;
 
+/// The advisory lock the server leading the scheduling holds for as long
+/// as its session lives (`'weirlead'` in ASCII).
+const LEADER_LOCK: i64 = 0x7765_6972_6c65_6164;
+
+/// How often a server that does not lead tries to take the lead.
+const LEAD_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The scheduling lead's session, if held.
+#[derive(Default)]
+struct Leader {
+    session: Option<tokio_postgres::Client>,
+    tried: Option<std::time::Instant>,
+}
+
 /// Connections the pool keeps at most.
 const POOL_SIZE: usize = 8;
 
@@ -233,6 +247,11 @@ pub fn redacted(url: &str) -> String {
 /// Run records in a PostgreSQL database.
 pub struct PgRecords {
     pool: Pool,
+    /// How to open a session of its own (the scheduling lead's).
+    pg: tokio_postgres::Config,
+    /// The session holding [`LEADER_LOCK`] while this process leads the
+    /// scheduling, and when it last tried to take it.
+    leader: std::sync::Mutex<Leader>,
     /// Where the queries run; `None` only while dropping.
     rt: Option<tokio::runtime::Runtime>,
     /// The URL without its password, for messages.
@@ -262,10 +281,20 @@ impl PgRecords {
     /// and brings its schema up to date. The error names the database
     /// (without the password) and what failed.
     pub fn connect(url: &str) -> anyhow::Result<PgRecords> {
+        PgRecords::connect_with(url, |_| {})
+    }
+
+    /// [`PgRecords::connect`], with the connection settings changed by
+    /// `tweak` (the queue's sessions commit asynchronously).
+    pub(crate) fn connect_with(
+        url: &str,
+        tweak: impl FnOnce(&mut tokio_postgres::Config),
+    ) -> anyhow::Result<PgRecords> {
         let name = redacted(url);
-        let pg: tokio_postgres::Config = url
+        let mut pg: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow!("records database {name}: not a PostgreSQL URL: {e}"))?;
+        tweak(&mut pg);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("weir-records")
@@ -273,7 +302,7 @@ impl PgRecords {
             .build()
             .context("starting the records runtime")?;
         let mgr = Manager::from_config(
-            pg,
+            pg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -286,6 +315,8 @@ impl PgRecords {
             .map_err(|e| anyhow!("records database {name}: {e}"))?;
         let records = PgRecords {
             pool,
+            pg,
+            leader: std::sync::Mutex::new(Leader::default()),
             rt: Some(rt),
             name,
         };
@@ -1264,7 +1295,46 @@ impl ModelRegistry for PgRecords {
     }
 }
 
+impl PgRecords {
+    /// Tries once to take [`LEADER_LOCK`] on a session of its own, kept
+    /// while it holds the lock (the lock goes when the session ends: a
+    /// process that dies or loses its connection hands the lead on).
+    fn take_lead(&self) -> anyhow::Result<Option<tokio_postgres::Client>> {
+        let pg = self.pg.clone();
+        self.call(move |_| async move {
+            let (client, conn) = pg.connect(NoTls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let got: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                .await?
+                .get(0);
+            Ok(got.then_some(client))
+        })
+    }
+}
+
 impl SlotLog for PgRecords {
+    fn lead(&self) -> anyhow::Result<bool> {
+        let mut l = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        if l.session.as_ref().is_some_and(|c| !c.is_closed()) {
+            return Ok(true);
+        }
+        if l.session.take().is_some() {
+            tracing::warn!(
+                "records database {}: lost the scheduling lead (its session ended)",
+                self.name
+            );
+        }
+        if l.tried.is_some_and(|t| t.elapsed() < LEAD_RETRY) {
+            return Ok(false);
+        }
+        l.tried = Some(std::time::Instant::now());
+        l.session = self.take_lead()?;
+        Ok(l.session.is_some())
+    }
+
     fn cursor(&self, pipeline: &str, now: &str) -> anyhow::Result<(Option<String>, String)> {
         let (pipeline, now) = (pipeline.to_string(), now.to_string());
         self.call(move |pool| async move {

@@ -11,6 +11,15 @@
 //! through one listening connection per process; waiters also look at the
 //! row every [`POLL`], so a notification lost to a dropped connection costs
 //! latency, never a hang.
+//!
+//! Only completions are committed synchronously (durable when
+//! [`UnitQueue::complete_many`] returns, several in one transaction). The
+//! queue's other writes (enqueue, claim, renew, cancel) commit without
+//! waiting for the log to reach disk (`synchronous_commit = off` on the
+//! queue's sessions): a server crash can forget the last fraction of a
+//! second of them, which costs a unit run again (a forgotten claim or
+//! renewal) or a step failed with "not in the queue" (a forgotten enqueue),
+//! never a wrong record.
 
 use crate::PgRecords;
 use anyhow::{Context as _, anyhow};
@@ -94,10 +103,10 @@ impl PgQueue {
     /// Connects to the records database at `url`, brings its schema up to
     /// date and starts listening for the queue's notifications.
     pub fn connect(url: &str) -> anyhow::Result<PgQueue> {
-        let db = PgRecords::connect(url)?;
-        let pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| anyhow!("records database {}: not a PostgreSQL URL: {e}", db.name))?;
+        let db = PgRecords::connect_with(url, |pg| {
+            pg.options("-c synchronous_commit=off");
+        })?;
+        let pg = db.pg.clone();
         let heard = Arc::new(Heard::default());
         let rt = db
             .rt
@@ -429,22 +438,39 @@ impl UnitQueue for PgQueue {
     }
 
     fn complete(&self, id: i64, token: i64, outcome: &str) -> anyhow::Result<bool> {
-        let outcome = outcome.to_string();
-        self.db.call(move |pool| async move {
-            let c = pool.get().await?;
-            let rows = c
+        let accepted = self.complete_many(&[(id, token, outcome.to_string())])?;
+        Ok(accepted.first() == Some(&true))
+    }
+
+    fn complete_many(&self, units: &[(i64, i64, String)]) -> anyhow::Result<Vec<bool>> {
+        let ids: Vec<i64> = units.iter().map(|u| u.0).collect();
+        let tokens: Vec<i64> = units.iter().map(|u| u.1).collect();
+        let outcomes: Vec<String> = units.iter().map(|u| u.2.clone()).collect();
+        let accepted: HashSet<i64> = self.db.call(move |pool| async move {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            // Durable when it returns, unlike the queue's other writes.
+            tx.batch_execute("SET LOCAL synchronous_commit = on")
+                .await?;
+            let rows = tx
                 .query(
-                    "WITH done AS (
-                        UPDATE units SET state = 'done', outcome = $3, finished_at = now(),
-                            lease_until = NULL
-                        WHERE id = $1 AND token = $2 AND state = 'leased'
-                        RETURNING id)
-                     SELECT pg_notify('weir_finished', id::text) FROM done",
-                    &[&id, &token, &outcome],
+                    "WITH d AS (
+                        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])
+                            AS d(id, token, outcome)),
+                     done AS (
+                        UPDATE units u SET state = 'done', outcome = d.outcome,
+                            finished_at = now(), lease_until = NULL
+                        FROM d
+                        WHERE u.id = d.id AND u.token = d.token AND u.state = 'leased'
+                        RETURNING u.id)
+                     SELECT id, pg_notify('weir_finished', id::text)::text FROM done",
+                    &[&ids, &tokens, &outcomes],
                 )
                 .await?;
-            Ok(rows.len() == 1)
-        })
+            tx.commit().await?;
+            Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+        })?;
+        Ok(units.iter().map(|u| accepted.contains(&u.0)).collect())
     }
 
     fn stopped(&self, worker: &WorkerInfo) -> anyhow::Result<()> {

@@ -747,6 +747,31 @@ function backfillForm(sc, msg) {
   return f;
 }
 
+// ---- workers ------------------------------------------------------------
+async function pageWorkers() {
+  clearInterval(timer);
+  const render = async () => {
+    const w = await api("/api/workers");
+    show(el("h1", {}, "Workers"),
+      w.cluster
+        ? el("p", { id: "queue-depth" }, "Queue: " + w.queued + " waiting, " + w.running + " running")
+        : el("p", { class: "muted" }, "Not a cluster: the records are not in PostgreSQL, so every step runs in this server."),
+      w.workers.length ? el("table", { id: "workers" },
+        el("tr", {}, ["Worker", "State", "Tags", "Slots", "Last heartbeat", "Running"].map((h) => el("th", {}, h))),
+        w.workers.map((x) => el("tr", { "data-worker": x.name },
+          el("td", { class: "mono" }, x.name),
+          el("td", {}, el("span", { class: "state st-" + x.state, "data-state": x.state }, x.state)),
+          el("td", {}, x.tags.length ? x.tags.join(", ") : "-"),
+          el("td", {}, String(x.jobs)),
+          el("td", {}, fmtMs(Math.max(0, Date.now() - x.heartbeat_ms)) + " ago"),
+          el("td", {}, x.running.map((u) => el("div", {},
+            u.run ? el("a", { href: "#/runs/" + u.run + "/steps/" + encodeURIComponent(u.step) }, u.step + " (#" + u.run + ")") : u.step)))))) :
+        (w.cluster ? el("p", { class: "muted" }, "No worker heard of in the last hour: start one with weir worker.") : null));
+  };
+  await render();
+  every(2000, render);
+}
+
 // ---- routing ------------------------------------------------------------
 async function route() {
   const h = location.hash.replace(/^#/, "") || "/";
@@ -762,6 +787,7 @@ async function route() {
     if (m[0] === "compare") return await pageCompare(q || "");
     if (m[0] === "models") return await pageModels();
     if (m[0] === "schedules") return await pageSchedules();
+    if (m[0] === "workers") return await pageWorkers();
     show(el("p", {}, "Unknown page."));
   } catch (e) { fail(e); }
 }
