@@ -335,7 +335,12 @@ fn a_tagged_step_runs_only_on_a_worker_with_its_tag() {
     let remote = dir.path().join("remote");
     let sleep = fixture("sleep").display().to_string();
     let script = dir.path().join("tags.rhai");
-    let mut text = String::from("let p = pipeline(\"tags\");\n");
+    // A tag naming a pool bounds concurrency and routes nothing: no worker
+    // has the tag "slots", and the step runs.
+    let mut text = format!(
+        "let p = pipeline(\"tags\");\np.pool(\"slots\", 1);\n\
+         p.step(\"pooled\", {sleep:?}).output(\"out\").params(#{{ ms: 1, pooled: true }}).tag(\"slots\");\n"
+    );
     for i in 0..4 {
         text += &format!(
             "p.step(\"plain{i}\", {sleep:?}).output(\"out\").params(#{{ ms: 200, i: {i} }});\n\
@@ -358,7 +363,7 @@ fn a_tagged_step_runs_only_on_a_worker_with_its_tag() {
         .unwrap();
     let (stdout, _) = succeeded(out);
     assert!(
-        stdout.contains("succeeded: 8 steps, 8 executed"),
+        stdout.contains("succeeded: 9 steps, 9 executed"),
         "{stdout}"
     );
     let (p, g) = (plain.log(), gpu.log());
@@ -612,6 +617,10 @@ fn the_queue_fences_stale_claims_joins_equal_keys_routes_tags_and_gives_up_on_po
         assert_eq!(c.len(), 1);
         std::thread::sleep(Duration::from_millis(400));
     }
+    // Not handed out again; the next sweep (claims make one a second at
+    // most) finishes it as lost.
+    assert!(q.claim(&a, 1, short, no_wait).unwrap().is_empty());
+    std::thread::sleep(Duration::from_millis(1100));
     assert!(q.claim(&a, 1, short, no_wait).unwrap().is_empty());
     match q.wait_finished(poison.id, Duration::from_secs(5)).unwrap() {
         Some(Finished::Lost(why)) => assert!(why.contains("handed out 3 times"), "{why}"),

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 pub use weir_core::queue::*;
 
-/// How long a coordinator waits in one call before looking at its
-/// cancellation again.
-const WAIT_STEP: Duration = Duration::from_millis(250);
+/// How long a coordinator waits in one call (a cancellation does not wait
+/// for it to return).
+const WAIT_STEP: Duration = Duration::from_secs(2);
 
 /// How long a coordinator keeps trying to reach the queue before it fails
 /// the unit.
@@ -280,11 +280,17 @@ pub struct Worker {
     lease: Duration,
     on_event: Option<WorkerSink>,
     held: Mutex<Held>,
+    /// Components loaded here, by digest, capabilities and engine (a unit
+    /// of a component seen before neither reads nor hashes its bytes).
+    loaded: Mutex<HashMap<ComponentKey, Arc<LoadedComponent>>>,
     /// Signalled when a unit stops running (a slot is free) or is completed.
     changed: Condvar,
     completed: AtomicU64,
     lost: AtomicU64,
 }
+
+/// A component as a worker loads it: digest, capabilities, fuel engine.
+type ComponentKey = (crate::Digest, Vec<String>, bool);
 
 /// The claims a worker holds.
 #[derive(Default)]
@@ -327,6 +333,7 @@ impl Worker {
             lease: options.lease.max(Duration::from_millis(300)),
             on_event: options.on_event.clone(),
             held: Mutex::new(Held::default()),
+            loaded: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
             completed: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -625,6 +632,31 @@ impl Worker {
     }
 
     fn load(&self, spec: &UnitSpec) -> anyhow::Result<Arc<LoadedComponent>> {
+        let key = (
+            spec.component,
+            spec.capabilities.clone(),
+            spec.limits.fuel.is_some(),
+        );
+        let known = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(c) = known {
+            return Ok(c);
+        }
+        let c = self.load_new(spec)?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a long-lived worker sees many components.
+        if loaded.len() >= 256 {
+            loaded.clear();
+        }
+        loaded.insert(key, c.clone());
+        Ok(c)
+    }
+
+    fn load_new(&self, spec: &UnitSpec) -> anyhow::Result<Arc<LoadedComponent>> {
         let units = self.runtime.units();
         let store = units.store();
         let d = spec.component;

@@ -210,7 +210,7 @@ impl Runtime {
             limits: ps.limits,
             seed: key,
             attempt: s.attempts.max(1),
-            tags: ps.tags.iter().cloned().collect(),
+            tags: plan.routing_tags(ps),
         };
         let outcome = self
             .execute(&spec, &component, &CancellationToken::new(), None, None)

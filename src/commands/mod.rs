@@ -126,6 +126,11 @@ pub fn set_remote(remote: Option<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether a shared remote was given (`--remote`, `$WEIR_REMOTE`).
+pub fn has_remote() -> bool {
+    REMOTE.get().is_some_and(|r| r.is_some())
+}
+
 /// Opens the remote set by [`set_remote`], if any.
 fn shared_remote() -> anyhow::Result<Option<Arc<dyn weir_runtime::remote::ObjectRemote>>> {
     let Some(r) = REMOTE.get().and_then(|r| r.as_deref()) else {
@@ -193,7 +198,7 @@ pub fn cluster_config(
     jobs: Option<usize>,
 ) -> anyhow::Result<()> {
     let queue = cluster_queue("--cluster")?;
-    if REMOTE.get().and_then(|r| r.as_ref()).is_none() {
+    if !has_remote() {
         tracing::warn!(
             "--cluster without --remote: the workers must use this store folder (weir worker --store)"
         );

@@ -35,8 +35,11 @@ pub struct Args {
 /// Runs `weir worker` until SIGTERM or Ctrl-C (exit 0 after draining).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queue = super::cluster_queue("weir worker")?;
-    let store = args.store.resolve();
+    let (store, bucket) = worker_store(&args.store)?;
     let mut config = super::runtime_config(&store, &store, args.jobs, |_| Ok(()))?;
+    if let Some(url) = bucket {
+        config.remote(Arc::new(weir_object_store::BucketRemote::connect(&url)?));
+    }
     // Its own crates are never built: components come from the queue.
     config.build_crates(false);
     let runtime = weir_runtime::Runtime::new(&config)?;
@@ -116,6 +119,32 @@ fn print_event(e: &WorkerEvent) {
     };
     let text = weir_runtime::names::inert(&line, false).into_owned() + "\n";
     let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), text.as_bytes());
+}
+
+/// The worker's local store, and the bucket when `--store` names one
+/// (`--store s3://bucket/prefix`: the bucket is the shared remote, and the
+/// local store a cache under `$XDG_CACHE_HOME/weir/worker-store` or
+/// `~/.cache/weir/worker-store`).
+fn worker_store(arg: &StoreArg) -> anyhow::Result<(std::path::PathBuf, Option<String>)> {
+    let store = arg.resolve();
+    let text = store.to_string_lossy().into_owned();
+    if !weir_object_store::is_url(&text) {
+        return Ok((store, None));
+    }
+    anyhow::ensure!(
+        !super::has_remote(),
+        "--store {text} names a bucket and --remote (or $WEIR_REMOTE) another: give the bucket once"
+    );
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--store {text}: no $HOME for the local cache; give --remote {text} and --store DIR"
+            )
+        })?;
+    Ok((cache.join("weir").join("worker-store"), Some(text)))
 }
 
 /// `HOST-PID`.

@@ -661,6 +661,17 @@ impl StepPlan {
 }
 
 impl Plan {
+    /// The tags a cluster routes `step` by (a worker runs it only if it
+    /// serves them all): its tags that name no pool (a pool's tag bounds
+    /// how many of its steps run at once, wherever they run).
+    pub fn routing_tags(&self, step: &StepPlan) -> Vec<String> {
+        step.tags
+            .iter()
+            .filter(|t| !self.pools.contains_key(*t))
+            .cloned()
+            .collect()
+    }
+
     /// An empty plan named `name` whose paths resolve against `base_dir`.
     pub fn new(name: impl Into<String>, base_dir: impl Into<PathBuf>) -> Plan {
         Plan {

@@ -23,7 +23,7 @@
 
 use crate::PgRecords;
 use anyhow::{Context as _, anyhow};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -32,10 +32,6 @@ use weir_core::records::RunId;
 
 /// How often a waiter looks at the database without being woken.
 const POLL: Duration = Duration::from_millis(500);
-
-/// Finished units remembered for waiters before the set is cleared (waiters
-/// then find their unit by polling).
-const HEARD_MAX: usize = 10_000;
 
 /// How long finished units stay in the table (for operators) before a
 /// worker's renewal removes them.
@@ -46,6 +42,8 @@ pub struct PgQueue {
     db: PgRecords,
     heard: Arc<Heard>,
     last_purge: Mutex<Instant>,
+    /// When claims last finished the units no worker could finish.
+    last_sweep: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for PgQueue {
@@ -56,46 +54,95 @@ impl std::fmt::Debug for PgQueue {
     }
 }
 
-/// What the listening connection heard.
+/// What the listening connection heard, for the threads waiting on it:
+/// each unit waited for has a signal of its own (a completion wakes its
+/// waiters, not every waiter), and work has one counter.
 #[derive(Default)]
 struct Heard {
-    state: Mutex<HeardState>,
-    changed: Condvar,
+    waiting: Mutex<HashMap<i64, (Arc<Signal>, usize)>>,
+    work: Mutex<u64>,
+    work_changed: Condvar,
 }
 
+/// Set when the unit may have finished (look at the database).
 #[derive(Default)]
-struct HeardState {
-    /// Units that finished (from `weir_finished`).
-    finished: HashSet<i64>,
-    /// Bumped on every `weir_work` (and when the listener reconnects).
-    work: u64,
+struct Signal {
+    look: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Signal {
+    fn raise(&self) {
+        *self.look.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until raised or `until`; lowers it. `false` on timeout.
+    fn wait(&self, until: Instant) -> bool {
+        let mut look = self.look.lock().unwrap_or_else(|p| p.into_inner());
+        while !*look {
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            look = self
+                .cv
+                .wait_timeout(look, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *look = false;
+        true
+    }
 }
 
 impl Heard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HeardState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Arc<Signal>, usize)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn work(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The signal of unit `id`, for one more waiter.
+    fn register(&self, id: i64) -> Arc<Signal> {
+        let mut w = self.waiting();
+        let e = w.entry(id).or_insert_with(|| (Arc::default(), 0));
+        e.1 += 1;
+        e.0.clone()
+    }
+
+    fn unregister(&self, id: i64) {
+        let mut w = self.waiting();
+        if let Some(e) = w.get_mut(&id) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                w.remove(&id);
+            }
+        }
     }
 
     fn notified(&self, channel: &str, payload: &str) {
-        let mut s = self.lock();
-        match channel {
-            "weir_finished" => {
-                if s.finished.len() >= HEARD_MAX {
-                    s.finished.clear();
-                }
-                if let Ok(id) = payload.parse() {
-                    s.finished.insert(id);
-                }
+        if channel == "weir_finished" {
+            if let Ok(id) = payload.parse::<i64>()
+                && let Some((s, _)) = self.waiting().get(&id)
+            {
+                s.raise();
             }
-            _ => s.work += 1,
+            return;
         }
-        self.changed.notify_all();
+        *self.work() += 1;
+        self.work_changed.notify_all();
     }
 
     /// Wakes every waiter (they look at the database).
     fn wake_all(&self) {
-        self.lock().work += 1;
-        self.changed.notify_all();
+        for (s, _) in self.waiting().values() {
+            s.raise();
+        }
+        *self.work() += 1;
+        self.work_changed.notify_all();
     }
 }
 
@@ -117,6 +164,7 @@ impl PgQueue {
             db,
             heard,
             last_purge: Mutex::new(Instant::now()),
+            last_sweep: Mutex::new(None),
         })
     }
 
@@ -161,8 +209,18 @@ impl PgQueue {
         let max = max as i64;
         let lease_ms = lease.as_millis() as i64;
         let deliveries = MAX_DELIVERIES as i32;
+        // The sweep runs at most once a second (leases are seconds long).
+        let sweep = {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
         self.db.call(move |pool| async move {
             let c = pool.get().await?;
+            if sweep {
             c.execute(
                 "WITH gone AS (
                     UPDATE units SET
@@ -175,11 +233,14 @@ impl PgQueue {
                 &[&deliveries],
             )
             .await?;
+            }
             let rows = c
                 .query(
                     "WITH picked AS (
                         SELECT id FROM units
-                        WHERE (state = 'queued' OR (state = 'leased' AND lease_until < now()))
+                        WHERE (state = 'queued'
+                               OR (state = 'leased' AND lease_until < now()
+                                   AND deliveries < $5 AND NOT cancel))
                           AND tags <@ $2::text[]
                         ORDER BY id LIMIT $3
                         FOR UPDATE SKIP LOCKED)
@@ -189,7 +250,7 @@ impl PgQueue {
                         deliveries = u.deliveries + 1, started_at = now()
                      FROM picked WHERE u.id = picked.id
                      RETURNING u.id, u.token, u.spec, u.deliveries",
-                    &[&name, &tags, &max, &lease_ms],
+                    &[&name, &tags, &max, &lease_ms, &deliveries],
                 )
                 .await?;
             Ok(rows
@@ -291,33 +352,21 @@ impl UnitQueue for PgQueue {
 
     fn wait_finished(&self, id: i64, timeout: Duration) -> anyhow::Result<Option<Finished>> {
         let deadline = Instant::now() + timeout;
-        loop {
+        // Registered before the first look, so a completion in between is
+        // not missed.
+        let signal = self.heard.register(id);
+        let found = (|| loop {
             if let Some(f) = self.finished_row(id)? {
-                self.heard.lock().finished.remove(&id);
                 return Ok(Some(f));
             }
-            let mut heard = self.heard.lock();
-            let polled = Instant::now() + POLL;
-            loop {
-                if heard.finished.remove(&id) {
-                    break;
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(None);
-                }
-                if now >= polled {
-                    break;
-                }
-                let wait = deadline.min(polled) - now;
-                heard = self
-                    .heard
-                    .changed
-                    .wait_timeout(heard, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
             }
-        }
+            signal.wait(deadline.min(now + POLL));
+        })();
+        self.heard.unregister(id);
+        found
     }
 
     fn cancel(&self, id: i64) -> anyhow::Result<()> {
@@ -350,23 +399,23 @@ impl UnitQueue for PgQueue {
             std::thread::sleep(wait.min(POLL));
             return Ok(Vec::new());
         }
-        let seen = self.heard.lock().work;
+        let seen = *self.heard.work();
         let got = self.claim_now(worker, max, lease)?;
         if !got.is_empty() {
             return Ok(got);
         }
         {
             let deadline = Instant::now() + wait;
-            let mut heard = self.heard.lock();
-            while heard.work == seen {
+            let mut work = self.heard.work();
+            while *work == seen {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
-                heard = self
+                work = self
                     .heard
-                    .changed
-                    .wait_timeout(heard, deadline - now)
+                    .work_changed
+                    .wait_timeout(work, deadline - now)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }

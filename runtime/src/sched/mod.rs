@@ -1397,7 +1397,7 @@ impl StepJob {
             limits: s.limits,
             seed: *key,
             attempt,
-            tags: s.tags.iter().cloned().collect(),
+            tags: self.plan.routing_tags(s),
         };
         let watch = self.on_event.clone().map(|sink| {
             let step = self.name.clone();
