@@ -661,6 +661,15 @@ fn the_dashboard_filters_pages_and_updates_a_live_run_in_place() {
     }
     b.screenshot(&shots.join("schedules.png"));
 
+    // Workers: this server's records are its own, so it says it is no cluster.
+    b.goto(&format!("{}/#/workers", srv.base));
+    b.find("#queue-depth", 30);
+    assert!(
+        b.text("#queue-depth").contains("Not a cluster"),
+        "{}",
+        b.text("main")
+    );
+
     // A 10,000-step chain: its graph stays in view (it wraps into bands in
     // a box that scrolls), where it was an empty box before.
     let (s, v) = srv.post("/api/pipelines/chain/runs", json!({}));

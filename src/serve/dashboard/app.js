@@ -755,7 +755,7 @@ async function pageWorkers() {
     show(el("h1", {}, "Workers"),
       w.cluster
         ? el("p", { id: "queue-depth" }, "Queue: " + w.queued + " waiting, " + w.running + " running")
-        : el("p", { class: "muted" }, "Not a cluster: the records are not in PostgreSQL, so every step runs in this server."),
+        : el("p", { class: "muted", id: "queue-depth" }, "Not a cluster: the records are not in PostgreSQL, so every step runs in this server."),
       w.workers.length ? el("table", { id: "workers" },
         el("tr", {}, ["Worker", "State", "Tags", "Slots", "Last heartbeat", "Running"].map((h) => el("th", {}, h))),
         w.workers.map((x) => el("tr", { "data-worker": x.name },
