@@ -38,6 +38,26 @@ const POLL: Duration = Duration::from_millis(500);
 const KEEP_FINISHED: &str = "1 hour";
 
 /// The cluster's queue of units, in the records database.
+///
+/// A coordinator sends every attempt through it; a worker serves it:
+///
+/// ```no_run
+/// # fn main() -> anyhow::Result<()> {
+/// use std::sync::Arc;
+/// use weir_runtime::cluster::{QueueDispatch, Worker, WorkerOptions};
+/// let url = "postgres://weir@db.internal/weir";
+/// // The coordinator: steps go to the queue instead of running here.
+/// let mut config = weir_runtime::Config::new(".weir");
+/// config
+///     .records(Arc::new(weir_postgres::PgRecords::connect(url)?))
+///     .dispatch(Arc::new(QueueDispatch::new(Arc::new(weir_postgres::PgQueue::connect(url)?))));
+/// // A worker (another process or machine), until told to drain or stop.
+/// let runtime = weir_runtime::Runtime::new(&weir_runtime::Config::new("/var/cache/weir"))?;
+/// let worker = Worker::new(runtime, Arc::new(weir_postgres::PgQueue::connect(url)?), &WorkerOptions::new("gpu-1"));
+/// let (drain, stop) = (Default::default(), Default::default());
+/// worker.run(&drain, &stop)?;
+/// # Ok(()) }
+/// ```
 pub struct PgQueue {
     db: PgRecords,
     heard: Arc<Heard>,
