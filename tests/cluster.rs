@@ -113,6 +113,43 @@ p.step("after", {sleep:?}).input("x", s.out("out")).output("out").params(#{{ ms:
     script
 }
 
+/// The slow pipeline (its first step `ms` long) started with `weir run
+/// --cluster` on the database `db`, once worker "a" (reaching the database
+/// at `a_db`, started with `a_args`) holds its slow step: the worker, the
+/// coordinator's store and the coordinator's process. The remote is the
+/// folder `remote` under `dir`.
+fn slow_step_held_by_a(
+    dir: &Path,
+    db: &str,
+    a_db: &str,
+    ms: u64,
+    a_args: &[&str],
+) -> (WorkerProc, PathBuf, Child) {
+    let remote = dir.join("remote");
+    let script = slow_pipeline(dir, ms);
+    let a = WorkerProc::start(weir_on(a_db, &remote), dir, "a", a_args);
+    let store = dir.join("coordinator");
+    let coordinator = weir_on(db, &remote)
+        .args(["run", "--cluster", "--store"])
+        .arg(&store)
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    a.wait_for("start  slow", 60);
+    (a, store, coordinator)
+}
+
+/// Waits for the coordinator of the slow pipeline to succeed.
+fn slow_run_succeeds(coordinator: Child) {
+    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
+    assert!(
+        stdout.contains("succeeded: 2 steps, 2 executed"),
+        "{stdout}{stderr}"
+    );
+}
+
 #[test]
 fn the_flagship_on_three_workers_gives_the_digests_and_model_of_a_local_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,23 +241,8 @@ fn a_worker_killed_mid_step_loses_its_unit_to_another_and_the_step_is_recorded_o
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new();
     let remote = dir.path().join("remote");
-    let script = slow_pipeline(dir.path(), 3000);
-    let a = WorkerProc::start(
-        weir_on(&db.url, &remote),
-        dir.path(),
-        "a",
-        &["--lease", "1"],
-    );
-    let store = dir.path().join("coordinator");
-    let coordinator = weir_on(&db.url, &remote)
-        .args(["run", "--cluster", "--store"])
-        .arg(&store)
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    a.wait_for("start  slow", 60);
+    let (a, store, coordinator) =
+        slow_step_held_by_a(dir.path(), &db.url, &db.url, 3000, &["--lease", "1"]);
     a.signal("-KILL");
     let b = WorkerProc::start(
         weir_on(&db.url, &remote),
@@ -228,11 +250,7 @@ fn a_worker_killed_mid_step_loses_its_unit_to_another_and_the_step_is_recorded_o
         "b",
         &["--lease", "1"],
     );
-    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
-    assert!(
-        stdout.contains("succeeded: 2 steps, 2 executed"),
-        "{stdout}{stderr}"
-    );
+    slow_run_succeeds(coordinator);
     let log = b.log();
     assert!(
         log.contains("start  slow of run 1 (delivery 2"),
@@ -250,18 +268,7 @@ fn a_worker_told_to_stop_finishes_what_it_runs_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new();
     let remote = dir.path().join("remote");
-    let script = slow_pipeline(dir.path(), 1500);
-    let mut a = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "a", &[]);
-    let store = dir.path().join("coordinator");
-    let coordinator = weir_on(&db.url, &remote)
-        .args(["run", "--cluster", "--store"])
-        .arg(&store)
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    a.wait_for("start  slow", 60);
+    let (mut a, _, coordinator) = slow_step_held_by_a(dir.path(), &db.url, &db.url, 1500, &[]);
     a.signal("-TERM");
     // It drains: the step it holds ends well, then it claims nothing more.
     let status = a.child.wait().unwrap();
@@ -280,11 +287,7 @@ fn a_worker_told_to_stop_finishes_what_it_runs_and_exits() {
     assert_eq!(v["workers"][0]["state"], "stopped", "{v}");
     // The next step waits for a worker, and gets one.
     let _b = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "b", &[]);
-    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
-    assert!(
-        stdout.contains("succeeded: 2 steps, 2 executed"),
-        "{stdout}{stderr}"
-    );
+    slow_run_succeeds(coordinator);
 }
 
 #[test]
@@ -292,30 +295,16 @@ fn a_stalled_worker_whose_connection_was_cut_cannot_complete_its_unit() {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::new();
     let remote = dir.path().join("remote");
-    let script = slow_pipeline(dir.path(), 1500);
     // Its connections carry a name, so the test can find and cut them.
     let named = format!("{}?application_name=weir-stalled", db.url);
-    let a = WorkerProc::start(weir_on(&named, &remote), dir.path(), "a", &["--lease", "1"]);
-    let store = dir.path().join("coordinator");
-    let coordinator = weir_on(&db.url, &remote)
-        .args(["run", "--cluster", "--store"])
-        .arg(&store)
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    a.wait_for("start  slow", 60);
+    let (a, store, coordinator) =
+        slow_step_held_by_a(dir.path(), &db.url, &named, 1500, &["--lease", "1"]);
     a.signal("-STOP");
     db.exec(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'weir-stalled'",
     );
     let b = WorkerProc::start(weir_on(&db.url, &remote), dir.path(), "b", &[]);
-    let (stdout, stderr) = succeeded(coordinator.wait_with_output().unwrap());
-    assert!(
-        stdout.contains("succeeded: 2 steps, 2 executed"),
-        "{stdout}{stderr}"
-    );
+    slow_run_succeeds(coordinator);
     b.wait_for("ok     slow", 5);
     // Woken, the stalled worker finds its lease gone: its outcome is dropped.
     a.signal("-CONT");

@@ -36,12 +36,18 @@ pub fn compile_cache() -> Option<PathBuf> {
     match std::env::var_os("WEIR_COMPILE_CACHE") {
         Some(v) if v == "store" => None,
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => std::env::var_os("XDG_CACHE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|c| c.join("weir").join("compiled")),
+        _ => user_cache().map(|c| c.join("compiled")),
     }
+}
+
+/// weir's folder in the user's cache: `$XDG_CACHE_HOME/weir`, else
+/// `~/.cache/weir`; `None` without either variable.
+pub fn user_cache() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("weir"))
 }
 
 /// An executor for tools that load a component or two (`weir build`,

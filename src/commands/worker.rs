@@ -135,16 +135,12 @@ fn worker_store(arg: &StoreArg) -> anyhow::Result<(std::path::PathBuf, Option<St
         !super::has_remote(),
         "--store {text} names a bucket and --remote (or $WEIR_REMOTE) another: give the bucket once"
     );
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "--store {text}: no $HOME for the local cache; give --remote {text} and --store DIR"
-            )
-        })?;
-    Ok((cache.join("weir").join("worker-store"), Some(text)))
+    let cache = super::user_cache().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--store {text}: no $HOME for the local cache; give --remote {text} and --store DIR"
+        )
+    })?;
+    Ok((cache.join("worker-store"), Some(text)))
 }
 
 /// `HOST-PID`.
@@ -199,7 +195,7 @@ pub struct ListArgs {
     #[arg(long)]
     json: bool,
     /// Show workers heard of within this many seconds
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    #[arg(long, default_value_t = weir_runtime::cluster::WORKERS_LISTED.as_secs(), value_name = "SECS")]
     within: u64,
 }
 
@@ -213,24 +209,10 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     if args.json {
-        let shown: Vec<serde_json::Value> = workers
-            .iter()
-            .map(|w| {
-                serde_json::json!({
-                    "name": w.name,
-                    "tags": w.tags,
-                    "jobs": w.jobs,
-                    "state": w.state,
-                    "started_ms": w.started_ms,
-                    "heartbeat_ms": w.heartbeat_ms,
-                    "running": w.running.iter().map(|(r, s)| serde_json::json!({"run": r.map(|r| r.0), "step": s})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
         jsonln!(
             "{}",
             serde_json::json!({
-                "workers": shown,
+                "workers": workers,
                 "queued": depth.queued,
                 "running": depth.leased,
             })
@@ -255,10 +237,10 @@ pub fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
             tags,
             w.jobs
         );
-        for (run, step) in &w.running {
-            match run {
-                Some(r) => outln!("    running {step} of run {r}"),
-                None => outln!("    running {step}"),
+        for u in &w.running {
+            match u.run {
+                Some(r) => outln!("    running {} of run {r}", u.step),
+                None => outln!("    running {}", u.step),
             }
         }
     }

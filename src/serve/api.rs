@@ -98,36 +98,19 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Server>> {
     }
 }
 
-/// How long ago a worker may have last been heard of to be listed.
-const WORKERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// The cluster's workers and the queue's depth.
 async fn workers(State(s): S) -> Result<Response, ApiError> {
     let v = blocking(move || {
         let Some(q) = &s.queue else {
             return Ok(json!({ "cluster": false, "workers": [], "queued": 0, "running": 0 }));
         };
-        let workers = q.workers(WORKERS_WITHIN).map_err(ApiError::internal)?;
+        let workers = q
+            .workers(weir_runtime::cluster::WORKERS_LISTED)
+            .map_err(ApiError::internal)?;
         let depth = q.depth().map_err(ApiError::internal)?;
-        let shown: Vec<Value> = workers
-            .iter()
-            .map(|w| {
-                json!({
-                    "name": w.name,
-                    "tags": w.tags,
-                    "jobs": w.jobs,
-                    "state": w.state,
-                    "started_ms": w.started_ms,
-                    "heartbeat_ms": w.heartbeat_ms,
-                    "running": w.running.iter()
-                        .map(|(r, step)| json!({ "run": r.map(|r| r.0), "step": step }))
-                        .collect::<Vec<_>>(),
-                })
-            })
-            .collect();
         Ok(json!({
             "cluster": true,
-            "workers": shown,
+            "workers": workers,
             "queued": depth.queued,
             "running": depth.leased,
         }))
@@ -142,7 +125,7 @@ async fn prometheus(State(server): S) -> Result<Response, ApiError> {
         let now = server.activity();
         let mut text = server.metrics.render(&now);
         if let Some(q) = &server.queue {
-            match (q.depth(), q.workers(WORKERS_WITHIN)) {
+            match (q.depth(), q.workers(weir_runtime::cluster::WORKERS_LISTED)) {
                 (Ok(depth), Ok(workers)) => {
                     text.push_str(&super::metrics::render_cluster(&depth, &workers));
                 }

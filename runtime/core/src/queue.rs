@@ -96,8 +96,22 @@ pub struct WorkerInfo {
     pub jobs: u32,
 }
 
-/// A worker, as the queue last heard of it.
-#[derive(Debug, Clone, PartialEq)]
+/// How long after its last heartbeat a worker is still listed (`weir
+/// workers`, `GET /api/workers`).
+pub const WORKERS_LISTED: Duration = Duration::from_secs(3600);
+
+/// A unit a worker holds, as listed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HeldUnit {
+    /// The run it belongs to.
+    pub run: Option<RunId>,
+    /// The step (or map child) as shown.
+    pub step: String,
+}
+
+/// A worker, as the queue last heard of it (serialised as `weir workers
+/// --json` and `GET /api/workers` show it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerStatus {
     /// Its name.
     pub name: String,
@@ -112,8 +126,8 @@ pub struct WorkerStatus {
     pub started_ms: i64,
     /// Its last heartbeat (ms since the Unix epoch).
     pub heartbeat_ms: i64,
-    /// The units it holds now: (run, step).
-    pub running: Vec<(Option<RunId>, String)>,
+    /// The units it holds now.
+    pub running: Vec<HeldUnit>,
 }
 
 /// What a renewal found.

@@ -416,7 +416,6 @@ impl UnitQueue for PgQueue {
         wait: Duration,
     ) -> anyhow::Result<Vec<Claim>> {
         if max == 0 {
-            std::thread::sleep(wait.min(POLL));
             return Ok(Vec::new());
         }
         let seen = *self.heard.work();
@@ -593,8 +592,10 @@ impl UnitQueue for PgQueue {
             for r in &held {
                 let name: String = r.get(0);
                 if let Some(w) = workers.iter_mut().find(|w| w.name == name) {
-                    w.running
-                        .push((r.get::<_, Option<i64>>(1).map(RunId), r.get(2)));
+                    w.running.push(HeldUnit {
+                        run: r.get::<_, Option<i64>>(1).map(RunId),
+                        step: r.get(2),
+                    });
                 }
             }
             Ok(workers)
